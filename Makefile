@@ -1,0 +1,27 @@
+# Two commands on a fresh clone: `make demo` and `make test`.
+# Both create the virtual environment .venv by themselves the first time.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+demo: $(STAMP)
+	$(PY) -m pytest -q -p no:randomly tests/test_conversation.py -v
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	for script in bench/*.py; do $(PY) $$script || exit 1; done
+
+# Reinstall only when the dependencies change.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,341 @@
+"""Accounts: names, Argon2id password hashes, ignore lists and login throttling.
+
+The Lab 2 server keeps one AccountStore, backed by a sqlite3 file (DB_PATH in .env).
+Registering and logging in are the only slow calls, because a password hash is slow on
+purpose: Argon2id at OWASP's minimum cost takes 30-60 ms, which is what makes guessing
+stolen hashes expensive. The server runs these two calls in a small worker pool;
+everything else here is one quick indexed query. (A caveat: cryptography 48 holds
+Python's GIL for the whole hash, so other threads, the event loop included, wait while
+a hash runs. A change merged upstream, pyca/cryptography#15163, releases the GIL during
+the hash.)
+
+What this file shows:
+- A password is stored only as an Argon2id PHC string ("$argon2id$v=19$m=...,t=...,p=...
+  $salt$hash"). The string carries its own cost and salt, so hashes made before a change
+  of cost still verify.
+- Every failed login gets the same reply. An unknown name is checked against a dummy hash,
+  so it costs the same work as a wrong password. Neither the words nor the timing of the
+  reply tell a guesser whether a name exists.
+- Repeated failures lock an account for a while (a back-off that doubles), which slows a
+  password guesser down to a handful of tries a minute.
+- One lock guards the one sqlite connection, but nobody holds it while hashing.
+
+Usage:
+    store = AccountStore("chat.db")
+    name = store.register(" Alice ", "correct horse")   # -> "alice"
+    store.login("alice", "correct horse")               # -> "alice"
+"""
+
+import math
+import os
+import re
+import sqlite3
+import threading
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidKey
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+from common.errors import ProtocolError
+
+# A name, once normalised, must match this pattern completely (use fullmatch). Plain ASCII
+# means two names that look the same on screen are always the same name.
+NAME_PATTERN = re.compile(r"[a-z0-9_]{3,20}")
+
+# NIST SP 800-63B asks for at least 8 characters in a password the user chooses. The count
+# is of characters as the user typed them.
+MIN_PASSWORD_CHARS = 8
+# The upper limit caps how much text one request can make the server hash. No person types
+# a password anywhere near this long.
+MAX_PASSWORD_BYTES = 256
+
+LOGIN_FAILED = "login failed: unknown name or wrong password"
+
+# Throttling: after this many failed logins in a row, the account is locked for
+# FIRST_LOCK_SECONDS. Every further failure (possible only once a lock has ended) doubles
+# the lock, up to MAX_LOCK_SECONDS. A successful login starts the count again.
+FAILURES_BEFORE_LOCK = 5
+FIRST_LOCK_SECONDS = 2.0
+MAX_LOCK_SECONDS = 60.0
+
+SALT_BYTES = 16  # random for each hash: two users with one password get different hashes
+HASH_BYTES = 32
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name         TEXT PRIMARY KEY,  -- normalised, see normalise_name()
+    password_phc TEXT NOT NULL      -- Argon2id PHC string; never the password itself
+);
+CREATE TABLE IF NOT EXISTS ignores (
+    user   TEXT NOT NULL REFERENCES users (name),  -- who ignores ...
+    target TEXT NOT NULL REFERENCES users (name),  -- ... whom
+    PRIMARY KEY (user, target)
+);
+"""
+
+
+def normalise_name(raw: str) -> str:
+    """Return the one canonical spelling of a user name.
+
+    NFKC turns look-alike characters into plain ones (full-width "Ａｌｉｃｅ" becomes
+    "Alice"). Then surrounding spaces go and letters become lower case, so " Alice ",
+    "ALICE" and "Ａｌｉｃｅ" are all the account "alice".
+    Raises ProtocolError if the result is not 3-20 characters of a-z, 0-9 and _.
+    """
+    name = unicodedata.normalize("NFKC", raw).strip().lower()
+    if not NAME_PATTERN.fullmatch(name):
+        raise ProtocolError("names are 3-20 characters: a-z, 0-9 and _")
+    return name
+
+
+@dataclass(frozen=True)
+class Argon2Cost:
+    """How expensive one password hash is. The defaults are OWASP's minimum for Argon2id:
+    19 MiB of memory, 2 passes over it, 1 lane. Tests pass a much cheaper cost."""
+
+    memory_kib: int = 19456
+    iterations: int = 2
+    lanes: int = 1
+
+
+def _password_bytes(password: str) -> bytes:
+    """Return the bytes we hash: the password NFKC-normalised, as UTF-8.
+
+    Raises ProtocolError if they are longer than MAX_PASSWORD_BYTES.
+    """
+    # NIST SP 800-63B asks us to normalise. Two keyboards can send "é" as one code point
+    # or as "e" plus an accent, and the password must match either way.
+    normalised = unicodedata.normalize("NFKC", password)
+    try:
+        encoded = normalised.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: a str that is not valid text
+        raise ProtocolError("passwords must be valid Unicode text") from None
+    if len(encoded) > MAX_PASSWORD_BYTES:
+        raise ProtocolError(f"passwords are at most {MAX_PASSWORD_BYTES} bytes of UTF-8")
+    return encoded
+
+
+def _hash_password(secret: bytes, cost: Argon2Cost) -> str:
+    """Hash secret with a fresh random salt and return the Argon2id PHC string."""
+    kdf = Argon2id(
+        salt=os.urandom(SALT_BYTES),
+        length=HASH_BYTES,
+        iterations=cost.iterations,
+        lanes=cost.lanes,
+        memory_cost=cost.memory_kib,
+    )
+    return kdf.derive_phc_encoded(secret)
+
+
+def _password_matches(secret: bytes, phc: str) -> bool:
+    """Return whether secret hashes to phc, using the cost and salt written in phc."""
+    # verify_phc_encoded compares in constant time: how long it takes doesn't depend on
+    # how many leading bytes of the hash match.
+    try:
+        Argon2id.verify_phc_encoded(secret, phc)
+    except InvalidKey:
+        return False
+    return True
+
+
+@dataclass
+class _FailedLogins:
+    """The throttling state of one account."""
+
+    count: int = 0  # failed logins in a row since the last success
+    lock_seconds: float = 0.0  # length of the latest lock; 0 until the first one
+    locked_until: float = -math.inf  # clock() reading at which the lock ends
+
+
+class AccountStore:
+    """Users, their password hashes and ignore lists in sqlite3, plus login throttling.
+
+    Several threads may call one store at once: the server's event loop asks quick
+    questions while workers register and log users in.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        cost: Argon2Cost = Argon2Cost(),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Open (or create) the database at path; ":memory:" keeps it in RAM only.
+
+        cost sets the price of new hashes. clock measures lock times in seconds; tests
+        pass a fake clock so they need not sleep. Raises ValueError if cost is below
+        Argon2's minimum. The dummy hash below is made here, so a bad cost fails at
+        start-up rather than at the first login.
+        """
+        self._cost = cost
+        self._clock = clock
+        self._lock = threading.Lock()
+        # Throttling state is kept in memory, not in the database. The readings of a
+        # monotonic clock mean nothing to another process. The state also only has to
+        # last one guessing session, not a server restart. A restart forgets it, which
+        # gives a guesser five more tries, but only the instructor can restart the server.
+        # We count failures only for names that have an account, so the dict never grows
+        # larger than the users table, however many names a guesser tries.
+        self._failures: dict[str, _FailedLogins] = {}
+        # sqlite3 normally refuses a connection used from a thread other than the one
+        # that made it. Logins run in worker threads, so we switch that check off. In
+        # its place self._lock lets one thread at a time use the connection.
+        self._conn = sqlite3.connect(path, check_same_thread=False)
+        # In WAL mode a commit is appended to a log file; readers (the instructor's sqlite3
+        # shell, say) never block the writer. In any journal mode each commit is atomic,
+        # so a crash mid-write loses nothing committed. A ":memory:" database keeps its
+        # own mode and ignores this.
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # sqlite checks REFERENCES only if each connection asks it to.
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.executescript(_SCHEMA)
+        # A hash of random bytes nobody knows, made at this store's cost. An unknown name
+        # is checked against it, so the check takes as long as for a real account.
+        self._dummy_phc = _hash_password(os.urandom(SALT_BYTES), cost)
+
+    def register(self, name: str, password: str) -> str:
+        """Create an account and return its normalised name.
+
+        Raises ProtocolError if the name is malformed or taken, or if the password is
+        shorter than MIN_PASSWORD_CHARS or longer than MAX_PASSWORD_BYTES.
+        """
+        user = normalise_name(name)
+        if len(password) < MIN_PASSWORD_CHARS:
+            raise ProtocolError(f"passwords need at least {MIN_PASSWORD_CHARS} characters")
+        # Hashing is the slow part, so we do it without holding the lock: a worker that
+        # is hashing never keeps the others away from the database.
+        phc = _hash_password(_password_bytes(password), self._cost)
+        # We don't ask "is the name taken?" first. Another worker could register the same
+        # name between that question and our INSERT. The PRIMARY KEY lets the database
+        # decide, in one step.
+        try:
+            with self._lock, self._conn:  # one transaction: committed whole, or not at all
+                self._conn.execute(
+                    "INSERT INTO users (name, password_phc) VALUES (?, ?)", (user, phc)
+                )
+        except sqlite3.IntegrityError:
+            raise ProtocolError("that name is taken") from None
+        return user
+
+    def login(self, name: str, password: str) -> str:
+        """Check a name and password; return the normalised name.
+
+        Raises ProtocolError(LOGIN_FAILED) for every kind of failure (a malformed or
+        unknown name, a wrong or oversize password), so the reply never says which part
+        was wrong. While the account is locked after repeated failures it raises
+        ProtocolError("too many failed logins for this name; try again in N s") instead,
+        even for the right password.
+        """
+        try:
+            user = normalise_name(name)
+            secret = _password_bytes(password)
+        except ProtocolError:
+            # No account can have such a name or password, and the rules for both are
+            # public, so failing fast here tells a guesser nothing new.
+            raise ProtocolError(LOGIN_FAILED) from None
+        with self._lock:
+            self._refuse_if_locked(user)
+            row = self._conn.execute(
+                "SELECT password_phc FROM users WHERE name = ?", (user,)
+            ).fetchone()
+        # The slow verify runs outside the lock. Several workers can each be in a verify
+        # at once, and so can several guesses at one name. Each guess passed the lock
+        # check before any of them was counted, so a guesser gets at most one extra try
+        # per worker. We accept that small leak to keep the hash outside the lock.
+        matched = _password_matches(secret, self._dummy_phc if row is None else row[0])
+        if row is None:
+            raise ProtocolError(LOGIN_FAILED)  # no account, so no failures to count
+        with self._lock:
+            if not matched:
+                self._count_failure(user)
+                raise ProtocolError(LOGIN_FAILED)
+            self._failures.pop(user, None)
+        return user
+
+    def _refuse_if_locked(self, user: str) -> None:
+        """Raise ProtocolError if user is locked out. The caller holds self._lock."""
+        # The lock message does show that the name exists. So does registration's "that
+        # name is taken", and a sign-up form can't avoid saying that.
+        failures = self._failures.get(user)
+        if failures is None:
+            return
+        remaining_seconds = failures.locked_until - self._clock()
+        if remaining_seconds > 0:
+            raise ProtocolError(
+                "too many failed logins for this name; "
+                f"try again in {math.ceil(remaining_seconds)} s"
+            )
+
+    def _count_failure(self, user: str) -> None:
+        """Record one failed login; lock the account if it is one too many."""
+        failures = self._failures.setdefault(user, _FailedLogins())
+        failures.count += 1
+        if failures.count < FAILURES_BEFORE_LOCK:
+            return
+        if failures.lock_seconds == 0:
+            failures.lock_seconds = FIRST_LOCK_SECONDS
+        else:
+            failures.lock_seconds = min(failures.lock_seconds * 2, MAX_LOCK_SECONDS)
+        failures.locked_until = self._clock() + failures.lock_seconds
+
+    def ignore(self, user: str, target: str) -> None:
+        """Record, permanently, that user ignores target. Ignoring twice changes nothing.
+
+        Raises ProtocolError if a name is malformed, target has no account, or target
+        is user.
+        """
+        user, target = normalise_name(user), normalise_name(target)
+        if target == user:
+            raise ProtocolError("you cannot ignore yourself")
+        with self._lock, self._conn:
+            if not self._has_account(target):
+                raise ProtocolError(f"there is no user called {target}")
+            self._conn.execute(
+                "INSERT OR IGNORE INTO ignores (user, target) VALUES (?, ?)", (user, target)
+            )
+
+    def unignore(self, user: str, target: str) -> None:
+        """Stop user ignoring target; if target wasn't ignored, nothing changes.
+
+        Raises ProtocolError if a name is malformed.
+        """
+        user, target = normalise_name(user), normalise_name(target)
+        with self._lock, self._conn:
+            self._conn.execute(
+                "DELETE FROM ignores WHERE user = ? AND target = ?", (user, target)
+            )
+
+    def ignored_by(self, user: str) -> frozenset[str]:
+        """Return the names that user ignores. Raises ProtocolError for a malformed name."""
+        user = normalise_name(user)
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT target FROM ignores WHERE user = ?", (user,)
+            ).fetchall()
+        return frozenset(target for (target,) in rows)
+
+    def exists(self, name: str) -> bool:
+        """Return whether name (in any spelling that normalises to it) has an account.
+
+        A malformed name never has one, so this returns False rather than raising.
+        """
+        try:
+            user = normalise_name(name)
+        except ProtocolError:
+            return False
+        with self._lock:
+            return self._has_account(user)
+
+    def _has_account(self, user: str) -> bool:
+        """Look a normalised name up. The caller holds self._lock."""
+        query = "SELECT 1 FROM users WHERE name = ?"
+        return self._conn.execute(query, (user,)).fetchone() is not None
+
+    def close(self) -> None:
+        """Close the database. The store must not be used afterwards."""
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,263 @@
+"""Settings: keys, addresses and limits, read from .env, the environment and the command line.
+
+Every role script starts with:
+    SETTINGS = load_settings(overrides=command_line_options)
+
+A value is looked up in four places, and the first one that sets it wins:
+    1. the command line (overrides),
+    2. the process environment (export LAB1_PORT=6000),
+    3. the .env file,
+    4. the defaults below.
+That order lets the instructor keep one .env for the class while a student tries another
+port for one run without editing it.
+
+On the first run there is no .env. The server then writes one with fresh random keys and
+says so. The keys exist only in that file: nothing in the source can leak them, and each
+class gets its own. Clients need the same keys, so they never make their own; the file
+is copied to them instead.
+"""
+
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from dotenv import dotenv_values
+
+KEY_BYTES = 32  # the PSK and both X25519 keys; written as 64 hex digits
+
+# Every setting: its name, its default ("" means no default) and the comment that
+# documents it in a generated .env. The file .env.example repeats these; a test keeps the
+# two in step.
+_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("CHAT_PSK", "",
+     "The members' pre-shared key, 64 hex digits (32 random bytes). Only holders of it "
+     "can complete the handshake. Generated on first run."),
+    ("SERVER_PRIVATE_KEY", "",
+     "The server's static X25519 private key, 64 hex digits. Only the server needs it: "
+     "leave it out of the copies on client machines. Generated on first run."),
+    ("SERVER_PUBLIC_KEY", "",
+     "The public half of that key. Clients pin it and refuse a server that cannot prove "
+     "it holds the private half. Generated on first run."),
+    ("SERVER_HOST", "127.0.0.1",
+     "The server's address: 127.0.0.1 for a demo on one machine, the server's LAN "
+     "address for a class."),
+    ("LAB1_PORT", "5050", "TCP port of the Lab 1 one-to-one chat server."),
+    ("LAB2_PORT", "5060", "TCP port of the Lab 2 room server (login, DMs, repairs)."),
+    ("BROADCAST_ADDR", "127.255.255.255",
+     "Where Lab 2 room datagrams are broadcast. 127.255.255.255 reaches every client on "
+     "this machine; on a LAN use the subnet's broadcast address, e.g. 192.168.1.255."),
+    ("BROADCAST_PORT", "5061", "UDP port that every Lab 2 client binds to hear the room."),
+    ("DB_PATH", "chat.db", "sqlite3 file with accounts and ignore lists (server only)."),
+    ("POLL_INTERVAL_MS", "20", "How often a window polls its sockets, in milliseconds."),
+    ("MAX_CLIENTS", "250", "Most clients the Lab 2 server serves at once."),
+    ("MAX_MESSAGES_PER_SECOND", "20", "Most messages one client may send per second."),
+    ("ARGON2_MEMORY_KIB", "19456",
+     "Password-hash cost: memory per Argon2id hash, in KiB. OWASP's minimum is 19456 "
+     "KiB, or 19 MiB. A change affects new hashes only; old ones keep their cost."),
+    ("ARGON2_ITERATIONS", "2", "Password-hash cost: passes over that memory (OWASP minimum: 2)."),
+)
+_DEFAULTS = {name: default for name, default, _comment in _SETTINGS}
+
+_GENERATED_HEADER = """\
+# Chat lab kit settings, generated with fresh random keys.
+# Keep this file secret: CHAT_PSK lets anyone join, and SERVER_PRIVATE_KEY lets anyone
+# pose as the server. Copy it to every client machine, minus the SERVER_PRIVATE_KEY line.
+# Precedence: command line > environment variables > this file > built-in defaults.
+"""
+
+
+class ConfigError(ValueError):
+    """A setting that is missing, malformed, or inconsistent with another one.
+
+    The message names the setting and where its value came from. This is not a
+    ProtocolError: that means "drop this one peer", while a bad setting means the program
+    cannot start at all.
+    """
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a role script needs to know before it opens a socket."""
+
+    # repr=False: printing or logging a Settings object must not reveal the secrets.
+    psk: bytes = field(repr=False)  # CHAT_PSK: the members' pre-shared key
+    server_private_key: bytes | None = field(repr=False)  # None on client machines
+    server_public_key: bytes  # clients pin it
+    host: str
+    lab1_port: int
+    lab2_port: int
+    broadcast_addr: str
+    broadcast_port: int
+    db_path: str
+    poll_interval_ms: int
+    max_clients: int
+    max_messages_per_second: int
+    argon2_memory_kib: int
+    argon2_iterations: int
+
+
+def _print_to_stderr(message: str) -> None:
+    # stderr, not stdout: stdout carries the transcript in headless mode.
+    print(message, file=sys.stderr)
+
+
+def load_settings(
+    env_file: str | os.PathLike = ".env",
+    overrides: Mapping[str, str | None] | None = None,
+    *,
+    create: bool = True,
+    announce: Callable[[str], None] = _print_to_stderr,
+) -> Settings:
+    """Read the settings and return them, checked and parsed.
+
+    overrides holds command-line values keyed by setting name ("LAB1_PORT"); None means
+    the option was not given. If env_file does not exist and create is true, a new one
+    with fresh keys is written first and announce() reports it.
+    Raises ConfigError if env_file is missing and create is false (a client must use
+    the server's keys, not make its own), for an unknown override name, for a missing
+    or malformed value, and if SERVER_PRIVATE_KEY does not match SERVER_PUBLIC_KEY.
+    """
+    path = Path(env_file)
+    if not path.exists():
+        if not create:
+            raise ConfigError(
+                f"{path} not found: copy the .env from the server machine, "
+                "or run the server once to create one"
+            )
+        create_env_file(path)
+        announce(
+            f"created {path} with fresh random keys; copy it to every client machine "
+            "(clients don't need SERVER_PRIVATE_KEY)"
+        )
+    overrides = overrides or {}
+    unknown = sorted(overrides.keys() - _DEFAULTS.keys())
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    sources = _Sources(
+        path,
+        [
+            ("the command line", overrides),
+            ("the environment", os.environ),
+            # interpolate=False: "${VAR}" in the file stays literal text, so a value means
+            # exactly what is written there.
+            (str(path), dotenv_values(path, interpolate=False)),
+        ],
+    )
+    settings = Settings(
+        psk=sources.key("CHAT_PSK"),
+        server_private_key=sources.optional_key("SERVER_PRIVATE_KEY"),
+        server_public_key=sources.key("SERVER_PUBLIC_KEY"),
+        host=sources.text("SERVER_HOST"),
+        lab1_port=sources.port("LAB1_PORT"),
+        lab2_port=sources.port("LAB2_PORT"),
+        broadcast_addr=sources.text("BROADCAST_ADDR"),
+        broadcast_port=sources.port("BROADCAST_PORT"),
+        db_path=sources.text("DB_PATH"),
+        poll_interval_ms=sources.integer("POLL_INTERVAL_MS", minimum=1),
+        max_clients=sources.integer("MAX_CLIENTS", minimum=1),
+        max_messages_per_second=sources.integer("MAX_MESSAGES_PER_SECOND", minimum=1),
+        # Argon2 refuses less than 8 KiB of memory per lane; the kit uses one lane.
+        argon2_memory_kib=sources.integer("ARGON2_MEMORY_KIB", minimum=8),
+        argon2_iterations=sources.integer("ARGON2_ITERATIONS", minimum=1),
+    )
+    # Two keys that are not a pair would only show up later, as a failed handshake on
+    # every client. Checking here gives the real cause instead.
+    if settings.server_private_key is not None:
+        private_key = X25519PrivateKey.from_private_bytes(settings.server_private_key)
+        if private_key.public_key().public_bytes_raw() != settings.server_public_key:
+            raise ConfigError(
+                "SERVER_PRIVATE_KEY does not match SERVER_PUBLIC_KEY "
+                f"(check {path} and the environment): clients would refuse this server"
+            )
+    return settings
+
+
+class _Sources:
+    """Finds each setting in the first source that sets it, and parses it."""
+
+    def __init__(
+        self, env_file: Path, layers: list[tuple[str, Mapping[str, str | None]]]
+    ) -> None:
+        self._env_file = env_file
+        self._layers = layers  # (where, values) pairs, highest precedence first
+
+    def _raw(self, name: str) -> tuple[str, str]:
+        """Return (value, where it came from); the value is "" if no source sets it."""
+        for where, values in self._layers:
+            value = values.get(name)
+            # None (a command-line option not given, or a bare "NAME" line in .env) or
+            # "" ("NAME=") means "not set here": keep looking in the next source.
+            if value:
+                return value, where
+        return _DEFAULTS[name], "the defaults"
+
+    def text(self, name: str) -> str:
+        return self._raw(name)[0]
+
+    def optional_key(self, name: str) -> bytes | None:
+        """Return a 32-byte key from 64 hex digits, or None if no source sets it."""
+        value, where = self._raw(name)
+        if not value:
+            return None
+        try:
+            key = bytes.fromhex(value)
+        except ValueError:
+            key = b""
+        if len(key) != KEY_BYTES:
+            # The message never quotes the value: a key, even a mistyped one, must not end
+            # up in a log or a screenshot.
+            raise ConfigError(f"{name} from {where} must be {2 * KEY_BYTES} hex digits")
+        return key
+
+    def key(self, name: str) -> bytes:
+        key = self.optional_key(name)
+        if key is None:
+            raise ConfigError(
+                f"{name} is not set in {self._env_file} or the environment: copy the .env "
+                "from the server machine, or delete it to make new keys"
+            )
+        return key
+
+    def integer(self, name: str, *, minimum: int, maximum: int | None = None) -> int:
+        value, where = self._raw(name)
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} from {where} is not a whole number") from None
+        if number < minimum or (maximum is not None and number > maximum):
+            allowed = f"at least {minimum}" if maximum is None else f"{minimum}-{maximum}"
+            raise ConfigError(f"{name}={number} from {where} is out of range ({allowed})")
+        return number
+
+    def port(self, name: str) -> int:
+        return self.integer(name, minimum=1, maximum=65535)
+
+
+def create_env_file(path: str | os.PathLike) -> None:
+    """Write a new .env at path: fresh random keys, and every other setting at its default.
+
+    Only the owner can read or write the file (mode 0600), because it holds secrets.
+    Raises FileExistsError rather than replace an existing file: new keys would lock
+    out every client that has the old ones.
+    """
+    server_key = X25519PrivateKey.generate()
+    values = {
+        "CHAT_PSK": os.urandom(KEY_BYTES).hex(),
+        "SERVER_PRIVATE_KEY": server_key.private_bytes_raw().hex(),
+        "SERVER_PUBLIC_KEY": server_key.public_key().public_bytes_raw().hex(),
+    }
+    lines = [_GENERATED_HEADER]
+    for name, default, comment in _SETTINGS:
+        lines += ["# " + line for line in textwrap.wrap(comment, width=86)]
+        lines += [f"{name}={values.get(name, default)}", ""]
+    # O_EXCL makes the call fail if the file already exists. The mode is set as the
+    # file is created. Writing first and calling chmod afterwards would leave a moment
+    # when other users could read the keys. Windows ignores these mode bits, and the
+    # file gets the folder's permissions instead.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "w", encoding="utf-8") as env_file:
+        env_file.write("\n".join(lines))

@@ -1,0 +1,380 @@
+"""Every message of both labs, and the strict binary codec that carries them.
+
+A message is a small frozen dataclass. On the wire it is one type byte
+followed by its fields in declaration order:
+
+    str      u16 big-endian byte length, then that many bytes of UTF-8
+    int      u64 big-endian (sequence numbers, epochs)
+    bytes    u16 big-endian length, then the raw bytes (keys)
+    names    u16 count, then each name as a str          (tuple[str, ...])
+    events   u16 count, then each RoomEvent as u16 length + its encoding
+
+The decoder is strict on purpose: an unknown type, a short field, invalid
+UTF-8, an over-long string or bytes left over after the last field all raise
+``ProtocolError``. A lenient parser is how one bad peer corrupts a server.
+``docs/protocol.md`` lists every type code; a test keeps the two in step.
+"""
+from __future__ import annotations
+
+import struct
+import unicodedata
+from dataclasses import dataclass, fields
+from typing import ClassVar, Union, get_type_hints
+
+from common.errors import ProtocolError
+
+
+# Text must fit one room datagram (1200 bytes on the wire, see framing.py),
+# with room left for the header, tag, signature and the event's other fields.
+MAX_TEXT_BYTES = 1000
+MAX_LIST_ITEMS = 1000
+
+_U16 = struct.Struct(">H")
+_U64 = struct.Struct(">Q")
+
+
+# --- Session messages: both labs ------------------------------------------------
+
+@dataclass(frozen=True)
+class Register:
+    """Client -> server: create an account, then log in with it."""
+    name: str
+    password: str
+    TYPE: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class Login:
+    """Client -> server: log in to an existing account."""
+    name: str
+    password: str
+    TYPE: ClassVar[int] = 2
+
+
+@dataclass(frozen=True)
+class LoginAccepted:
+    """Server -> client: you are in, as ``name``; the server is ``server_name``."""
+    name: str
+    server_name: str
+    TYPE: ClassVar[int] = 3
+
+
+@dataclass(frozen=True)
+class LoginRejected:
+    """Server -> client: why the login failed (one generic text for bad credentials)."""
+    reason: str
+    TYPE: ClassVar[int] = 4
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """Lab 1, both ways: one line of the one-to-one chat."""
+    sender: str
+    text: str
+    TYPE: ClassVar[int] = 5
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    """Either way: I am closing this session, and why (quit, busy, shutdown)."""
+    reason: str
+    TYPE: ClassVar[int] = 6
+
+
+@dataclass(frozen=True)
+class ErrorNotice:
+    """Server -> one client: your last request broke a rule (rate, length...)."""
+    text: str
+    TYPE: ClassVar[int] = 7
+
+
+@dataclass(frozen=True)
+class PrivateMessage:
+    """A DM. The client fills ``sender`` with its own name; the server checks it."""
+    sender: str
+    recipient: str
+    text: str
+    TYPE: ClassVar[int] = 8
+
+
+@dataclass(frozen=True)
+class IgnoreUser:
+    """Client -> server: drop DMs from ``name`` and hide its room messages."""
+    name: str
+    TYPE: ClassVar[int] = 9
+
+
+@dataclass(frozen=True)
+class UnignoreUser:
+    """Client -> server: stop ignoring ``name``."""
+    name: str
+    TYPE: ClassVar[int] = 10
+
+
+@dataclass(frozen=True)
+class IgnoreList:
+    """Server -> client: whom you ignore (sent at login and after every change)."""
+    names: tuple[str, ...]
+    TYPE: ClassVar[int] = 11
+
+
+@dataclass(frozen=True)
+class WhoRequest:
+    """Client -> server: who is in the room?"""
+    TYPE: ClassVar[int] = 12
+
+
+@dataclass(frozen=True)
+class MemberList:
+    """Server -> client: the members, server first."""
+    names: tuple[str, ...]
+    TYPE: ClassVar[int] = 13
+
+
+# --- Lab 2: the room ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Say:
+    """Client -> server: a room message. It comes back as a numbered RoomEvent."""
+    text: str
+    TYPE: ClassVar[int] = 20
+
+
+ROOM_EVENT_KINDS = ("say", "join", "leave", "rename")
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    """One numbered entry of the room's log, the same on every screen.
+
+    ``kind`` is one of ROOM_EVENT_KINDS; for "rename", ``sender`` is the old
+    name and ``text`` the new one.
+    """
+    seq: int
+    kind: str
+    sender: str
+    text: str
+    TYPE: ClassVar[int] = 21
+
+
+@dataclass(frozen=True)
+class RoomKey:
+    """Server -> client: the key that seals room datagrams from ``epoch`` on,
+    and the server's Ed25519 public key that signs them."""
+    epoch: int
+    key: bytes
+    signing_key: bytes
+    TYPE: ClassVar[int] = 22
+
+
+@dataclass(frozen=True)
+class RepairRequest:
+    """Client -> server: send me every room event after ``after_seq``."""
+    after_seq: int
+    TYPE: ClassVar[int] = 23
+
+
+@dataclass(frozen=True)
+class History:
+    """Server -> client over TCP: a run of logged events (a repair, or a late
+    joiner's history), and the newest number the log holds."""
+    events: tuple[RoomEvent, ...]
+    latest_seq: int
+    TYPE: ClassVar[int] = 24
+
+
+@dataclass(frozen=True)
+class RoomBatch:
+    """The plaintext of one room datagram: a few events, and the newest number.
+
+    With no events it is the heartbeat that lets a client notice a lost last
+    message.
+    """
+    events: tuple[RoomEvent, ...]
+    latest_seq: int
+    TYPE: ClassVar[int] = 25
+
+
+Message = Union[
+    Register, Login, LoginAccepted, LoginRejected, ChatMessage, Goodbye,
+    ErrorNotice, PrivateMessage, IgnoreUser, UnignoreUser, IgnoreList,
+    WhoRequest, MemberList, Say, RoomEvent, RoomKey, RepairRequest, History,
+    RoomBatch,
+]
+MESSAGE_TYPES: dict[int, type] = {cls.TYPE: cls for cls in Message.__args__}
+
+
+def checked_text(text: str) -> str:
+    """Return chat text that may be sent: one line, not blank, no control
+    characters. Raises ProtocolError otherwise.
+
+    A newline would split one message into two transcript lines, and an
+    escape byte could repaint another member's terminal.
+    """
+    if not text.strip():
+        raise ProtocolError("an empty message was not sent")
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        raise ProtocolError("a message is one line of text, without control characters")
+    if len(text.encode("utf-8", errors="replace")) > MAX_TEXT_BYTES:
+        raise ProtocolError(f"a message is at most {MAX_TEXT_BYTES} bytes of UTF-8")
+    return text
+
+
+# --- The codec --------------------------------------------------------------------
+
+def encode(message: Message) -> bytes:
+    """Return the wire bytes of ``message``. Raises ProtocolError if a field
+    is out of range (an over-long text, a negative number)."""
+    cls = type(message)
+    if MESSAGE_TYPES.get(getattr(cls, "TYPE", None)) is not cls:
+        raise ProtocolError(f"{cls.__name__} is not a protocol message")
+    out = bytearray([cls.TYPE])
+    for field, kind in _layout(cls):
+        _WRITERS[kind](out, getattr(message, field), field)
+    return bytes(out)
+
+
+def decode(data: bytes) -> Message:
+    """Parse exactly one message from ``data``. Raises ProtocolError on an
+    unknown type, a truncated or over-long field, invalid UTF-8, or bytes
+    left over after the last field."""
+    if not data:
+        raise ProtocolError("empty message")
+    cls = MESSAGE_TYPES.get(data[0])
+    if cls is None:
+        raise ProtocolError(f"unknown message type {data[0]}")
+    reader = _Reader(memoryview(data), 1)
+    values = {field: _READERS[kind](reader, field) for field, kind in _layout(cls)}
+    if reader.offset != len(data):
+        raise ProtocolError(f"{len(data) - reader.offset} unexpected bytes after {cls.__name__}")
+    if cls is RoomEvent and values["kind"] not in ROOM_EVENT_KINDS:
+        raise ProtocolError(f"unknown room event kind {values['kind']!r}")
+    return cls(**values)
+
+
+_LAYOUTS: dict[type, list[tuple[str, str]]] = {}
+
+
+def _layout(cls: type) -> list[tuple[str, str]]:
+    """The (field name, wire kind) pairs of a message class, from its type hints."""
+    if cls not in _LAYOUTS:
+        hints = get_type_hints(cls)
+        kinds = {str: "str", int: "int", bytes: "bytes",
+                 tuple[str, ...]: "names", tuple[RoomEvent, ...]: "events"}
+        _LAYOUTS[cls] = [(f.name, kinds[hints[f.name]]) for f in fields(cls)]
+    return _LAYOUTS[cls]
+
+
+class _Reader:
+    """A cursor over the bytes being decoded; every read checks the bounds."""
+
+    def __init__(self, data: memoryview, offset: int) -> None:
+        self.data = data
+        self.offset = offset
+
+    def take(self, count: int, field: str) -> memoryview:
+        end = self.offset + count
+        if end > len(self.data):
+            raise ProtocolError(f"message ends in the middle of field '{field}'")
+        chunk = self.data[self.offset:end]
+        self.offset = end
+        return chunk
+
+    def u16(self, field: str) -> int:
+        return _U16.unpack(self.take(2, field))[0]
+
+
+def _write_str(out: bytearray, value: object, field: str) -> None:
+    if not isinstance(value, str):
+        raise ProtocolError(f"field '{field}' must be text")
+    raw = _utf8(value, field)
+    if len(raw) > MAX_TEXT_BYTES:
+        raise ProtocolError(f"field '{field}' is {len(raw)} bytes; the limit is {MAX_TEXT_BYTES}")
+    out += _U16.pack(len(raw)) + raw
+
+
+def _utf8(value: str, field: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate cannot travel as UTF-8
+        raise ProtocolError(f"field '{field}' is not valid Unicode text") from None
+
+
+def _read_str(reader: _Reader, field: str) -> str:
+    length = reader.u16(field)
+    if length > MAX_TEXT_BYTES:
+        raise ProtocolError(f"field '{field}' is {length} bytes; the limit is {MAX_TEXT_BYTES}")
+    try:
+        return str(reader.take(length, field), "utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"field '{field}' is not valid UTF-8") from None
+
+
+def _write_int(out: bytearray, value: object, field: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+        raise ProtocolError(f"field '{field}' must be a whole number from 0 to 2**64-1")
+    out += _U64.pack(value)
+
+
+def _read_int(reader: _Reader, field: str) -> int:
+    return _U64.unpack(reader.take(8, field))[0]
+
+
+def _write_bytes(out: bytearray, value: object, field: str) -> None:
+    if not isinstance(value, bytes) or len(value) > MAX_TEXT_BYTES:
+        raise ProtocolError(f"field '{field}' must be at most {MAX_TEXT_BYTES} bytes")
+    out += _U16.pack(len(value)) + value
+
+
+def _read_bytes(reader: _Reader, field: str) -> bytes:
+    length = reader.u16(field)
+    if length > MAX_TEXT_BYTES:
+        raise ProtocolError(f"field '{field}' is {length} bytes; the limit is {MAX_TEXT_BYTES}")
+    return bytes(reader.take(length, field))
+
+
+def _write_list(out: bytearray, value: object, field: str, item_writer) -> None:
+    if not isinstance(value, tuple) or len(value) > MAX_LIST_ITEMS:
+        raise ProtocolError(f"field '{field}' must be a tuple of at most {MAX_LIST_ITEMS} items")
+    out += _U16.pack(len(value))
+    for item in value:
+        item_writer(out, item, field)
+
+
+def _read_list(reader: _Reader, field: str, item_reader) -> tuple:
+    count = reader.u16(field)
+    if count > MAX_LIST_ITEMS:
+        raise ProtocolError(f"field '{field}' has {count} items; the limit is {MAX_LIST_ITEMS}")
+    return tuple(item_reader(reader, field) for _ in range(count))
+
+
+def _write_event(out: bytearray, value: object, field: str) -> None:
+    if not isinstance(value, RoomEvent):
+        raise ProtocolError(f"field '{field}' must hold RoomEvents")
+    raw = encode(value)
+    out += _U16.pack(len(raw)) + raw
+
+
+def _read_event(reader: _Reader, field: str) -> RoomEvent:
+    raw = reader.take(reader.u16(field), field)
+    # Check the type byte before decoding, so nested bytes cannot make the
+    # decoder recurse into another list of events.
+    if len(raw) == 0 or raw[0] != RoomEvent.TYPE:
+        raise ProtocolError(f"field '{field}' must hold RoomEvents")
+    return decode(bytes(raw))
+
+
+_WRITERS = {
+    "str": _write_str,
+    "int": _write_int,
+    "bytes": _write_bytes,
+    "names": lambda out, value, field: _write_list(out, value, field, _write_str),
+    "events": lambda out, value, field: _write_list(out, value, field, _write_event),
+}
+_READERS = {
+    "str": _read_str,
+    "int": _read_int,
+    "bytes": _read_bytes,
+    "names": lambda reader, field: _read_list(reader, field, _read_str),
+    "events": lambda reader, field: _read_list(reader, field, _read_event),
+}

@@ -1,0 +1,99 @@
+"""One end of an encrypted TCP session, without the socket.
+
+Bytes from the network go in through ``receive()``; the messages they carry
+come out. Messages to send go in through ``send()``; the bytes to write
+collect in ``outgoing``, which the role file flushes when the socket is
+writable. The session runs in two phases:
+
+1. Handshake: two records of Noise NKpsk0 (``-> psk, e, es`` then
+   ``<- e, ee``). The client proves it knows the pre-shared key, and only
+   the real server, holding the private half of the pinned public key, can
+   answer. A wrong key on either side fails right here.
+2. Transport: every record is one message, encrypted with the key of its
+   direction. The record's length prefix is authenticated as associated
+   data, and the implicit counter nonce makes a replayed, dropped or
+   reordered record fail to decrypt.
+"""
+from __future__ import annotations
+
+from common import noise
+from common.errors import ProtocolError
+from common.framing import MAX_RECORD_BYTES, RecordDecoder, encode_record
+from common.messages import Message, decode, encode
+
+# Both ends mix this into the handshake, so a peer speaking another protocol
+# (or another version of this one) fails the handshake instead of misreading us.
+PROLOGUE = b"chat-lab-kit/1"
+
+
+class SecureSession:
+    """A sans-IO encrypted session: handshake first, then messages."""
+
+    def __init__(self, handshake: noise.HandshakeState, initiator: bool) -> None:
+        self._handshake: noise.HandshakeState | None = handshake
+        self._initiator = initiator
+        self._decoder = RecordDecoder()
+        self._send_cipher: noise.CipherState | None = None
+        self._receive_cipher: noise.CipherState | None = None
+        self.outgoing = bytearray()
+        if initiator:
+            self.outgoing += encode_record(handshake.write_message())
+
+    @classmethod
+    def client(cls, psk: bytes, server_public_key: bytes) -> SecureSession:
+        """The connecting side. Its first handshake record is already in ``outgoing``."""
+        return cls(noise.initiator(psk, server_public_key, PROLOGUE), initiator=True)
+
+    @classmethod
+    def server(cls, psk: bytes, server_private_key: bytes) -> SecureSession:
+        """The accepting side: it waits for the client's first record."""
+        return cls(noise.responder(psk, server_private_key, PROLOGUE), initiator=False)
+
+    @property
+    def established(self) -> bool:
+        """True once the handshake is over and messages can flow."""
+        return self._handshake is None
+
+    @property
+    def in_the_middle_of_a_record(self) -> bool:
+        """True if part of a record has arrived and the rest has not."""
+        return self._decoder.pending_bytes > 0
+
+    def receive(self, data: bytes) -> list[Message]:
+        """Feed bytes from the socket; return the messages they complete.
+
+        Raises ProtocolError on a bad record, a failed handshake (wrong key)
+        or a message that does not decode. The session is then unusable:
+        the caller closes the connection.
+        """
+        messages = []
+        for body in self._decoder.feed(data):
+            if self._handshake is not None:
+                self._continue_handshake(body)
+            else:
+                messages.append(self._open(body))
+        return messages
+
+    def send(self, message: Message) -> None:
+        """Encrypt ``message`` and queue its record in ``outgoing``."""
+        if self._send_cipher is None:
+            raise ProtocolError("cannot send before the handshake is complete")
+        plaintext = encode(message)
+        length = len(plaintext) + noise.TAG_BYTES
+        if length > MAX_RECORD_BYTES:
+            raise ProtocolError(f"{type(message).__name__} is too long for one record")
+        header = length.to_bytes(2, "big")
+        self.outgoing += header + self._send_cipher.encrypt(plaintext, ad=header)
+
+    def _continue_handshake(self, body: bytes) -> None:
+        handshake = self._handshake
+        handshake.read_message(body)   # a wrong key fails here, with a ProtocolError that says so
+        if not self._initiator:
+            self.outgoing += encode_record(handshake.write_message())
+        if handshake.complete:
+            self._send_cipher, self._receive_cipher = handshake.split()
+            self._handshake = None
+
+    def _open(self, body: bytes) -> Message:
+        header = len(body).to_bytes(2, "big")
+        return decode(self._receive_cipher.decrypt(body, ad=header))

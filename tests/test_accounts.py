@@ -1,0 +1,349 @@
+"""AccountStore: registration, login, throttling and ignore lists, against real sqlite files."""
+
+import math
+import re
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common import accounts
+from common.accounts import (
+    FAILURES_BEFORE_LOCK,
+    FIRST_LOCK_SECONDS,
+    LOGIN_FAILED,
+    MAX_LOCK_SECONDS,
+    MAX_PASSWORD_BYTES,
+    MIN_PASSWORD_CHARS,
+    NAME_PATTERN,
+    AccountStore,
+    Argon2Cost,
+    normalise_name,
+)
+from common.errors import ProtocolError
+
+# Argon2's smallest legal cost (8 KiB, one pass): fast tests, same code path.
+CHEAP = Argon2Cost(memory_kib=8, iterations=1, lanes=1)
+PASSWORD = "correct horse"
+
+
+class FakeClock:
+    """A clock that moves only when a test says so, so lock times need no sleep()."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path, clock):
+    accounts_store = AccountStore(tmp_path / "chat.db", CHEAP, clock=clock)
+    yield accounts_store
+    accounts_store.close()
+
+
+def login_fails_with(store, name, password, message):
+    with pytest.raises(ProtocolError) as failure:
+        store.login(name, password)
+    assert str(failure.value) == message
+
+
+def locked_message(seconds):
+    return f"too many failed logins for this name; try again in {seconds} s"
+
+
+def fail_until_locked(store):
+    for _ in range(FAILURES_BEFORE_LOCK):
+        login_fails_with(store, "alice", "wrong password", LOGIN_FAILED)
+
+
+# --- names and passwords -------------------------------------------------------------
+
+
+@pytest.mark.points(2)
+def test_register_then_login_returns_the_normalised_name(store):
+    assert store.register("alice", PASSWORD) == "alice"
+    assert store.login("alice", PASSWORD) == "alice"
+    assert store.exists("alice")
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("raw", [" Alice ", "ALICE", "\uff21\uff4c\uff49\uff43\uff45"])
+def test_names_are_normalised_to_one_spelling(raw):
+    # The last one is "Alice" in full-width letters: NFKC maps it to plain ASCII.
+    assert normalise_name(raw) == "alice"
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize(
+    "raw", ["", "ab", "a" * 21, "two words", "bob!", "caf\u00e9", "\u0430lice"]
+)
+def test_malformed_names_are_rejected(raw):
+    # "\u0430lice" starts with a Cyrillic "a": it looks like "alice" but is not ASCII.
+    with pytest.raises(ProtocolError, match="names are 3-20 characters"):
+        normalise_name(raw)
+
+
+@pytest.mark.points(1)
+@given(st.text(max_size=30))
+def test_normalising_any_text_gives_a_valid_name_or_a_protocol_error(raw):
+    try:
+        name = normalise_name(raw)
+    except ProtocolError:
+        return
+    assert NAME_PATTERN.fullmatch(name)
+    assert normalise_name(name) == name
+
+
+@pytest.mark.points(2)
+def test_registering_a_taken_name_in_any_spelling_is_refused(store):
+    store.register("alice", PASSWORD)
+    with pytest.raises(ProtocolError, match="that name is taken"):
+        store.register(" ALICE ", "another password")
+    assert store.login("alice", PASSWORD) == "alice"  # the first account is untouched
+
+
+@pytest.mark.points(1)
+def test_password_length_limits(store):
+    with pytest.raises(ProtocolError, match="at least"):
+        store.register("alice", "x" * (MIN_PASSWORD_CHARS - 1))
+    # The upper limit counts UTF-8 bytes: each "é" takes two.
+    with pytest.raises(ProtocolError, match="at most"):
+        store.register("alice", "\u00e9" * (MAX_PASSWORD_BYTES // 2 + 1))
+    assert store.register("alice", "x" * MIN_PASSWORD_CHARS) == "alice"
+    assert store.register("bob", "x" * MAX_PASSWORD_BYTES) == "bob"
+
+
+@pytest.mark.points(1)
+def test_password_matches_however_its_accents_were_typed(store):
+    # "é" as one code point, then as "e" plus a combining accent: NFKC makes them equal.
+    store.register("alice", "caf\u00e9 au lait")
+    assert store.login("alice", "cafe\u0301 au lait") == "alice"
+
+
+# --- what is stored ------------------------------------------------------------------
+
+
+@pytest.mark.points(2)
+def test_password_is_stored_only_as_an_argon2id_phc_string(tmp_path):
+    path = tmp_path / "chat.db"
+    store = AccountStore(path, CHEAP)
+    store.register("alice", PASSWORD)
+    store.close()  # closing folds the WAL log into the main file, so all data is there
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT * FROM users").fetchall()
+    assert len(rows) == 1
+    name, phc = rows[0]
+    assert name == "alice"
+    assert phc.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert PASSWORD.encode() not in path.read_bytes()
+
+
+@pytest.mark.points(1)
+def test_registration_is_committed_at_once(store, tmp_path):
+    store.register("alice", PASSWORD)
+    # A second connection (another process, say) sees the account while the store is
+    # still open: nothing waits in an uncommitted transaction.
+    with sqlite3.connect(tmp_path / "chat.db") as conn:
+        assert conn.execute("SELECT name FROM users").fetchall() == [("alice",)]
+
+
+@pytest.mark.points(1)
+def test_file_database_uses_write_ahead_logging(store, tmp_path):
+    with sqlite3.connect(tmp_path / "chat.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+@pytest.mark.points(1)
+def test_in_memory_store_works_for_quick_experiments():
+    store = AccountStore(":memory:", CHEAP)
+    store.register("alice", PASSWORD)
+    assert store.login("alice", PASSWORD) == "alice"
+    store.close()
+
+
+# --- failed logins -------------------------------------------------------------------
+
+
+@pytest.mark.points(3)
+@pytest.mark.parametrize(
+    ("name", "password"),
+    [
+        ("alice", "wrong password"),  # real account, wrong password
+        ("nobody", PASSWORD),  # no such account
+        ("no such name!", PASSWORD),  # not even a valid name
+        ("alice", "x" * (MAX_PASSWORD_BYTES + 1)),  # longer than any password can be
+    ],
+)
+def test_unknown_name_and_wrong_password_get_the_same_reply(store, name, password):
+    store.register("alice", PASSWORD)
+    login_fails_with(store, name, password, LOGIN_FAILED)
+
+
+@pytest.mark.points(3)
+def test_unknown_name_is_verified_against_a_dummy_hash_of_the_same_cost(store, monkeypatch):
+    verified = []
+    real_password_matches = accounts._password_matches
+
+    def spy(secret, phc):
+        verified.append(phc)
+        return real_password_matches(secret, phc)
+
+    monkeypatch.setattr(accounts, "_password_matches", spy)
+    store.register("alice", PASSWORD)
+    login_fails_with(store, "alice", "wrong password", LOGIN_FAILED)
+    login_fails_with(store, "nobody", PASSWORD, LOGIN_FAILED)
+    # Both failures did one verify each, and at the same cost: the timing gives nothing
+    # away. (The PHC string is "$argon2id$v=19$m=..,t=..,p=..$salt$hash".)
+    real_hash, dummy_hash = verified
+    assert dummy_hash.split("$")[:4] == real_hash.split("$")[:4]
+    assert dummy_hash != real_hash
+
+
+@pytest.mark.points(3)
+def test_account_locks_after_repeated_failures_and_unlocks_after_the_back_off(store, clock):
+    store.register("alice", PASSWORD)
+    fail_until_locked(store)
+    # While the lock lasts, even the right password is refused.
+    login_fails_with(store, "alice", PASSWORD, locked_message(math.ceil(FIRST_LOCK_SECONDS)))
+    clock.advance(FIRST_LOCK_SECONDS - 0.5)
+    login_fails_with(store, "alice", PASSWORD, locked_message(1))  # 0.5 s left, rounded up
+    clock.advance(0.5)
+    assert store.login("alice", PASSWORD) == "alice"
+
+
+@pytest.mark.points(2)
+def test_lock_doubles_with_each_further_failure_up_to_the_cap(store, clock):
+    store.register("alice", PASSWORD)
+    fail_until_locked(store)
+    expected_seconds = FIRST_LOCK_SECONDS
+    for _ in range(8):
+        with pytest.raises(ProtocolError) as failure:
+            store.login("alice", PASSWORD)
+        waited = int(re.search(r"try again in (\d+) s", str(failure.value)).group(1))
+        assert waited == expected_seconds
+        clock.advance(waited)
+        login_fails_with(store, "alice", "wrong password", LOGIN_FAILED)
+        expected_seconds = min(expected_seconds * 2, MAX_LOCK_SECONDS)
+    assert expected_seconds == MAX_LOCK_SECONDS
+
+
+@pytest.mark.points(2)
+def test_successful_login_resets_the_failure_count(store):
+    store.register("alice", PASSWORD)
+    for _ in range(FAILURES_BEFORE_LOCK - 1):
+        login_fails_with(store, "alice", "wrong password", LOGIN_FAILED)
+    store.login("alice", PASSWORD)
+    for _ in range(FAILURES_BEFORE_LOCK - 1):
+        login_fails_with(store, "alice", "wrong password", LOGIN_FAILED)
+    assert store.login("alice", PASSWORD) == "alice"
+
+
+@pytest.mark.points(1)
+def test_a_locked_account_leaves_other_accounts_alone(store):
+    store.register("alice", PASSWORD)
+    store.register("bob", PASSWORD)
+    fail_until_locked(store)
+    assert store.login("bob", PASSWORD) == "bob"
+
+
+@pytest.mark.points(1)
+def test_failures_for_unknown_names_are_not_counted(store):
+    # Only accounts that exist are tracked, so guessing many names can't fill memory.
+    for _ in range(FAILURES_BEFORE_LOCK + 2):
+        login_fails_with(store, "nobody", PASSWORD, LOGIN_FAILED)
+
+
+# --- ignore lists --------------------------------------------------------------------
+
+
+@pytest.mark.points(2)
+def test_ignore_list_survives_reopening_the_database(tmp_path):
+    path = tmp_path / "chat.db"
+    store = AccountStore(path, CHEAP)
+    for name in ("alice", "bob", "carol"):
+        store.register(name, PASSWORD)
+    store.ignore("alice", "bob")
+    store.ignore("alice", " CAROL ")
+    store.ignore("alice", "bob")  # twice is the same as once
+    store.unignore("alice", "carol")
+    store.close()
+
+    reopened = AccountStore(path, CHEAP)
+    assert reopened.ignored_by("alice") == frozenset({"bob"})
+    assert reopened.ignored_by("bob") == frozenset()
+    reopened.close()
+
+
+@pytest.mark.points(1)
+def test_unignoring_someone_not_ignored_changes_nothing(store):
+    store.register("alice", PASSWORD)
+    store.register("bob", PASSWORD)
+    store.unignore("alice", "bob")
+    assert store.ignored_by("alice") == frozenset()
+
+
+@pytest.mark.points(1)
+def test_you_cannot_ignore_yourself_or_an_unknown_user(store):
+    store.register("alice", PASSWORD)
+    with pytest.raises(ProtocolError, match="yourself"):
+        store.ignore("alice", "Alice")
+    with pytest.raises(ProtocolError, match="no user called nobody"):
+        store.ignore("alice", "nobody")
+    assert store.ignored_by("alice") == frozenset()
+
+
+@pytest.mark.points(1)
+def test_exists_is_false_for_unknown_and_malformed_names(store):
+    store.register("alice", PASSWORD)
+    assert store.exists(" Alice ")
+    assert not store.exists("nobody")
+    assert not store.exists("no such name!")
+
+
+# --- threads -------------------------------------------------------------------------
+
+
+@pytest.mark.points(2)
+def test_concurrent_logins_from_several_threads_all_succeed(store):
+    names = [f"user{number}" for number in range(8)]
+    for name in names:
+        store.register(name, PASSWORD)
+    start_together = threading.Barrier(len(names))
+
+    def log_in(name):
+        start_together.wait(timeout=10)
+        return store.login(name, PASSWORD)
+
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        assert list(pool.map(log_in, names)) == names
+
+
+@pytest.mark.points(1)
+def test_concurrent_registrations_of_one_name_give_exactly_one_account(store):
+    attempts = 8
+    start_together = threading.Barrier(attempts)
+
+    def register(_attempt):
+        start_together.wait(timeout=10)
+        try:
+            return store.register("alice", PASSWORD)
+        except ProtocolError as refusal:
+            return str(refusal)
+
+    with ThreadPoolExecutor(max_workers=attempts) as pool:
+        outcomes = list(pool.map(register, range(attempts)))
+    assert sorted(outcomes) == ["alice"] + ["that name is taken"] * (attempts - 1)

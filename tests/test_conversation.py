@@ -1,0 +1,77 @@
+"""A whole conversation through the real core, wired in memory (no sockets):
+handshake, registration, login, room chat, a DM and an ignore."""
+import pytest
+
+from common.errors import ProtocolError
+from common.messages import IgnoreUser, Login, PrivateMessage, Register, Say, UnignoreUser
+from tests.memory_link import MemoryClient, MemoryServer
+
+
+@pytest.fixture
+def server():
+    return MemoryServer()
+
+
+def member(server, name, password="a good password"):
+    client = MemoryClient(server)
+    assert client.session.established
+    client.send(Register(name, password))
+    assert client.name == name
+    return client
+
+
+@pytest.mark.points(3)
+def test_whole_conversation_gives_every_member_the_same_room_transcript(server):
+    alice, bob = member(server, "alice"), member(server, "bob")
+    alice.send(Say("hi bob"))
+    bob.send(Say("hi alice"))
+    carol = member(server, "carol")                  # a late joiner gets the history first
+    carol.send(Say("what did I miss?"))
+    room_lines = [[line for line in c.screen if line.startswith("#")] for c in (alice, bob, carol)]
+    assert room_lines[0] == ["#1 join alice: ", "#2 join bob: ", "#3 say alice: hi bob",
+                             "#4 say bob: hi alice", "#5 join carol: ", "#6 say carol: what did I miss?"]
+    assert room_lines[0] == room_lines[1] == room_lines[2]
+    assert alice.transcript.digest() == bob.transcript.digest() == carol.transcript.digest()
+
+
+@pytest.mark.points(2)
+def test_dm_reaches_only_its_recipient(server):
+    alice, bob, carol = member(server, "alice"), member(server, "bob"), member(server, "carol")
+    alice.send(PrivateMessage("alice", "bob", "just for you"))
+    assert "[DM alice -> bob] just for you" in bob.screen
+    assert "[DM alice -> bob] just for you" in alice.screen          # the sender's confirmation
+    assert not any("just for you" in line for line in carol.screen)
+
+
+@pytest.mark.points(2)
+def test_ignored_user_gets_no_private_message_and_is_hidden_in_the_room(server):
+    alice, bob = member(server, "alice"), member(server, "bob")
+    bob.send(IgnoreUser("alice"))
+    alice.send(PrivateMessage("alice", "bob", "are you there?"))
+    assert not any("are you there" in line for line in bob.screen)
+    assert "! your message to bob was not delivered" in alice.screen
+    alice.send(Say("hello room"))
+    assert bob.screen[-1].endswith("(hidden)") and alice.screen[-1].endswith("alice: hello room")
+    assert alice.transcript.digest() == bob.transcript.digest()        # same numbering, same log
+    bob.send(UnignoreUser("alice"))
+    alice.send(PrivateMessage("alice", "bob", "now?"))
+    assert "[DM alice -> bob] now?" in bob.screen
+
+
+@pytest.mark.points(2)
+def test_ignore_list_is_restored_at_the_next_login(server):
+    bob = member(server, "bob", "bob's password")
+    member(server, "alice")
+    bob.send(IgnoreUser("alice"))
+    server.room.leave(bob.conn)
+    bob_again = MemoryClient(server)
+    bob_again.send(Login("bob", "bob's password"))
+    assert bob_again.ignored == ("alice",)
+
+
+@pytest.mark.points(1)
+def test_wrong_password_is_refused(server):
+    member(server, "alice", "the right one")
+    intruder = MemoryClient(server)
+    with pytest.raises(ProtocolError, match="login failed"):
+        intruder.send(Login("alice", "a wrong one"))

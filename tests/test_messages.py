@@ -1,0 +1,135 @@
+"""The message codec: exact round trips, and a strict reader of bad bytes."""
+import pytest
+from hypothesis import given, strategies as st
+
+from common import messages as m
+from common.errors import ProtocolError
+from common.messages import decode, encode
+
+EVENT = m.RoomEvent(7, "say", "alice", "hello, room")
+SAMPLES = [
+    m.Register("alice", "correct horse"), m.Login("bob", "battery staple"),
+    m.LoginAccepted("alice", "server"), m.LoginRejected("login failed"),
+    m.ChatMessage("alice", "héllo ✓"), m.Goodbye("quit"), m.ErrorNotice("slow down"),
+    m.PrivateMessage("alice", "bob", "psst"), m.IgnoreUser("carol"), m.UnignoreUser("carol"),
+    m.IgnoreList(("carol", "dave")), m.WhoRequest(), m.MemberList(("server", "alice")),
+    m.Say("hi all"), EVENT, m.RoomKey(3, bytes(32), bytes(range(32))), m.RepairRequest(41),
+    m.History((EVENT, m.RoomEvent(8, "join", "bob", "")), 9), m.RoomBatch((), 12),
+]
+
+
+@pytest.mark.points(1)
+def test_every_message_type_has_a_sample():
+    assert {type(sample) for sample in SAMPLES} == set(m.MESSAGE_TYPES.values())
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda msg: type(msg).__name__)
+def test_every_message_round_trips_exactly(message):
+    assert decode(encode(message)) == message
+
+
+@pytest.mark.points(1)
+def test_unknown_type_is_rejected():
+    with pytest.raises(ProtocolError, match="unknown message type 200"):
+        decode(bytes([200]))
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda msg: type(msg).__name__)
+def test_trailing_bytes_are_rejected(message):
+    with pytest.raises(ProtocolError, match="unexpected bytes"):
+        decode(encode(message) + b"\x00")
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("message", [s for s in SAMPLES if encode(s)[1:]], ids=lambda msg: type(msg).__name__)
+def test_truncated_messages_are_rejected(message):
+    wire = encode(message)
+    for cut in range(1, len(wire)):
+        with pytest.raises(ProtocolError):
+            decode(wire[:cut])
+
+
+@pytest.mark.points(1)
+def test_invalid_utf8_is_rejected():
+    with pytest.raises(ProtocolError, match="not valid UTF-8"):
+        decode(bytes([m.Goodbye.TYPE]) + b"\x00\x02\xff\xfe")
+
+
+@pytest.mark.points(1)
+def test_over_long_text_is_rejected_both_ways():
+    with pytest.raises(ProtocolError, match="limit"):
+        encode(m.Say("x" * (m.MAX_TEXT_BYTES + 1)))
+    with pytest.raises(ProtocolError, match="limit"):
+        decode(bytes([m.Say.TYPE]) + (m.MAX_TEXT_BYTES + 1).to_bytes(2, "big") + b"x" * (m.MAX_TEXT_BYTES + 1))
+
+
+@pytest.mark.points(1)
+def test_wrong_field_types_are_rejected_on_encode():
+    with pytest.raises(ProtocolError, match="must be text"):
+        encode(m.Say(b"bytes, not text"))
+    with pytest.raises(ProtocolError, match="whole number"):
+        encode(m.RepairRequest(-1))
+    with pytest.raises(ProtocolError, match="RoomEvents"):
+        encode(m.History(("not an event",), 1))
+
+
+@pytest.mark.points(1)
+def test_room_event_of_unknown_kind_is_rejected():
+    wire = encode(m.RoomEvent(1, "say", "alice", "x")).replace(b"say", b"sax")
+    with pytest.raises(ProtocolError, match="kind"):
+        decode(wire)
+
+
+@pytest.mark.points(1)
+def test_history_cannot_nest_other_messages():
+    inner = encode(m.Say("sneaky"))
+    wire = bytes([m.History.TYPE]) + (1).to_bytes(2, "big") + len(inner).to_bytes(2, "big") + inner + bytes(8)
+    with pytest.raises(ProtocolError, match="RoomEvents"):
+        decode(wire)
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("text", ["", "   ", "two\nlines", "bell\x07", "\x1b[2J"])
+def test_blank_or_control_text_is_not_chat_text(text):
+    with pytest.raises(ProtocolError):
+        m.checked_text(text)
+
+
+names = st.text(min_size=0, max_size=30)
+messages = st.one_of(
+    st.builds(m.Say, st.text(max_size=250)),
+    st.builds(m.PrivateMessage, names, names, st.text(max_size=250)),
+    st.builds(m.RoomEvent, st.integers(0, 2**64 - 1), st.sampled_from(m.ROOM_EVENT_KINDS), names, st.text(max_size=200)),
+    st.builds(m.MemberList, st.lists(names, max_size=20).map(tuple)),
+    st.builds(m.RoomKey, st.integers(0, 2**64 - 1), st.binary(max_size=64), st.binary(max_size=64)),
+)
+
+
+@pytest.mark.points(2)
+@given(messages)
+def test_generated_messages_round_trip(message):
+    assert decode(encode(message)) == message
+
+
+@pytest.mark.points(2)
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_only_protocol_error(data):
+    try:
+        decode(data)
+    except ProtocolError:
+        pass  # the one error the codec may raise: anything else fails the test
+
+
+@pytest.mark.points(2)
+@given(st.sampled_from(SAMPLES), st.data())
+def test_mutated_valid_messages_raise_only_protocol_error(message, data):
+    wire = bytearray(encode(message))
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(wire) - 1))
+        wire[position] = data.draw(st.integers(0, 255))
+    try:
+        decode(bytes(wire))
+    except ProtocolError:
+        pass  # rejected cleanly; a mutation may also yield another valid message

@@ -1,0 +1,96 @@
+"""Client-side ordering: any schedule of loss, duplication, reordering and
+late joining ends with the server's log, delivered in order."""
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from common.messages import RoomEvent
+from common.transcript import REPAIR_GRACE_SECONDS, REPAIR_RETRY_SECONDS, Transcript
+
+LOG = [RoomEvent(seq, "say", f"user{seq % 3}", f"message {seq}") for seq in range(1, 41)]
+
+
+@pytest.mark.points(1)
+def test_events_in_order_are_delivered_at_once():
+    transcript = Transcript()
+    assert transcript.receive(LOG[:3], 3) == LOG[:3]
+    assert not transcript.has_gap
+
+
+@pytest.mark.points(1)
+def test_duplicates_are_dropped():
+    transcript = Transcript()
+    transcript.receive(LOG[:2])
+    assert transcript.receive(LOG[:2]) == []
+    assert transcript.receive([LOG[2], LOG[2]]) == [LOG[2]]
+
+
+@pytest.mark.points(2)
+def test_an_early_event_waits_for_the_gap_to_fill():
+    transcript = Transcript()
+    assert transcript.receive([LOG[2]]) == []
+    assert transcript.has_gap
+    assert transcript.receive([LOG[1]]) == []
+    assert transcript.receive([LOG[0]]) == LOG[:3]
+
+
+@pytest.mark.points(2)
+def test_a_heartbeat_reveals_a_lost_last_message():
+    transcript = Transcript()
+    transcript.receive(LOG[:5], 5)
+    transcript.receive([], latest_seq=6)        # event 6 was lost; the heartbeat says it exists
+    assert transcript.has_gap
+    assert transcript.repair_due(now=0.0) is None                         # grace period first
+    assert transcript.repair_due(now=REPAIR_GRACE_SECONDS) == 5             # then: "after 5, please"
+
+
+@pytest.mark.points(1)
+def test_repair_requests_are_not_repeated_while_one_is_on_its_way():
+    transcript = Transcript()
+    transcript.receive([LOG[1]])
+    transcript.repair_due(0.0)
+    assert transcript.repair_due(REPAIR_GRACE_SECONDS) == 0
+    assert transcript.repair_due(REPAIR_GRACE_SECONDS + REPAIR_RETRY_SECONDS / 2) is None
+    assert transcript.repair_due(REPAIR_GRACE_SECONDS + REPAIR_RETRY_SECONDS) == 0
+
+
+@pytest.mark.points(1)
+def test_equal_transcripts_have_equal_digests_and_different_ones_differ():
+    a, b, c = Transcript(), Transcript(), Transcript()
+    a.receive(LOG[:10])
+    b.receive(reversed(LOG[:10]))
+    c.receive(LOG[:9] + [RoomEvent(10, "say", "mallory", "changed")])
+    assert a.digest() == b.digest() != c.digest()
+
+
+@st.composite
+def network_schedules(draw):
+    """A late-join point, then each datagram: lost, delivered, or delivered twice, in a shuffled order."""
+    join_after = draw(st.integers(0, len(LOG)))
+    copies = []
+    for event in LOG[join_after:]:
+        copies += [event] * draw(st.sampled_from([0, 1, 1, 1, 2]))
+    return join_after, draw(st.permutations(copies))
+
+
+@pytest.mark.points(3)
+@settings(max_examples=300)
+@given(network_schedules(), st.data())
+def test_any_loss_duplication_reordering_and_late_join_ends_equal_to_the_log(schedule, data):
+    join_after, datagrams = schedule
+    transcript = Transcript()
+    delivered = transcript.receive(LOG[:join_after], join_after)   # history over TCP
+    clock = 0.0
+    for event in datagrams:
+        delivered += transcript.receive([event], event.seq)
+        assert delivered == LOG[:len(delivered)]                  # always a prefix of the log
+        clock += data.draw(st.sampled_from([0.0, 0.01, 0.1]))
+        after = transcript.repair_due(clock)
+        if after is not None and data.draw(st.booleans()):         # some repairs get lost too
+            delivered += transcript.receive(LOG[after:], len(LOG))
+    transcript.receive([], len(LOG))                                # the heartbeat
+    while transcript.has_gap:                                       # repairs until done
+        clock += REPAIR_RETRY_SECONDS
+        after = transcript.repair_due(clock)
+        if after is not None:
+            delivered += transcript.receive(LOG[after:], len(LOG))
+    assert delivered == LOG
