@@ -4,10 +4,9 @@ The Lab 2 server keeps one AccountStore, backed by a sqlite3 file (DB_PATH in .e
 Registering and logging in are the only slow calls, because a password hash is slow on
 purpose: Argon2id at OWASP's minimum cost takes 30-60 ms, which is what makes guessing
 stolen hashes expensive. The server runs these two calls in a small worker pool;
-everything else here is one quick indexed query. (A caveat: cryptography 48 holds
-Python's GIL for the whole hash, so other threads, the event loop included, wait while
-a hash runs. A change merged upstream, pyca/cryptography#15163, releases the GIL during
-the hash.)
+everything else here is one quick indexed query. (The kit needs cryptography 50 or
+newer: older releases hold Python's GIL for the whole hash, so the event loop would
+freeze for each login even with the hash in another thread.)
 
 What this file shows:
 - A password is stored only as an Argon2id PHC string ("$argon2id$v=19$m=...,t=...,p=...
@@ -206,8 +205,8 @@ class AccountStore:
         user = normalise_name(name)
         if len(password) < MIN_PASSWORD_CHARS:
             raise ProtocolError(f"passwords need at least {MIN_PASSWORD_CHARS} characters")
-        # Hashing is the slow part, so we do it without holding the lock: a worker that
-        # is hashing never keeps the others away from the database.
+        # Hash before taking the lock: hashing is the slow part, and no other call should
+        # wait on the lock for it.
         phc = _hash_password(_password_bytes(password), self._cost)
         # We don't ask "is the name taken?" first. Another worker could register the same
         # name between that question and our INSERT. The PRIMARY KEY lets the database
@@ -242,10 +241,10 @@ class AccountStore:
             row = self._conn.execute(
                 "SELECT password_phc FROM users WHERE name = ?", (user,)
             ).fetchone()
-        # The slow verify runs outside the lock. Several workers can each be in a verify
-        # at once, and so can several guesses at one name. Each guess passed the lock
-        # check before any of them was counted, so a guesser gets at most one extra try
-        # per worker. We accept that small leak to keep the hash outside the lock.
+        # The slow verify runs outside the lock too. A side effect: several guesses at one
+        # name, in different workers, can all pass the lock check before the first of them
+        # is counted, so a guesser gets at most one extra try per worker. We accept that
+        # small leak to keep the hash outside the lock.
         matched = _password_matches(secret, self._dummy_phc if row is None else row[0])
         if row is None:
             raise ProtocolError(LOGIN_FAILED)  # no account, so no failures to count

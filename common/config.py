@@ -1,6 +1,6 @@
 """Settings: keys, addresses and limits, read from .env, the environment and the command line.
 
-Every role script starts with:
+A role script loads its settings once, at the top:
     SETTINGS = load_settings(overrides=command_line_options)
 
 A value is looked up in four places, and the first one that sets it wins:
@@ -11,10 +11,10 @@ A value is looked up in four places, and the first one that sets it wins:
 That order lets the instructor keep one .env for the class while a student tries another
 port for one run without editing it.
 
-On the first run there is no .env. The server then writes one with fresh random keys and
+On a first run there is no .env, and load_settings writes one with fresh random keys and
 says so. The keys exist only in that file: nothing in the source can leak them, and each
-class gets its own. Clients need the same keys, so they never make their own; the file
-is copied to them instead.
+class gets its own. Clients need the server's keys, so a client passes create=False and
+uses a copy of the server's file.
 """
 
 import os
@@ -217,8 +217,9 @@ class _Sources:
         key = self.optional_key(name)
         if key is None:
             raise ConfigError(
-                f"{name} is not set in {self._env_file} or the environment: copy the .env "
-                "from the server machine, or delete it to make new keys"
+                f"{name} is not set in {self._env_file} or the environment: copy the "
+                f"server's .env here (on the server itself, remove {self._env_file} to "
+                "have new keys made)"
             )
         return key
 

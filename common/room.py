@@ -18,14 +18,16 @@ import time
 
 from common.accounts import AccountStore, normalise_name
 from common.errors import ProtocolError
+from common.framing import MAX_DATAGRAM_PLAINTEXT_BYTES
 from common.messages import (
     ErrorNotice, History, IgnoreList, IgnoreUser, LoginAccepted, LoginRejected,
-    MemberList, Message, PrivateMessage, RepairRequest, RoomEvent, Say,
+    MemberList, Message, PrivateMessage, RepairRequest, RoomBatch, RoomEvent, Say,
     UnignoreUser, WhoRequest, checked_text, encode,
 )
 
 ROOM = None                       # the address of "everybody", for Delivery.to
 HISTORY_CHUNK_BYTES = 12000       # one History message stays well inside a TCP record
+BATCH_OVERHEAD_BYTES = 1 + 2 + 8  # RoomBatch's type byte, event count and latest_seq
 
 
 @dataclass(frozen=True)
@@ -123,16 +125,14 @@ class Room:
     def history_after(self, seq: int) -> list[History]:
         """The logged events after ``seq``, cut into History messages that each
         fit one record. Always at least one, so the asker learns latest_seq."""
-        chunks: list[list[RoomEvent]] = [[]]
-        size = 0
-        for event in self.log[seq:]:
-            event_bytes = len(encode(event)) + 2
-            if chunks[-1] and size + event_bytes > HISTORY_CHUNK_BYTES:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(event)
-            size += event_bytes
-        return [History(tuple(chunk), self.latest_seq) for chunk in chunks]
+        return [History(chunk, self.latest_seq)
+                for chunk in pack_events(self.log[seq:], HISTORY_CHUNK_BYTES)]
+
+    def batches(self, events: list[RoomEvent]) -> list[RoomBatch]:
+        """Pack fresh events into as few room datagrams as fit (a heartbeat if
+        there are none): one seal and one signature then cover many events."""
+        return [RoomBatch(chunk, self.latest_seq)
+                for chunk in pack_events(events, MAX_DATAGRAM_PLAINTEXT_BYTES - BATCH_OVERHEAD_BYTES)]
 
     def _handle_say(self, conn: Hashable, name: str, message: Say) -> list[Delivery]:
         self._spend_allowance(conn)
@@ -179,6 +179,21 @@ class Room:
             self._allowance[conn] = (tokens, now)
             raise ProtocolError(f"slow down: at most {self.max_messages_per_second:g} messages per second")
         self._allowance[conn] = (tokens - 1, now)
+
+
+def pack_events(events: list[RoomEvent], limit_bytes: int) -> list[tuple[RoomEvent, ...]]:
+    """Cut ``events`` into runs whose encodings (2 length bytes + the event)
+    add up to at most ``limit_bytes``. Always returns at least one run."""
+    runs: list[list[RoomEvent]] = [[]]
+    size = 0
+    for event in events:
+        event_bytes = len(encode(event)) + 2
+        if runs[-1] and size + event_bytes > limit_bytes:
+            runs.append([])
+            size = 0
+        runs[-1].append(event)
+        size += event_bytes
+    return [tuple(run) for run in runs]
 
 
 def _normalised_or_none(name: str) -> str | None:

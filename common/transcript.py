@@ -30,6 +30,21 @@ REPAIR_RETRY_SECONDS = 0.25   # ask again if a repair has not arrived by then
 MAX_EARLY_EVENTS = 10000      # a bound on what waits for a gap to fill
 
 
+def format_event(event: RoomEvent) -> str:
+    """The one line every screen shows for a room event, byte for byte."""
+    if event.kind == "say":
+        return f"#{event.seq} {event.sender}: {event.text}"
+    if event.kind == "rename":
+        return f"#{event.seq} * {event.sender} is now {event.text}"
+    return f"#{event.seq} * {event.sender} {'joined' if event.kind == 'join' else 'left'}"
+
+
+def format_hidden(event: RoomEvent) -> str:
+    """The placeholder for a message from someone you ignore: the number
+    stays, so your transcript still lines up with everyone else's."""
+    return f"~#{event.seq} (hidden: a message from someone you ignore)"
+
+
 class Transcript:
     """Delivers room events in sequence order and notices what is missing."""
 

@@ -4,7 +4,7 @@ import pytest
 from common.accounts import AccountStore
 from common.errors import ProtocolError
 from common.messages import (
-    ErrorNotice, History, LoginRejected, MemberList, PrivateMessage, RepairRequest,
+    ErrorNotice, History, LoginRejected, MemberList, PrivateMessage, RepairRequest, RoomBatch,
     RoomEvent, Say, WhoRequest,
 )
 from common.room import HISTORY_CHUNK_BYTES, ROOM, Delivery, Room
@@ -135,3 +135,15 @@ def test_repair_returns_the_missing_events_in_record_sized_chunks(room):
 def test_repair_past_the_end_returns_only_the_latest_number(room):
     room.join(1, "alice")
     assert room.handle(1, RepairRequest(99)) == [Delivery(1, History((), 1))]
+
+
+@pytest.mark.points(2)
+def test_a_burst_of_events_packs_into_few_datagrams_that_each_fit(room):
+    from common.framing import MAX_DATAGRAM_PLAINTEXT_BYTES
+    from common.messages import encode
+    events = [RoomEvent(seq, "say", "alice", "y" * 300) for seq in range(1, 21)]
+    batches = room.batches(events)
+    assert [e for b in batches for e in b.events] == events
+    assert all(len(encode(b)) <= MAX_DATAGRAM_PLAINTEXT_BYTES for b in batches)
+    assert len(batches) == 7                       # three 300-byte events fit one datagram
+    assert room.batches([]) == [RoomBatch((), room.latest_seq)]   # the heartbeat
