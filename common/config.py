@@ -152,8 +152,9 @@ def load_settings(
         server_private_key=sources.optional_key("SERVER_PRIVATE_KEY"),
         server_public_key=sources.key("SERVER_PUBLIC_KEY"),
         host=sources.text("SERVER_HOST"),
-        lab1_port=sources.port("LAB1_PORT"),
-        lab2_port=sources.port("LAB2_PORT"),
+        # Port 0 asks the OS for any free port; the server prints the one it got.
+        lab1_port=sources.port("LAB1_PORT", minimum=0),
+        lab2_port=sources.port("LAB2_PORT", minimum=0),
         broadcast_addr=sources.text("BROADCAST_ADDR"),
         broadcast_port=sources.port("BROADCAST_PORT"),
         db_path=sources.text("DB_PATH"),
@@ -234,8 +235,8 @@ class _Sources:
             raise ConfigError(f"{name}={number} from {where} is out of range ({allowed})")
         return number
 
-    def port(self, name: str) -> int:
-        return self.integer(name, minimum=1, maximum=65535)
+    def port(self, name: str, minimum: int = 1) -> int:
+        return self.integer(name, minimum=minimum, maximum=65535)
 
 
 def create_env_file(path: str | os.PathLike) -> None:

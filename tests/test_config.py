@@ -216,11 +216,18 @@ def test_missing_psk_is_an_error(tmp_path):
 
 
 @pytest.mark.points(2)
-@pytest.mark.parametrize("bad_port", ["abc", "5.5", "0", "-1", "65536"])
+@pytest.mark.parametrize("bad_port", ["abc", "5.5", "-1", "65536"])
 def test_a_bad_port_is_an_error_naming_the_setting_and_file(tmp_path, bad_port):
     path = env_file_with(tmp_path, LAB2_PORT=bad_port)
     message = config_error(path)
     assert "LAB2_PORT" in message and str(path) in message
+
+
+@pytest.mark.points(1)
+def test_server_port_0_means_any_free_port_but_the_broadcast_port_must_be_real(tmp_path):
+    path = env_file_with(tmp_path)
+    assert load_settings(path, {"LAB1_PORT": "0"}).lab1_port == 0
+    assert "BROADCAST_PORT" in config_error(path, {"BROADCAST_PORT": "0"})
 
 
 @pytest.mark.points(1)
