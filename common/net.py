@@ -147,6 +147,46 @@ def _family_of(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+# --- UDP broadcast (Lab 2) --------------------------------------------------------------
+
+MAX_DATAGRAM_RECV_BYTES = 2048   # more than any valid room datagram, so an oversize one shows
+
+
+def broadcast_sender() -> socket.socket:
+    """Return a UDP socket allowed to send to a broadcast address.
+
+    Without SO_BROADCAST the kernel refuses a broadcast destination, so a
+    program cannot flood the network by a typo in an address.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    sock.setblocking(False)
+    return sock
+
+
+def broadcast_receiver(port: int) -> socket.socket:
+    """Return a non-blocking UDP socket that hears broadcasts to ``port``.
+
+    It binds ('', port): every local address, so it hears the subnet's
+    broadcast address as well as 127.255.255.255. Several programs on one
+    machine (a class demo: many clients) can bind the same port because each
+    sets SO_REUSEADDR, and SO_REUSEPORT where the OS has it (macOS and the
+    BSDs need it); the kernel then gives every one of them its own copy of
+    each broadcast datagram. Raises OSError if the port cannot be bound.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(("", port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 # --- Slow work off the loop ----------------------------------------------------------
 
 class BackgroundWork:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from common.messages import RoomEvent, encode
+from common.messages import PrivateMessage, RoomEvent, encode
 
 REPAIR_GRACE_SECONDS = 0.03   # a reordered datagram usually fills a gap by then
 REPAIR_RETRY_SECONDS = 0.25   # ask again if a repair has not arrived by then
@@ -43,6 +43,11 @@ def format_hidden(event: RoomEvent) -> str:
     """The placeholder for a message from someone you ignore: the number
     stays, so your transcript still lines up with everyone else's."""
     return f"~#{event.seq} (hidden: a message from someone you ignore)"
+
+
+def format_private(message: PrivateMessage) -> str:
+    """A DM line: it starts with "@", so it is never mistaken for a room line."""
+    return f"@{message.sender} -> {message.recipient}: {message.text}"
 
 
 class Transcript:
@@ -95,3 +100,7 @@ class Transcript:
     def digest(self) -> str:
         """A short fingerprint of everything delivered so far (12 hex digits)."""
         return self._hash.hexdigest()[:12]
+
+    def summary(self) -> str:
+        """'transcript HASH COUNT': what /hash shows and what a clean exit prints last."""
+        return f"transcript {self.digest()} {self.delivered_seq}"

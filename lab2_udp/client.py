@@ -1,0 +1,273 @@
+"""Lab 2 client: join the room, hear it by UDP broadcast, talk over TCP.
+
+Run it:  CHAT_PASSWORD=... python -m lab2_udp.client --name alice [--register] [--headless]
+
+What this file demonstrates:
+- Two sockets in one ``selectors`` loop. A TCP session to the server carries
+  what *we* say (room messages, DMs, /ignore, /who) and the repairs we ask
+  for. A UDP socket bound to the broadcast port hears the room, as every
+  other client on the network does, from the same datagrams.
+- Many clients on one machine can all bind the broadcast port because each
+  asks for port reuse (net.broadcast_receiver): the kernel then hands every
+  broadcast datagram to every one of them.
+- UDP may lose, duplicate or reorder datagrams. The server numbers every
+  event; common/transcript.py delivers them in order, drops duplicates and
+  notices gaps, and we ask for what is missing over TCP. So every screen
+  shows the same lines, in the same order, and the same transcript hash.
+- We never print our own message when we send it: it appears when its
+  numbered event comes back, in its place in the room's order.
+
+Typed lines: text is a room message; /msg NAME text, /ignore NAME,
+/unignore NAME, /who, /hash (the transcript's fingerprint), /quit (or Ctrl-X).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import selectors
+import sys
+import time
+
+from common import net
+from common.config import ConfigError, load_settings
+from common.errors import ProtocolError
+from common.framing import DatagramOpener
+from common.messages import (
+    ErrorNotice, Goodbye, History, IgnoreList, IgnoreUser, Login, LoginAccepted, LoginRejected,
+    MemberList, PrivateMessage, Register, RepairRequest, RoomBatch, RoomKey, Say, UnignoreUser,
+    WhoRequest, checked_text, decode,
+)
+from common.session import SecureSession
+from common.transcript import Transcript, format_event, format_hidden, format_private
+from common.ui import open_front_end
+
+# --- Settings ------------------------------------------------------------------------
+
+TICK_INTERVAL_MS = 50      # how often we check for gaps worth a repair request
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m lab2_udp.client", description=__doc__.split("\n")[0],
+                                     epilog="The password comes from CHAT_PASSWORD, or a prompt.")
+    parser.add_argument("--host", help="the server's address (default: SERVER_HOST from .env)")
+    parser.add_argument("--port", type=int, help="the server's TCP port (default: LAB2_PORT)")
+    parser.add_argument("--broadcast-port", type=int, help="UDP port the room is heard on (default: BROADCAST_PORT)")
+    parser.add_argument("--name", required=True, help="your name in the room")
+    parser.add_argument("--register", action="store_true", help="create the account first")
+    parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
+    parser.add_argument("--env", default=".env", help="settings file: a copy of the server's .env")
+    return parser.parse_args(argv)
+
+
+# --- The client ----------------------------------------------------------------------
+
+class RoomClient:
+    """Our TCP session, our broadcast socket, and what the screen shows."""
+
+    def __init__(self, args: argparse.Namespace, settings, password: str, ui) -> None:
+        self.ui = ui
+        self.exit_code = EXIT_OK
+        self.selector = selectors.DefaultSelector()
+        self.session = SecureSession.client(settings.psk, settings.server_public_key)
+        login_type = Register if args.register else Login
+        self.login = login_type(args.name, password)
+        # Bind the broadcast port first: a port clash is reported before we log in.
+        self.udp = net.broadcast_receiver(settings.broadcast_port)
+        self.selector.register(self.udp, selectors.EVENT_READ, self.on_datagrams)
+        self.server = (settings.host, settings.lab2_port)
+        self.sock = net.start_connect(*self.server)
+        self.selector.register(self.sock, selectors.EVENT_WRITE, self.on_connected)
+        self.opener: DatagramOpener | None = None   # until the server hands us the room key
+        self.transcript = Transcript()
+        self.name = None
+        self.typed_early: list[str] = []   # lines typed before the login finished
+        self.ignored: frozenset[str] = frozenset()
+        self.handlers = {
+            LoginAccepted: self.handle_login_accepted, LoginRejected: self.handle_login_rejected,
+            RoomKey: self.handle_room_key, IgnoreList: self.handle_ignore_list,
+            History: self.handle_history, PrivateMessage: self.handle_private_message,
+            MemberList: self.handle_member_list, ErrorNotice: self.handle_error_notice,
+            Goodbye: self.handle_goodbye,
+        }
+
+    # --- TCP: the session with the server -------------------------------------------------
+
+    def on_connected(self, _mask: int) -> None:
+        try:
+            net.finish_connect(self.sock)
+        except OSError as error:
+            return self.fail(f"cannot reach the server at {net.describe(self.server)}: {error.strerror}")
+        self.ui.set_status(f"connected to {net.describe(self.server)}, handshake...")
+        self.selector.modify(self.sock, selectors.EVENT_READ, self.on_readable)
+        self.flush()
+
+    def on_readable(self, _mask: int) -> None:
+        try:
+            data = net.receive(self.sock)
+            if not data:   # an empty recv() means the server closed the connection
+                return self.fail("the server closed the connection during the handshake: the "
+                                 "pre-shared key or the server's public key does not match"
+                                 if not self.session.established else "the server closed the connection")
+            was_established = self.session.established
+            for message in self.session.receive(data):
+                handler = self.handlers.get(type(message))
+                if handler is None:
+                    raise ProtocolError(f"a server does not send {type(message).__name__}")
+                handler(message)
+            if self.session.established and not was_established:
+                self.session.send(self.login)   # the session is encrypted: now the password may go
+            self.flush()
+        except (ProtocolError, OSError) as error:
+            self.fail(f"connection lost: {error}")
+
+    def send(self, message) -> None:
+        self.session.send(message)
+        self.flush()
+
+    def flush(self) -> None:
+        net.send_pending(self.selector, self.sock, self.session.outgoing)
+
+    def handle_login_accepted(self, message: LoginAccepted) -> None:
+        self.name = message.name
+        self.ui.show_note(f"logged in as {self.name}")
+        self.ui.set_status(f"{self.name} in the room of {message.server_name} at "
+                           f"{net.describe(self.server)}, encrypted")
+        for text in self.typed_early:
+            self.on_submit(text)
+        self.typed_early.clear()
+
+    def handle_login_rejected(self, message: LoginRejected) -> None:
+        self.fail(message.reason)
+
+    def handle_room_key(self, message: RoomKey) -> None:
+        # The signing key is the same all run long; the room key changes
+        # whenever a member leaves. We keep the previous one for datagrams
+        # still on their way.
+        if self.opener is None:
+            self.opener = DatagramOpener(message.signing_key)
+        self.opener.add_room_key(message.epoch, message.key)
+
+    def handle_ignore_list(self, message: IgnoreList) -> None:
+        if self.ignored or message.names:
+            self.ui.show_note("you ignore: " + (", ".join(message.names) or "nobody"))
+        self.ignored = frozenset(message.names)
+
+    def handle_history(self, message: History) -> None:
+        self.show(self.transcript.receive(message.events, message.latest_seq))
+
+    def handle_private_message(self, message: PrivateMessage) -> None:
+        self.ui.show_text(format_private(message), message.sender)
+
+    def handle_member_list(self, message: MemberList) -> None:
+        self.ui.show_note("in the room: " + ", ".join(message.names))
+
+    def handle_error_notice(self, message: ErrorNotice) -> None:
+        self.ui.show_note(f"! {message.text}")
+
+    def handle_goodbye(self, message: Goodbye) -> None:
+        self.fail(f"the server said goodbye: {message.reason}")
+
+    # --- UDP: the room, heard by broadcast ------------------------------------------------
+
+    def on_datagrams(self, _mask: int) -> None:
+        # Read every datagram waiting, not just one: fewer trips round the loop.
+        while True:
+            try:
+                datagram, _sender = self.udp.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)
+            except BlockingIOError:
+                return
+            if self.opener is None:
+                continue   # not logged in yet: we could not read it anyway
+            try:
+                batch = decode(self.opener.open(datagram))
+                if not isinstance(batch, RoomBatch):
+                    raise ProtocolError("a room datagram must hold a RoomBatch")
+            except ProtocolError:
+                continue   # forged, replayed, damaged or someone else's: drop it silently
+            self.show(self.transcript.receive(batch.events, batch.latest_seq))
+
+    def show(self, events) -> None:
+        for event in events:
+            if event.kind == "say" and event.sender in self.ignored:
+                self.ui.show_text(format_hidden(event), event.sender)
+            else:
+                self.ui.show_text(format_event(event), event.sender)
+
+    def tick(self) -> None:
+        """Ask the server for what a gap says we missed (a few times a second at most)."""
+        after_seq = self.transcript.repair_due(time.monotonic())
+        if after_seq is not None:
+            self.send(RepairRequest(after_seq))
+
+    # --- What the user types --------------------------------------------------------------
+
+    def on_submit(self, text: str) -> None:
+        if self.name is None:
+            self.typed_early.append(text)
+            return
+        command, _, rest = text.strip().partition(" ")
+        try:
+            if command == "/msg":
+                recipient, _, private_text = rest.strip().partition(" ")
+                self.send(PrivateMessage(self.name, recipient, checked_text(private_text)))
+            elif command == "/ignore":
+                self.send(IgnoreUser(rest.strip()))
+            elif command == "/unignore":
+                self.send(UnignoreUser(rest.strip()))
+            elif command == "/who":
+                self.send(WhoRequest())
+            elif command == "/hash":
+                self.ui.show_note(self.transcript.summary())
+            else:
+                self.send(Say(checked_text(text)))
+        except ProtocolError as error:
+            self.ui.show_note(f"not sent: {error}")
+        except OSError as error:
+            self.fail(f"connection lost: {error}")
+
+    def on_quit(self) -> None:
+        if self.session.established:
+            self.session.send(Goodbye("quit"))
+        self.close()
+
+    def fail(self, reason: str) -> None:
+        self.exit_code = EXIT_FAILED
+        self.close()
+        self.ui.session_over(reason)
+
+    def close(self) -> None:
+        if self.sock.fileno() != -1:
+            self.selector.unregister(self.sock)
+            net.send_last_words_and_close(self.sock, self.session.outgoing)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = {"SERVER_HOST": args.host, "LAB2_PORT": args.port, "BROADCAST_PORT": args.broadcast_port}
+    try:
+        settings = load_settings(args.env, {k: None if v is None else str(v) for k, v in overrides.items()},
+                                 create=False)
+    except ConfigError as error:
+        print(f"cannot start: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    client = None
+    ui = open_front_end(f"Lab 2 room: {args.name}", lambda text: client.on_submit(text),
+                        lambda: client.on_quit(), headless=args.headless,
+                        poll_interval_ms=settings.poll_interval_ms)
+    password = os.environ.get("CHAT_PASSWORD") or ui.ask_password(f"password for {args.name}")
+    if not password:
+        print("no password given", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        client = RoomClient(args, settings, password, ui)
+    except OSError as error:
+        print(f"cannot start: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    ui.run(client.selector, tick=client.tick, tick_interval_ms=TICK_INTERVAL_MS)
+    print(client.transcript.summary(), file=sys.stderr, flush=True)
+    return client.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""A bad network on purpose: relay room datagrams, losing some on the way.
+
+Run it:  python -m lab2_udp.lossy_relay --listen-port 5061 --forward-port 5062 --drop 0.2
+
+The server broadcasts to LISTEN_PORT; this relay hears each datagram there
+and broadcasts it again to FORWARD_PORT, where the clients listen. On the
+way it drops some, sends some twice, and delays others so that they arrive
+out of order, as a busy wireless network might. The choices come from a
+seeded random generator, so a failing run can be replayed exactly.
+
+The clients must still show the same transcript: that is what the sequence
+numbers, the repair requests and the heartbeat are for.
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import random
+import selectors
+import sys
+import threading
+import time
+from collections import Counter
+
+from common import net
+
+
+class FaultPlan:
+    """Decides each datagram's fate: how many copies go out, and after what delay."""
+
+    def __init__(self, *, drop: float, duplicate: float, reorder: float, delay_ms: float, seed: int) -> None:
+        self.drop, self.duplicate, self.reorder, self.delay_ms = drop, duplicate, reorder, delay_ms
+        self.random = random.Random(seed)
+        self.counts: Counter[str] = Counter()
+
+    def delays_seconds(self) -> list[float]:
+        """The delay of every copy to send ([] for a dropped datagram)."""
+        self.counts["received"] += 1
+        if self.random.random() < self.drop:
+            self.counts["dropped"] += 1
+            return []
+        copies = 2 if self.random.random() < self.duplicate else 1
+        self.counts["duplicated"] += copies - 1
+        delays = []
+        for _ in range(copies):
+            delay = self.random.uniform(0, self.delay_ms)
+            if self.random.random() < self.reorder:   # held back: later datagrams overtake it
+                delay += 3 * self.delay_ms
+                self.counts["reordered"] += 1
+            delays.append(delay / 1000)
+        return delays
+
+
+class LossyRelay:
+    """Hear datagrams on one port, rebroadcast them to another through a FaultPlan."""
+
+    def __init__(self, plan: FaultPlan, listen_port: int, forward_addr: str, forward_port: int) -> None:
+        self.plan = plan
+        self.inbound = net.broadcast_receiver(listen_port)
+        self.outbound = net.broadcast_sender()
+        self.forward_to = (forward_addr, forward_port)
+        self.due: list[tuple[float, int, bytes]] = []   # a heap of (send at, arrival number, datagram)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        """Relay until stop() is called."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.inbound, selectors.EVENT_READ)
+            while not self.stopping.is_set():
+                # Sleep in select() until a datagram arrives or the next one is due,
+                # and at most 0.1 s, so stop() is noticed promptly.
+                timeout = 0.1 if not self.due else max(0.0, min(0.1, self.due[0][0] - time.monotonic()))
+                if selector.select(timeout):
+                    self._receive_all()
+                self._send_due()
+        self.inbound.close()
+        self.outbound.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _receive_all(self) -> None:
+        now = time.monotonic()
+        while True:
+            try:
+                datagram = self.inbound.recv(net.MAX_DATAGRAM_RECV_BYTES)
+            except BlockingIOError:
+                return
+            for delay in self.plan.delays_seconds():
+                heapq.heappush(self.due, (now + delay, self.plan.counts["received"], datagram))
+
+    def _send_due(self) -> None:
+        now = time.monotonic()
+        while self.due and self.due[0][0] <= now:
+            _, _, datagram = heapq.heappop(self.due)
+            try:
+                self.outbound.sendto(datagram, self.forward_to)
+            except OSError:
+                self.plan.counts["send errors"] += 1   # a real network loses packets too
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab2_udp.lossy_relay", description=__doc__.split("\n")[0])
+    parser.add_argument("--listen-port", type=int, required=True, help="the port the server broadcasts to")
+    parser.add_argument("--forward-port", type=int, required=True, help="the port the clients listen on")
+    parser.add_argument("--forward-addr", default="127.255.255.255", help="where to rebroadcast")
+    parser.add_argument("--drop", type=float, default=0.2, help="share of datagrams lost")
+    parser.add_argument("--duplicate", type=float, default=0.05, help="share sent twice")
+    parser.add_argument("--reorder", type=float, default=0.1, help="share held back behind later ones")
+    parser.add_argument("--delay-ms", type=float, default=5.0, help="random delay, 0 to this")
+    parser.add_argument("--seed", type=int, default=1, help="the random seed, to replay a run")
+    args = parser.parse_args(argv)
+    plan = FaultPlan(drop=args.drop, duplicate=args.duplicate, reorder=args.reorder,
+                     delay_ms=args.delay_ms, seed=args.seed)
+    relay = LossyRelay(plan, args.listen_port, args.forward_addr, args.forward_port)
+    print(f"relaying {args.listen_port} -> {args.forward_addr}:{args.forward_port}", file=sys.stderr, flush=True)
+    try:
+        relay.run()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a person stops the relay
+    print(", ".join(f"{name} {count}" for name, count in plan.counts.items()), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

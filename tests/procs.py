@@ -1,0 +1,147 @@
+"""Run role scripts as processes and wait for their output, with deadlines.
+
+The black-box tests of both labs drive the real programs through their
+command-line contract: lines in on stdin, transcript lines out on stdout,
+status on stderr, an exit code at the end. Nothing here sleeps: every wait
+is a condition with a deadline, so a busy machine only makes a test slower,
+never wrong, and a broken program fails with its output in the message.
+
+    with Processes() as processes:
+        server = processes.start("lab1_tcp.server", "--port", "0", "--headless")
+        match = server.wait_for_stderr(r"listening on .*:(\\d+)")
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Generous, because a loaded 2-core CI machine can be slow; a passing test
+# never waits this long.
+DEADLINE_SECONDS = 20.0
+# Settings a developer may have exported in their shell; a test sets its own.
+_SETTING_VARIABLES = (
+    "CHAT_PSK", "SERVER_PRIVATE_KEY", "SERVER_PUBLIC_KEY", "SERVER_HOST", "LAB1_PORT",
+    "LAB2_PORT", "BROADCAST_ADDR", "BROADCAST_PORT", "DB_PATH", "CHAT_PASSWORD",
+)
+
+
+class RoleProcess:
+    """One running role script, with its stdout and stderr collected line by line."""
+
+    def __init__(self, module: str, args: list[str], env: dict[str, str]) -> None:
+        self.name = module
+        self.stdout_lines: list[str] = []
+        self.stderr_lines: list[str] = []
+        self._changed = threading.Condition()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._readers = [
+            threading.Thread(target=self._collect, args=(self.process.stdout, self.stdout_lines),
+                             daemon=True),
+            threading.Thread(target=self._collect, args=(self.process.stderr, self.stderr_lines),
+                             daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _collect(self, stream, lines: list[str]) -> None:
+        for raw in stream:
+            with self._changed:
+                lines.append(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+                self._changed.notify_all()
+        with self._changed:   # end of stream: wake waiters so they can fail fast
+            self._changed.notify_all()
+
+    def wait_until(self, condition, what: str, timeout: float = DEADLINE_SECONDS):
+        """Wait until ``condition()`` is truthy and return its value; fail the
+        test with ``what`` and the output so far if the deadline passes."""
+        with self._changed:
+            result = self._changed.wait_for(condition, timeout)
+        if not result:
+            raise AssertionError(f"{self.name}: timed out waiting for {what}\n{self.output()}")
+        return result
+
+    def wait_for_stdout(self, pattern: str, count: int = 1,
+                        timeout: float = DEADLINE_SECONDS) -> re.Match:
+        """Wait until ``count`` stdout lines match the regular expression
+        ``pattern``; return the match in the last of them."""
+        return self.wait_until(lambda: _search(pattern, self.stdout_lines, count),
+                               f"{count} stdout line(s) /{pattern}/", timeout)
+
+    def wait_for_stderr(self, pattern: str, count: int = 1,
+                        timeout: float = DEADLINE_SECONDS) -> re.Match:
+        """Like wait_for_stdout, on stderr."""
+        return self.wait_until(lambda: _search(pattern, self.stderr_lines, count),
+                               f"{count} stderr line(s) /{pattern}/", timeout)
+
+    def send_line(self, text: str) -> None:
+        """Write one line to the program's stdin."""
+        self.send_bytes((text + "\n").encode("utf-8"))
+
+    def send_bytes(self, data: bytes) -> None:
+        self.process.stdin.write(data)
+        self.process.stdin.flush()
+
+    def close_stdin(self) -> None:
+        self.process.stdin.close()
+
+    def wait_exit(self, timeout: float = DEADLINE_SECONDS) -> int:
+        """Wait for the program to end and return its exit code."""
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} did not exit\n{self.output()}") from None
+        for reader in self._readers:   # the pipes close at exit: collect the last lines
+            reader.join(timeout)
+        return code
+
+    def output(self) -> str:
+        with self._changed:
+            return ("--- stdout\n" + "\n".join(self.stdout_lines)
+                    + "\n--- stderr\n" + "\n".join(self.stderr_lines))
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            stream.close()
+
+
+def _search(pattern: str, lines: list[str], count: int) -> re.Match | None:
+    matches = [match for match in map(re.compile(pattern).search, lines) if match]
+    return matches[count - 1] if len(matches) >= count else None
+
+
+class Processes:
+    """Starts role processes and kills every one of them on exit, pass or fail."""
+
+    def __init__(self, base_env: dict[str, str] | None = None) -> None:
+        self.base_env = base_env or {}
+        self.started: list[RoleProcess] = []
+
+    def start(self, module: str, *args: str,
+              env: dict[str, str | None] | None = None) -> RoleProcess:
+        """Start ``python -m module args`` with the test's environment plus
+        ``env``; a value of None removes that variable (DISPLAY, say)."""
+        full_env = {key: value for key, value in os.environ.items()
+                    if key not in _SETTING_VARIABLES}
+        full_env.update(self.base_env)
+        full_env.update(env or {})
+        process = RoleProcess(module, list(args),
+                              {key: value for key, value in full_env.items() if value is not None})
+        self.started.append(process)
+        return process
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *_exc_info) -> None:
+        for process in self.started:
+            process.kill()

@@ -1,0 +1,212 @@
+"""Lab 2 through its command-line contract: a server and several clients as
+processes, the room heard by real UDP broadcast on 127.255.255.255.
+
+Every process is killed at teardown; every wait has a deadline.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from common.config import create_env_file
+from lab2_udp.lossy_relay import FaultPlan, LossyRelay
+from tests.procs import Processes, RoleProcess
+
+SERVER, CLIENT = "lab2_udp.server", "lab2_udp.client"
+PASSWORD = "correct horse battery"
+CHEAP_ARGON2 = "ARGON2_MEMORY_KIB=8\nARGON2_ITERATIONS=1\n"
+BROADCAST = "127.255.255.255"
+
+pytestmark = pytest.mark.network
+
+
+def free_udp_port() -> int:
+    """A UDP port nobody uses now (the OS picked it and we gave it back)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Room:
+    """One Lab 2 server's files and ports, and helpers to start its roles."""
+
+    def __init__(self, tmp_path, processes: Processes) -> None:
+        self.tmp_path = tmp_path
+        self.processes = processes
+        self.env_file = tmp_path / ".env"
+        create_env_file(self.env_file)
+        with open(self.env_file, "a", encoding="utf-8") as env_file:
+            env_file.write(CHEAP_ARGON2)
+        self.server_broadcast_port = self.client_broadcast_port = free_udp_port()
+        self.port = 0
+
+    def add_setting(self, line: str) -> None:
+        with open(self.env_file, "a", encoding="utf-8") as env_file:
+            env_file.write(line + "\n")
+
+    def start_server(self, *args: str) -> RoleProcess:
+        server = self.processes.start(
+            SERVER, "--headless", "--host", "127.0.0.1", "--port", "0", "--env", str(self.env_file),
+            "--db", str(self.tmp_path / "chat.db"), "--broadcast-addr", BROADCAST,
+            "--broadcast-port", str(self.server_broadcast_port), *args)
+        self.port = int(server.wait_for_stderr(r"^listening on 127\.0\.0\.1:(\d+), broadcasting").group(1))
+        return server
+
+    def join(self, name: str, *, register: bool = True, password: str = PASSWORD) -> RoleProcess:
+        client = self.processes.start(
+            CLIENT, "--headless", "--host", "127.0.0.1", "--port", str(self.port), "--name", name,
+            "--env", str(self.env_file), "--broadcast-port", str(self.client_broadcast_port),
+            *(["--register"] if register else []), env={"CHAT_PASSWORD": password})
+        client.wait_for_stderr(rf"^logged in as {name}$")
+        return client
+
+
+@pytest.fixture
+def room(tmp_path):
+    with Processes() as processes:
+        yield Room(tmp_path, processes)
+
+
+def room_lines(process: RoleProcess) -> list[str]:
+    """The room part of a screen: lines that start with '#'."""
+    return [line for line in process.stdout_lines if line.startswith("#")]
+
+
+def wait_for_seq(process: RoleProcess, seq: int) -> None:
+    process.wait_for_stdout(rf"^~?#{seq} ")
+
+
+def quit_and_hash(process: RoleProcess) -> str:
+    """Quit cleanly; return the 'transcript HASH COUNT' line's HASH and COUNT."""
+    process.send_line("/quit")
+    assert process.wait_exit() == 0, process.output()
+    last = process.stderr_lines[-1].split()
+    assert last[0] == "transcript", process.output()
+    return " ".join(last[1:])
+
+
+@pytest.mark.points(5)
+def test_five_clients_and_the_server_show_the_same_transcript(room):
+    server = room.start_server()
+    names = ["alice", "bob", "carol", "dave", "erin"]
+    clients = [room.join(name) for name in names]
+    for client, name in zip(clients, names):
+        client.send_line(f"hello from {name}")
+    server.send_line("welcome, all")
+    last_seq = len(names) + len(names) + 1      # five joins, five messages, one server line
+    for screen in [server, *clients]:
+        wait_for_seq(screen, last_seq)
+    first_screen = room_lines(clients[0])
+    assert len(first_screen) == last_seq
+    for screen in [server, *clients[1:]]:
+        assert room_lines(screen) == first_screen
+    assert any(line.endswith(" server: welcome, all") for line in first_screen)
+    summaries = set()
+    for screen in [server, *clients]:
+        screen.send_line("/hash")
+        summaries.add(screen.wait_for_stderr(r"^transcript [0-9a-f]{12} \d+$").group(0))
+    [summary] = summaries                       # one fingerprint on every screen
+    assert summary.endswith(f" {last_seq}")
+    assert "transcript " + quit_and_hash(clients[0]) == summary   # and the exit line agrees
+
+
+@pytest.mark.points(3)
+def test_own_message_appears_only_when_numbered_by_the_server(room):
+    room.start_server()
+    alice = room.join("alice")
+    alice.send_line("my own words")
+    wait_for_seq(alice, 2)
+    assert room_lines(alice) == ["#1 * alice joined", "#2 alice: my own words"]
+
+
+@pytest.mark.points(3)
+def test_dm_reaches_only_its_recipient(room):
+    room.start_server()
+    alice, bob, carol = room.join("alice"), room.join("bob"), room.join("carol")
+    alice.send_line("/msg bob meet me at noon")
+    bob.wait_for_stdout(r"^@alice -> bob: meet me at noon$")
+    alice.wait_for_stdout(r"^@alice -> bob: meet me at noon$")
+    carol.send_line("marker")                   # once carol sees her own marker ...
+    wait_for_seq(carol, 4)
+    assert not any("noon" in line for line in carol.stdout_lines)   # ... the DM would have come before
+
+
+@pytest.mark.points(4)
+def test_ignore_survives_a_server_restart(room):
+    server = room.start_server()
+    bob = room.join("bob")
+    room.join("alice")
+    bob.send_line("/ignore alice")
+    bob.wait_for_stderr(r"you ignore: alice")
+    server.send_line("/quit")
+    assert server.wait_exit() == 0
+    bob.wait_exit()                             # told the server is gone
+
+    room.start_server()                         # same database file
+    bob = room.join("bob", register=False)
+    bob.wait_for_stderr(r"you ignore: alice")
+    alice = room.join("alice", register=False)
+    alice.send_line("/msg bob are you there?")
+    alice.wait_for_stderr(r"your message to bob was not delivered")
+    alice.send_line("room hello")
+    bob.wait_for_stdout(r"^~#\d+ \(hidden")
+    assert not any("are you there" in line or "room hello" in line for line in bob.stdout_lines)
+
+
+@pytest.mark.points(3)
+def test_late_joiner_gets_the_same_transcript(room):
+    server = room.start_server()
+    alice, bob = room.join("alice"), room.join("bob")
+    for i in range(5):
+        alice.send_line(f"early {i}")
+    wait_for_seq(bob, 7)
+    carol = room.join("carol")
+    bob.send_line("after carol")
+    for screen in (server, alice, bob, carol):
+        wait_for_seq(screen, 9)
+    assert room_lines(carol) == room_lines(alice) == room_lines(bob) == room_lines(server)
+
+
+@pytest.mark.points(5)
+def test_transcripts_match_through_a_lossy_network(room):
+    """20% loss, 5% duplicates, 20% reordered, and delay between the broadcast and the clients."""
+    room.client_broadcast_port = free_udp_port()
+    room.add_setting("MAX_MESSAGES_PER_SECOND=1000")   # the clients type faster than people do
+    plan = FaultPlan(drop=0.2, duplicate=0.05, reorder=0.2, delay_ms=5, seed=2026)
+    relay = LossyRelay(plan, room.server_broadcast_port, BROADCAST, room.client_broadcast_port)
+    relay_thread = threading.Thread(target=relay.run, daemon=True)
+    relay_thread.start()
+    try:
+        server = room.start_server()
+        clients = [room.join(name) for name in ("alice", "bob", "carol")]
+        rounds = 40
+        for round_number in range(rounds):   # round by round, so that many datagrams go out
+            for client in clients:
+                client.send_line(f"round {round_number}")
+            wait_for_seq(server, 3 + 3 * (round_number + 1))
+        last_seq = 3 + 3 * rounds
+        for screen in clients:
+            wait_for_seq(screen, last_seq)
+        assert room_lines(clients[0]) == room_lines(clients[1]) == room_lines(clients[2]) == room_lines(server)
+        assert len(room_lines(server)) == last_seq
+        assert plan.counts["received"] >= rounds and plan.counts["dropped"] > 0
+        assert plan.counts["duplicated"] + plan.counts["reordered"] > 0
+    finally:
+        relay.stop()
+        relay_thread.join()
+
+
+@pytest.mark.points(2)
+def test_flooding_client_alone_is_told_to_slow_down(room):
+    server = room.start_server()
+    alice, bob = room.join("alice"), room.join("bob")
+    for i in range(60):
+        alice.send_line(f"flood {i}")
+    alice.wait_for_stderr(r"slow down")
+    bob.send_line("still here")
+    bob.wait_for_stdout(r" bob: still here$")
+    assert not any("slow down" in line for line in bob.stderr_lines)
+    server.send_line("/who")
+    server.wait_for_stderr(r"in the room: server, alice, bob")
