@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test bench clean
 
 demo: $(STAMP)
-	$(PY) -m pytest -q -p no:randomly tests/test_conversation.py -v
+	$(PY) -m lab2_udp.demo
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -5,14 +5,22 @@ Every process is killed at teardown; every wait has a deadline.
 """
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from common.config import create_env_file
+from common import net
+from common.config import create_env_file, load_settings
+from common.framing import DatagramSealer
+from common.messages import Register, RoomBatch, RoomEvent, RoomKey, Say, encode
+from common.session import SecureSession
 from lab2_udp.lossy_relay import FaultPlan, LossyRelay
-from tests.procs import Processes, RoleProcess
+from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess
 
 SERVER, CLIENT = "lab2_udp.server", "lab2_udp.client"
 PASSWORD = "correct horse battery"
@@ -210,3 +218,88 @@ def test_flooding_client_alone_is_told_to_slow_down(room):
     assert not any("slow down" in line for line in bob.stderr_lines)
     server.send_line("/who")
     server.wait_for_stderr(r"in the room: server, alice, bob")
+
+
+def raw_member(room: Room, name: str):
+    """Log in from inside the test, to misbehave afterwards: returns the socket,
+    the session and the RoomKey the server handed over."""
+    settings = load_settings(room.env_file, create=False)
+    sock = socket.create_connection(("127.0.0.1", room.port), timeout=DEADLINE_SECONDS)
+    session = SecureSession.client(settings.psk, settings.server_public_key)
+    received = []
+    while not session.established:
+        sock.sendall(session.outgoing)
+        session.outgoing.clear()
+        received += session.receive(sock.recv(65536))
+    session.send(Register(name, PASSWORD))
+    sock.sendall(session.outgoing)
+    session.outgoing.clear()
+    while not any(isinstance(message, RoomKey) for message in received):
+        received += session.receive(sock.recv(65536))
+    return sock, session, next(m for m in received if isinstance(m, RoomKey))
+
+
+@pytest.mark.points(4)
+def test_forged_replayed_and_garbage_datagrams_change_nothing(room):
+    server = room.start_server()
+    alice = room.join("alice")
+    # The test listens on the broadcast port too, to capture a genuine datagram.
+    eavesdropper = net.broadcast_receiver(room.client_broadcast_port)
+    eavesdropper.setblocking(True)
+    eavesdropper.settimeout(DEADLINE_SECONDS)
+    sock, session, room_key = raw_member(room, "mallory")
+    wait_for_seq(alice, 2)
+    alice.send_line("genuine")
+    wait_for_seq(alice, 3)
+    captured = [eavesdropper.recv(2048) for _ in range(3)]   # mallory's join, "genuine", a heartbeat
+
+    # Mallory knows the room key but not the server's signing key.
+    forger = DatagramSealer(Ed25519PrivateKey.generate())
+    forger.set_room_key(room_key.epoch, room_key.key)
+    forged_event = RoomEvent(4, "say", "server", "forged: everyone is banned")
+    sender = net.broadcast_sender()
+    target = (BROADCAST, room.client_broadcast_port)
+    sender.sendto(forger.seal(encode(RoomBatch((forged_event,), 4))), target)
+    for datagram in captured:                   # replays of genuine datagrams
+        sender.sendto(datagram, target)
+    sender.sendto(b"\x00" * 50, target)         # garbage of every size
+    sender.sendto(os.urandom(1200), target)
+    sender.sendto(b"", target)
+    sender.close()
+    eavesdropper.close()
+
+    alice.send_line("still fine")               # the room goes on, numbering unchanged
+    alice.wait_for_stdout(r"^#4 alice: still fine$")
+    server.wait_for_stdout(r"^#4 alice: still fine$")
+    assert not any("forged" in line for line in alice.stdout_lines)
+    assert len([line for line in alice.stdout_lines if line.endswith("genuine")]) == 1
+    sock.close()
+
+
+@pytest.mark.points(3)
+def test_garbage_and_a_client_vanishing_mid_record_do_not_stop_the_server(room):
+    server = room.start_server()
+    alice = room.join("alice")
+    with socket.create_connection(("127.0.0.1", room.port), timeout=DEADLINE_SECONDS) as garbage:
+        garbage.sendall(os.urandom(3000))       # not a handshake at all
+    sock, session, _ = raw_member(room, "mallory")
+    session.send(Say("cut short"))
+    sock.sendall(bytes(session.outgoing)[:-5])  # all but the last bytes of a record ...
+    sock.close()                                # ... then gone
+    server.wait_for_stderr(r"mallory .*closed the connection mid-record")
+    with socket.create_connection(("127.0.0.1", room.port), timeout=DEADLINE_SECONDS) as oversize:
+        oversize.sendall(b"\xff\xff" + b"x" * 100)   # a length over the limit
+    alice.send_line("after all that")
+    for screen in (alice, server):
+        screen.wait_for_stdout(r"^#\d+ alice: after all that$")
+    assert not any("cut short" in line for line in alice.stdout_lines)
+
+
+@pytest.mark.points(2)
+def test_the_instructor_demo_ends_with_every_screen_the_same():
+    result = subprocess.run([sys.executable, "-m", "lab2_udp.demo"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "DISPLAY": ""})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Every screen shows the same room transcript." in result.stdout
+    hashes = result.stdout.strip().splitlines()[-4].split(" | ")
+    assert len(hashes) == 5 and len(set(h.strip() for h in hashes)) == 1
