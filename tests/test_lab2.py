@@ -303,3 +303,39 @@ def test_the_instructor_demo_ends_with_every_screen_the_same():
     assert "Every screen shows the same room transcript." in result.stdout
     hashes = result.stdout.strip().splitlines()[-4].split(" | ")
     assert len(hashes) == 5 and len(set(h.strip() for h in hashes)) == 1
+
+
+@pytest.mark.points(2)
+def test_breaking_a_limit_gets_a_clear_error_to_that_client_only(room):
+    room.add_setting("MAX_CLIENTS=2")
+    room.start_server()
+    alice = room.join("alice")
+    bad_name = room.processes.start(
+        CLIENT, "--headless", "--port", str(room.port), "--name", "no way!", "--env", str(room.env_file),
+        "--broadcast-port", str(room.client_broadcast_port), "--register", env={"CHAT_PASSWORD": PASSWORD})
+    assert bad_name.wait_exit() == 1
+    assert "names are 3-20 characters" in bad_name.output()
+    room.join("bob")
+    carol = room.processes.start(
+        CLIENT, "--headless", "--port", str(room.port), "--name", "carol", "--env", str(room.env_file),
+        "--broadcast-port", str(room.client_broadcast_port), "--register", env={"CHAT_PASSWORD": PASSWORD})
+    assert carol.wait_exit() == 1
+    assert "the room is full" in carol.output()
+    alice.send_line("x" * 1001)                  # more than one datagram can carry
+    alice.wait_for_stderr(r"not sent: .*1000 bytes")
+    alice.send_line("/msg bob")                  # a DM with no text
+    alice.wait_for_stderr(r"not sent: an empty message")
+    alice.send_line("still in")
+    alice.wait_for_stdout(r"^#3 alice: still in$")
+
+
+@pytest.mark.points(2)
+def test_server_rename_is_seen_by_the_room(room):
+    server = room.start_server()
+    alice = room.join("alice")
+    server.send_line("/nick host")
+    alice.wait_for_stdout(r"^#2 \* server is now host$")
+    server.send_line("hello as host")
+    alice.wait_for_stdout(r"^#3 host: hello as host$")
+    alice.send_line("/who")
+    alice.wait_for_stderr(r"in the room: host, alice")
