@@ -92,7 +92,8 @@ def receive(sock: socket.socket) -> bytes:
     return sock.recv(RECV_BYTES)
 
 
-def send_pending(selector: selectors.BaseSelector, sock: socket.socket, outgoing: bytearray) -> None:
+def send_pending(selector: selectors.BaseSelector, sock: socket.socket,
+                 outgoing: bytearray) -> None:
     """Send as much of ``outgoing`` as the kernel takes now, and drop it from the
     buffer; watch the socket for writability only while bytes remain.
 

@@ -193,7 +193,7 @@ class TerminalChat(_FrontEnd):
             if tick is not None and not self.stopped and time.monotonic() >= next_tick:
                 tick()
                 next_tick = time.monotonic() + tick_interval_ms / 1000
-        self.set_input_enabled(False)
+        self.set_input_enabled(False)   # leave the selector without our stdin in it
 
     def set_input_enabled(self, enabled: bool) -> None:
         super().set_input_enabled(enabled)
@@ -249,7 +249,8 @@ class ChatWindow(_FrontEnd):
         self._root.geometry("560x400")
         self._transcript = scrolledtext.ScrolledText(self._root, wrap="word", state="disabled",
                                                      font=("TkDefaultFont", 11))
-        self._transcript.tag_configure("note", foreground="grey40", font=("TkDefaultFont", 10, "italic"))
+        self._transcript.tag_configure("note", foreground="grey40",
+                                       font=("TkDefaultFont", 10, "italic"))
         for index, colour in enumerate(SENDER_COLOURS):
             self._transcript.tag_configure(f"sender{index}", foreground=colour,
                                            font=("TkDefaultFont", 11, "bold"))
@@ -324,6 +325,8 @@ class ChatWindow(_FrontEnd):
         self._root.quit()   # ends mainloop() once the current callback returns
 
     def _on_return(self, _event: tk.Event) -> None:
+        if not self._input_enabled:   # a disabled Entry still delivers its key bindings
+            return
         text = self._entry.get()
         self._entry.delete(0, "end")
         self._submit(text)

@@ -110,6 +110,10 @@ class RoleProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        # The readers end at the pipes' end of file. Closing a pipe while its
+        # reader is still in read() would make that thread fail instead.
+        for reader in self._readers:
+            reader.join(DEADLINE_SECONDS)
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             stream.close()
 

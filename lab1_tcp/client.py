@@ -1,0 +1,246 @@
+"""Lab 1 client: a one-to-one encrypted chat over TCP.
+
+The client connects to the server, runs the Noise handshake (it proves it
+knows the pre-shared key; the server proves it holds the private half of the
+public key we pinned), logs in (or registers first), and chats until either
+side quits.
+
+What this file demonstrates:
+- a non-blocking connect: the window stays alive while TCP's own handshake
+  runs, and a refused connection is reported, not hung on;
+- one ``selectors`` loop, polled from Tk with ``after()`` (common/ui.py);
+- a sans-IO session (common/session.py) and a dispatch table;
+- telling the user exactly what went wrong: no server, a wrong key, a
+  refused login, a busy server.
+
+Run it (python -m lab1_tcp.client --help explains every option):
+    python -m lab1_tcp.client [--host H] [--port P] --name NAME [--register] [--headless] [--env FILE]
+The password comes from the CHAT_PASSWORD environment variable if it is set,
+else from a prompt; never from the command line, where other users of the
+machine could read it in the process list.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import selectors
+import socket
+import sys
+
+from common import net
+from common.config import ConfigError, Settings, load_settings
+from common.errors import ProtocolError
+from common.messages import (
+    ChatMessage, ErrorNotice, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text,
+)
+from common.session import SecureSession
+from common.ui import open_front_end
+
+# --- Configuration ---------------------------------------------------------------
+
+PASSWORD_VARIABLE = "CHAT_PASSWORD"
+QUIT_REASON = "quit"
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m lab1_tcp.client",
+        description="Lab 1 client: one-to-one encrypted chat over TCP. Settings not given "
+                    f"here come from the environment, then from the env file. The password "
+                    f"comes from ${PASSWORD_VARIABLE}, else from a prompt.")
+    parser.add_argument("--host", help="the server's address (default: SERVER_HOST)")
+    parser.add_argument("--port", help="the server's TCP port (default: LAB1_PORT)")
+    parser.add_argument("--name", required=True, help="your account name (3-20 of a-z, 0-9, _)")
+    parser.add_argument("--register", action="store_true",
+                        help="create the account first, then log in with it")
+    parser.add_argument("--headless", action="store_true",
+                        help="no window: chat through stdin and stdout")
+    parser.add_argument("--env", default=".env",
+                        help="settings file, copied from the server machine (default: .env)")
+    return parser.parse_args()
+
+
+# --- The connection and the protocol -------------------------------------------------
+
+class ChatClient:
+    """One connection to the server: connect, handshake, log in, chat."""
+
+    def __init__(self, settings: Settings, name: str, register: bool, headless: bool) -> None:
+        self.host, self.port = settings.host, settings.lab1_port
+        self.address = f"{self.host}:{self.port}"
+        self.name = name                  # replaced by the server's spelling at login
+        self.register = register
+        self.password = ""
+        self.session = SecureSession.client(settings.psk, settings.server_public_key)
+        self.selector = selectors.DefaultSelector()
+        self.sock: socket.socket | None = None
+        self.connected = False            # TCP connection made
+        self.logged_in = False
+        self.exit_code = EXIT_OK
+        self.ui = open_front_end(f"Lab 1 client: {name}", self.say, self.quit,
+                                 headless=headless, poll_interval_ms=settings.poll_interval_ms)
+        # Lines typed (or piped in) before the login is accepted wait until it is.
+        self.ui.set_input_enabled(False)
+
+    def connect(self) -> None:
+        """Start connecting; the loop finishes the job when the socket turns writable."""
+        self.ui.set_status(f"connecting to {self.address}")
+        try:
+            self.sock = net.start_connect(self.host, self.port)
+        except OSError as error:   # the host name does not resolve
+            self.end(f"cannot reach the server at {self.address}: {error.strerror or error}")
+            return
+        # The first handshake record is already in session.outgoing: it goes out
+        # as soon as the connection is made.
+        self.selector.register(self.sock, selectors.EVENT_WRITE, self.on_event)
+
+    def on_event(self, mask: int) -> None:
+        try:
+            if not self.connected:
+                net.finish_connect(self.sock)   # OSError if refused or unreachable
+                self.connected = True
+                self.ui.set_status(f"connected to {self.address}: handshake")
+            if mask & selectors.EVENT_READ and not self.on_readable():
+                return
+            net.send_pending(self.selector, self.sock, self.session.outgoing)
+        except ProtocolError as error:
+            self.end(f"the server broke the protocol: {error}")
+        except OSError as error:
+            reason = error.strerror or str(error)
+            if self.connected:
+                self.end(f"lost the connection to the server: {reason}")
+            else:
+                self.end(f"cannot reach the server at {self.address}: {reason}")
+
+    def on_readable(self) -> bool:
+        """Handle the bytes that arrived; return False if the session is over."""
+        data = net.receive(self.sock)
+        if not data:   # an empty read: the server closed its end
+            self.end(self.why_closed())
+            return False
+        was_established = self.session.established
+        for message in self.session.receive(data):
+            handler = self.HANDLERS.get(type(message))
+            if handler is None:
+                raise ProtocolError(f"{type(message).__name__} is not part of the Lab 1 protocol")
+            handler(self, message)
+            if self.sock is None:   # the handler ended the session
+                return False
+        if self.session.established and not was_established:
+            # The handshake is done: from here on everything is encrypted, the
+            # password included.
+            self.ui.set_status(f"connected to {self.address}, encrypted: logging in")
+            request = Register if self.register else Login
+            self.session.send(request(self.name, self.password))
+        return True
+
+    def why_closed(self) -> str:
+        if not self.session.established:
+            # The server checks our first record; with a wrong key it cannot
+            # decrypt it and hangs up without a word: it has no key to say it with.
+            return ("the server closed the connection during the handshake: the pre-shared "
+                    "key or the server's public key does not match")
+        if not self.logged_in:
+            return "the server closed the connection before the login was answered"
+        return "the server closed the connection"
+
+    def handle_login_accepted(self, message: LoginAccepted) -> None:
+        self.name, self.logged_in = message.name, True
+        self.ui.show_note(f"logged in as {self.name}")
+        self.ui.set_input_enabled(True)
+        self.ui.set_status(f"chatting with {message.server_name} at {self.address}, "
+                           "encrypted (Noise NKpsk0)")
+
+    def handle_login_rejected(self, message: LoginRejected) -> None:
+        self.end(message.reason)
+
+    def handle_chat(self, message: ChatMessage) -> None:
+        if not self.logged_in:
+            raise ProtocolError("a chat message before the login was accepted")
+        self.ui.show_line(message.sender, checked_text(message.text))
+
+    def handle_goodbye(self, message: Goodbye) -> None:
+        if self.logged_in:   # the chat happened, and the server ended it: a clean end
+            self.end(f"the server ended the chat: {message.reason}", EXIT_OK)
+        else:   # turned away before we could chat (the server is busy)
+            self.end(message.reason)
+
+    def handle_error_notice(self, message: ErrorNotice) -> None:
+        self.ui.show_note(f"server: {message.text}")
+
+    HANDLERS = {
+        LoginAccepted: handle_login_accepted,
+        LoginRejected: handle_login_rejected,
+        ChatMessage: handle_chat,
+        Goodbye: handle_goodbye,
+        ErrorNotice: handle_error_notice,
+    }
+
+    def end(self, why: str, exit_code: int = EXIT_FAILED) -> None:
+        """The session is over: close the socket and show why."""
+        if self.sock is not None:
+            self.selector.unregister(self.sock)
+            self.sock.close()
+            self.sock = None
+        self.exit_code = exit_code
+        self.ui.session_over(why)
+
+    # --- What the user does: the front end calls these ---------------------------------
+
+    def say(self, text: str) -> None:
+        """The user entered a line: send it to the server and show it."""
+        try:
+            text = checked_text(text)
+        except ProtocolError as error:
+            self.ui.show_note(str(error))
+            return
+        self.session.send(ChatMessage(self.name, text))
+        self.ui.show_line(self.name, text)
+        try:
+            net.send_pending(self.selector, self.sock, self.session.outgoing)
+        except OSError as error:
+            self.end(f"lost the connection to the server: {error.strerror or error}")
+
+    def quit(self) -> None:
+        """The user quits: say goodbye if we are in a session, then close."""
+        if self.sock is None:
+            return
+        self.selector.unregister(self.sock)
+        if self.session.established:
+            self.session.send(Goodbye(QUIT_REASON))
+        net.send_last_words_and_close(self.sock, self.session.outgoing)
+        self.sock = None
+
+    def run(self) -> int:
+        """Ask for the password, connect, chat; return the exit code."""
+        self.password = os.environ.get(PASSWORD_VARIABLE) or self.ui.ask_password(
+            f"Password for {self.name}")
+        if not self.password:
+            self.ui.session_over("no password given")
+            return EXIT_FAILED
+        self.connect()
+        # Poll only once a socket is registered: on Windows, select() with
+        # nothing to watch raises an error.
+        if self.sock is not None:
+            self.ui.run(self.selector)
+        self.selector.close()
+        return self.exit_code
+
+
+# --- main ---------------------------------------------------------------------------
+
+def main() -> int:
+    args = parse_arguments()
+    try:
+        # create=False: a client must use the server's keys, never make its own.
+        settings = load_settings(args.env, create=False, overrides={
+            "SERVER_HOST": args.host, "LAB1_PORT": args.port})
+    except ConfigError as error:
+        print(f"client: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return ChatClient(settings, args.name, args.register, args.headless).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
