@@ -32,7 +32,8 @@ import sqlite3
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidKey
@@ -212,7 +213,7 @@ class AccountStore:
         # name between that question and our INSERT. The PRIMARY KEY lets the database
         # decide, in one step.
         try:
-            with self._lock, self._conn:  # one transaction: committed whole, or not at all
+            with self._locked(transaction=True):  # one transaction: committed whole, or not at all
                 self._conn.execute(
                     "INSERT INTO users (name, password_phc) VALUES (?, ?)", (user, phc)
                 )
@@ -236,7 +237,7 @@ class AccountStore:
             # No account can have such a name or password, and the rules for both are
             # public, so failing fast here tells a guesser nothing new.
             raise ProtocolError(LOGIN_FAILED) from None
-        with self._lock:
+        with self._locked():
             self._refuse_if_locked(user)
             row = self._conn.execute(
                 "SELECT password_phc FROM users WHERE name = ?", (user,)
@@ -290,7 +291,7 @@ class AccountStore:
         user, target = normalise_name(user), normalise_name(target)
         if target == user:
             raise ProtocolError("you cannot ignore yourself")
-        with self._lock, self._conn:
+        with self._locked(transaction=True):
             if not self._has_account(target):
                 raise ProtocolError(f"there is no user called {target}")
             self._conn.execute(
@@ -303,7 +304,7 @@ class AccountStore:
         Raises ProtocolError if a name is malformed.
         """
         user, target = normalise_name(user), normalise_name(target)
-        with self._lock, self._conn:
+        with self._locked(transaction=True):
             self._conn.execute(
                 "DELETE FROM ignores WHERE user = ? AND target = ?", (user, target)
             )
@@ -311,7 +312,7 @@ class AccountStore:
     def ignored_by(self, user: str) -> frozenset[str]:
         """Return the names that user ignores. Raises ProtocolError for a malformed name."""
         user = normalise_name(user)
-        with self._lock:
+        with self._locked():
             rows = self._conn.execute(
                 "SELECT target FROM ignores WHERE user = ?", (user,)
             ).fetchall()
@@ -326,7 +327,7 @@ class AccountStore:
             user = normalise_name(name)
         except ProtocolError:
             return False
-        with self._lock:
+        with self._locked():
             return self._has_account(user)
 
     def _has_account(self, user: str) -> bool:
@@ -338,3 +339,23 @@ class AccountStore:
         """Close the database. The store must not be used afterwards."""
         with self._lock:
             self._conn.close()
+
+    @contextmanager
+    def _locked(self, *, transaction: bool = False) -> Iterator[None]:
+        """Hold the lock (and, if asked, one transaction) for a few queries.
+
+        A failing database (a full disk, a file another program locked) is
+        turned into a ProtocolError: the server then refuses this one request
+        instead of stopping for everyone.
+        """
+        with self._lock:
+            try:
+                if transaction:
+                    with self._conn:   # commits on success, rolls back on an exception
+                        yield
+                else:
+                    yield
+            except sqlite3.IntegrityError:
+                raise   # a broken constraint means something to the caller ("name taken")
+            except sqlite3.Error as error:
+                raise ProtocolError(f"the account store failed ({error}); try again later") from None

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 Handler = Callable[[int], None]  # called with the selector's event mask
-LISTEN_BACKLOG = 16
+LISTEN_BACKLOG = 128   # a class connecting at once must not be turned away
 LAST_WORDS_TIMEOUT_SECONDS = 1.0
 RECV_BYTES = 65536
 

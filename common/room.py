@@ -130,8 +130,13 @@ class Room:
 
     def batches(self, events: list[RoomEvent]) -> list[RoomBatch]:
         """Pack fresh events into as few room datagrams as fit (a heartbeat if
-        there are none): one seal and one signature then cover many events."""
-        return [RoomBatch(chunk, self.latest_seq)
+        there are none): one seal and one signature then cover many events.
+
+        Each batch announces its own last number, not the log's newest: a
+        client that read the first of two batches must not think the second
+        one's events were lost while that one is still on its way.
+        """
+        return [RoomBatch(chunk, chunk[-1].seq if chunk else self.latest_seq)
                 for chunk in pack_events(events, MAX_DATAGRAM_PLAINTEXT_BYTES - BATCH_OVERHEAD_BYTES)]
 
     def _handle_say(self, conn: Hashable, name: str, message: Say) -> list[Delivery]:

@@ -13,8 +13,9 @@ What this file demonstrates:
 - Datagrams are sealed with a room key that only members get, and signed, so
   a member cannot forge the server's events. When a member leaves, the room
   key changes, so the leaver can no longer read the room.
-- A heartbeat datagram every HEARTBEAT_INTERVAL_SECONDS carries the newest
-  number, so a client notices when the last event was lost and asks for it.
+- Every datagram carries the newest number; when the room is quiet, a
+  heartbeat datagram every HEARTBEAT_INTERVAL_SECONDS does, so a client
+  notices when the last event was lost and asks for it.
 - Password hashes are slow on purpose, so logins run in worker threads
   (net.BackgroundWork) and the room never stalls.
 - The server takes part: what you type is a numbered room message. Commands:
@@ -27,6 +28,7 @@ import os
 import selectors
 import socket
 import sys
+import time
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -35,7 +37,7 @@ from common import net
 from common.accounts import AccountStore, Argon2Cost
 from common.config import ConfigError, load_settings
 from common.errors import ProtocolError
-from common.framing import DatagramSealer
+from common.framing import MAX_DATAGRAM_PLAINTEXT_BYTES, DatagramSealer
 from common.messages import Goodbye, Login, LoginRejected, Register, RoomEvent, RoomKey, encode
 from common.room import ROOM, Delivery, Room
 from common.session import SecureSession
@@ -44,7 +46,8 @@ from common.ui import open_front_end
 
 # --- Settings ------------------------------------------------------------------------
 
-HEARTBEAT_INTERVAL_SECONDS = 0.5
+HEARTBEAT_INTERVAL_SECONDS = 0.25  # the longest the room stays silent
+BATCH_WINDOW_MS = 15               # how long a busy room's events may wait to share a datagram
 LOGIN_WORKERS = 2              # password hashes run here, off the event loop
 MAX_OUTGOING_BYTES = 1 << 20   # a client this far behind is not reading: drop it
 
@@ -96,6 +99,8 @@ class RoomServer:
         self.room_key = self._new_room_key()
         self.peers: dict[Peer, None] = {}
         self.unsent: list[RoomEvent] = []     # logged, not yet broadcast
+        self.unsent_bytes = 0
+        self.last_broadcast_at = 0.0
         self.transcript = Transcript()        # the server's own screen, hashed like a client's
         self.ui = None
 
@@ -177,7 +182,7 @@ class RoomServer:
             return
         self.ui.show_note(f"{name} ({peer.address}) {reason}")
         leave = self.room.leave(peer)
-        self.flush_room()           # what the leaver may still read goes out under the old key
+        self.flush_room(force=True)  # what the leaver may still read goes out under the old key
         self.rotate_room_key()      # and from now on, the leaver cannot read the room
         self.deliver(leave)
         self.ui.set_status(self.status_text())
@@ -188,6 +193,7 @@ class RoomServer:
         for delivery in deliveries:
             if delivery.to is ROOM:
                 self.unsent.append(delivery.message)
+                self.unsent_bytes += len(encode(delivery.message)) + 2
                 self.show_on_own_screen(delivery.message)
             elif delivery.to in self.peers:
                 self.send(delivery.to, delivery.message)
@@ -209,31 +215,35 @@ class RoomServer:
         elif peer.closing and not peer.session.outgoing:
             self.drop(peer, "login refused")
 
-    def flush_room(self) -> None:
-        """Broadcast what was logged since the last flush, packed into datagrams.
+    def flush_room(self, force: bool = False) -> None:
+        """Broadcast what was logged, packed into datagrams; send queued replies.
 
-        Runs after every round of the loop: at low rates that is one event per
-        datagram, sent at once; under load, one datagram carries many.
+        Runs after every round of the loop and every BATCH_WINDOW_MS. Every
+        receiver must check the signature of every datagram, so datagrams are
+        what costs. After a quiet spell an event goes out at once; while the
+        room is busy, events wait up to BATCH_WINDOW_MS (or until a datagram
+        is full) and then share one datagram: one seal, one signature.
         """
-        if self.unsent:
-            events, self.unsent = self.unsent, []
+        since_last = time.monotonic() - self.last_broadcast_at
+        if self.unsent and (force or since_last >= BATCH_WINDOW_MS / 1000
+                            or self.unsent_bytes >= MAX_DATAGRAM_PLAINTEXT_BYTES):
+            events, self.unsent, self.unsent_bytes = self.unsent, [], 0
             self.broadcast(events)
+        elif not self.unsent and since_last >= HEARTBEAT_INTERVAL_SECONDS:
+            # The heartbeat, an empty batch, tells everyone the newest number,
+            # so a client that lost the last event notices and asks for it.
+            self.broadcast([])
         for peer in list(self.peers):   # sessions whose replies were queued this round
             if peer.session.outgoing:
                 self.flush(peer)
 
     def broadcast(self, events: list[RoomEvent]) -> None:
+        self.last_broadcast_at = time.monotonic()
         for batch in self.room.batches(events):
             try:
                 self.broadcaster.sendto(self.sealer.seal(encode(batch)), self.broadcast_to)
             except OSError as error:   # e.g. no route: clients will repair over TCP
                 self.ui.show_note(f"broadcast failed: {error}")
-
-    def heartbeat(self) -> None:
-        """An empty batch: it tells everyone the newest number, so a client that
-        lost the last event notices the gap and asks for it."""
-        self.flush_room()
-        self.broadcast([])
 
     def rotate_room_key(self) -> None:
         self.room_key = self._new_room_key()
@@ -297,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     server.ui.set_status(server.status_text())
     print(f"listening on {server.address}, broadcasting to {net.describe(server.broadcast_to)}",
           file=sys.stderr, flush=True)
-    server.ui.run(server.selector, tick=server.heartbeat,
-                  tick_interval_ms=int(HEARTBEAT_INTERVAL_SECONDS * 1000), after_events=server.flush_room)
+    server.ui.run(server.selector, tick=server.flush_room, tick_interval_ms=BATCH_WINDOW_MS,
+                  after_events=server.flush_room)
     server.workers.close()
     server.accounts.close()
     print(server.transcript.summary(), file=sys.stderr, flush=True)

@@ -347,3 +347,14 @@ def test_concurrent_registrations_of_one_name_give_exactly_one_account(store):
     with ThreadPoolExecutor(max_workers=attempts) as pool:
         outcomes = list(pool.map(register, range(attempts)))
     assert sorted(outcomes) == ["alice"] + ["that name is taken"] * (attempts - 1)
+
+
+@pytest.mark.points(1)
+def test_a_failing_database_is_a_protocol_error_not_a_crash(tmp_path):
+    store = AccountStore(tmp_path / "chat.db", CHEAP)
+    store.register("alice", "a long password")
+    store._conn.close()   # the database goes away under the store's feet
+    with pytest.raises(ProtocolError, match="account store failed"):
+        store.ignored_by("alice")
+    with pytest.raises(ProtocolError, match="account store failed"):
+        store.register("bobby", "another long password")
