@@ -238,18 +238,26 @@ def decode(data: bytes) -> Message:
     """Parse exactly one message from ``data``. Raises ProtocolError on an
     unknown type, a truncated or over-long field, invalid UTF-8, or bytes
     left over after the last field."""
-    if not data:
+    return _decode_span(bytes(data), 0, len(data))
+
+
+def _decode_span(data: bytes, start: int, end: int) -> Message:
+    """Decode the message in data[start:end] without copying it out first:
+    a room datagram holds many events, and every member decodes every one."""
+    if start >= end:
         raise ProtocolError("empty message")
-    cls = MESSAGE_TYPES.get(data[0])
+    cls = MESSAGE_TYPES.get(data[start])
     if cls is None:
-        raise ProtocolError(f"unknown message type {data[0]}")
-    reader = _Reader(memoryview(data), 1)
-    values = {field: _READERS[kind](reader, field) for field, kind in _layout(cls)}
-    if reader.offset != len(data):
-        raise ProtocolError(f"{len(data) - reader.offset} unexpected bytes after {cls.__name__}")
-    if cls is RoomEvent and values["kind"] not in ROOM_EVENT_KINDS:
-        raise ProtocolError(f"unknown room event kind {values['kind']!r}")
-    return cls(**values)
+        raise ProtocolError(f"unknown message type {data[start]}")
+    offset, values = start + 1, []
+    for field, kind in _layout(cls):
+        value, offset = _READERS[kind](data, offset, end, field)
+        values.append(value)
+    if offset != end:
+        raise ProtocolError(f"{end - offset} unexpected bytes after {cls.__name__}")
+    if cls is RoomEvent and values[1] not in ROOM_EVENT_KINDS:
+        raise ProtocolError(f"unknown room event kind {values[1]!r}")
+    return cls(*values)
 
 
 _LAYOUTS: dict[type, list[tuple[str, str]]] = {}
@@ -265,23 +273,61 @@ def _layout(cls: type) -> list[tuple[str, str]]:
     return _LAYOUTS[cls]
 
 
-class _Reader:
-    """A cursor over the bytes being decoded; every read checks the bounds."""
+# Each reader takes (data, offset, end, field name), checks that what it reads
+# lies before ``end``, and returns (value, offset just after it).
 
-    def __init__(self, data: memoryview, offset: int) -> None:
-        self.data = data
-        self.offset = offset
+def _read_length(data: bytes, offset: int, end: int, field: str, limit: int) -> tuple[int, int]:
+    """A u16 length or count, checked against ``limit`` before anything is read."""
+    if offset + 2 > end:
+        raise ProtocolError(f"message ends in the middle of field '{field}'")
+    length = _U16.unpack_from(data, offset)[0]
+    if length > limit:
+        raise ProtocolError(f"field '{field}' is {length} long; the limit is {limit}")
+    return length, offset + 2
 
-    def take(self, count: int, field: str) -> memoryview:
-        end = self.offset + count
-        if end > len(self.data):
-            raise ProtocolError(f"message ends in the middle of field '{field}'")
-        chunk = self.data[self.offset:end]
-        self.offset = end
-        return chunk
 
-    def u16(self, field: str) -> int:
-        return _U16.unpack(self.take(2, field))[0]
+def _read_bytes(data: bytes, offset: int, end: int, field: str) -> tuple[bytes, int]:
+    length, offset = _read_length(data, offset, end, field, MAX_TEXT_BYTES)
+    if offset + length > end:
+        raise ProtocolError(f"message ends in the middle of field '{field}'")
+    return data[offset:offset + length], offset + length
+
+
+def _read_str(data: bytes, offset: int, end: int, field: str) -> tuple[str, int]:
+    raw, offset = _read_bytes(data, offset, end, field)
+    try:
+        return raw.decode("utf-8"), offset
+    except UnicodeDecodeError:
+        raise ProtocolError(f"field '{field}' is not valid UTF-8") from None
+
+
+def _read_int(data: bytes, offset: int, end: int, field: str) -> tuple[int, int]:
+    if offset + 8 > end:
+        raise ProtocolError(f"message ends in the middle of field '{field}'")
+    return _U64.unpack_from(data, offset)[0], offset + 8
+
+
+def _read_names(data: bytes, offset: int, end: int, field: str) -> tuple[tuple[str, ...], int]:
+    count, offset = _read_length(data, offset, end, field, MAX_LIST_ITEMS)
+    names = []
+    for _ in range(count):
+        name, offset = _read_str(data, offset, end, field)
+        names.append(name)
+    return tuple(names), offset
+
+
+def _read_events(data: bytes, offset: int, end: int, field: str) -> tuple[tuple[RoomEvent, ...], int]:
+    count, offset = _read_length(data, offset, end, field, MAX_LIST_ITEMS)
+    events = []
+    for _ in range(count):
+        length, offset = _read_length(data, offset, end, field, end - offset - 2)
+        # Check the type byte before decoding, so nested bytes cannot make the
+        # decoder recurse into another list of events.
+        if length == 0 or data[offset] != RoomEvent.TYPE:
+            raise ProtocolError(f"field '{field}' must hold RoomEvents")
+        events.append(_decode_span(data, offset, offset + length))
+        offset += length
+    return tuple(events), offset
 
 
 def _write_str(out: bytearray, value: object, field: str) -> None:
@@ -300,37 +346,16 @@ def _utf8(value: str, field: str) -> bytes:
         raise ProtocolError(f"field '{field}' is not valid Unicode text") from None
 
 
-def _read_str(reader: _Reader, field: str) -> str:
-    length = reader.u16(field)
-    if length > MAX_TEXT_BYTES:
-        raise ProtocolError(f"field '{field}' is {length} bytes; the limit is {MAX_TEXT_BYTES}")
-    try:
-        return str(reader.take(length, field), "utf-8")
-    except UnicodeDecodeError:
-        raise ProtocolError(f"field '{field}' is not valid UTF-8") from None
-
-
 def _write_int(out: bytearray, value: object, field: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
         raise ProtocolError(f"field '{field}' must be a whole number from 0 to 2**64-1")
     out += _U64.pack(value)
 
 
-def _read_int(reader: _Reader, field: str) -> int:
-    return _U64.unpack(reader.take(8, field))[0]
-
-
 def _write_bytes(out: bytearray, value: object, field: str) -> None:
     if not isinstance(value, bytes) or len(value) > MAX_TEXT_BYTES:
         raise ProtocolError(f"field '{field}' must be at most {MAX_TEXT_BYTES} bytes")
     out += _U16.pack(len(value)) + value
-
-
-def _read_bytes(reader: _Reader, field: str) -> bytes:
-    length = reader.u16(field)
-    if length > MAX_TEXT_BYTES:
-        raise ProtocolError(f"field '{field}' is {length} bytes; the limit is {MAX_TEXT_BYTES}")
-    return bytes(reader.take(length, field))
 
 
 def _write_list(out: bytearray, value: object, field: str, item_writer) -> None:
@@ -341,27 +366,11 @@ def _write_list(out: bytearray, value: object, field: str, item_writer) -> None:
         item_writer(out, item, field)
 
 
-def _read_list(reader: _Reader, field: str, item_reader) -> tuple:
-    count = reader.u16(field)
-    if count > MAX_LIST_ITEMS:
-        raise ProtocolError(f"field '{field}' has {count} items; the limit is {MAX_LIST_ITEMS}")
-    return tuple(item_reader(reader, field) for _ in range(count))
-
-
 def _write_event(out: bytearray, value: object, field: str) -> None:
     if not isinstance(value, RoomEvent):
         raise ProtocolError(f"field '{field}' must hold RoomEvents")
     raw = encode(value)
     out += _U16.pack(len(raw)) + raw
-
-
-def _read_event(reader: _Reader, field: str) -> RoomEvent:
-    raw = reader.take(reader.u16(field), field)
-    # Check the type byte before decoding, so nested bytes cannot make the
-    # decoder recurse into another list of events.
-    if len(raw) == 0 or raw[0] != RoomEvent.TYPE:
-        raise ProtocolError(f"field '{field}' must hold RoomEvents")
-    return decode(bytes(raw))
 
 
 _WRITERS = {
@@ -375,6 +384,6 @@ _READERS = {
     "str": _read_str,
     "int": _read_int,
     "bytes": _read_bytes,
-    "names": lambda reader, field: _read_list(reader, field, _read_str),
-    "events": lambda reader, field: _read_list(reader, field, _read_event),
+    "names": _read_names,
+    "events": _read_events,
 }
