@@ -221,9 +221,9 @@ def test_flooding_client_alone_is_told_to_slow_down(room):
     server.wait_for_stderr(r"in the room: server, alice, bob")
 
 
-def raw_member(room: Room, name: str):
-    """Log in from inside the test, to misbehave afterwards: returns the socket,
-    the session and the RoomKey the server handed over."""
+def raw_registration(room: Room, name: str):
+    """Connect from inside the test, finish the handshake and send Register,
+    without waiting for the answer. Returns the socket, session and what arrived."""
     settings = load_settings(room.env_file, create=False)
     sock = socket.create_connection(("127.0.0.1", room.port), timeout=DEADLINE_SECONDS)
     session = SecureSession.client(settings.psk, settings.server_public_key)
@@ -235,9 +235,30 @@ def raw_member(room: Room, name: str):
     session.send(Register(name, PASSWORD))
     sock.sendall(session.outgoing)
     session.outgoing.clear()
+    return sock, session, received
+
+
+def raw_member(room: Room, name: str):
+    """Log in from inside the test, to misbehave afterwards: returns the socket,
+    the session and the RoomKey the server handed over."""
+    sock, session, received = raw_registration(room, name)
     while not any(isinstance(message, RoomKey) for message in received):
         received += session.receive(sock.recv(65536))
     return sock, session, next(m for m in received if isinstance(m, RoomKey))
+
+
+@pytest.mark.points(3)
+def test_a_slow_password_check_does_not_stall_the_room(room):
+    room.add_setting("ARGON2_MEMORY_KIB=262144")   # about half a second a hash: slow on purpose
+    room.add_setting("ARGON2_ITERATIONS=2")
+    server = room.start_server()
+    alice = room.join("alice")
+    sock, _, _ = raw_registration(room, "bob")       # bob's password is being hashed now ...
+    alice.send_line("ping")                          # ... and the room must not wait for it
+    ping = int(server.wait_for_stdout(r"^#(\d+) alice: ping$").group(1))
+    bob_joined = int(server.wait_for_stdout(r"^#(\d+) \* bob joined$").group(1))
+    assert ping < bob_joined, server.output()
+    sock.close()
 
 
 @pytest.mark.points(4)
