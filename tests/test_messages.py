@@ -133,3 +133,18 @@ def test_mutated_valid_messages_raise_only_protocol_error(message, data):
         decode(bytes(wire))
     except ProtocolError:
         pass  # rejected cleanly; a mutation may also yield another valid message
+
+
+@pytest.mark.points(1)
+def test_protocol_document_lists_every_message_type_with_its_code_and_fields():
+    import re
+    from dataclasses import fields
+    from pathlib import Path
+    document = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| *(\d+) \| (\w+) \| ([^|]*)\|", document, flags=re.MULTILINE)
+    listed = {int(code): (name, field_text) for code, name, field_text in rows}
+    assert {code: name for code, (name, _) in listed.items()} == {
+        code: cls.__name__ for code, cls in m.MESSAGE_TYPES.items()}
+    for code, cls in m.MESSAGE_TYPES.items():
+        documented = re.findall(r"(\w+):", listed[code][1])
+        assert documented == [f.name for f in fields(cls)], cls.__name__
