@@ -67,10 +67,10 @@ from common.errors import ProtocolError  # noqa: E402
 from common.framing import DatagramOpener  # noqa: E402
 from common.messages import (  # noqa: E402
     ErrorNotice, Goodbye, History, IgnoreList, LoginAccepted, LoginRejected, Register,
-    RepairRequest, RoomBatch, RoomKey, Say, decode,
+    RepairRequest, RoomKey, Say,
 )
 from common.session import SecureSession  # noqa: E402
-from common.transcript import Transcript  # noqa: E402
+from common.transcript import Transcript, read_room_datagram  # noqa: E402
 
 # --- Settings ------------------------------------------------------------------------
 
@@ -341,9 +341,7 @@ class KitClient(BenchClient):
             if self.opener is None:
                 continue   # not logged in yet: we could not read it anyway
             try:
-                batch = decode(self.opener.open(datagram))
-                if not isinstance(batch, RoomBatch):
-                    continue
+                batch = read_room_datagram(self.opener, datagram)
             except ProtocolError:
                 continue   # not for us, or damaged: the real client drops it too
             self.tally.datagrams += 1

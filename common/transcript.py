@@ -23,11 +23,22 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from common.messages import PrivateMessage, RoomEvent, encode
+from common.errors import ProtocolError
+from common.framing import DatagramOpener
+from common.messages import PrivateMessage, RoomBatch, RoomEvent, decode, encode
 
 REPAIR_GRACE_SECONDS = 0.03   # a reordered datagram usually fills a gap by then
 REPAIR_RETRY_SECONDS = 0.25   # ask again if a repair has not arrived by then
 MAX_EARLY_EVENTS = 10000      # a bound on what waits for a gap to fill
+
+
+def read_room_datagram(opener: DatagramOpener, datagram: bytes) -> RoomBatch:
+    """Check, decrypt and decode one room datagram. Raises ProtocolError if
+    it is not an authentic, fresh RoomBatch from the server."""
+    batch = decode(opener.open(datagram))
+    if not isinstance(batch, RoomBatch):
+        raise ProtocolError(f"a room datagram holds a RoomBatch, not a {type(batch).__name__}")
+    return batch
 
 
 def format_event(event: RoomEvent) -> str:

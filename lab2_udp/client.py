@@ -34,11 +34,11 @@ from common.errors import ProtocolError
 from common.framing import DatagramOpener
 from common.messages import (
     ErrorNotice, Goodbye, History, IgnoreList, IgnoreUser, Login, LoginAccepted, LoginRejected,
-    MemberList, PrivateMessage, Register, RepairRequest, RoomBatch, RoomKey, Say, UnignoreUser,
-    WhoRequest, checked_text, decode,
+    MemberList, PrivateMessage, Register, RepairRequest, RoomKey, Say, UnignoreUser, WhoRequest,
+    checked_text,
 )
 from common.session import SecureSession
-from common.transcript import Transcript, format_event, format_hidden, format_private
+from common.transcript import Transcript, format_event, format_hidden, format_private, read_room_datagram
 from common.ui import open_front_end
 
 # --- Settings ------------------------------------------------------------------------
@@ -180,9 +180,7 @@ class RoomClient:
             if self.opener is None:
                 continue   # not logged in yet: we could not read it anyway
             try:
-                batch = decode(self.opener.open(datagram))
-                if not isinstance(batch, RoomBatch):
-                    raise ProtocolError("a room datagram must hold a RoomBatch")
+                batch = read_room_datagram(self.opener, datagram)
             except ProtocolError:
                 continue   # forged, replayed, damaged or someone else's: drop it silently
             self.show(self.transcript.receive(batch.events, batch.latest_seq))

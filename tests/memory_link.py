@@ -15,11 +15,11 @@ from common.accounts import AccountStore, Argon2Cost
 from common.framing import DatagramOpener, DatagramSealer
 from common.messages import (
     ErrorNotice, History, IgnoreList, Login, LoginAccepted, PrivateMessage,
-    Register, RoomBatch, RoomKey, decode, encode,
+    Register, RoomBatch, RoomKey, encode,
 )
 from common.room import ROOM, Room
 from common.session import SecureSession
-from common.transcript import Transcript
+from common.transcript import Transcript, read_room_datagram
 
 CHEAP_ARGON2 = Argon2Cost(memory_kib=64, iterations=1, lanes=1)
 
@@ -114,7 +114,7 @@ class MemoryClient:
 
     def receive_datagram(self, datagram: bytes) -> None:
         if self.opener is not None:
-            batch = decode(self.opener.open(datagram))
+            batch = read_room_datagram(self.opener, datagram)
             self._show(self.transcript.receive(batch.events, batch.latest_seq))
 
     def _show(self, events) -> None:
