@@ -4,12 +4,14 @@ Both have one interface, so a role file never asks which one it has::
 
     ui = open_front_end(title, on_submit, on_quit, headless=..., poll_interval_ms=...)
     ui.show_line(sender, text)   # one transcript line; each sender has its own colour
+    ui.show_text(line, sender)   # a line formatted already ("#12 alice: hi"), in sender's colour
     ui.show_note(text)           # something happened: "alice left"
     ui.set_status(text)          # connected to whom, encrypted or not
+    ui.set_members(names)        # who is in the room: a list beside the transcript (Lab 2)
     ui.ask_password(prompt)      # a Tk dialog, or getpass in a terminal
     ui.set_input_enabled(flag)   # take lines from the user now, or not yet
     ui.session_over(text)        # the peer is gone: show why, and let the user leave
-    ui.run(selector, tick=..., tick_interval_ms=...)   # until stop() or the user quits
+    ui.run(selector, tick=..., tick_interval_ms=..., after_events=...)   # until stop() or quit
     ui.stop()
 
 ``on_submit(text)`` runs when the user enters a line; ``on_quit()`` when the
@@ -49,6 +51,7 @@ STDIN_READ_BYTES = 4096
 # unlike Python's hash()).
 SENDER_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#e377c2", "#8c564b", "#17becf")
 TERMINAL_COLOURS = ("34", "31", "32", "35", "95", "33", "36")  # ANSI codes, in the same order
+MEMBER_LIST_WIDTH_CHARS = 12
 
 
 def sender_colour_index(sender: str) -> int:
@@ -110,6 +113,12 @@ class _FrontEnd:
             self._status = text
             print(f"[{text}]", file=sys.stderr, flush=True)
 
+    def set_members(self, names: list[str]) -> None:
+        """Show who is in the room, in this order (Lab 2): a list beside the
+        window's transcript. The terminal shows nothing, because a list redrawn
+        there would scroll the transcript away; its user types /who instead."""
+        # Nothing to do here: ChatWindow overrides this, TerminalChat keeps it.
+
     def session_over(self, text: str) -> None:
         """The peer is gone or refused us: show why, in one line. The window stays
         open until the user closes it; the terminal, having nobody to wait for, ends."""
@@ -159,6 +168,7 @@ class TerminalChat(_FrontEnd):
     Each line of stdin is one message. A line "/quit", a Ctrl-X (byte 0x18,
     then Enter: the terminal hands us whole lines) or the end of stdin quits.
     Needs a POSIX system: Windows can select() on sockets only, not on stdin.
+    set_members() shows nothing here: /who lists the room on demand.
     """
 
     def __init__(self, title: str, on_submit: Callable[[str], None],
@@ -206,7 +216,13 @@ class TerminalChat(_FrontEnd):
         stdin_fd = sys.stdin.fileno()
         watched = stdin_fd in self._selector.get_map()
         if self._input_enabled and not watched:
-            self._selector.register(stdin_fd, selectors.EVENT_READ, self._on_stdin)
+            try:
+                self._selector.register(stdin_fd, selectors.EVENT_READ, self._on_stdin)
+            except PermissionError:
+                # epoll refuses to watch a regular file or /dev/null: they never
+                # block, so there is nothing to wait for. Read them now, to the end.
+                while not self.stopped:
+                    self._on_stdin(selectors.EVENT_READ)
         elif watched and not self._input_enabled:
             self._selector.unregister(stdin_fd)
 
@@ -234,7 +250,8 @@ class TerminalChat(_FrontEnd):
 
 
 class ChatWindow(_FrontEnd):
-    """A tkinter window: scrolling transcript, entry box, status line.
+    """A tkinter window: scrolling transcript, entry box, status line, and in
+    Lab 2 a member list at the right.
 
     Enter sends the line; Ctrl-X or closing the window quits.
     Raises tkinter.TclError if no window can be opened.
@@ -254,6 +271,7 @@ class ChatWindow(_FrontEnd):
         for index, colour in enumerate(SENDER_COLOURS):
             self._transcript.tag_configure(f"sender{index}", foreground=colour,
                                            font=("TkDefaultFont", 11, "bold"))
+        self._members: tk.Listbox | None = None   # see set_members()
         self._entry = tk.Entry(self._root, font=("TkDefaultFont", 11))
         self._status_line = tk.Label(self._root, anchor="w", relief="sunken", padx=4)
         self._status_line.pack(side="bottom", fill="x")
@@ -281,6 +299,19 @@ class ChatWindow(_FrontEnd):
     def set_status(self, text: str) -> None:
         super().set_status(text)
         self._status_line.configure(text=text)
+
+    def set_members(self, names: list[str]) -> None:
+        if self._members is None:   # made on first use, so Lab 1's windows stay as they were
+            self._members = tk.Listbox(self._root, width=MEMBER_LIST_WIDTH_CHARS, takefocus=0,
+                                       activestyle="none", font=("TkDefaultFont", 11, "bold"))
+            # pack hands out space in packing order, and the transcript (packed
+            # already) spans the whole width: to stand beside it, go before it.
+            self._members.pack(side="right", fill="y", padx=(0, 4), pady=(4, 0),
+                               before=self._transcript)
+        self._members.delete(0, "end")
+        for name in names:
+            self._members.insert("end", name)
+            self._members.itemconfigure("end", foreground=SENDER_COLOURS[sender_colour_index(name)])
 
     def session_over(self, text: str) -> None:
         super().session_over(text)

@@ -34,7 +34,8 @@ from common.errors import ProtocolError
 from common.framing import DatagramOpener
 from common.messages import (
     ErrorNotice, Goodbye, History, IgnoreList, IgnoreUser, Login, LoginAccepted, LoginRejected,
-    MemberList, PrivateMessage, Register, RepairRequest, RoomKey, Say, UnignoreUser, WhoRequest,
+    MemberList, PrivateMessage, Register, RepairRequest, RoomEvent, RoomKey, Say, UnignoreUser,
+    WhoRequest,
     checked_text,
 )
 from common.session import SecureSession
@@ -81,6 +82,8 @@ class RoomClient:
         self.opener: DatagramOpener | None = None   # until the server hands us the room key
         self.transcript = Transcript()
         self.name = None
+        self.server_name = None            # from LoginAccepted: first in the member list
+        self.members: set[str] = set()     # everyone else, followed from the room's events
         self.typed_early: list[str] = []   # lines typed before the login finished
         self.ignored: frozenset[str] = frozenset()
         self.handlers = {
@@ -129,10 +132,9 @@ class RoomClient:
         net.send_pending(self.selector, self.sock, self.session.outgoing)
 
     def handle_login_accepted(self, message: LoginAccepted) -> None:
-        self.name = message.name
+        self.name, self.server_name = message.name, message.server_name
         self.ui.show_note(f"logged in as {self.name}")
-        self.ui.set_status(f"{self.name} in the room of {message.server_name} at "
-                           f"{net.describe(self.server)}, encrypted")
+        self.show_room_state()
         for text in self.typed_early:
             self.on_submit(text)
         self.typed_early.clear()
@@ -186,11 +188,32 @@ class RoomClient:
             self.show(self.transcript.receive(batch.events, batch.latest_seq))
 
     def show(self, events) -> None:
+        members_changed = False
         for event in events:
             if event.kind == "say" and event.sender in self.ignored:
                 self.ui.show_text(format_hidden(event), event.sender)
             else:
                 self.ui.show_text(format_event(event), event.sender)
+            if event.kind != "say":
+                self.follow_members(event)
+                members_changed = True
+        if members_changed:   # once per batch: a late joiner's history may hold hundreds
+            self.show_room_state()
+
+    def follow_members(self, event: RoomEvent) -> None:
+        """Follow joins, leaves and renames. The room's own numbered events drive
+        the member list, so every screen lists the same names. A rename from
+        before our login changes nothing: LoginAccepted named the server."""
+        if event.kind == "join":
+            self.members.add(event.sender)
+        elif event.kind == "leave":
+            self.members.discard(event.sender)
+        elif event.sender == self.server_name:   # a rename: only the server has /nick
+            self.server_name = event.text
+
+    def show_room_state(self) -> None:
+        self.ui.set_status(f"{self.name} in {self.server_name}'s room at {net.describe(self.server)}, encrypted")
+        self.ui.set_members([self.server_name, *sorted(self.members)])
 
     def tick(self) -> None:
         """Ask the server for what a gap says we missed (a few times a second at most)."""

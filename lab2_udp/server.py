@@ -166,7 +166,7 @@ class RoomServer:
             else:   # the room key right after LoginAccepted, before the history
                 self.send(peer, self.room_key_message())
                 self.deliver(rest)
-                self.ui.set_status(self.status_text())
+                self.show_room_state()
         self.flush(peer)
 
     def drop(self, peer: Peer, reason: str) -> None:
@@ -185,7 +185,7 @@ class RoomServer:
         self.flush_room(force=True)  # what the leaver may still read goes out under the old key
         self.rotate_room_key()      # and from now on, the leaver cannot read the room
         self.deliver(leave)
-        self.ui.set_status(self.status_text())
+        self.show_room_state()
 
     # --- Deliveries: TCP to one member, a datagram to the room ---------------------------
 
@@ -265,19 +265,25 @@ class RoomServer:
         for shown in self.transcript.receive([event], event.seq):
             self.ui.show_text(format_event(shown), shown.sender)
 
-    def status_text(self) -> str:
-        return (f"{self.room.server_name} on {self.address}, {len(self.room.members)} members, "
-                f"broadcasting to {net.describe(self.broadcast_to)}, encrypted")
+    def member_names(self) -> list[str]:
+        """The server first, then the members: what /who and the member list show."""
+        return [self.room.server_name, *sorted(self.room.members.values())]
+
+    def show_room_state(self) -> None:
+        self.ui.set_status(f"{self.room.server_name}: {len(self.room.members)} members, encrypted; "
+                           f"TCP {self.address}, broadcast port {self.broadcast_to[1]}")
+        self.ui.set_members(self.member_names())
 
     def on_submit(self, text: str) -> None:
         command, _, argument = text.strip().partition(" ")
         try:
             if command == "/who":
-                self.ui.show_note("in the room: " + ", ".join([self.room.server_name, *sorted(self.room.members.values())]))
+                self.ui.show_note("in the room: " + ", ".join(self.member_names()))
             elif command == "/hash":
                 self.ui.show_note(self.transcript.summary())
             elif command == "/nick":
                 self.deliver(self.room.rename_server(argument))
+                self.show_room_state()
             else:
                 self.deliver(self.room.server_says(text))
         except ProtocolError as error:
@@ -304,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     server.ui = open_front_end(f"Lab 2 room: {args.name}", server.on_submit, server.on_quit,
                                headless=args.headless, poll_interval_ms=settings.poll_interval_ms)
-    server.ui.set_status(server.status_text())
+    server.show_room_state()
     print(f"listening on {server.address}, broadcasting to {net.describe(server.broadcast_to)}",
           file=sys.stderr, flush=True)
     server.ui.run(server.selector, tick=server.flush_room, tick_interval_ms=BATCH_WINDOW_MS,

@@ -20,7 +20,7 @@ from common.messages import ChatMessage, LoginAccepted, Register
 from common.session import SecureSession
 from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess
 from tests.tcp_proxy import ChunkingProxy
-from tests.xvfb import xvfb_display  # noqa: F401  (a fixture)
+from tests.xvfb import type_into_window, xdotool, xvfb_display  # noqa: F401  (a fixture)
 
 SERVER, CLIENT = "lab1_tcp.server", "lab1_tcp.client"
 PASSWORD = "correct horse battery"
@@ -316,21 +316,6 @@ def test_garbage_never_stops_the_server_nor_the_chat(lab, garbage):
 
 
 # --- The window, under a virtual X server ----------------------------------------------------
-
-def xdotool(display: str, *args: str) -> str:
-    result = subprocess.run(["xdotool", *args], env={**os.environ, "DISPLAY": display},
-                            capture_output=True, text=True, timeout=DEADLINE_SECONDS, check=True)
-    return result.stdout.strip()
-
-
-def type_into_window(display: str, title: str, text: str) -> str:
-    """Focus the window called ``title``, type ``text`` and press Enter."""
-    window = xdotool(display, "search", "--sync", "--name", f"^{title}$").split()[0]
-    xdotool(display, "windowfocus", "--sync", window)
-    xdotool(display, "type", "--delay", "5", text)
-    xdotool(display, "key", "Return")
-    return window
-
 
 @pytest.mark.gui
 @pytest.mark.network

@@ -1,12 +1,15 @@
 """A private X display for the GUI tests: Xvfb, a virtual screen in memory.
 
     def test_window(xvfb_display):   # "DISPLAY" value, e.g. ":7"
-        ...
+        type_into_window(xvfb_display, "Lab 1 client: alice", "hi")   # and Enter
+        xdotool(xvfb_display, "key", "ctrl+x")
 
 The fixture skips the test, saying why, when Xvfb is not installed (CI
 installs it: see .ci/run). Xvfb picks a free display number itself and
 writes it to a pipe once it accepts clients (-displayfd), so there is no
-guessing and no waiting on a timer.
+guessing and no waiting on a timer. xdotool plays the user: it finds a
+window by its title, focuses it and types; its --sync options wait until
+the X server has done it.
 """
 from __future__ import annotations
 
@@ -52,3 +55,20 @@ def xvfb_display():
     yield display
     process.kill()
     process.wait()
+
+
+def xdotool(display: str, *args: str) -> str:
+    """Run xdotool on ``display``; return what it printed (window ids, say)."""
+    result = subprocess.run(["xdotool", *args], env={**os.environ, "DISPLAY": display},
+                            capture_output=True, text=True, timeout=DEADLINE_SECONDS, check=True)
+    return result.stdout.strip()
+
+
+def type_into_window(display: str, title: str, text: str) -> str:
+    """Focus the window called ``title``, type ``text`` and press Enter;
+    return the window's id."""
+    window = xdotool(display, "search", "--sync", "--name", f"^{title}$").split()[0]
+    xdotool(display, "windowfocus", "--sync", window)
+    xdotool(display, "type", "--delay", "5", text)
+    xdotool(display, "key", "Return")
+    return window

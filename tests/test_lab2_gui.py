@@ -1,0 +1,44 @@
+"""Lab 2's windows under a virtual X server: the server and three clients,
+typed into with xdotool as a person would type.
+
+A window prints its transcript on stdout too (docs/lab2.md), so the test
+reads stdout to see what every window shows. Every wait has a deadline.
+"""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.procs import Processes
+from tests.test_lab2 import Room
+from tests.xvfb import type_into_window, xdotool, xvfb_display  # noqa: F401  (a fixture)
+
+
+@pytest.fixture
+def room(tmp_path, xvfb_display):
+    """A Room whose server and clients open their windows on the Xvfb display."""
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (apt-get install xdotool); CI installs it")
+    with Processes(base_env={"DISPLAY": xvfb_display}) as processes:
+        yield Room(tmp_path, processes)
+
+
+@pytest.mark.gui
+@pytest.mark.network
+@pytest.mark.points(3)
+def test_room_windows_send_on_enter_and_a_client_leaves_on_ctrl_x(room, xvfb_display):
+    server = room.start_server(headless=False)
+    alice, bob, carol = [room.join(name, headless=False) for name in ("alice", "bob", "carol")]
+    screens = [server, alice, bob, carol]
+    alice_window = type_into_window(xvfb_display, "Lab 2 room: alice", "hello from a window")
+    for screen in screens:   # three joins came first: #1 to #3
+        screen.wait_for_stdout(r"^#4 alice: hello from a window$")
+    type_into_window(xvfb_display, "Lab 2 room: server", "hello back")
+    for screen in screens:
+        screen.wait_for_stdout(r"^#5 server: hello back$")
+    xdotool(xvfb_display, "windowfocus", "--sync", alice_window)
+    xdotool(xvfb_display, "key", "ctrl+x")
+    assert alice.wait_exit() == 0
+    for screen in (server, bob, carol):
+        screen.wait_for_stdout(r"^#6 \* alice left$")
