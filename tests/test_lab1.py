@@ -15,10 +15,11 @@ import sys
 import pytest
 
 from common import noise
-from common.config import create_env_file, load_settings
-from common.messages import ChatMessage, LoginAccepted, Register
+from common.config import create_env_file
+from common.messages import ChatMessage, LoginAccepted
 from common.session import SecureSession
 from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess
+from tests.raw_peer import receive_until, register_raw
 from tests.tcp_proxy import ChunkingProxy
 from tests.xvfb import type_into_window, xdotool, xvfb_display  # noqa: F401  (a fixture)
 
@@ -100,19 +101,8 @@ def free_port() -> int:
 
 def logged_in_raw_session(lab: Lab, name: str) -> tuple[socket.socket, SecureSession]:
     """Connect and log in from inside the test, to misbehave afterwards."""
-    settings = load_settings(lab.client_env, create=False)
-    sock = socket.create_connection(("127.0.0.1", lab.port), timeout=DEADLINE_SECONDS)
-    session = SecureSession.client(settings.psk, settings.server_public_key)
-    received = []
-    while not session.established:
-        sock.sendall(session.outgoing)
-        session.outgoing.clear()
-        received += session.receive(sock.recv(4096))
-    session.send(Register(name, PASSWORD))
-    sock.sendall(session.outgoing)
-    session.outgoing.clear()
-    while not any(isinstance(message, LoginAccepted) for message in received):
-        received += session.receive(sock.recv(4096))
+    sock, session, received = register_raw(lab.port, lab.client_env, name, PASSWORD)
+    receive_until(sock, session, received, LoginAccepted)
     return sock, session
 
 

@@ -15,12 +15,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import net
-from common.config import create_env_file, load_settings
+from common.config import create_env_file
 from common.framing import DatagramSealer
-from common.messages import Register, RoomBatch, RoomEvent, RoomKey, Say, encode
-from common.session import SecureSession
+from common.messages import RoomBatch, RoomEvent, RoomKey, Say, encode
 from lab2_udp.lossy_relay import FaultPlan, LossyRelay
 from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess
+from tests.raw_peer import receive_until, register_raw
 
 SERVER, CLIENT = "lab2_udp.server", "lab2_udp.client"
 PASSWORD = "correct horse battery"
@@ -222,29 +222,15 @@ def test_flooding_client_alone_is_told_to_slow_down(room):
 
 
 def raw_registration(room: Room, name: str):
-    """Connect from inside the test, finish the handshake and send Register,
-    without waiting for the answer. Returns the socket, session and what arrived."""
-    settings = load_settings(room.env_file, create=False)
-    sock = socket.create_connection(("127.0.0.1", room.port), timeout=DEADLINE_SECONDS)
-    session = SecureSession.client(settings.psk, settings.server_public_key)
-    received = []
-    while not session.established:
-        sock.sendall(session.outgoing)
-        session.outgoing.clear()
-        received += session.receive(sock.recv(65536))
-    session.send(Register(name, PASSWORD))
-    sock.sendall(session.outgoing)
-    session.outgoing.clear()
-    return sock, session, received
+    """Connect from inside the test and send Register, without waiting."""
+    return register_raw(room.port, room.env_file, name, PASSWORD)
 
 
 def raw_member(room: Room, name: str):
     """Log in from inside the test, to misbehave afterwards: returns the socket,
     the session and the RoomKey the server handed over."""
     sock, session, received = raw_registration(room, name)
-    while not any(isinstance(message, RoomKey) for message in received):
-        received += session.receive(sock.recv(65536))
-    return sock, session, next(m for m in received if isinstance(m, RoomKey))
+    return sock, session, receive_until(sock, session, received, RoomKey)
 
 
 @pytest.mark.points(3)
