@@ -19,6 +19,8 @@ import sys
 import threading
 from pathlib import Path
 
+from common.config import create_env_file
+
 ROOT = Path(__file__).resolve().parents[1]
 # Generous, because a loaded 2-core CI machine can be slow; a passing test
 # never waits this long.
@@ -28,6 +30,15 @@ _SETTING_VARIABLES = (
     "CHAT_PSK", "SERVER_PRIVATE_KEY", "SERVER_PUBLIC_KEY", "SERVER_HOST", "LAB1_PORT",
     "LAB2_PORT", "BROADCAST_ADDR", "BROADCAST_PORT", "DB_PATH", "CHAT_PASSWORD",
 )
+
+
+def create_test_env_file(path: Path) -> Path:
+    """A fresh .env with new keys and the cheapest Argon2id there is: the
+    tests check the protocol, not the cost of a hash."""
+    create_env_file(path)
+    with open(path, "a", encoding="utf-8") as env_file:
+        env_file.write("ARGON2_MEMORY_KIB=8\nARGON2_ITERATIONS=1\n")
+    return path
 
 
 class RoleProcess:

@@ -15,10 +15,9 @@ import sys
 import pytest
 
 from common import noise
-from common.config import create_env_file
 from common.messages import ChatMessage, LoginAccepted
 from common.session import SecureSession
-from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess
+from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file
 from tests.raw_peer import receive_until, register_raw
 from tests.tcp_proxy import ChunkingProxy
 from tests.xvfb import type_into_window, xdotool, xvfb_display  # noqa: F401  (a fixture)
@@ -28,8 +27,6 @@ PASSWORD = "correct horse battery"
 ROLE_FILES = ("lab1_tcp/server.py", "lab1_tcp/client.py",
               "lab2_udp/server.py", "lab2_udp/client.py")
 MAX_ROLE_FILE_LINES = 350
-# The cheapest Argon2id there is: the tests check the protocol, not the cost.
-CHEAP_ARGON2 = "ARGON2_MEMORY_KIB=8\nARGON2_ITERATIONS=1\n"
 HANDSHAKE_MISMATCH = ("the server closed the connection during the handshake: the pre-shared "
                       "key or the server's public key does not match")
 
@@ -40,10 +37,7 @@ class Lab:
     def __init__(self, tmp_path, processes: Processes) -> None:
         self.tmp_path = tmp_path
         self.processes = processes
-        self.env_file = tmp_path / "server.env"
-        create_env_file(self.env_file)
-        with open(self.env_file, "a", encoding="utf-8") as env_file:
-            env_file.write(CHEAP_ARGON2)
+        self.env_file = create_test_env_file(tmp_path / "server.env")
         self.client_env = self.client_env_file("client.env")
         self.port = 0
 

@@ -15,16 +15,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import net
-from common.config import create_env_file
 from common.framing import DatagramSealer
 from common.messages import RoomBatch, RoomEvent, RoomKey, Say, encode
 from lab2_udp.lossy_relay import FaultPlan, LossyRelay
-from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess
+from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file
 from tests.raw_peer import receive_until, register_raw
 
 SERVER, CLIENT = "lab2_udp.server", "lab2_udp.client"
 PASSWORD = "correct horse battery"
-CHEAP_ARGON2 = "ARGON2_MEMORY_KIB=8\nARGON2_ITERATIONS=1\n"
 BROADCAST = "127.255.255.255"
 
 pytestmark = pytest.mark.network
@@ -43,10 +41,7 @@ class Room:
     def __init__(self, tmp_path, processes: Processes) -> None:
         self.tmp_path = tmp_path
         self.processes = processes
-        self.env_file = tmp_path / ".env"
-        create_env_file(self.env_file)
-        with open(self.env_file, "a", encoding="utf-8") as env_file:
-            env_file.write(CHEAP_ARGON2)
+        self.env_file = create_test_env_file(tmp_path / ".env")
         self.server_broadcast_port = self.client_broadcast_port = free_udp_port()
         self.port = 0
 
