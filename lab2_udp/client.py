@@ -29,7 +29,7 @@ import sys
 import time
 
 from common import net
-from common.config import ConfigError, load_settings
+from common.config import ConfigError, Settings, load_settings
 from common.errors import ProtocolError
 from common.framing import DatagramOpener
 from common.messages import (
@@ -40,7 +40,7 @@ from common.messages import (
 )
 from common.session import SecureSession
 from common.transcript import Transcript, format_event, format_hidden, format_private, read_room_datagram
-from common.ui import open_front_end
+from common.ui import ChatWindow, TerminalChat, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
 
@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class RoomClient:
     """Our TCP session, our broadcast socket, and what the screen shows."""
 
-    def __init__(self, args: argparse.Namespace, settings, password: str, ui) -> None:
+    def __init__(self, args: argparse.Namespace, settings: Settings, password: str,
+                 ui: ChatWindow | TerminalChat) -> None:
         self.ui = ui
         self.exit_code = EXIT_OK
         self.selector = selectors.DefaultSelector()
@@ -118,6 +119,8 @@ class RoomClient:
                 if handler is None:
                     raise ProtocolError(f"a server does not send {type(message).__name__}")
                 handler(message)
+                if self.closed:   # a Goodbye or a refusal ended the session
+                    return
             if self.session.established and not was_established:
                 self.session.send(self.login)   # the session is encrypted: now the password may go
             self.flush()
@@ -125,6 +128,8 @@ class RoomClient:
             self.fail(f"connection lost: {error}")
 
     def send(self, message) -> None:
+        if self.closed:   # the session is over; the window stays open to be read
+            return
         self.session.send(message)
         self.flush()
 
@@ -168,7 +173,9 @@ class RoomClient:
         self.ui.show_note(f"! {message.text}")
 
     def handle_goodbye(self, message: Goodbye) -> None:
-        self.fail(f"the server said goodbye: {message.reason}")
+        # Not a failure: the server ended the session and told us why.
+        self.close()
+        self.ui.session_over(f"the server said goodbye: {message.reason}")
 
     # --- UDP: the room, heard by broadcast ------------------------------------------------
 
@@ -257,8 +264,12 @@ class RoomClient:
         self.close()
         self.ui.session_over(reason)
 
+    @property
+    def closed(self) -> bool:
+        return self.sock.fileno() == -1
+
     def close(self) -> None:
-        if self.sock.fileno() != -1:
+        if not self.closed:
             self.selector.unregister(self.sock)
             net.send_last_words_and_close(self.sock, self.session.outgoing)
 

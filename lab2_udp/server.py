@@ -29,13 +29,14 @@ import selectors
 import socket
 import sys
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import net
 from common.accounts import AccountStore, Argon2Cost
-from common.config import ConfigError, load_settings
+from common.config import ConfigError, Settings, load_settings
 from common.errors import ProtocolError
 from common.framing import MAX_DATAGRAM_PLAINTEXT_BYTES, DatagramSealer
 from common.messages import Goodbye, Login, LoginRejected, Register, RoomEvent, RoomKey, encode
@@ -80,7 +81,7 @@ class Peer:
 class RoomServer:
     """The loop's state: sockets, peers, the room and the datagram sealer."""
 
-    def __init__(self, args: argparse.Namespace, settings) -> None:
+    def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
         self.settings = settings
         self.selector = selectors.DefaultSelector()
         self.listener = net.listening_socket(settings.host, settings.lab2_port)
@@ -130,6 +131,8 @@ class RoomServer:
                     self.drop(peer, "closed the connection" + (" mid-record" if peer.session.in_the_middle_of_a_record else ""))
                     return
                 for message in peer.session.receive(data):
+                    if peer not in self.peers:   # a Goodbye earlier in this chunk closed it
+                        return
                     self.handle_message(peer, message)
             self.flush(peer)
         except (ProtocolError, OSError) as error:
@@ -148,7 +151,7 @@ class RoomServer:
         else:
             self.deliver(self.room.handle(peer, message))
 
-    def on_login_checked(self, peer: Peer, future) -> None:
+    def on_login_checked(self, peer: Peer, future: Future) -> None:
         """Back on the loop's thread: the worker has checked the password."""
         peer.logging_in = False
         if peer not in self.peers:
@@ -291,9 +294,13 @@ class RoomServer:
         self.flush_room()
 
     def on_quit(self) -> None:
-        for peer in list(self.peers):
+        """Tell every client goodbye and close. No leave events, no new room
+        keys: the room itself is going away."""
+        for peer in self.peers:
             peer.session.send(Goodbye("the server is shutting down"))
-            self.drop(peer, "server shut down")
+            self.selector.unregister(peer.sock)
+            net.send_last_words_and_close(peer.sock, peer.session.outgoing)
+        self.peers.clear()
 
 
 def main(argv: list[str] | None = None) -> int:

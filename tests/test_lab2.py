@@ -147,7 +147,8 @@ def test_ignore_survives_a_server_restart(room):
     bob.wait_for_stderr(r"you ignore: alice")
     server.send_line("/quit")
     assert server.wait_exit() == 0
-    bob.wait_exit()                             # told the server is gone
+    assert bob.wait_exit() == 0                 # told, not failed:
+    assert "the server said goodbye: the server is shutting down" in bob.output()
 
     room.start_server()                         # same database file
     bob = room.join("bob", register=False)
