@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -50,6 +50,7 @@ from common.ui import open_front_end
 HEARTBEAT_INTERVAL_SECONDS = 0.25  # the longest the room stays silent
 BATCH_WINDOW_MS = 15               # how long a busy room's events may wait to share a datagram
 LOGIN_WORKERS = 2              # password hashes run here, off the event loop
+LOGIN_TIMEOUT_SECONDS = 30     # a connection that has not logged in by then is dropped
 MAX_OUTGOING_BYTES = 1 << 20   # a client this far behind is not reading: drop it
 
 
@@ -76,6 +77,7 @@ class Peer:
     address: str
     logging_in: bool = False   # a password check is running in a worker
     closing: bool = False      # drop once the last words are sent
+    connected_at: float = field(default_factory=time.monotonic)
 
 
 class RoomServer:
@@ -112,7 +114,10 @@ class RoomServer:
     # --- Connections ---------------------------------------------------------------------
 
     def on_connect(self, _mask: int) -> None:
-        sock, addr = net.accept(self.listener)
+        try:
+            sock, addr = net.accept(self.listener)
+        except OSError:   # the caller gave up already, or no file descriptors are left
+            return
         if len(self.peers) >= 2 * self.settings.max_clients:
             sock.close()   # far more connections than members: refuse before any work
             return
@@ -240,6 +245,14 @@ class RoomServer:
             if peer.session.outgoing:
                 self.flush(peer)
 
+    def on_tick(self) -> None:
+        self.flush_room()
+        # A connection that never logs in (a port scanner, a stuck program)
+        # would hold a socket forever, and enough of them would fill the room.
+        stalled = time.monotonic() - LOGIN_TIMEOUT_SECONDS
+        for peer in [p for p in self.peers if p not in self.room.members and p.connected_at < stalled]:
+            self.drop(peer, "did not log in in time")
+
     def broadcast(self, events: list[RoomEvent]) -> None:
         self.last_broadcast_at = time.monotonic()
         for batch in self.room.batches(events):
@@ -320,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     server.show_room_state()
     print(f"listening on {server.address}, broadcasting to {net.describe(server.broadcast_to)}",
           file=sys.stderr, flush=True)
-    server.ui.run(server.selector, tick=server.flush_room, tick_interval_ms=BATCH_WINDOW_MS,
+    server.ui.run(server.selector, tick=server.on_tick, tick_interval_ms=BATCH_WINDOW_MS,
                   after_events=server.flush_room)
     server.workers.close()
     server.accounts.close()
