@@ -2,6 +2,7 @@
 import os
 
 import pytest
+from hypothesis import given, strategies as st
 
 from common import noise
 from common.errors import ProtocolError
@@ -115,3 +116,30 @@ def test_sending_before_the_handshake_is_refused():
     client = SecureSession.client(PSK, SERVER_PUBLIC)
     with pytest.raises(ProtocolError, match="handshake"):
         client.send(ChatMessage("alice", "too early"))
+
+
+@pytest.mark.points(2)
+@given(st.lists(st.binary(max_size=300), max_size=5))
+def test_random_bytes_into_a_session_raise_only_protocol_error(chunks):
+    server = SecureSession.server(PSK, SERVER_PRIVATE)
+    try:
+        for chunk in chunks:
+            server.receive(chunk)
+    except ProtocolError:
+        pass  # the only error a session may raise
+
+
+@pytest.mark.points(2)
+@given(st.data())
+def test_mutated_records_after_the_handshake_raise_only_protocol_error(data):
+    client, server = connected_pair()
+    client.send(ChatMessage("alice", data.draw(st.text(max_size=50))))
+    wire = bytearray(client.outgoing)
+    for _ in range(data.draw(st.integers(1, 3))):
+        wire[data.draw(st.integers(0, len(wire) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(wire)))
+    try:
+        server.receive(bytes(wire[:cut]))
+        server.receive(bytes(wire[cut:]))
+    except ProtocolError:
+        pass  # rejected cleanly
