@@ -85,7 +85,6 @@ class RoomClient:
         self.name = None
         self.server_name = None            # from LoginAccepted: first in the member list
         self.members: set[str] = set()     # everyone else, followed from the room's events
-        self.typed_early: list[str] = []   # lines typed before the login finished
         self.ignored: frozenset[str] = frozenset()
         self.handlers = {
             LoginAccepted: self.handle_login_accepted, LoginRejected: self.handle_login_rejected,
@@ -140,9 +139,7 @@ class RoomClient:
         self.name, self.server_name = message.name, message.server_name
         self.ui.show_note(f"logged in as {self.name}")
         self.show_room_state()
-        for text in self.typed_early:
-            self.on_submit(text)
-        self.typed_early.clear()
+        self.ui.set_input_enabled(True)
 
     def handle_login_rejected(self, message: LoginRejected) -> None:
         self.fail(message.reason)
@@ -231,9 +228,6 @@ class RoomClient:
     # --- What the user types --------------------------------------------------------------
 
     def on_submit(self, text: str) -> None:
-        if self.name is None:
-            self.typed_early.append(text)
-            return
         command, _, rest = text.strip().partition(" ")
         try:
             if command == "/msg":
@@ -296,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"cannot start: {error}", file=sys.stderr)
         return EXIT_FAILED
+    ui.set_input_enabled(False)   # until the login is accepted: typed lines wait, none is lost
     ui.run(client.selector, tick=client.tick, tick_interval_ms=TICK_INTERVAL_MS)
     print(client.transcript.summary(), file=sys.stderr, flush=True)
     return client.exit_code

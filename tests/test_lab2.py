@@ -343,3 +343,15 @@ def test_server_rename_is_seen_by_the_room(room):
     alice.wait_for_stdout(r"^#3 host: hello as host$")
     alice.send_line("/who")
     alice.wait_for_stderr(r"in the room: host, alice")
+
+
+@pytest.mark.points(2)
+def test_lines_piped_in_before_the_login_are_sent_not_lost(room):
+    server = room.start_server()
+    alice = room.processes.start(
+        CLIENT, "--headless", "--port", str(room.port), "--name", "alice", "--env", str(room.env_file),
+        "--broadcast-port", str(room.client_broadcast_port), "--register", env={"CHAT_PASSWORD": PASSWORD})
+    alice.send_line("typed before the login finished")
+    alice.close_stdin()                          # and the end of stdin, at once
+    assert alice.wait_exit() == 0, alice.output()
+    server.wait_for_stdout(r"^#2 alice: typed before the login finished$")
