@@ -9,7 +9,7 @@ scripted conversation (room messages, a DM, an ignore, and dave joining
 late) and prints every screen side by side with its transcript hash: the
 room lines and the hashes agree on every screen, although a fifth of the
 datagrams never arrived. With a display (or --windows) it opens the windows
-instead and lets you chat; close them all, or press Enter here, to end.
+instead and lets you chat; press Enter in the terminal to close them all.
 
 Everything runs in a fresh temporary folder with its own keys and accounts.
 """
@@ -119,7 +119,7 @@ def run_demo(folder: Path, loss: float, headless: bool) -> int:
         for name in ("alice", "bob", "carol"):
             join(name)
         if not headless:
-            print("The windows are open: chat in them. Press Enter here (or close them all) to end.")
+            print("The windows are open: chat in them. Press Enter here to close them all.")
             input()
             return 0
         for who, text in SCRIPT:
