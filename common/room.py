@@ -27,6 +27,7 @@ from common.messages import (
 
 ROOM = None                       # the address of "everybody", for Delivery.to
 HISTORY_CHUNK_BYTES = 12000       # one History message stays well inside a TCP record
+MAX_HISTORY_EVENTS = 500          # one answer's worth: a client that needs more asks again
 BATCH_OVERHEAD_BYTES = 1 + 2 + 8  # RoomBatch's type byte, event count and latest_seq
 
 
@@ -123,10 +124,16 @@ class Room:
         return self._log("rename", old_name, new_name)
 
     def history_after(self, seq: int) -> list[History]:
-        """The logged events after ``seq``, cut into History messages that each
-        fit one record. Always at least one, so the asker learns latest_seq."""
+        """Up to MAX_HISTORY_EVENTS logged events after ``seq``, cut into History
+        messages that each fit one record. Always at least one, so the asker
+        learns latest_seq, and with it whether to ask for more.
+
+        The cap bounds the work one small request can cause: a late joiner of
+        a long room, or a client asking again and again, gets the log in
+        pieces, each only once it asks for it.
+        """
         return [History(chunk, self.latest_seq)
-                for chunk in pack_events(self.log[seq:], HISTORY_CHUNK_BYTES)]
+                for chunk in pack_events(self.log[seq:seq + MAX_HISTORY_EVENTS], HISTORY_CHUNK_BYTES)]
 
     def batches(self, events: list[RoomEvent]) -> list[RoomBatch]:
         """Pack fresh events into as few room datagrams as fit (a heartbeat if
@@ -157,10 +164,12 @@ class Room:
         return [Delivery(target, delivered), Delivery(conn, delivered)]
 
     def _handle_ignore(self, conn: Hashable, name: str, message: IgnoreUser) -> list[Delivery]:
+        self._spend_allowance(conn)   # each one is a database write
         self.accounts.ignore(name, normalise_name(message.name))
         return [Delivery(conn, IgnoreList(tuple(sorted(self.accounts.ignored_by(name)))))]
 
     def _handle_unignore(self, conn: Hashable, name: str, message: UnignoreUser) -> list[Delivery]:
+        self._spend_allowance(conn)
         self.accounts.unignore(name, normalise_name(message.name))
         return [Delivery(conn, IgnoreList(tuple(sorted(self.accounts.ignored_by(name)))))]
 

@@ -139,6 +139,8 @@ class RoomServer:
                     if peer not in self.peers:   # a Goodbye earlier in this chunk closed it
                         return
                     self.handle_message(peer, message)
+                    if len(peer.session.outgoing) > MAX_OUTGOING_BYTES:   # asks, never reads
+                        raise ProtocolError("too many requests without reading the answers")
             self.flush(peer)
         except (ProtocolError, OSError) as error:
             self.drop(peer, str(error))

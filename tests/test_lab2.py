@@ -355,3 +355,14 @@ def test_lines_piped_in_before_the_login_are_sent_not_lost(room):
     alice.close_stdin()                          # and the end of stdin, at once
     assert alice.wait_exit() == 0, alice.output()
     server.wait_for_stdout(r"^#2 alice: typed before the login finished$")
+
+
+@pytest.mark.points(2)
+def test_late_joiner_of_a_long_room_gets_all_of_it_in_pieces(room):
+    server = room.start_server()
+    for i in range(700):                        # more than one history answer holds
+        server.send_line(f"line {i}")
+    wait_for_seq(server, 700)
+    carol = room.join("carol")
+    wait_for_seq(carol, 701)
+    assert room_lines(carol) == room_lines(server)

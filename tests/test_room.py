@@ -4,7 +4,7 @@ import pytest
 from common.accounts import AccountStore
 from common.errors import ProtocolError
 from common.messages import (
-    ErrorNotice, History, LoginRejected, MemberList, PrivateMessage, RepairRequest, RoomBatch,
+    ErrorNotice, History, IgnoreUser, LoginRejected, MemberList, PrivateMessage, RepairRequest, RoomBatch,
     RoomEvent, Say, WhoRequest,
 )
 from common.room import HISTORY_CHUNK_BYTES, ROOM, Delivery, Room
@@ -147,3 +147,22 @@ def test_a_burst_of_events_packs_into_few_datagrams_that_each_fit(room):
     assert all(len(encode(b)) <= MAX_DATAGRAM_PLAINTEXT_BYTES for b in batches)
     assert len(batches) == 7                       # three 300-byte events fit one datagram
     assert room.batches([]) == [RoomBatch((), room.latest_seq)]   # the heartbeat
+
+
+@pytest.mark.points(1)
+def test_one_repair_answers_at_most_a_bounded_piece_and_says_there_is_more(room):
+    from common.room import MAX_HISTORY_EVENTS
+    room.join(1, "alice")
+    for i in range(MAX_HISTORY_EVENTS + 50):
+        room.server_says(f"line {i}")
+    first = [e for r in room.handle(1, RepairRequest(0)) for e in r.message.events]
+    assert len(first) == MAX_HISTORY_EVENTS and first[-1].seq < room.latest_seq
+    rest = [e for r in room.handle(1, RepairRequest(first[-1].seq)) for e in r.message.events]
+    assert first + rest == room.log
+
+
+@pytest.mark.points(1)
+def test_ignore_requests_count_against_the_rate_limit(room):
+    room.join(1, "alice")
+    replies = [room.handle(1, IgnoreUser("bob"))[0].message for _ in range(8)]
+    assert sum(isinstance(reply, ErrorNotice) and "slow down" in reply.text for reply in replies) == 3
