@@ -5,6 +5,8 @@
 
 At the end of every run pytest prints the points earned per test file and in
 all; ``--grade-json FILE`` also writes them, test by test, for a gradebook.
+``--role lab2_udp.client=PATH`` grades a student's copy of a role file: the
+black-box tests then start PATH wherever they would start that role.
 A test without a marker is worth 1 point. A parametrized test is worth its
 points once, shared among its cases. A skipped test earns nothing, and the
 report says so, because a skip (no Xvfb, say) is not a pass.
@@ -12,19 +14,35 @@ report says so, because a skip (no Xvfb, say) is not a pass.
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 
 import pytest
 
+from tests.procs import ROLE_OVERRIDES_VARIABLE, role_overrides
+
 _RESULTS_KEY = pytest.StashKey[dict]()
+
+
+ROLES = ("lab1_tcp.server", "lab1_tcp.client", "lab2_udp.server", "lab2_udp.client")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--grade-json", metavar="FILE", help="write the points of every test to FILE as JSON")
+    parser.addoption("--role", action="append", default=[], metavar="MODULE=PATH",
+                     help="grade the file PATH in place of a role, e.g. lab2_udp.client=alice/client.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_RESULTS_KEY] = {}
+    overrides = []
+    for item in config.getoption("--role"):
+        module, _, path = item.partition("=")
+        if module not in ROLES or not os.path.isfile(path):
+            raise pytest.UsageError(f"--role {item}: expected one of {', '.join(ROLES)}, '=', an existing file")
+        overrides.append(f"{module}={os.path.abspath(path)}")
+    if overrides:   # the black-box tests start role processes through tests/procs.py, which reads this
+        os.environ[ROLE_OVERRIDES_VARIABLE] = ",".join(overrides)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -60,6 +78,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         row[1] += points
         row[2] += share * sum(r["outcome"] == "skipped" for r in results_of_function)
     terminalreporter.section("grading")
+    for module, path in role_overrides().items():
+        terminalreporter.write_line(f"{module} graded from {path}")
     width = max(map(len, by_file))
     for path, (earned, possible, skipped) in sorted(by_file.items()):
         note = f"  ({skipped:g} skipped)" if skipped else ""

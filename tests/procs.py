@@ -41,6 +41,28 @@ def create_test_env_file(path: Path) -> Path:
     return path
 
 
+# Grading a student's copy of a role file: "lab2_udp.client=/path/client.py,..."
+# (pytest --role MODULE=PATH sets it; see tests/grading.py).
+ROLE_OVERRIDES_VARIABLE = "CHAT_LAB_ROLES"
+
+
+def role_overrides() -> dict[str, Path]:
+    """The role modules replaced by files, from CHAT_LAB_ROLES."""
+    pairs = (item.partition("=") for item in os.environ.get(ROLE_OVERRIDES_VARIABLE, "").split(",") if item)
+    return {module: Path(path) for module, _, path in pairs}
+
+
+def role_command(module: str, env: dict[str, str]) -> list[str]:
+    """How to start a role: ``python -m module``, or the file that replaces it.
+    A replacement file still imports the kit's common/, so the kit's folder
+    goes on its PYTHONPATH (``env`` is changed in place)."""
+    replacement = role_overrides().get(module)
+    if replacement is None:
+        return [sys.executable, "-m", module]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return [sys.executable, str(replacement)]
+
+
 class RoleProcess:
     """One running role script, with its stdout and stderr collected line by line."""
 
@@ -50,7 +72,7 @@ class RoleProcess:
         self.stderr_lines: list[str] = []
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+            [*role_command(module, env), *args], cwd=ROOT, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._readers = [
             threading.Thread(target=self._collect, args=(self.process.stdout, self.stdout_lines),

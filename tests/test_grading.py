@@ -31,3 +31,17 @@ def test_half_of_the_cases_pass(n): assert n % 2
     grades = json.loads((pytester.path / "grades.json").read_text())
     assert grades["earned"] == 4.0 and grades["possible"] == 11
     assert grades["tests"]["test_student.py::test_fails"] == {"points": 2, "outcome": "failed"}
+
+
+@pytest.mark.points(1)
+def test_a_students_copy_of_a_role_file_is_what_the_tests_start(tmp_path, monkeypatch):
+    from tests.procs import ROLE_OVERRIDES_VARIABLE, ROOT, Processes, create_test_env_file
+    student_copy = tmp_path / "student_server.py"
+    student_copy.write_text((ROOT / "lab2_udp" / "server.py").read_text(encoding="utf-8")
+                            .replace('"listening on', '"(student copy) listening on'), encoding="utf-8")
+    monkeypatch.setenv(ROLE_OVERRIDES_VARIABLE, f"lab2_udp.server={student_copy}")
+    env_file = create_test_env_file(tmp_path / ".env")
+    with Processes() as processes:
+        server = processes.start("lab2_udp.server", "--headless", "--port", "0", "--env", str(env_file),
+                                 "--db", str(tmp_path / "chat.db"))
+        server.wait_for_stderr(r"^\(student copy\) listening on 127\.0\.0\.1:\d+")
