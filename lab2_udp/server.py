@@ -104,6 +104,7 @@ class RoomServer:
         self.unsent: list[RoomEvent] = []     # logged, not yet broadcast
         self.unsent_bytes = 0
         self.last_broadcast_at = 0.0
+        self.broadcast_error = ""
         self.transcript = Transcript()        # the server's own screen, hashed like a client's
         self.ui = None
 
@@ -166,7 +167,7 @@ class RoomServer:
         try:
             name = future.result()
         except ProtocolError as error:
-            self.send(peer, LoginRejected(str(error)))
+            peer.session.send(LoginRejected(str(error)))
             peer.closing = True
         else:
             welcome, *rest = self.room.join(peer, name)
@@ -174,7 +175,7 @@ class RoomServer:
             if isinstance(welcome.message, LoginRejected):
                 peer.closing = True
             else:   # the room key right after LoginAccepted, before the history
-                self.send(peer, self.room_key_message())
+                peer.session.send(self.room_key_message())
                 self.deliver(rest)
                 self.show_room_state()
         self.flush(peer)
@@ -206,10 +207,7 @@ class RoomServer:
                 self.unsent_bytes += len(encode(delivery.message)) + 2
                 self.show_on_own_screen(delivery.message)
             elif delivery.to in self.peers:
-                self.send(delivery.to, delivery.message)
-
-    def send(self, peer: Peer, message) -> None:
-        peer.session.send(message)   # queued; flush() or the next round sends it
+                delivery.to.session.send(delivery.message)   # queued: flush() sends it
 
     def flush(self, peer: Peer) -> None:
         if peer not in self.peers:
@@ -261,12 +259,14 @@ class RoomServer:
             try:
                 self.broadcaster.sendto(self.sealer.seal(encode(batch)), self.broadcast_to)
             except OSError as error:   # e.g. no route: clients will repair over TCP
-                self.ui.show_note(f"broadcast failed: {error}")
+                if str(error) != self.broadcast_error:   # say it once, not per datagram
+                    self.broadcast_error = str(error)
+                    self.ui.show_note(f"broadcast failed: {error}; clients will repair over TCP")
 
     def rotate_room_key(self) -> None:
         self.room_key = self._new_room_key()
         for peer in list(self.room.members):
-            self.send(peer, self.room_key_message())
+            peer.session.send(self.room_key_message())
             self.flush(peer)
 
     def room_key_message(self) -> RoomKey:
