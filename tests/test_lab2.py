@@ -57,13 +57,18 @@ class Room:
         self.port = int(server.wait_for_stderr(r"^listening on 127\.0\.0\.1:(\d+), broadcasting").group(1))
         return server
 
-    def join(self, name: str, *, register: bool = True, password: str = PASSWORD,
-             headless: bool = True) -> RoleProcess:
-        client = self.processes.start(
+    def start_client(self, name: str, *, register: bool = True, password: str = PASSWORD,
+                     headless: bool = True) -> RoleProcess:
+        """Start a client, without waiting for its login."""
+        return self.processes.start(
             CLIENT, "--host", "127.0.0.1", "--port", str(self.port), "--name", name,
             "--env", str(self.env_file), "--broadcast-port", str(self.client_broadcast_port),
             *(["--register"] if register else []), *(["--headless"] if headless else []),
             env={"CHAT_PASSWORD": password})
+
+    def join(self, name: str, **options) -> RoleProcess:
+        """Start a client and wait until it is in the room."""
+        client = self.start_client(name, **options)
         client.wait_for_stderr(rf"^logged in as {name}$")
         return client
 
@@ -314,15 +319,11 @@ def test_breaking_a_limit_gets_a_clear_error_to_that_client_only(room):
     room.add_setting("MAX_CLIENTS=2")
     room.start_server()
     alice = room.join("alice")
-    bad_name = room.processes.start(
-        CLIENT, "--headless", "--port", str(room.port), "--name", "no way!", "--env", str(room.env_file),
-        "--broadcast-port", str(room.client_broadcast_port), "--register", env={"CHAT_PASSWORD": PASSWORD})
+    bad_name = room.start_client("no way!")
     assert bad_name.wait_exit() == 1
     assert "names are 3-20 characters" in bad_name.output()
     room.join("bob")
-    carol = room.processes.start(
-        CLIENT, "--headless", "--port", str(room.port), "--name", "carol", "--env", str(room.env_file),
-        "--broadcast-port", str(room.client_broadcast_port), "--register", env={"CHAT_PASSWORD": PASSWORD})
+    carol = room.start_client("carol")
     assert carol.wait_exit() == 1
     assert "the room is full" in carol.output()
     alice.send_line("x" * 1001)                  # more than one datagram can carry
@@ -348,9 +349,7 @@ def test_server_rename_is_seen_by_the_room(room):
 @pytest.mark.points(2)
 def test_lines_piped_in_before_the_login_are_sent_not_lost(room):
     server = room.start_server()
-    alice = room.processes.start(
-        CLIENT, "--headless", "--port", str(room.port), "--name", "alice", "--env", str(room.env_file),
-        "--broadcast-port", str(room.client_broadcast_port), "--register", env={"CHAT_PASSWORD": PASSWORD})
+    alice = room.start_client("alice")
     alice.send_line("typed before the login finished")
     alice.close_stdin()                          # and the end of stdin, at once
     assert alice.wait_exit() == 0, alice.output()
