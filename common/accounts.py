@@ -61,6 +61,10 @@ FAILURES_BEFORE_LOCK = 5
 FIRST_LOCK_SECONDS = 2.0
 MAX_LOCK_SECONDS = 60.0
 
+# An ignore list is sent whole at every login, in one record: the cap keeps it far inside
+# one, and bounds the rows one member can add to the database.
+MAX_IGNORED_NAMES = 100
+
 SALT_BYTES = 16  # random for each hash: two users with one password get different hashes
 HASH_BYTES = 32
 
@@ -71,7 +75,7 @@ CREATE TABLE IF NOT EXISTS users (
 );
 CREATE TABLE IF NOT EXISTS ignores (
     user   TEXT NOT NULL REFERENCES users (name),  -- who ignores ...
-    target TEXT NOT NULL REFERENCES users (name),  -- ... whom
+    target TEXT NOT NULL,                          -- ... which name (an account or not)
     PRIMARY KEY (user, target)
 );
 """
@@ -193,6 +197,7 @@ class AccountStore:
         # sqlite checks REFERENCES only if each connection asks it to.
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.executescript(_SCHEMA)
+        self._upgrade_ignores_table()
         # A hash of random bytes nobody knows, made at this store's cost. An unknown name
         # is checked against it, so the check takes as long as for a real account.
         self._dummy_phc = _hash_password(os.urandom(SALT_BYTES), cost)
@@ -200,6 +205,10 @@ class AccountStore:
     def register(self, name: str, password: str) -> str:
         """Create an account and return its normalised name.
 
+        Registering a name that already has an account, with that account's
+        password, just logs in: a student who registered in Lab 1 can follow
+        Lab 2's first command as written. With another password it fails as
+        "that name is taken", and counts as a failed login (see login()).
         Raises ProtocolError if the name is malformed or taken, or if the password is
         shorter than MIN_PASSWORD_CHARS or longer than MAX_PASSWORD_BYTES.
         """
@@ -218,7 +227,10 @@ class AccountStore:
                     "INSERT INTO users (name, password_phc) VALUES (?, ?)", (user, phc)
                 )
         except sqlite3.IntegrityError:
-            raise ProtocolError("that name is taken") from None
+            try:
+                return self.login(user, password)   # throttled like any login
+            except ProtocolError:
+                raise ProtocolError("that name is taken") from None
         return user
 
     def login(self, name: str, password: str) -> str:
@@ -285,15 +297,22 @@ class AccountStore:
     def ignore(self, user: str, target: str) -> None:
         """Record, permanently, that user ignores target. Ignoring twice changes nothing.
 
-        Raises ProtocolError if a name is malformed, target has no account, or target
-        is user.
+        Any well-formed name may be ignored, whether or not it has an account: an
+        answer that differed would tell anyone which accounts exist.
+        Raises ProtocolError if a name is malformed, target is user, or user already
+        ignores MAX_IGNORED_NAMES names.
         """
         user, target = normalise_name(user), normalise_name(target)
         if target == user:
             raise ProtocolError("you cannot ignore yourself")
         with self._locked(transaction=True):
-            if not self._has_account(target):
-                raise ProtocolError(f"there is no user called {target}")
+            count, already = self._conn.execute(
+                "SELECT COUNT(*), SUM(target = ?) FROM ignores WHERE user = ?", (target, user)
+            ).fetchone()
+            if count >= MAX_IGNORED_NAMES and not already:
+                raise ProtocolError(
+                    f"you can ignore at most {MAX_IGNORED_NAMES} names: unignore someone first"
+                )
             self._conn.execute(
                 "INSERT OR IGNORE INTO ignores (user, target) VALUES (?, ?)", (user, target)
             )
@@ -310,30 +329,30 @@ class AccountStore:
             )
 
     def ignored_by(self, user: str) -> frozenset[str]:
-        """Return the names that user ignores. Raises ProtocolError for a malformed name."""
+        """Return the names that user ignores: at most MAX_IGNORED_NAMES, the first in
+        alphabetical order, even if a database from elsewhere holds more.
+        Raises ProtocolError for a malformed name."""
         user = normalise_name(user)
         with self._locked():
             rows = self._conn.execute(
-                "SELECT target FROM ignores WHERE user = ?", (user,)
+                "SELECT target FROM ignores WHERE user = ? ORDER BY target LIMIT ?",
+                (user, MAX_IGNORED_NAMES),
             ).fetchall()
         return frozenset(target for (target,) in rows)
 
-    def exists(self, name: str) -> bool:
-        """Return whether name (in any spelling that normalises to it) has an account.
-
-        A malformed name never has one, so this returns False rather than raising.
-        """
-        try:
-            user = normalise_name(name)
-        except ProtocolError:
-            return False
-        with self._locked():
-            return self._has_account(user)
-
-    def _has_account(self, user: str) -> bool:
-        """Look a normalised name up. The caller holds self._lock."""
-        query = "SELECT 1 FROM users WHERE name = ?"
-        return self._conn.execute(query, (user,)).fetchone() is not None
+    def _upgrade_ignores_table(self) -> None:
+        """Databases made before any name could be ignored required the target to
+        have an account. Copy their rows into a table without that rule."""
+        if not self._conn.execute("PRAGMA foreign_key_list(ignores)").fetchall()[1:]:
+            return   # one reference (user), not two: already the current table
+        with self._conn:
+            self._conn.executescript("""
+                ALTER TABLE ignores RENAME TO old_ignores;
+                CREATE TABLE ignores (user TEXT NOT NULL REFERENCES users (name),
+                                      target TEXT NOT NULL, PRIMARY KEY (user, target));
+                INSERT INTO ignores SELECT user, target FROM old_ignores;
+                DROP TABLE old_ignores;
+            """)
 
     def close(self) -> None:
         """Close the database. The store must not be used afterwards."""

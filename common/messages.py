@@ -204,17 +204,43 @@ Message = Union[
 MESSAGE_TYPES: dict[int, type] = {cls.TYPE: cls for cls in Message.__args__}
 
 
-def checked_text(text: str) -> str:
-    """Return chat text that may be sent: one line, not blank, no control
-    characters. Raises ProtocolError otherwise.
+# Text that one member sends is drawn on every other member's screen, so a
+# message may hold nothing that changes how *other* lines look. These are
+# refused, in both labs, by the sender's program and again by the server:
+REFUSED_CATEGORIES = {
+    "Cc": "a control character",                      # newline, escape: a new line, a repainted terminal
+    "Cf": "an invisible formatting character",        # bidi overrides (U+202E), zero-width (U+200B, U+2060)
+    "Zl": "a line separator",                         # U+2028: a new line on some screens
+    "Zp": "a paragraph separator",                    # U+2029
+    "Cs": "a surrogate",                              # half of a UTF-16 pair: not text
+    "Co": "a private-use character",                  # shows as whatever a font likes
+    "Cn": "an unassigned code point",                 # may become any of the above one day
+}
+MAX_COMBINING_RUN = 4   # accents stacked on one letter: more would draw over the lines above
+MAX_SPACE_RUN = 8       # a longer run of spaces could wrap text onto what looks like its own line
 
-    A newline would split one message into two transcript lines, and an
-    escape byte could repaint another member's terminal.
+
+def checked_text(text: str) -> str:
+    """Return chat text that may be sent: one line, not blank, at most
+    MAX_TEXT_BYTES of UTF-8, and nothing that could disguise itself as
+    another line on someone else's screen (REFUSED_CATEGORIES, runs of more
+    than MAX_COMBINING_RUN combining marks or MAX_SPACE_RUN spaces).
+    Raises ProtocolError, naming the first offending code point, otherwise.
     """
     if not text.strip():
         raise ProtocolError("an empty message was not sent")
-    if any(unicodedata.category(char) == "Cc" for char in text):
-        raise ProtocolError("a message is one line of text, without control characters")
+    combining_run = space_run = 0
+    for char in text:
+        category = unicodedata.category(char)
+        if category in REFUSED_CATEGORIES:
+            raise ProtocolError(f"a message may not contain {REFUSED_CATEGORIES[category]} "
+                                f"(U+{ord(char):04X})")
+        combining_run = combining_run + 1 if category in ("Mn", "Me") else 0
+        space_run = space_run + 1 if category == "Zs" else 0
+        if combining_run > MAX_COMBINING_RUN:
+            raise ProtocolError(f"a message may not stack more than {MAX_COMBINING_RUN} combining marks")
+        if space_run > MAX_SPACE_RUN:
+            raise ProtocolError(f"a message may not hold more than {MAX_SPACE_RUN} spaces in a row")
     if len(text.encode("utf-8", errors="replace")) > MAX_TEXT_BYTES:
         raise ProtocolError(f"a message is at most {MAX_TEXT_BYTES} bytes of UTF-8")
     return text

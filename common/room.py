@@ -1,41 +1,90 @@
-"""The server's chat rules for the Lab 2 room, without any I/O.
+"""The Lab 2 room, without any I/O: who is in it, what they may do, and what
+goes out when.
 
+Theory of operation
+-------------------
 The server is the sequencer: every room event (a message, a join, a leave,
 a rename) gets the next number and goes into the log, and that numbered
 event is what every screen shows. Clients never echo their own text, so
 every screen shows the same lines in the same order.
 
-``Room`` takes what members asked for and returns ``Delivery`` pairs: to one
-member's session (``to`` is its connection id), or to the whole room
-(``to is ROOM``: the server broadcasts it). Who gets a DM and who is ignored
-are decided here, so the rules are tested without a socket.
+``Room`` is fed what happened (a member joined, left, or asked for
+something) and the time, and answers with *instructions*, in the order the
+server must carry them out:
+
+* ``Delivery(conn, message)``: send ``message`` over that member's session;
+* ``Broadcast(batch)``: seal ``batch`` with the current room key and send
+  it, once, to the broadcast address;
+* ``NewRoomKey(epoch, key)``: seal with this key from now on.
+
+Logged events wait in ``unsent`` until ``tick()`` packs them into
+datagrams: at once after a quiet spell, or, while the room is busy, up to
+BATCH_WINDOW_SECONDS later, so that one seal and one signature cover many
+events. A silent room sends a heartbeat (an empty batch with the newest
+number) every HEARTBEAT_INTERVAL_SECONDS, so a lost last event is noticed.
+
+When a member leaves, the next tick broadcasts what was logged before the
+leave under the old key, makes a new key, hands it to every remaining
+member, and only then sends anything newer: the leaver, who knows the old
+key, cannot read the room after it left. Many leaves in one round of the
+loop cost one new key, not one each.
+
+Every member has a budget (a token bucket) that every request spends;
+repairs also spend an allowance of events per second. A member past its
+budget is told to slow down (once a second at most), and one that keeps
+on flooding is dropped: ``handle()`` raises ProtocolError.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+import os
 import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 
 from common.accounts import AccountStore, normalise_name
 from common.errors import ProtocolError
 from common.framing import MAX_DATAGRAM_PLAINTEXT_BYTES
 from common.messages import (
     ErrorNotice, History, IgnoreList, IgnoreUser, LoginAccepted, LoginRejected,
-    MemberList, Message, PrivateMessage, RepairRequest, RoomBatch, RoomEvent, Say,
+    MemberList, Message, PrivateMessage, RepairRequest, RoomBatch, RoomEvent, RoomKey, Say,
     UnignoreUser, WhoRequest, checked_text, encode,
 )
 
-ROOM = None                       # the address of "everybody", for Delivery.to
 HISTORY_CHUNK_BYTES = 12000       # one History message stays well inside a TCP record
 MAX_HISTORY_EVENTS = 500          # one answer's worth: a client that needs more asks again
+MAX_REPAIR_EVENTS_PER_SECOND = 1000   # what one member's repairs may pull from the log
 BATCH_OVERHEAD_BYTES = 1 + 2 + 8  # RoomBatch's type byte, event count and latest_seq
+BATCH_WINDOW_SECONDS = 0.015      # how long a busy room's events may wait to share a datagram
+HEARTBEAT_INTERVAL_SECONDS = 0.25 # the longest the room stays silent
+NOTICE_INTERVAL_SECONDS = 1.0     # at most one "slow down" per member per second
+FLOOD_WINDOW_SECONDS = 10.0       # refused requests are counted over this window ...
+MAX_REFUSED_PER_WINDOW = 100      # ... and a member refused more often is dropped
+ROOM_KEY_BYTES = 32
+
+KEPT_FLOODING = "dropped: it kept sending after being told to slow down"
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """Send ``message`` to one member's session, or to the room if ``to is ROOM``."""
-    to: Hashable | None
+    """Send ``message`` over the session of the member on connection ``to``."""
+    to: Hashable
     message: Message
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """Seal ``batch`` with the current room key and send it to the room."""
+    batch: RoomBatch
+
+
+@dataclass(frozen=True)
+class NewRoomKey:
+    """From now on, seal room datagrams with ``key``, announced as ``epoch``."""
+    epoch: int
+    key: bytes
+
+
+Instruction = Delivery | Broadcast | NewRoomKey
 
 
 def not_delivered(recipient: str) -> str:
@@ -44,19 +93,64 @@ def not_delivered(recipient: str) -> str:
     return f"your message to {recipient} was not delivered"
 
 
-class Room:
-    """Members, the numbered log, DMs, ignore lists and per-member rate limits."""
+class TokenBucket:
+    """``rate`` tokens a second, at most ``rate`` saved up: a steady pace is
+    always allowed, a burst only up to one second's worth."""
 
-    def __init__(self, server_name: str, accounts: AccountStore, *, max_members: int = 250,
-                 max_messages_per_second: float = 20, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate, self.tokens, self.refreshed_at = rate, rate, now
+
+    def available(self, now: float) -> float:
+        self.tokens = min(self.rate, self.tokens + (now - self.refreshed_at) * self.rate)
+        self.refreshed_at = now
+        return self.tokens
+
+    def take(self, now: float, amount: float = 1) -> bool:
+        """Spend ``amount`` tokens if there are that many; say whether we did."""
+        if self.available(now) < amount:
+            return False
+        self.tokens -= amount
+        return True
+
+
+@dataclass
+class _Budget:
+    """One member's allowances, and how often it was refused lately."""
+    requests: TokenBucket
+    repair_events: TokenBucket
+    refused: int = 0
+    window_started_at: float = 0.0
+    last_notice_at: float = float("-inf")
+
+
+@dataclass
+class _Outbox:
+    """Logged events not yet broadcast, and where a leave cut them."""
+    events: list[RoomEvent] = field(default_factory=list)
+    bytes: int = 0
+    rekey_at: int | None = None          # events[:rekey_at] go out under the old key
+    last_broadcast_at: float = float("-inf")
+
+
+class Room:
+    """Members, the numbered log, the room key, DMs, ignores and budgets."""
+
+    def __init__(self, server_name: str, accounts: AccountStore, signing_public_key: bytes, *,
+                 max_members: int = 250, max_messages_per_second: float = 20,
+                 clock: Callable[[], float] = time.monotonic,
+                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         self.server_name = normalise_name(server_name)
         self.accounts = accounts
+        self.signing_public_key = signing_public_key
         self.max_members = max_members
         self.max_messages_per_second = max_messages_per_second
         self.clock = clock
+        self._random_bytes = random_bytes
         self.log: list[RoomEvent] = []
         self.members: dict[Hashable, str] = {}
-        self._allowance: dict[Hashable, tuple[float, float]] = {}   # conn -> (tokens, when)
+        self._budgets: dict[Hashable, _Budget] = {}
+        self.epoch, self.room_key = 1, random_bytes(ROOM_KEY_BYTES)
+        self._outbox = _Outbox()
         self._handlers = {
             Say: self._handle_say, PrivateMessage: self._handle_private_message,
             IgnoreUser: self._handle_ignore, UnignoreUser: self._handle_unignore,
@@ -68,76 +162,112 @@ class Room:
         """The number of the newest logged event (0 before the first)."""
         return len(self.log)
 
+    @property
+    def unsent(self) -> list[RoomEvent]:
+        """Events logged but not yet broadcast, oldest first."""
+        return list(self._outbox.events)
+
+    def room_key_message(self) -> RoomKey:
+        """What a member needs to open the room's datagrams from now on."""
+        return RoomKey(self.epoch, self.room_key, self.signing_public_key)
+
     # --- joining and leaving ------------------------------------------------------
 
     def join(self, conn: Hashable, name: str) -> list[Delivery]:
         """Admit ``name`` (already authenticated) on connection ``conn``.
 
-        Returns the welcome, the member's ignore list and the history so far
-        for the newcomer, then the numbered join event for everybody.
+        Returns, for the newcomer, in this order: LoginAccepted, the RoomKey,
+        its IgnoreList and the history so far; the numbered join event goes
+        to the room. Or just a LoginRejected, if it may not join.
         """
         if name in self.members.values() or name == self.server_name:
             return [Delivery(conn, LoginRejected(f"{name} is already in the room"))]
         if len(self.members) >= self.max_members:
             return [Delivery(conn, LoginRejected("the room is full; try again later"))]
+        ignored = IgnoreList(tuple(sorted(self.accounts.ignored_by(name))))
+        now = self.clock()
         self.members[conn] = name
-        self._allowance[conn] = (self.max_messages_per_second, self.clock())
-        welcome = [Delivery(conn, LoginAccepted(name, self.server_name)),
-                   Delivery(conn, IgnoreList(tuple(sorted(self.accounts.ignored_by(name)))))]
-        return welcome + [Delivery(conn, h) for h in self.history_after(0)] + self._log("join", name, "")
+        self._budgets[conn] = _Budget(TokenBucket(self.max_messages_per_second, now),
+                                      TokenBucket(MAX_REPAIR_EVENTS_PER_SECOND, now), window_started_at=now)
+        welcome = [LoginAccepted(name, self.server_name), self.room_key_message(), ignored,
+                   *self._history_after(conn, 0)]
+        self._log("join", name, "")
+        return [Delivery(conn, message) for message in welcome]
 
-    def leave(self, conn: Hashable) -> list[Delivery]:
-        """Forget ``conn``; returns the numbered leave event (nothing if it never joined)."""
-        self._allowance.pop(conn, None)
+    def leave(self, conn: Hashable) -> None:
+        """Forget ``conn``. If it was a member, the room sees it leave, and the
+        next tick changes the room key."""
+        self._budgets.pop(conn, None)
         name = self.members.pop(conn, None)
-        return self._log("leave", name, "") if name else []
+        if name is None:
+            return
+        if self._outbox.rekey_at is None:
+            self._outbox.rekey_at = len(self._outbox.events)
+        self._log("leave", name, "")
 
     # --- what members ask for -----------------------------------------------------
 
     def handle(self, conn: Hashable, message: Message) -> list[Delivery]:
         """Apply one request from a joined member; returns what to deliver.
 
-        A broken rule (rate, empty text, unknown name) is answered with an
-        ErrorNotice to that member only. A message that has no business
-        arriving here raises ProtocolError: the server drops that peer.
+        Every request spends the member's budget. A broken rule (rate, empty
+        text, a malformed name) is answered with an ErrorNotice to that member
+        only. A message that has no business arriving here, or a member that
+        keeps flooding, raises ProtocolError: the server drops that peer.
         """
         if conn not in self.members:
             raise ProtocolError("log in before anything else")
         handler = self._handlers.get(type(message))
         if handler is None:
             raise ProtocolError(f"a client may not send {type(message).__name__}")
+        budget, now = self._budgets[conn], self.clock()
+        if not budget.requests.take(now):
+            return self._refuse(conn, budget, now)
         try:
             return handler(conn, self.members[conn], message)
         except ProtocolError as error:
             return [Delivery(conn, ErrorNotice(str(error)))]
 
-    def server_says(self, text: str) -> list[Delivery]:
+    def server_says(self, text: str) -> None:
         """The server takes part in the room: its lines are numbered like anyone's."""
-        return self._log("say", self.server_name, checked_text(text))
+        self._log("say", self.server_name, checked_text(text))
 
-    def rename_server(self, new_name: str) -> list[Delivery]:
+    def rename_server(self, new_name: str) -> None:
         """Change the server's name; the room sees a numbered rename event."""
         new_name = normalise_name(new_name)
         if new_name in self.members.values():
             raise ProtocolError(f"{new_name} is taken by a member")
         old_name, self.server_name = self.server_name, new_name
-        return self._log("rename", old_name, new_name)
+        self._log("rename", old_name, new_name)
 
-    def history_after(self, seq: int) -> list[History]:
-        """Up to MAX_HISTORY_EVENTS logged events after ``seq``, cut into History
-        messages that each fit one record. Always at least one, so the asker
-        learns latest_seq, and with it whether to ask for more.
+    # --- what goes out, and when --------------------------------------------------
 
-        The cap bounds the work one small request can cause: a late joiner of
-        a long room, or a client asking again and again, gets the log in
-        pieces, each only once it asks for it.
-        """
-        return [History(chunk, self.latest_seq)
-                for chunk in pack_events(self.log[seq:seq + MAX_HISTORY_EVENTS], HISTORY_CHUNK_BYTES)]
+    def tick(self, force: bool = False) -> list[Instruction]:
+        """What to send now: call after every round of the loop and at least
+        every BATCH_WINDOW_SECONDS. ``force`` sends everything logged at once."""
+        now, outbox, out = self.clock(), self._outbox, []
+        if outbox.rekey_at is not None:
+            # Flush under the old key, then hand the new one to who is left.
+            before, outbox.events = outbox.events[:outbox.rekey_at], outbox.events[outbox.rekey_at:]
+            outbox.bytes, outbox.rekey_at = sum(len(encode(e)) + 2 for e in outbox.events), None
+            out += [Broadcast(batch) for batch in self.batches(before)] if before else []
+            self.epoch, self.room_key = self.epoch + 1, self._random_bytes(ROOM_KEY_BYTES)
+            out.append(NewRoomKey(self.epoch, self.room_key))
+            out += [Delivery(conn, self.room_key_message()) for conn in self.members]
+        quiet_for = now - outbox.last_broadcast_at
+        if outbox.events and (force or quiet_for >= BATCH_WINDOW_SECONDS
+                              or outbox.bytes >= MAX_DATAGRAM_PLAINTEXT_BYTES):
+            out += [Broadcast(batch) for batch in self.batches(outbox.events)]
+            outbox.events, outbox.bytes = [], 0
+        elif not outbox.events and quiet_for >= HEARTBEAT_INTERVAL_SECONDS:
+            out += [Broadcast(batch) for batch in self.batches([])]   # the heartbeat
+        if any(isinstance(item, Broadcast) for item in out):
+            outbox.last_broadcast_at = now
+        return out
 
     def batches(self, events: list[RoomEvent]) -> list[RoomBatch]:
-        """Pack fresh events into as few room datagrams as fit (a heartbeat if
-        there are none): one seal and one signature then cover many events.
+        """Pack events into as few room datagrams as fit (a heartbeat if there
+        are none): one seal and one signature then cover many events.
 
         Each batch announces its own last number, not the log's newest: a
         client that read the first of two batches must not think the second
@@ -146,12 +276,13 @@ class Room:
         return [RoomBatch(chunk, chunk[-1].seq if chunk else self.latest_seq)
                 for chunk in pack_events(events, MAX_DATAGRAM_PLAINTEXT_BYTES - BATCH_OVERHEAD_BYTES)]
 
+    # --- the handlers -------------------------------------------------------------
+
     def _handle_say(self, conn: Hashable, name: str, message: Say) -> list[Delivery]:
-        self._spend_allowance(conn)
-        return self._log("say", name, checked_text(message.text))
+        self._log("say", name, checked_text(message.text))
+        return []
 
     def _handle_private_message(self, conn: Hashable, name: str, message: PrivateMessage) -> list[Delivery]:
-        self._spend_allowance(conn)
         if message.sender != name:
             raise ProtocolError("a DM's sender must be your own name")
         text = checked_text(message.text)
@@ -164,12 +295,10 @@ class Room:
         return [Delivery(target, delivered), Delivery(conn, delivered)]
 
     def _handle_ignore(self, conn: Hashable, name: str, message: IgnoreUser) -> list[Delivery]:
-        self._spend_allowance(conn)   # each one is a database write
         self.accounts.ignore(name, normalise_name(message.name))
         return [Delivery(conn, IgnoreList(tuple(sorted(self.accounts.ignored_by(name)))))]
 
     def _handle_unignore(self, conn: Hashable, name: str, message: UnignoreUser) -> list[Delivery]:
-        self._spend_allowance(conn)
         self.accounts.unignore(name, normalise_name(message.name))
         return [Delivery(conn, IgnoreList(tuple(sorted(self.accounts.ignored_by(name)))))]
 
@@ -177,22 +306,43 @@ class Room:
         return [Delivery(conn, MemberList((self.server_name, *sorted(self.members.values()))))]
 
     def _handle_repair(self, conn: Hashable, name: str, message: RepairRequest) -> list[Delivery]:
-        return [Delivery(conn, history) for history in self.history_after(min(message.after_seq, self.latest_seq))]
+        return [Delivery(conn, history) for history in self._history_after(conn, message.after_seq)]
 
-    def _log(self, kind: str, sender: str, text: str) -> list[Delivery]:
+    def _history_after(self, conn: Hashable, seq: int) -> list[History]:
+        """Logged events after ``seq``: at most MAX_HISTORY_EVENTS, and no more
+        than the member's repair allowance, cut into History messages that each
+        fit one record. Always at least one History, so the asker learns
+        latest_seq, and with it whether to ask for more.
+
+        The caps bound the work one small request can cause: a late joiner of
+        a long room, or a client asking again and again, gets the log in
+        pieces, each only once it asks for it.
+        """
+        seq = min(seq, self.latest_seq)
+        allowance = self._budgets[conn].repair_events
+        count = int(min(MAX_HISTORY_EVENTS, self.latest_seq - seq, allowance.available(self.clock())))
+        allowance.take(self.clock(), count)
+        return [History(chunk, self.latest_seq)
+                for chunk in pack_events(self.log[seq:seq + count], HISTORY_CHUNK_BYTES)]
+
+    def _log(self, kind: str, sender: str, text: str) -> None:
         event = RoomEvent(self.latest_seq + 1, kind, sender, text)
         self.log.append(event)
-        return [Delivery(ROOM, event)]
+        self._outbox.events.append(event)
+        self._outbox.bytes += len(encode(event)) + 2
 
-    def _spend_allowance(self, conn: Hashable) -> None:
-        """A token bucket: max_messages_per_second tokens, refilled continuously."""
-        tokens, then = self._allowance[conn]
-        now = self.clock()
-        tokens = min(self.max_messages_per_second, tokens + (now - then) * self.max_messages_per_second)
-        if tokens < 1:
-            self._allowance[conn] = (tokens, now)
-            raise ProtocolError(f"slow down: at most {self.max_messages_per_second:g} messages per second")
-        self._allowance[conn] = (tokens - 1, now)
+    def _refuse(self, conn: Hashable, budget: _Budget, now: float) -> list[Delivery]:
+        """Over budget: say so, at most once a second; drop a member that keeps on."""
+        if now - budget.window_started_at >= FLOOD_WINDOW_SECONDS:
+            budget.refused, budget.window_started_at = 0, now
+        budget.refused += 1
+        if budget.refused > MAX_REFUSED_PER_WINDOW:
+            raise ProtocolError(KEPT_FLOODING)
+        if now - budget.last_notice_at < NOTICE_INTERVAL_SECONDS:
+            return []
+        budget.last_notice_at = now
+        return [Delivery(conn, ErrorNotice(
+            f"slow down: at most {self.max_messages_per_second:g} requests per second"))]
 
 
 def pack_events(events: list[RoomEvent], limit_bytes: int) -> list[tuple[RoomEvent, ...]]:

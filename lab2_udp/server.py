@@ -6,52 +6,57 @@ What this file demonstrates:
 - One thread, one ``selectors`` loop, many TCP clients. Each client logs in
   over an encrypted session (Noise, see common/session.py) and sends its room
   messages, DMs, ignores and repair requests upstream over it.
-- The server is the sequencer. It numbers every room event (common/room.py)
-  and sends each one *once*, as a UDP datagram to the broadcast address: the
-  network, not the server, makes a copy for every client. Under load, several
-  events share one datagram, so one seal and one signature cover them all.
-- Datagrams are sealed with a room key that only members get, and signed, so
-  a member cannot forge the server's events. When a member leaves, the room
-  key changes, so the leaver can no longer read the room.
-- Every datagram carries the newest number; when the room is quiet, a
-  heartbeat datagram every HEARTBEAT_INTERVAL_SECONDS does, so a client
-  notices when the last event was lost and asks for it.
+- The server is the sequencer. common/room.py numbers every room event and
+  decides what goes out when; this file carries that out. Each event is
+  sent *once*, as a UDP datagram to the broadcast address: the network, not
+  the server, makes a copy for every client. Under load, several events share
+  one datagram, so one seal and one signature cover them all.
+- Datagrams are sealed with a room key that only members get (a new one when
+  a member leaves), and signed, so a member cannot forge the server's events.
 - Password hashes are slow on purpose, so logins run in worker threads
-  (net.BackgroundWork) and the room never stalls.
+  (net.BackgroundWork), fairly between source addresses (common/admission.py),
+  and the room never stalls.
+- Nobody who has not logged in can hold much (docs/lab2.md, "What a member can
+  and cannot do to the room"): a few seconds, a few connections, a few logins.
 - The server takes part: what you type is a numbered room message. Commands:
   /who, /nick NEWNAME, /hash, /quit (or Ctrl-X).
 """
 from __future__ import annotations
 
 import argparse
-import os
+import enum
 import selectors
 import socket
 import sys
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import net
 from common.accounts import AccountStore, Argon2Cost
+from common.admission import LoginQueue, PendingConnections
 from common.config import ConfigError, Settings, load_settings
 from common.errors import ProtocolError
-from common.framing import MAX_DATAGRAM_PLAINTEXT_BYTES, DatagramSealer
-from common.messages import Goodbye, Login, LoginRejected, Register, RoomEvent, RoomKey, encode
-from common.room import ROOM, Delivery, Room
+from common.framing import DatagramSealer
+from common.messages import Goodbye, Login, LoginRejected, Register, RoomBatch, encode
+from common.room import BATCH_WINDOW_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room
 from common.session import SecureSession
 from common.transcript import Transcript, format_event
 from common.ui import open_front_end
 
 # --- Settings ------------------------------------------------------------------------
 
-HEARTBEAT_INTERVAL_SECONDS = 0.25  # the longest the room stays silent
-BATCH_WINDOW_MS = 15               # how long a busy room's events may wait to share a datagram
+HANDSHAKE_TIMEOUT_SECONDS = 5  # a peer that cannot finish the handshake by then has no key
+LOGIN_TIMEOUT_SECONDS = 10     # after the handshake, to send Login or Register
 LOGIN_WORKERS = 2              # password hashes run here, off the event loop
-LOGIN_TIMEOUT_SECONDS = 30     # a connection that has not logged in by then is dropped
+MAX_QUEUED_LOGINS, MAX_QUEUED_LOGINS_PER_ADDRESS = 64, 8
+MAX_PENDING_CONNECTIONS, MAX_PENDING_PER_ADDRESS = 128, 32   # not logged in yet
 MAX_OUTGOING_BYTES = 1 << 20   # a client this far behind is not reading: drop it
+BUSY_WITH_LOGINS = "the server is busy with other logins; try again in a moment"
+EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,15 +74,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # --- Sockets and state ---------------------------------------------------------------
 
+class Phase(enum.Enum):
+    """Where a connection is in its life; each phase allows other messages."""
+    HANDSHAKE = "handshake"   # proving it knows the pre-shared key
+    LOGIN = "login"           # encrypted, waiting for Login or Register
+    CHECKING = "checking"     # its password is queued for, or in, a worker
+    MEMBER = "member"         # in the room
+
+
 @dataclass(eq=False)
 class Peer:
     """One client's TCP connection and its encrypted session."""
     sock: socket.socket
     session: SecureSession
-    address: str
-    logging_in: bool = False   # a password check is running in a worker
-    closing: bool = False      # drop once the last words are sent
-    connected_at: float = field(default_factory=time.monotonic)
+    address: str               # "host:port", for notes
+    source: str                # the host alone: limits count per source address
+    phase: Phase = Phase.HANDSHAKE
 
 
 class RoomServer:
@@ -88,207 +100,196 @@ class RoomServer:
         self.selector = selectors.DefaultSelector()
         self.listener = net.listening_socket(settings.host, settings.lab2_port)
         self.selector.register(self.listener, selectors.EVENT_READ, self.on_connect)
+        self.address = net.describe(self.listener.getsockname())
         # UDP needs no connection: one socket, allowed to send to a broadcast address.
         self.broadcaster = net.broadcast_sender()
         self.broadcast_to = (settings.broadcast_addr, settings.broadcast_port)
         self.accounts = AccountStore(settings.db_path, Argon2Cost(
             memory_kib=settings.argon2_memory_kib, iterations=settings.argon2_iterations))
-        self.room = Room(args.name, self.accounts, max_members=settings.max_clients,
-                         max_messages_per_second=settings.max_messages_per_second)
-        self.workers = net.BackgroundWork(self.selector, LOGIN_WORKERS)
         # A fresh signing key every run: clients get its public half at login.
-        self.signing_key = Ed25519PrivateKey.generate()
-        self.sealer = DatagramSealer(self.signing_key)
-        self.room_key = self._new_room_key()
+        signing_key = Ed25519PrivateKey.generate()
+        self.room = Room(args.name, self.accounts, signing_key.public_key().public_bytes_raw(),
+                         max_members=settings.max_clients,
+                         max_messages_per_second=settings.max_messages_per_second)
+        self.sealer = DatagramSealer(signing_key)
+        self.sealer.set_room_key(self.room.epoch, self.room.room_key)
+        self.workers = net.BackgroundWork(self.selector, LOGIN_WORKERS)
+        self.logins = LoginQueue(self.workers.submit, LOGIN_WORKERS, MAX_QUEUED_LOGINS,
+                                 MAX_QUEUED_LOGINS_PER_ADDRESS)
+        self.pending = PendingConnections(MAX_PENDING_CONNECTIONS, MAX_PENDING_PER_ADDRESS)
         self.peers: dict[Peer, None] = {}
-        self.unsent: list[RoomEvent] = []     # logged, not yet broadcast
-        self.unsent_bytes = 0
-        self.last_broadcast_at = 0.0
-        self.broadcast_error = ""
+        self.doomed: dict[Peer, str] = {}     # peers to drop once this round is done
+        self.listener_paused_until = 0.0     # out of file descriptors: stop accepting a while
+        self.reported: set[str] = set()       # errors said once, not once per attempt
         self.transcript = Transcript()        # the server's own screen, hashed like a client's
         self.ui = None
-
-    @property
-    def address(self) -> str:
-        return net.describe(self.listener.getsockname())
 
     # --- Connections ---------------------------------------------------------------------
 
     def on_connect(self, _mask: int) -> None:
         try:
             sock, addr = net.accept(self.listener)
-        except OSError:   # the caller gave up already, or no file descriptors are left
+        except BlockingIOError:   # the caller gave up already
             return
-        if len(self.peers) >= 2 * self.settings.max_clients:
-            sock.close()   # far more connections than members: refuse before any work
+        except OSError as error:   # out of file descriptors: accept() would fail again at once
+            self.selector.unregister(self.listener)
+            self.listener_paused_until = time.monotonic() + 1.0
+            self.report_once(f"cannot accept connections for now: {error.strerror or error}")
             return
         peer = Peer(sock, SecureSession.server(self.settings.psk, self.settings.server_private_key),
-                    net.describe(addr))
+                    net.describe(addr), addr[0])
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS
+        for evicted in self.pending.admit(peer, peer.source, deadline):
+            self.drop(evicted, "made room for a newer connection from the same address")
         self.peers[peer] = None
-        self.selector.register(sock, selectors.EVENT_READ, lambda mask: self.on_peer_ready(peer, mask))
+        self.selector.register(sock, selectors.EVENT_READ, partial(self.on_peer_ready, peer))
 
     def on_peer_ready(self, peer: Peer, mask: int) -> None:
         # One bad client must never stop the server: whatever goes wrong with
         # this peer (a broken frame, a wrong key, a reset), we drop this peer.
+        if peer not in self.peers:   # dropped earlier in this round of events
+            return
         try:
             if mask & selectors.EVENT_READ:
                 data = net.receive(peer.sock)
                 if not data:   # an empty recv() means the peer closed its end
-                    self.drop(peer, "closed the connection" + (" mid-record" if peer.session.in_the_middle_of_a_record else ""))
-                    return
-                for message in peer.session.receive(data):
-                    if peer not in self.peers:   # a Goodbye earlier in this chunk closed it
-                        return
+                    midway = " mid-record" if peer.session.in_the_middle_of_a_record else ""
+                    return self.drop(peer, f"closed the connection{midway}")
+                messages = peer.session.receive(data)
+                if peer.phase is Phase.HANDSHAKE and peer.session.established:
+                    peer.phase = Phase.LOGIN
+                    self.pending.extend(peer, time.monotonic() + LOGIN_TIMEOUT_SECONDS)
+                for message in messages:
                     self.handle_message(peer, message)
-                    if len(peer.session.outgoing) > MAX_OUTGOING_BYTES:   # asks, never reads
-                        raise ProtocolError("too many requests without reading the answers")
+                    if peer not in self.peers:   # a Goodbye or a refusal closed it
+                        return
             self.flush(peer)
         except (ProtocolError, OSError) as error:
             self.drop(peer, str(error))
 
     def handle_message(self, peer: Peer, message) -> None:
-        if isinstance(message, (Login, Register)):
-            if peer.logging_in or peer in self.room.members:
-                raise ProtocolError("already logged in")
-            peer.logging_in = True
-            check = self.accounts.register if isinstance(message, Register) else self.accounts.login
-            self.workers.submit(lambda: check(message.name, message.password),
-                                lambda future: self.on_login_checked(peer, future))
-        elif isinstance(message, Goodbye):
+        if isinstance(message, Goodbye):
             self.drop(peer, "left")
+        elif isinstance(message, (Login, Register)):
+            if peer.phase is not Phase.LOGIN:
+                raise ProtocolError("one login per connection")
+            check = self.accounts.register if isinstance(message, Register) else self.accounts.login
+            if not self.logins.add(peer.source, peer, partial(check, message.name, message.password),
+                                   partial(self.on_password_checked, peer)):
+                peer.session.send(LoginRejected(BUSY_WITH_LOGINS))
+                return self.drop(peer, "refused: too many logins at once")
+            peer.phase = Phase.CHECKING
+            self.pending.extend(peer, float("inf"))   # the login queue bounds this phase
         else:
-            self.deliver(self.room.handle(peer, message))
+            self.carry_out(self.room.handle(peer, message))   # raises if not a member
 
-    def on_login_checked(self, peer: Peer, future: Future) -> None:
-        """Back on the loop's thread: the worker has checked the password."""
-        peer.logging_in = False
+    def on_password_checked(self, peer: Peer, future: Future) -> None:
+        """Back on the loop's thread: a worker has checked a password."""
         if peer not in self.peers:
             return   # gave up while we were hashing
-        try:
+        try:   # this peer's error boundary: whatever fails here drops it alone
             name = future.result()
-        except ProtocolError as error:
-            peer.session.send(LoginRejected(str(error)))
-            peer.closing = True
-        else:
-            welcome, *rest = self.room.join(peer, name)
-            self.deliver([welcome])
-            if isinstance(welcome.message, LoginRejected):
-                peer.closing = True
-            else:   # the room key right after LoginAccepted, before the history
-                peer.session.send(self.room_key_message())
-                self.deliver(rest)
-                self.show_room_state()
-        self.flush(peer)
+            self.carry_out(self.room.join(peer, name))
+            if peer not in self.room.members:
+                return self.drop(peer, "login refused")
+            self.pending.forget(peer)
+            peer.phase = Phase.MEMBER
+            self.ui.show_note(f"{name} joined from {peer.address}")
+            self.show_room_state()
+            self.flush(peer)
+        except (ProtocolError, OSError) as error:
+            if not peer.session.outgoing:
+                peer.session.send(LoginRejected(str(error)))
+            self.drop(peer, f"login refused: {error}")
 
     def drop(self, peer: Peer, reason: str) -> None:
         """Close one client; if it was a member, the room sees it leave."""
+        self.doomed.pop(peer, None)
         if peer not in self.peers:
             return
         del self.peers[peer]
+        self.pending.forget(peer)
+        self.logins.discard(peer)
         self.selector.unregister(peer.sock)
         net.send_last_words_and_close(peer.sock, peer.session.outgoing)
         name = self.room.members.get(peer)
-        if name is None:
-            self.ui.show_note(f"{peer.address} disconnected: {reason}")
-            return
-        self.ui.show_note(f"{name} ({peer.address}) {reason}")
-        leave = self.room.leave(peer)
-        self.flush_room(force=True)  # what the leaver may still read goes out under the old key
-        self.rotate_room_key()      # and from now on, the leaver cannot read the room
-        self.deliver(leave)
-        self.show_room_state()
+        if name is not None:
+            self.ui.show_note(f"{name} ({peer.address}) {reason}")
+            self.room.leave(peer)   # the next tick re-keys the room and logs the leave
+            self.show_room_state()
+        elif peer.phase is not Phase.HANDSHAKE:   # strangers, who never proved the key, go unnoted
+            self.ui.show_note(f"{peer.address} {reason}")
 
-    # --- Deliveries: TCP to one member, a datagram to the room ---------------------------
+    # --- Carrying out what the room decided ----------------------------------------------
 
-    def deliver(self, deliveries: list[Delivery]) -> None:
-        for delivery in deliveries:
-            if delivery.to is ROOM:
-                self.unsent.append(delivery.message)
-                self.unsent_bytes += len(encode(delivery.message)) + 2
-                self.show_on_own_screen(delivery.message)
-            elif delivery.to in self.peers:
-                delivery.to.session.send(delivery.message)   # queued: flush() sends it
+    def carry_out(self, instructions: list[Instruction]) -> None:
+        for instruction in instructions:
+            if isinstance(instruction, Delivery):
+                if instruction.to in self.peers:
+                    instruction.to.session.send(instruction.message)   # queued: flush() sends it
+            elif isinstance(instruction, Broadcast):
+                self.broadcast(instruction.batch)
+            elif isinstance(instruction, NewRoomKey):
+                self.sealer.set_room_key(instruction.epoch, instruction.key)
+
+    def broadcast(self, batch: RoomBatch) -> None:
+        try:
+            self.broadcaster.sendto(self.sealer.seal(encode(batch)), self.broadcast_to)
+        except OSError as error:   # e.g. no route: clients will repair over TCP
+            self.report_once(f"broadcast failed: {error}; clients will repair over TCP")
+        for event in self.transcript.receive(batch.events, batch.latest_seq):   # our own screen
+            self.ui.show_text(format_event(event), event.sender)
 
     def flush(self, peer: Peer) -> None:
-        if peer not in self.peers:
-            return
+        """Send what is queued for ``peer``. A peer that broke or stopped
+        reading is only marked here, and dropped once the round is done: a
+        drop sends to others (a new room key), which may fail in turn."""
         try:
             net.send_pending(self.selector, peer.sock, peer.session.outgoing)
         except OSError as error:
-            self.drop(peer, str(error))
+            self.doomed[peer] = str(error)
             return
         if len(peer.session.outgoing) > MAX_OUTGOING_BYTES:
-            peer.session.outgoing.clear()
-            self.drop(peer, "was dropped: it stopped reading its messages")
-        elif peer.closing and not peer.session.outgoing:
-            self.drop(peer, "login refused")
+            self.doomed[peer] = "was dropped: it stopped reading its messages"
 
-    def flush_room(self, force: bool = False) -> None:
-        """Broadcast what was logged, packed into datagrams; send queued replies.
-
-        Runs after every round of the loop and every BATCH_WINDOW_MS. Every
-        receiver must check the signature of every datagram, so datagrams are
-        what costs. After a quiet spell an event goes out at once; while the
-        room is busy, events wait up to BATCH_WINDOW_MS (or until a datagram
-        is full) and then share one datagram: one seal, one signature.
-        """
-        since_last = time.monotonic() - self.last_broadcast_at
-        if self.unsent and (force or since_last >= BATCH_WINDOW_MS / 1000
-                            or self.unsent_bytes >= MAX_DATAGRAM_PLAINTEXT_BYTES):
-            events, self.unsent, self.unsent_bytes = self.unsent, [], 0
-            self.broadcast(events)
-        elif not self.unsent and since_last >= HEARTBEAT_INTERVAL_SECONDS:
-            # The heartbeat, an empty batch, tells everyone the newest number,
-            # so a client that lost the last event notices and asks for it.
-            self.broadcast([])
-        for peer in list(self.peers):   # sessions whose replies were queued this round
-            if peer.session.outgoing:
+    def after_round(self) -> None:
+        """After every round of events: broadcast, flush, drop the doomed; repeat
+        until nothing is left to do. A loop, not recursion: hundreds of members
+        leaving at once cost one more turn, not one more stack frame each."""
+        while True:
+            self.carry_out(self.room.tick())
+            for peer in [p for p in self.peers if p.session.outgoing]:
                 self.flush(peer)
+            if not self.doomed:
+                return
+            for peer, reason in list(self.doomed.items()):
+                self.drop(peer, reason)
 
     def on_tick(self) -> None:
-        self.flush_room()
-        # A connection that never logs in (a port scanner, a stuck program)
-        # would hold a socket forever, and enough of them would fill the room.
-        stalled = time.monotonic() - LOGIN_TIMEOUT_SECONDS
-        for peer in [p for p in self.peers if p not in self.room.members and p.connected_at < stalled]:
-            self.drop(peer, "did not log in in time")
+        now = time.monotonic()
+        if self.listener_paused_until and now >= self.listener_paused_until:
+            self.listener_paused_until = 0.0
+            self.selector.register(self.listener, selectors.EVENT_READ, self.on_connect)
+        # A connection that never logs in (a port scanner, a stranger without
+        # the key, a stuck program) would hold a socket forever.
+        for peer in self.pending.expired(now):
+            self.drop(peer, f"did not finish its {peer.phase.value} in time")
+        self.after_round()
 
-    def broadcast(self, events: list[RoomEvent]) -> None:
-        self.last_broadcast_at = time.monotonic()
-        for batch in self.room.batches(events):
-            try:
-                self.broadcaster.sendto(self.sealer.seal(encode(batch)), self.broadcast_to)
-            except OSError as error:   # e.g. no route: clients will repair over TCP
-                if str(error) != self.broadcast_error:   # say it once, not per datagram
-                    self.broadcast_error = str(error)
-                    self.ui.show_note(f"broadcast failed: {error}; clients will repair over TCP")
-
-    def rotate_room_key(self) -> None:
-        self.room_key = self._new_room_key()
-        for peer in list(self.room.members):
-            peer.session.send(self.room_key_message())
-            self.flush(peer)
-
-    def room_key_message(self) -> RoomKey:
-        return RoomKey(self.sealer.epoch, self.room_key, self.signing_key.public_key().public_bytes_raw())
-
-    def _new_room_key(self) -> bytes:
-        key = os.urandom(32)
-        self.sealer.set_room_key(self.sealer.epoch + 1, key)
-        return key
+    def report_once(self, text: str) -> None:
+        if text not in self.reported:
+            self.reported.add(text)
+            self.ui.show_note(text)
 
     # --- The server's own screen and keyboard ---------------------------------------------
-
-    def show_on_own_screen(self, event: RoomEvent) -> None:
-        for shown in self.transcript.receive([event], event.seq):
-            self.ui.show_text(format_event(shown), shown.sender)
 
     def member_names(self) -> list[str]:
         """The server first, then the members: what /who and the member list show."""
         return [self.room.server_name, *sorted(self.room.members.values())]
 
     def show_room_state(self) -> None:
-        self.ui.set_status(f"{self.room.server_name}: {len(self.room.members)} members, encrypted; "
+        count = len(self.room.members)
+        self.ui.set_status(f"{self.room.server_name}: {count} member{'' if count == 1 else 's'}, encrypted; "
                            f"TCP {self.address}, broadcast port {self.broadcast_to[1]}")
         self.ui.set_members(self.member_names())
 
@@ -300,19 +301,21 @@ class RoomServer:
             elif command == "/hash":
                 self.ui.show_note(self.transcript.summary())
             elif command == "/nick":
-                self.deliver(self.room.rename_server(argument))
+                self.room.rename_server(argument)
                 self.show_room_state()
             else:
-                self.deliver(self.room.server_says(text))
+                self.room.server_says(text)
         except ProtocolError as error:
-            self.ui.show_note(str(error))
-        self.flush_room()
+            self.ui.show_note(f"not sent: {error}")
+        self.after_round()
 
     def on_quit(self) -> None:
         """Tell every client goodbye and close. No leave events, no new room
         keys: the room itself is going away."""
-        for peer in self.peers:
-            peer.session.send(Goodbye("the server is shutting down"))
+        self.carry_out(self.room.tick(force=True))   # what was said goes out first
+        for peer in list(self.peers):
+            if peer.session.established:   # one still in its handshake cannot be told anything
+                peer.session.send(Goodbye("the server is shutting down"))
             self.selector.unregister(peer.sock)
             net.send_last_words_and_close(peer.sock, peer.session.outgoing)
         self.peers.clear()
@@ -329,18 +332,18 @@ def main(argv: list[str] | None = None) -> int:
         server = RoomServer(args, settings)
     except (ConfigError, OSError, ProtocolError) as error:
         print(f"cannot start the server: {error}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED
     server.ui = open_front_end(f"Lab 2 room: {args.name}", server.on_submit, server.on_quit,
                                headless=args.headless, poll_interval_ms=settings.poll_interval_ms)
     server.show_room_state()
     print(f"listening on {server.address}, broadcasting to {net.describe(server.broadcast_to)}",
           file=sys.stderr, flush=True)
-    server.ui.run(server.selector, tick=server.on_tick, tick_interval_ms=BATCH_WINDOW_MS,
-                  after_events=server.flush_room)
+    server.ui.run(server.selector, tick=server.on_tick, tick_interval_ms=int(BATCH_WINDOW_SECONDS * 1000),
+                  after_events=server.after_round)
     server.workers.close()
     server.accounts.close()
     print(server.transcript.summary(), file=sys.stderr, flush=True)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

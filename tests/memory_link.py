@@ -14,10 +14,9 @@ from common import noise
 from common.accounts import AccountStore, Argon2Cost
 from common.framing import DatagramOpener, DatagramSealer
 from common.messages import (
-    ErrorNotice, History, IgnoreList, Login, LoginAccepted, PrivateMessage,
-    Register, RoomBatch, RoomKey, encode,
+    ErrorNotice, History, IgnoreList, Login, LoginAccepted, PrivateMessage, Register, RoomKey, encode,
 )
-from common.room import ROOM, Room
+from common.room import Broadcast, Delivery, NewRoomKey, Room
 from common.session import SecureSession
 from common.transcript import Transcript, read_room_datagram
 
@@ -25,20 +24,19 @@ CHEAP_ARGON2 = Argon2Cost(memory_kib=64, iterations=1, lanes=1)
 
 
 class MemoryServer:
-    """The server's side: one SecureSession per connection, one Room."""
+    """The server's side: one SecureSession per connection, and the shipped
+    Room, whose instructions it carries out as lab2_udp/server.py does."""
 
     def __init__(self) -> None:
         self.private_key, self.public_key = noise.generate_keypair()
         self.psk = os.urandom(32)
         self.accounts = AccountStore(":memory:", CHEAP_ARGON2)
-        self.room = Room("server", self.accounts)
+        signing_key = Ed25519PrivateKey.generate()
+        self.room = Room("server", self.accounts, signing_key.public_key().public_bytes_raw())
+        self.sealer = DatagramSealer(signing_key)
+        self.sealer.set_room_key(self.room.epoch, self.room.room_key)
         self.sessions: dict[int, SecureSession] = {}
         self.clients: dict[int, MemoryClient] = {}
-        signing_key = Ed25519PrivateKey.generate()
-        self.signing_public_key = signing_key.public_key().public_bytes_raw()
-        self.sealer = DatagramSealer(signing_key)
-        self.room_key = os.urandom(32)
-        self.sealer.set_room_key(1, self.room_key)
 
     def connect(self, client: MemoryClient) -> None:
         conn = len(self.sessions) + 1
@@ -49,30 +47,34 @@ class MemoryServer:
         session = self.sessions[conn]
         for message in session.receive(data):
             if isinstance(message, (Login, Register)):
-                self._log_in(conn, message)
+                act = self.accounts.register if isinstance(message, Register) else self.accounts.login
+                self.carry_out(self.room.join(conn, act(message.name, message.password)))
             else:
-                self._deliver(self.room.handle(conn, message))
+                self.carry_out(self.room.handle(conn, message))
+        self.carry_out(self.room.tick(force=True))   # no batching window in memory
         self._flush(conn)
 
-    def _log_in(self, conn: int, message: Login | Register) -> None:
-        act = self.accounts.register if isinstance(message, Register) else self.accounts.login
-        name = act(message.name, message.password)
-        self.sessions[conn].send(RoomKey(1, self.room_key, self.signing_public_key))
-        self._deliver(self.room.join(conn, name))
+    def leave(self, conn: int) -> None:
+        """``conn`` closed its connection."""
+        del self.clients[conn]
+        self.room.leave(conn)
+        self.carry_out(self.room.tick(force=True))
 
-    def _deliver(self, deliveries) -> None:
-        for delivery in deliveries:
-            if delivery.to is ROOM:
-                datagram = self.sealer.seal(encode(RoomBatch((delivery.message,), self.room.latest_seq)))
-                for client in self.clients.values():
+    def carry_out(self, instructions) -> None:
+        for instruction in instructions:
+            if isinstance(instruction, Delivery):
+                self.sessions[instruction.to].send(instruction.message)
+                self._flush(instruction.to)
+            elif isinstance(instruction, Broadcast):
+                datagram = self.sealer.seal(encode(instruction.batch))
+                for client in list(self.clients.values()):
                     client.receive_datagram(datagram)
-            else:
-                self.sessions[delivery.to].send(delivery.message)
-                self._flush(delivery.to)
+            elif isinstance(instruction, NewRoomKey):
+                self.sealer.set_room_key(instruction.epoch, instruction.key)
 
     def _flush(self, conn: int) -> None:
         session = self.sessions[conn]
-        if session.outgoing:
+        if session.outgoing and conn in self.clients:
             data = bytes(session.outgoing)
             session.outgoing.clear()
             self.clients[conn].receive(data)
@@ -101,7 +103,7 @@ class MemoryClient:
             if isinstance(message, LoginAccepted):
                 self.name = message.name
             elif isinstance(message, RoomKey):
-                self.opener = DatagramOpener(message.signing_key)
+                self.opener = self.opener or DatagramOpener(message.signing_key)
                 self.opener.add_room_key(message.epoch, message.key)
             elif isinstance(message, IgnoreList):
                 self.ignored = message.names

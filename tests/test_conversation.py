@@ -63,7 +63,7 @@ def test_ignore_list_is_restored_at_the_next_login(server):
     bob = member(server, "bob", "bob's password")
     member(server, "alice")
     bob.send(IgnoreUser("alice"))
-    server.room.leave(bob.conn)
+    server.leave(bob.conn)
     bob_again = MemoryClient(server)
     bob_again.send(Login("bob", "bob's password"))
     assert bob_again.ignored == ("alice",)

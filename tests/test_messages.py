@@ -97,6 +97,26 @@ def test_blank_or_control_text_is_not_chat_text(text):
         m.checked_text(text)
 
 
+@pytest.mark.points(2)
+@pytest.mark.parametrize("text", [
+    "hi\u202e!dlrow",                              # a right-to-left override
+    "x\u2028#999 server: the exam is cancelled",   # a line separator
+    "x\u2029y", "zero\u200bwidth", "word\u2060joiner", "bom\ufeff", "\u2066isolate\u2069",
+    "e" + "\u0301" * 5,                             # accents stacked over the lines above
+    "wrap" + " " * 9 + "#999 server: the exam is cancelled",
+    "private\ue000use", "unassigned\U000e0080",
+])
+def test_text_that_could_pose_as_another_line_is_refused(text):
+    with pytest.raises(ProtocolError, match="may not"):
+        m.checked_text(text)
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("text", ["caf\u00e9", "cafe\u0301", "\u4f60\u597d", "\U0001f600 ok", "a" + " " * 8 + "b"])
+def test_ordinary_text_of_any_script_is_chat_text(text):
+    assert m.checked_text(text) == text
+
+
 names = st.text(min_size=0, max_size=30)
 messages = st.one_of(
     st.builds(m.Say, st.text(max_size=250)),

@@ -4,11 +4,16 @@ import pytest
 from common.accounts import AccountStore
 from common.errors import ProtocolError
 from common.messages import (
-    ErrorNotice, History, IgnoreUser, LoginRejected, MemberList, PrivateMessage, RepairRequest, RoomBatch,
-    RoomEvent, Say, WhoRequest,
+    ErrorNotice, History, IgnoreList, IgnoreUser, LoginAccepted, LoginRejected, MemberList, PrivateMessage, RepairRequest,
+    RoomBatch, RoomEvent, RoomKey, Say, WhoRequest,
 )
-from common.room import HISTORY_CHUNK_BYTES, ROOM, Delivery, Room
+from common.room import (
+    BATCH_WINDOW_SECONDS, HEARTBEAT_INTERVAL_SECONDS, HISTORY_CHUNK_BYTES, KEPT_FLOODING,
+    MAX_REFUSED_PER_WINDOW, MAX_REPAIR_EVENTS_PER_SECOND, Broadcast, Delivery, NewRoomKey, Room,
+)
 from tests.memory_link import CHEAP_ARGON2
+
+SIGNING_PUBLIC_KEY = bytes(32)
 
 
 class FakeClock:
@@ -29,7 +34,23 @@ def room(clock):
     accounts = AccountStore(":memory:", CHEAP_ARGON2)
     for name in ("alice", "bob", "carol"):
         accounts.register(name, "a good password")
-    return Room("server", accounts, max_members=2, max_messages_per_second=5, clock=clock)
+    return Room("server", accounts, SIGNING_PUBLIC_KEY, max_members=2, max_messages_per_second=5, clock=clock,
+                random_bytes=counting_bytes())
+
+
+def counting_bytes():
+    """A random source for tests: 0x01..., then 0x02..., so keys are told apart."""
+    count = 0
+
+    def next_bytes(size):
+        nonlocal count
+        count += 1
+        return bytes([count]) * size
+    return next_bytes
+
+
+def broadcast_events(instructions):
+    return [e for i in instructions if isinstance(i, Broadcast) for e in i.batch.events]
 
 
 @pytest.mark.points(2)
@@ -46,7 +67,8 @@ def test_every_room_event_gets_the_next_number(room):
 @pytest.mark.points(1)
 def test_a_say_is_broadcast_to_the_room_not_echoed_privately(room):
     room.join(1, "alice")
-    assert room.handle(1, Say("hello")) == [Delivery(ROOM, RoomEvent(2, "say", "alice", "hello"))]
+    assert room.handle(1, Say("hello")) == []
+    assert broadcast_events(room.tick()) == [RoomEvent(1, "join", "alice", ""), RoomEvent(2, "say", "alice", "hello")]
 
 
 @pytest.mark.points(1)
@@ -64,13 +86,44 @@ def test_a_full_room_refuses_newcomers_with_a_reason(room):
 
 
 @pytest.mark.points(2)
-def test_flooding_gets_an_error_to_the_flooder_only_and_the_allowance_refills(room, clock):
+def test_flooding_gets_one_notice_a_second_to_the_flooder_only_and_the_allowance_refills(room, clock):
     room.join(1, "alice")
     replies = [room.handle(1, Say(f"spam {i}")) for i in range(8)]
-    errors = [r for r in replies if r[0].to == 1 and isinstance(r[0].message, ErrorNotice)]
-    assert len(errors) == 3 and "slow down" in errors[0][0].message.text
+    notices = [r for reply in replies for r in reply]
+    assert len(notices) == 1 and notices[0].to == 1 and "slow down" in notices[0].message.text
+    assert room.latest_seq == 1 + 5                 # the join, then five of the eight
     clock.now += 1.0
-    assert room.handle(1, Say("later"))[0].to is ROOM
+    assert room.handle(1, Say("later")) == [] and room.log[-1].text == "later"
+
+
+@pytest.mark.points(2)
+def test_a_member_that_keeps_flooding_is_dropped(room, clock):
+    room.join(1, "alice")
+    for i in range(5 + MAX_REFUSED_PER_WINDOW):
+        room.handle(1, Say(f"spam {i}"))
+    with pytest.raises(ProtocolError, match=KEPT_FLOODING):
+        room.handle(1, Say("one more"))
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("request_", [WhoRequest(), RepairRequest(0), IgnoreUser("bob")])
+def test_every_kind_of_request_spends_the_budget(room, request_):
+    room.join(1, "alice")
+    replies = [room.handle(1, request_) for _ in range(6)]
+    assert any(isinstance(r.message, ErrorNotice) and "slow down" in r.message.text for r in replies[-1])
+
+
+@pytest.mark.points(2)
+def test_repairs_pull_at_most_an_allowance_of_events_per_second(room, clock):
+    room.join(1, "alice")
+    for i in range(3 * MAX_REPAIR_EVENTS_PER_SECOND):
+        room.server_says(f"line {i}")
+    pulled = 0
+    for _ in range(5):                               # within the request budget of one second
+        pulled += sum(len(d.message.events) for d in room.handle(1, RepairRequest(0)))
+    assert pulled == MAX_REPAIR_EVENTS_PER_SECOND
+    clock.now += 1.0
+    assert sum(len(d.message.events) for d in room.handle(1, RepairRequest(0))) > 0
 
 
 @pytest.mark.points(1)
@@ -113,7 +166,8 @@ def test_who_lists_the_server_first(room):
 @pytest.mark.points(1)
 def test_server_rename_is_a_numbered_event_and_cannot_take_a_members_name(room):
     room.join(1, "alice")
-    assert room.rename_server("host")[0].message == RoomEvent(2, "rename", "server", "host")
+    room.rename_server("host")
+    assert room.log[-1] == RoomEvent(2, "rename", "server", "host")
     with pytest.raises(ProtocolError):
         room.rename_server("alice")
 
@@ -161,8 +215,53 @@ def test_one_repair_answers_at_most_a_bounded_piece_and_says_there_is_more(room)
     assert first + rest == room.log
 
 
-@pytest.mark.points(1)
-def test_ignore_requests_count_against_the_rate_limit(room):
+@pytest.mark.points(2)
+def test_a_newcomer_gets_welcome_key_ignores_and_history_in_that_order(room):
     room.join(1, "alice")
-    replies = [room.handle(1, IgnoreUser("bob"))[0].message for _ in range(8)]
-    assert sum(isinstance(reply, ErrorNotice) and "slow down" in reply.text for reply in replies) == 3
+    kinds = [type(d.message) for d in room.join(2, "bob")]
+    assert kinds[:3] == [LoginAccepted, RoomKey, IgnoreList]
+    assert kinds[3:] and all(kind is History for kind in kinds[3:])
+
+
+@pytest.mark.points(3)
+def test_a_leave_flushes_under_the_old_key_then_hands_a_new_key_to_those_left(room):
+    room.join(1, "alice")
+    room.join(2, "bob")
+    room.tick()
+    room.handle(1, Say("before bob left"))
+    room.leave(2)
+    room.server_says("after bob left")
+    out = room.tick(force=True)
+    kinds = [type(i) for i in out]
+    assert kinds == [Broadcast, NewRoomKey, Delivery, Broadcast]
+    assert [e.text for e in out[0].batch.events] == ["before bob left"]
+    assert out[1] == NewRoomKey(2, bytes([2]) * 32) and out[2] == Delivery(1, RoomKey(2, bytes([2]) * 32, SIGNING_PUBLIC_KEY))
+    assert [(e.kind, e.sender) for e in out[3].batch.events] == [("leave", "bob"), ("say", "server")]
+
+
+@pytest.mark.points(2)
+def test_many_leaves_in_one_round_cost_one_new_key(clock):
+    accounts = AccountStore(":memory:", CHEAP_ARGON2)
+    room = Room("server", accounts, SIGNING_PUBLIC_KEY, max_members=600, clock=clock)
+    for conn in range(500):
+        room.join(conn, f"member_{conn}")
+    room.tick(force=True)
+    for conn in range(499):
+        room.leave(conn)
+    out = room.tick(force=True)
+    assert sum(isinstance(i, NewRoomKey) for i in out) == 1
+    assert [i.to for i in out if isinstance(i, Delivery)] == [499]
+    assert [e.sender for e in broadcast_events(out)] == [f"member_{conn}" for conn in range(499)]
+
+
+@pytest.mark.points(2)
+def test_events_wait_for_the_batching_window_only_while_the_room_is_busy(room, clock):
+    room.join(1, "alice")
+    assert len(broadcast_events(room.tick())) == 1          # after a quiet spell: at once
+    room.handle(1, Say("soon after"))
+    assert room.tick() == []                                  # busy: it waits for company ...
+    clock.now += BATCH_WINDOW_SECONDS
+    assert [e.text for e in broadcast_events(room.tick())] == ["soon after"]   # ... but not long
+    clock.now += HEARTBEAT_INTERVAL_SECONDS
+    [heartbeat] = room.tick()
+    assert heartbeat == Broadcast(RoomBatch((), room.latest_seq))

@@ -1,0 +1,133 @@
+"""Who may hold a server's resources before proving who they are, without any I/O.
+
+A connection costs the server a socket, a file descriptor and a little
+memory before its peer has shown anything: that it knows the pre-shared key
+(the handshake) or holds an account (the login). Someone without either
+must not be able to use those up and lock the members out. So:
+
+* ``PendingConnections`` bounds the connections that are not members yet,
+  in all and per source address. When a source is at its cap, its *own*
+  oldest pending connection makes room for its newest: a flood from one
+  address evicts only itself, never a member and never another address.
+* ``LoginQueue`` bounds the password checks waiting for a worker (each
+  costs tens of milliseconds of CPU, on purpose), in all and per source,
+  and hands the workers one check from each waiting source in turn: a
+  flood of logins from one address delays another address's login by one
+  check at most, and past its cap is refused at once.
+
+A server counts a source by IP address. Behind a NAT, or in a demo on one
+machine, many honest clients share one address: the caps leave them room.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from functools import partial
+
+
+class PendingConnections:
+    """Connections that have not logged in yet, oldest first, by source
+    address, each with the time by which it must have moved on."""
+
+    def __init__(self, max_total: int, max_per_source: int) -> None:
+        self.max_total = max_total
+        self.max_per_source = max_per_source
+        self._sources: OrderedDict[Hashable, str] = OrderedDict()   # conn -> source, oldest first
+        self._deadlines: dict[Hashable, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def __contains__(self, conn: Hashable) -> bool:
+        return conn in self._sources
+
+    def admit(self, conn: Hashable, source: str, deadline: float) -> list[Hashable]:
+        """Count ``conn`` from ``source`` as pending until ``deadline``; return
+        the connections to close to make room for it (none, or the oldest one
+        of the source that holds the most, which is ``source`` itself when it
+        is at its cap)."""
+        evicted = []
+        same_source = [c for c, s in self._sources.items() if s == source]
+        if len(same_source) >= self.max_per_source:
+            evicted.append(same_source[0])
+        elif len(self._sources) >= self.max_total:
+            counts: dict[str, int] = {}
+            for s in self._sources.values():
+                counts[s] = counts.get(s, 0) + 1
+            busiest = max(counts, key=counts.get)
+            evicted.append(next(c for c, s in self._sources.items() if s == busiest))
+        for old in evicted:
+            self.forget(old)
+        self._sources[conn], self._deadlines[conn] = source, deadline
+        return evicted
+
+    def extend(self, conn: Hashable, deadline: float) -> None:
+        """``conn`` reached its next step (the handshake is done): a new deadline."""
+        if conn in self._deadlines:
+            self._deadlines[conn] = deadline
+
+    def expired(self, now: float) -> list[Hashable]:
+        """The pending connections whose deadline has passed."""
+        return [conn for conn, deadline in self._deadlines.items() if deadline <= now]
+
+    def forget(self, conn: Hashable) -> None:
+        """``conn`` logged in or closed: it no longer counts."""
+        self._sources.pop(conn, None)
+        self._deadlines.pop(conn, None)
+
+
+class LoginQueue:
+    """Password checks waiting for a worker, fair between source addresses.
+
+    ``submit(call, on_done)`` hands a check to the workers (net.BackgroundWork
+    does); at most ``workers`` run at once, and the queue hands them one
+    check from each waiting source in turn.
+    """
+
+    def __init__(self, submit: Callable[[Callable, Callable], None], workers: int,
+                 max_queued: int, max_queued_per_source: int) -> None:
+        self._submit = submit
+        self.workers = workers
+        self.max_queued = max_queued
+        self.max_queued_per_source = max_queued_per_source
+        self.running = 0
+        self._waiting: OrderedDict[str, deque] = OrderedDict()   # source -> its jobs; next source first
+
+    def __len__(self) -> int:
+        return sum(len(jobs) for jobs in self._waiting.values())
+
+    def add(self, source: str, owner: Hashable, call: Callable, on_done: Callable) -> bool:
+        """Queue ``call`` for ``source``, on behalf of ``owner`` (a connection);
+        ``on_done(future)`` runs when it is done. Returns False if the queue, or
+        that source's share of it, is full: refuse that login now rather than
+        keep it waiting."""
+        jobs = self._waiting.get(source)
+        if len(self) >= self.max_queued or (jobs is not None and len(jobs) >= self.max_queued_per_source):
+            return False
+        self._waiting.setdefault(source, deque()).append((owner, call, on_done))
+        self._start()
+        return True
+
+    def discard(self, owner: Hashable) -> None:
+        """``owner``'s connection closed: drop its checks that have not started."""
+        for source in list(self._waiting):
+            jobs = deque(job for job in self._waiting[source] if job[0] is not owner)
+            if jobs:
+                self._waiting[source] = jobs
+            else:
+                del self._waiting[source]
+
+    def _start(self) -> None:
+        while self._waiting and self.running < self.workers:
+            source, jobs = next(iter(self._waiting.items()))
+            _owner, call, on_done = jobs.popleft()
+            del self._waiting[source]
+            if jobs:   # the source goes to the back of the line
+                self._waiting[source] = jobs
+            self.running += 1
+            self._submit(call, partial(self._finished, on_done))
+
+    def _finished(self, on_done: Callable, future) -> None:
+        self.running -= 1
+        self._start()
+        on_done(future)
