@@ -9,6 +9,8 @@ must not be able to use those up and lock the members out. So:
   in all and per source address. When a source is at its cap, its *own*
   oldest pending connection makes room for its newest: a flood from one
   address evicts only itself, never a member and never another address.
+* ``TokenBucket`` is the budget of one member, or one source: a steady pace
+  is allowed, a burst only up to a second's worth.
 * ``LoginQueue`` bounds the password checks waiting for a worker (each
   costs tens of milliseconds of CPU, on purpose), in all and per source,
   and hands the workers one check from each waiting source in turn: a
@@ -131,3 +133,23 @@ class LoginQueue:
         self.running -= 1
         self._start()
         on_done(future)
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``rate`` saved up: a steady pace is
+    always allowed, a burst only up to one second's worth."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate, self.tokens, self.refreshed_at = rate, rate, now
+
+    def available(self, now: float) -> float:
+        self.tokens = min(self.rate, self.tokens + (now - self.refreshed_at) * self.rate)
+        self.refreshed_at = now
+        return self.tokens
+
+    def take(self, now: float, amount: float = 1) -> bool:
+        """Spend ``amount`` tokens if there are that many; say whether we did."""
+        if self.available(now) < amount:
+            return False
+        self.tokens -= amount
+        return True

@@ -42,6 +42,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from common.accounts import AccountStore, normalise_name
+from common.admission import TokenBucket
 from common.errors import ProtocolError
 from common.framing import MAX_DATAGRAM_PLAINTEXT_BYTES
 from common.messages import (
@@ -91,26 +92,6 @@ def not_delivered(recipient: str) -> str:
     """The one reply for a DM that did not arrive. It never says why, so a
     sender cannot find out who ignores them."""
     return f"your message to {recipient} was not delivered"
-
-
-class TokenBucket:
-    """``rate`` tokens a second, at most ``rate`` saved up: a steady pace is
-    always allowed, a burst only up to one second's worth."""
-
-    def __init__(self, rate: float, now: float) -> None:
-        self.rate, self.tokens, self.refreshed_at = rate, rate, now
-
-    def available(self, now: float) -> float:
-        self.tokens = min(self.rate, self.tokens + (now - self.refreshed_at) * self.rate)
-        self.refreshed_at = now
-        return self.tokens
-
-    def take(self, now: float, amount: float = 1) -> bool:
-        """Spend ``amount`` tokens if there are that many; say whether we did."""
-        if self.available(now) < amount:
-            return False
-        self.tokens -= amount
-        return True
 
 
 @dataclass

@@ -15,21 +15,35 @@ to ask the server for everything after ``delivered_seq``. It waits a short
 grace period first (a reordered datagram often fills the gap by itself), and
 asks again only if the answer has not come in a while.
 
+A member that hears no datagram at all for DEAF_AFTER_SECONDS (broadcast
+blocked by Wi-Fi client isolation or a firewall, a wrong BROADCAST_ADDR) is
+"deaf": ``repair_due()`` then asks the server every REPAIR_RETRY_SECONDS
+for whatever it has, so the room goes on over TCP alone, only slower.
+
 A running SHA-256 over every delivered event lets screens and tests prove
 that two transcripts are equal by comparing a few hex digits.
+
+``DatagramGate`` decides which datagrams are worth opening at all. Checking
+a signature costs about 100 us, so a member who floods forgeries could keep
+every receiver busy. Once one datagram proved it came from the server, only
+datagrams from that same source address and port are opened; before that,
+each source may fail only a few times a second.
 """
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
 
+from common.admission import TokenBucket
 from common.errors import ProtocolError
 from common.framing import DatagramOpener
 from common.messages import PrivateMessage, RoomBatch, RoomEvent, decode, encode
 
 REPAIR_GRACE_SECONDS = 0.03   # a reordered datagram usually fills a gap by then
 REPAIR_RETRY_SECONDS = 0.25   # ask again if a repair has not arrived by then
+DEAF_AFTER_SECONDS = 1.0      # heartbeats come 4 times a second: this long without one is deafness
 MAX_EARLY_EVENTS = 10000      # a bound on what waits for a gap to fill
+FAILURES_PER_SOURCE_PER_SECOND = 10   # forgeries opened from one unproven source
 
 
 def read_room_datagram(opener: DatagramOpener, datagram: bytes) -> RoomBatch:
@@ -71,6 +85,8 @@ class Transcript:
         self._hash = hashlib.sha256()
         self._gap_since: float | None = None
         self._wait_seconds = REPAIR_GRACE_SECONDS
+        self.heard_at: float | None = None   # when the last datagram arrived (or we started listening)
+        self._asked_at = float("-inf")
 
     def receive(self, events: Iterable[RoomEvent], latest_seq: int = 0) -> list[RoomEvent]:
         """Take events in any order, with duplicates, and the server's newest
@@ -95,9 +111,23 @@ class Transcript:
         """True if the server has logged events that we have not delivered."""
         return self.latest_known_seq > self.delivered_seq
 
+    def heard(self, now: float) -> None:
+        """A genuine datagram arrived (or, at login, we started listening)."""
+        self.heard_at = now
+
+    def is_deaf(self, now: float) -> bool:
+        """True if no datagram has arrived for DEAF_AFTER_SECONDS since we
+        started listening: the room must come over TCP."""
+        return self.heard_at is not None and now - self.heard_at >= DEAF_AFTER_SECONDS
+
     def repair_due(self, now: float) -> int | None:
         """If a repair request should go out now, return the ``after_seq`` to
         ask for (and remember that we asked); otherwise None."""
+        if self.is_deaf(now):   # we would not notice a gap: ask for what there is
+            if now - self._asked_at < REPAIR_RETRY_SECONDS:
+                return None
+            self._asked_at = now
+            return self.delivered_seq
         if not self.has_gap:
             self._gap_since = None
             return None
@@ -115,3 +145,45 @@ class Transcript:
     def summary(self) -> str:
         """'transcript HASH COUNT': what /hash shows and what a clean exit prints last."""
         return f"transcript {self.digest()} {self.delivered_seq}"
+
+
+class DatagramGate:
+    """Which room datagrams are worth the cost of opening, and how many were."""
+
+    def __init__(self) -> None:
+        self.server_source: tuple | None = None   # (address, port) of the first genuine datagram
+        self._budgets: dict[tuple, TokenBucket] = {}
+        self.counts = {"opened": 0, "rejected": 0, "ignored": 0}
+
+    def worth_opening(self, source: tuple, now: float) -> bool:
+        """Whether to open a datagram from ``source``: yes from the server's
+        source; from others only before we know it, and within their budget."""
+        if self.server_source is not None:
+            worth = source == self.server_source
+        else:
+            budget = self._budgets.get(source)
+            if budget is None:
+                if len(self._budgets) > 1000:   # many sources: forget them, bounded memory
+                    self._budgets.clear()
+                budget = self._budgets[source] = TokenBucket(FAILURES_PER_SOURCE_PER_SECOND, now)
+            worth = budget.available(now) >= 1
+        if not worth:
+            self.counts["ignored"] += 1
+        return worth
+
+    def opened(self, source: tuple) -> None:
+        """A datagram from ``source`` proved genuine: it is the server's source."""
+        self.counts["opened"] += 1
+        self.server_source = source
+        self._budgets.clear()
+
+    def rejected(self, source: tuple, now: float) -> None:
+        """A datagram from ``source`` failed a check: it spends that source's budget."""
+        self.counts["rejected"] += 1
+        if source in self._budgets:
+            self._budgets[source].take(now)
+
+    def summary(self) -> str:
+        """'datagrams: N opened, N rejected, N ignored unopened'."""
+        return (f"datagrams: {self.counts['opened']} opened, {self.counts['rejected']} rejected, "
+                f"{self.counts['ignored']} ignored unopened")

@@ -39,12 +39,18 @@ from common.messages import (
     checked_text,
 )
 from common.session import SecureSession
-from common.transcript import Transcript, format_event, format_hidden, format_private, read_room_datagram
+from common.transcript import (
+    DatagramGate, Transcript, format_event, format_hidden, format_private, read_room_datagram,
+)
 from common.ui import ChatWindow, TerminalChat, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
 
 TICK_INTERVAL_MS = 50      # how often we check for gaps worth a repair request
+MAX_DATAGRAMS_PER_TURN = 64   # then the loop turns: a flood of datagrams cannot starve TCP
+DEAF_WARNING = ("no room datagram has arrived for a second: broadcast may be blocked (Wi-Fi client "
+                "isolation, a firewall on UDP port {port}) or BROADCAST_ADDR is wrong; following the "
+                "room over TCP instead, more slowly")
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
@@ -81,6 +87,9 @@ class RoomClient:
         self.sock = net.start_connect(*self.server)
         self.selector.register(self.sock, selectors.EVENT_WRITE, self.on_connected)
         self.opener: DatagramOpener | None = None   # until the server hands us the room key
+        self.gate = DatagramGate()
+        self.broadcast_port = settings.broadcast_port
+        self.warned_deaf = False
         self.transcript = Transcript()
         self.name = None
         self.server_name = None            # from LoginAccepted: first in the member list
@@ -150,6 +159,7 @@ class RoomClient:
         # still on their way.
         if self.opener is None:
             self.opener = DatagramOpener(message.signing_key)
+            self.transcript.heard(time.monotonic())   # from now on, silence means deafness
         self.opener.add_room_key(message.epoch, message.key)
 
     def handle_ignore_list(self, message: IgnoreList) -> None:
@@ -177,18 +187,23 @@ class RoomClient:
     # --- UDP: the room, heard by broadcast ------------------------------------------------
 
     def on_datagrams(self, _mask: int) -> None:
-        # Read every datagram waiting, not just one: fewer trips round the loop.
-        while True:
+        # Read the datagrams waiting, several per turn (fewer trips round the
+        # loop) but not without end: a flood must leave the TCP session a turn.
+        for _ in range(MAX_DATAGRAMS_PER_TURN):
             try:
-                datagram, _sender = self.udp.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)
+                datagram, source = self.udp.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)
             except BlockingIOError:
                 return
-            if self.opener is None:
-                continue   # not logged in yet: we could not read it anyway
+            now = time.monotonic()
+            if self.opener is None or not self.gate.worth_opening(source, now):
+                continue   # not logged in yet, or not from the server: not worth a signature check
             try:
                 batch = read_room_datagram(self.opener, datagram)
-            except ProtocolError:
-                continue   # forged, replayed, damaged or someone else's: drop it silently
+            except ProtocolError:   # forged, replayed, damaged or someone else's: drop it silently
+                self.gate.rejected(source, now)
+                continue
+            self.gate.opened(source)
+            self.transcript.heard(now)
             self.show(self.transcript.receive(batch.events, batch.latest_seq))
 
     def show(self, events) -> None:
@@ -221,7 +236,13 @@ class RoomClient:
 
     def tick(self) -> None:
         """Ask the server for what a gap says we missed (a few times a second at most)."""
-        after_seq = self.transcript.repair_due(time.monotonic())
+        now = time.monotonic()
+        if self.closed:
+            return
+        if self.transcript.is_deaf(now) and not self.warned_deaf:
+            self.warned_deaf = True
+            self.ui.show_note("! " + DEAF_WARNING.format(port=self.broadcast_port))
+        after_seq = self.transcript.repair_due(now)
         if after_seq is not None:
             self.send(RepairRequest(after_seq))
 
@@ -292,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     ui.set_input_enabled(False)   # until the login is accepted: typed lines wait, none is lost
     ui.run(client.selector, tick=client.tick, tick_interval_ms=TICK_INTERVAL_MS)
-    print(client.transcript.summary(), file=sys.stderr, flush=True)
+    if client.exit_code == EXIT_OK:   # on a failure, its reason stays the last line
+        print(client.gate.summary(), file=sys.stderr)
+        print(client.transcript.summary(), file=sys.stderr, flush=True)
     return client.exit_code
 
 
