@@ -365,3 +365,33 @@ def test_late_joiner_of_a_long_room_gets_all_of_it_in_pieces(room):
     carol = room.join("carol")
     wait_for_seq(carol, 701)
     assert room_lines(carol) == room_lines(server)
+
+
+@pytest.mark.points(3)
+def test_a_member_that_hears_no_broadcast_follows_the_room_over_tcp_and_says_why(room):
+    server = room.start_server()
+    alice = room.join("alice")
+    room.client_broadcast_port = free_udp_port()   # bob listens where nothing is ever sent
+    bob = room.join("bob")
+    alice.send_line("can you hear me?")
+    server.wait_for_stdout(r"^#3 alice: can you hear me\?$")
+    server.send_line("and me?")
+    for screen in (alice, bob):
+        screen.wait_for_stdout(r"^#3 alice: can you hear me\?$")
+        screen.wait_for_stdout(r"^#4 server: and me\?$")
+    bob.wait_for_stderr(r"no room datagram has arrived for a second: broadcast may be blocked")
+    assert sum("no room datagram" in line for line in bob.stderr_lines) == 1
+    assert not any("no room datagram" in line for line in alice.stderr_lines)
+    assert quit_and_hash(bob) == quit_and_hash(alice)
+
+
+@pytest.mark.points(1)
+def test_a_client_that_fails_ends_with_its_reason_not_a_transcript(room):
+    room.start_server()
+    room.join("alice")
+    second = room.start_client("alice", register=False)
+    assert second.wait_exit() == 1
+    assert second.stderr_lines[-1] == "alice is already in the room", second.output()
+    wrong = room.start_client("bob", register=False, password="not the password")
+    assert wrong.wait_exit() == 1
+    assert wrong.stderr_lines[-1].startswith("login failed"), wrong.output()
