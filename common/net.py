@@ -14,10 +14,13 @@ and are sent when the socket is writable: see ``send_pending``.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import queue
 import selectors
 import socket
+import struct
+import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -186,6 +189,50 @@ def broadcast_receiver(port: int) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+def interface_broadcast_addresses() -> dict[str, str] | None:
+    """Each network interface's IPv4 broadcast address, by interface name
+    ({'lo': '127.255.255.255', 'eth0': '192.168.1.255'}), or None where the OS
+    gives no portable way to ask (only Linux is asked, with the SIOCGIFBRDADDR
+    ioctl that ``ip addr`` uses too)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import fcntl   # Unix-only, so imported only here
+    siocgifbrdaddr = 0x8919
+    addresses = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _index, name in socket.if_nameindex():
+            if name == "lo":
+                # Loopback has no broadcast flag, but Linux hands a datagram sent to
+                # 127.255.255.255 to every socket bound on this machine: a one-machine class.
+                addresses[name] = "127.255.255.255"
+                continue
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(probe.fileno(), siocgifbrdaddr, request)
+            except OSError:   # no IPv4 address on this interface
+                continue
+            addresses[name] = socket.inet_ntoa(answer[20:24])
+    return addresses
+
+
+def broadcast_address_problem(address: str) -> str | None:
+    """Why datagrams sent to ``address`` may reach nobody, or None if it is a
+    broadcast (or multicast) address of one of this machine's interfaces, or
+    if the machine cannot tell."""
+    try:
+        parsed = ipaddress.IPv4Address(address)
+    except ValueError:
+        return f"BROADCAST_ADDR {address} is not an IPv4 address"
+    if parsed.is_multicast or address == "255.255.255.255":
+        return None
+    known = interface_broadcast_addresses()
+    if known is None or address in known.values():
+        return None
+    choices = ", ".join(f"{ip} ({name})" for name, ip in sorted(known.items()))
+    return (f"BROADCAST_ADDR {address} is not the broadcast address of any interface here; "
+            f"clients will hear the room only through repairs over TCP. Broadcast addresses: {choices}")
 
 
 # --- Slow work off the loop ----------------------------------------------------------

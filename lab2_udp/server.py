@@ -195,8 +195,7 @@ class RoomServer:
             self.pending.forget(peer)
             peer.phase = Phase.MEMBER
             self.ui.show_note(f"{name} joined from {peer.address}")
-            self.show_room_state()
-            self.flush(peer)
+            self.show_room_state()   # after_round() sends the welcome
         except (ProtocolError, OSError) as error:
             if not peer.session.outgoing:
                 peer.session.send(LoginRejected(str(error)))
@@ -310,8 +309,7 @@ class RoomServer:
         self.after_round()
 
     def on_quit(self) -> None:
-        """Tell every client goodbye and close. No leave events, no new room
-        keys: the room itself is going away."""
+        """Tell every client goodbye and close: the room itself is going away."""
         self.carry_out(self.room.tick(force=True))   # what was said goes out first
         for peer in list(self.peers):
             if peer.session.established:   # one still in its handshake cannot be told anything
@@ -338,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     server.show_room_state()
     print(f"listening on {server.address}, broadcasting to {net.describe(server.broadcast_to)}",
           file=sys.stderr, flush=True)
+    if problem := net.broadcast_address_problem(settings.broadcast_addr):
+        server.ui.show_note(f"warning: {problem}")
     server.ui.run(server.selector, tick=server.on_tick, tick_interval_ms=int(BATCH_WINDOW_SECONDS * 1000),
                   after_events=server.after_round)
     server.workers.close()

@@ -395,3 +395,13 @@ def test_a_client_that_fails_ends_with_its_reason_not_a_transcript(room):
     wrong = room.start_client("bob", register=False, password="not the password")
     assert wrong.wait_exit() == 1
     assert wrong.stderr_lines[-1].startswith("login failed"), wrong.output()
+
+
+@pytest.mark.points(1)
+def test_the_server_warns_when_the_broadcast_address_is_no_broadcast_address(room):
+    room.start_server("--broadcast-addr", "127.0.0.1").wait_for_stderr(
+        r"^warning: BROADCAST_ADDR 127\.0\.0\.1 is not the broadcast address of any interface")
+    good = room.start_server()
+    good.send_line("/quit")
+    assert good.wait_exit() == 0
+    assert not any(line.startswith("warning:") for line in good.stderr_lines), good.output()
