@@ -14,8 +14,8 @@ must not be able to use those up and lock the members out. So:
 * ``LoginQueue`` bounds the password checks waiting for a worker (each
   costs tens of milliseconds of CPU, on purpose), in all and per source,
   and hands the workers one check from each waiting source in turn: a
-  flood of logins from one address delays another address's login by one
-  check at most, and past its cap is refused at once.
+  flood of logins from one address delays another address's login only by
+  the checks already running, and past its cap is refused at once.
 
 A server counts a source by IP address. Behind a NAT, or in a demo on one
 machine, many honest clients share one address: the caps leave them room.
@@ -83,7 +83,8 @@ class LoginQueue:
 
     ``submit(call, on_done)`` hands a check to the workers (net.BackgroundWork
     does); at most ``workers`` run at once, and the queue hands them one
-    check from each waiting source in turn.
+    check from each waiting source in turn: the source whose last check
+    started longest ago goes first.
     """
 
     def __init__(self, submit: Callable[[Callable, Callable], None], workers: int,
@@ -93,7 +94,9 @@ class LoginQueue:
         self.max_queued = max_queued
         self.max_queued_per_source = max_queued_per_source
         self.running = 0
-        self._waiting: OrderedDict[str, deque] = OrderedDict()   # source -> its jobs; next source first
+        self._waiting: dict[str, deque] = {}        # source -> its jobs, oldest first
+        self._turns = 0                             # checks started so far
+        self._last_turn: dict[str, int] = {}        # source -> when it last had a check started
 
     def __len__(self) -> int:
         return sum(len(jobs) for jobs in self._waiting.values())
@@ -113,19 +116,22 @@ class LoginQueue:
     def discard(self, owner: Hashable) -> None:
         """``owner``'s connection closed: drop its checks that have not started."""
         for source in list(self._waiting):
-            jobs = deque(job for job in self._waiting[source] if job[0] is not owner)
-            if jobs:
-                self._waiting[source] = jobs
-            else:
+            self._waiting[source] = deque(job for job in self._waiting[source] if job[0] is not owner)
+            if not self._waiting[source]:
                 del self._waiting[source]
 
     def _start(self) -> None:
         while self._waiting and self.running < self.workers:
-            source, jobs = next(iter(self._waiting.items()))
+            # The source whose turn came longest ago (or never) goes next.
+            source = min(self._waiting, key=lambda s: self._last_turn.get(s, -1))
+            jobs = self._waiting[source]
             _owner, call, on_done = jobs.popleft()
-            del self._waiting[source]
-            if jobs:   # the source goes to the back of the line
-                self._waiting[source] = jobs
+            if not jobs:
+                del self._waiting[source]
+            if len(self._last_turn) > 1000:   # bounded memory, whatever the sources
+                self._last_turn = {s: t for s, t in self._last_turn.items() if s in self._waiting}
+            self._turns += 1
+            self._last_turn[source] = self._turns
             self.running += 1
             self._submit(call, partial(self._finished, on_done))
 
