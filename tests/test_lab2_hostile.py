@@ -149,10 +149,11 @@ def test_a_login_flood_from_one_address_neither_queues_without_end_nor_keeps_mem
     session.send(Register("alice", PASSWORD))            # ... then one from an honest member
     send_queued(member, session)
     receive_until(member, session, [], LoginAccepted)
-    # Checks are handed out one per address in turn: alice waited for the
-    # two already running, not for the whole flood.
+    # Checks are handed out one per address in turn: alice's starts right
+    # after one of the two already running, not after the whole flood (the
+    # queue holds 10), and two workers may finish in either order.
     alice_seq = int(server.wait_for_stdout(r"^#(\d+) \* alice joined$").group(1))
-    assert alice_seq <= 3, server.output()
+    assert alice_seq <= 4, server.output()
     refused = [m for sock, s in flood for m in read_until_closed_or_joined(sock, s)
                if isinstance(m, LoginRejected)]
     assert len(refused) >= 30 - 2 - MAX_QUEUED_LOGINS_PER_ADDRESS
