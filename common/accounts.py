@@ -340,6 +340,11 @@ class AccountStore:
             ).fetchall()
         return frozenset(target for (target,) in rows)
 
+    def exists(self, name: str) -> bool:
+        """Return whether ``name`` (already normalised) has an account."""
+        with self._locked():
+            return self._conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
+
     def _upgrade_ignores_table(self) -> None:
         """Databases made before any name could be ignored required the target to
         have an account. Copy their rows into a table without that rule."""

@@ -16,6 +16,7 @@ UTF-8, an over-long string or bytes left over after the last field all raise
 """
 from __future__ import annotations
 
+import enum
 import struct
 import unicodedata
 from dataclasses import dataclass, fields
@@ -131,6 +132,13 @@ class MemberList:
     TYPE: ClassVar[int] = 13
 
 
+@dataclass(frozen=True)
+class ChangeName:
+    """Client -> server (Lab 2): show me as ``name`` from now on (/nick)."""
+    name: str
+    TYPE: ClassVar[int] = 14
+
+
 # --- Lab 2: the room ------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -140,18 +148,19 @@ class Say:
     TYPE: ClassVar[int] = 20
 
 
-ROOM_EVENT_KINDS = ("say", "join", "leave", "rename")
+class EventKind(str, enum.Enum):
+    """What a room event is. On the wire, its value as a str field."""
+    SAY = "say"          # sender said text
+    JOIN = "join"        # sender joined; text is empty
+    LEAVE = "leave"      # sender left; text is empty
+    RENAME = "rename"    # sender (the old name) is now text (the new name)
 
 
 @dataclass(frozen=True)
 class RoomEvent:
-    """One numbered entry of the room's log, the same on every screen.
-
-    ``kind`` is one of ROOM_EVENT_KINDS; for "rename", ``sender`` is the old
-    name and ``text`` the new one.
-    """
+    """One numbered entry of the room's log, the same on every screen."""
     seq: int
-    kind: str
+    kind: EventKind
     sender: str
     text: str
     TYPE: ClassVar[int] = 21
@@ -198,7 +207,7 @@ class RoomBatch:
 Message = Union[
     Register, Login, LoginAccepted, LoginRejected, ChatMessage, Goodbye,
     ErrorNotice, PrivateMessage, IgnoreUser, UnignoreUser, IgnoreList,
-    WhoRequest, MemberList, Say, RoomEvent, RoomKey, RepairRequest, History,
+    WhoRequest, MemberList, ChangeName, Say, RoomEvent, RoomKey, RepairRequest, History,
     RoomBatch,
 ]
 MESSAGE_TYPES: dict[int, type] = {cls.TYPE: cls for cls in Message.__args__}
@@ -281,8 +290,6 @@ def _decode_span(data: bytes, start: int, end: int) -> Message:
         values.append(value)
     if offset != end:
         raise ProtocolError(f"{end - offset} unexpected bytes after {cls.__name__}")
-    if cls is RoomEvent and values[1] not in ROOM_EVENT_KINDS:
-        raise ProtocolError(f"unknown room event kind {values[1]!r}")
     return cls(*values)
 
 
@@ -293,7 +300,7 @@ def _layout(cls: type) -> list[tuple[str, str]]:
     """The (field name, wire kind) pairs of a message class, from its type hints."""
     if cls not in _LAYOUTS:
         hints = get_type_hints(cls)
-        kinds = {str: "str", int: "int", bytes: "bytes",
+        kinds = {str: "str", int: "int", bytes: "bytes", EventKind: "kind",
                  tuple[str, ...]: "names", tuple[RoomEvent, ...]: "events"}
         _LAYOUTS[cls] = [(f.name, kinds[hints[f.name]]) for f in fields(cls)]
     return _LAYOUTS[cls]
@@ -325,6 +332,14 @@ def _read_str(data: bytes, offset: int, end: int, field: str) -> tuple[str, int]
         return raw.decode("utf-8"), offset
     except UnicodeDecodeError:
         raise ProtocolError(f"field '{field}' is not valid UTF-8") from None
+
+
+def _read_kind(data: bytes, offset: int, end: int, field: str) -> tuple[EventKind, int]:
+    value, offset = _read_str(data, offset, end, field)
+    try:
+        return EventKind(value), offset
+    except ValueError:
+        raise ProtocolError(f"unknown room event kind {value!r}") from None
 
 
 def _read_int(data: bytes, offset: int, end: int, field: str) -> tuple[int, int]:
@@ -372,6 +387,14 @@ def _utf8(value: str, field: str) -> bytes:
         raise ProtocolError(f"field '{field}' is not valid Unicode text") from None
 
 
+def _write_kind(out: bytearray, value: object, field: str) -> None:
+    try:
+        kind = EventKind(value)   # an EventKind, or its str value
+    except ValueError:
+        raise ProtocolError(f"field '{field}' must be one of {', '.join(k.value for k in EventKind)}") from None
+    _write_str(out, kind.value, field)
+
+
 def _write_int(out: bytearray, value: object, field: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
         raise ProtocolError(f"field '{field}' must be a whole number from 0 to 2**64-1")
@@ -401,6 +424,7 @@ def _write_event(out: bytearray, value: object, field: str) -> None:
 
 _WRITERS = {
     "str": _write_str,
+    "kind": _write_kind,
     "int": _write_int,
     "bytes": _write_bytes,
     "names": lambda out, value, field: _write_list(out, value, field, _write_str),
@@ -408,6 +432,7 @@ _WRITERS = {
 }
 _READERS = {
     "str": _read_str,
+    "kind": _read_kind,
     "int": _read_int,
     "bytes": _read_bytes,
     "names": _read_names,

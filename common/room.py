@@ -46,7 +46,7 @@ from common.admission import TokenBucket
 from common.errors import ProtocolError
 from common.framing import MAX_DATAGRAM_PLAINTEXT_BYTES
 from common.messages import (
-    ErrorNotice, History, IgnoreList, IgnoreUser, LoginAccepted, LoginRejected,
+    ChangeName, ErrorNotice, EventKind, History, IgnoreList, IgnoreUser, LoginAccepted, LoginRejected,
     MemberList, Message, PrivateMessage, RepairRequest, RoomBatch, RoomEvent, RoomKey, Say,
     UnignoreUser, WhoRequest, checked_text, encode,
 )
@@ -128,7 +128,8 @@ class Room:
         self.clock = clock
         self._random_bytes = random_bytes
         self.log: list[RoomEvent] = []
-        self.members: dict[Hashable, str] = {}
+        self.members: dict[Hashable, str] = {}       # conn -> the name it is shown under
+        self._accounts: dict[Hashable, str] = {}     # conn -> its account: ignores follow this
         self._budgets: dict[Hashable, _Budget] = {}
         self.epoch, self.room_key = 1, random_bytes(ROOM_KEY_BYTES)
         self._outbox = _Outbox()
@@ -136,6 +137,7 @@ class Room:
             Say: self._handle_say, PrivateMessage: self._handle_private_message,
             IgnoreUser: self._handle_ignore, UnignoreUser: self._handle_unignore,
             WhoRequest: self._handle_who, RepairRequest: self._handle_repair,
+            ChangeName: self._handle_change_name,
         }
 
     @property
@@ -167,24 +169,25 @@ class Room:
             return [Delivery(conn, LoginRejected("the room is full; try again later"))]
         ignored = IgnoreList(tuple(sorted(self.accounts.ignored_by(name))))
         now = self.clock()
-        self.members[conn] = name
+        self.members[conn] = self._accounts[conn] = name
         self._budgets[conn] = _Budget(TokenBucket(self.max_messages_per_second, now),
                                       TokenBucket(MAX_REPAIR_EVENTS_PER_SECOND, now), window_started_at=now)
         welcome = [LoginAccepted(name, self.server_name), self.room_key_message(), ignored,
                    *self._history_after(conn, 0)]
-        self._log("join", name, "")
+        self._log(EventKind.JOIN, name, "")
         return [Delivery(conn, message) for message in welcome]
 
     def leave(self, conn: Hashable) -> None:
         """Forget ``conn``. If it was a member, the room sees it leave, and the
         next tick changes the room key."""
         self._budgets.pop(conn, None)
+        self._accounts.pop(conn, None)
         name = self.members.pop(conn, None)
         if name is None:
             return
         if self._outbox.rekey_at is None:
             self._outbox.rekey_at = len(self._outbox.events)
-        self._log("leave", name, "")
+        self._log(EventKind.LEAVE, name, "")
 
     # --- what members ask for -----------------------------------------------------
 
@@ -211,7 +214,7 @@ class Room:
 
     def server_says(self, text: str) -> None:
         """The server takes part in the room: its lines are numbered like anyone's."""
-        self._log("say", self.server_name, checked_text(text))
+        self._log(EventKind.SAY, self.server_name, checked_text(text))
 
     def rename_server(self, new_name: str) -> None:
         """Change the server's name; the room sees a numbered rename event."""
@@ -219,7 +222,7 @@ class Room:
         if new_name in self.members.values():
             raise ProtocolError(f"{new_name} is taken by a member")
         old_name, self.server_name = self.server_name, new_name
-        self._log("rename", old_name, new_name)
+        self._log(EventKind.RENAME, old_name, new_name)
 
     # --- what goes out, and when --------------------------------------------------
 
@@ -260,7 +263,7 @@ class Room:
     # --- the handlers -------------------------------------------------------------
 
     def _handle_say(self, conn: Hashable, name: str, message: Say) -> list[Delivery]:
-        self._log("say", name, checked_text(message.text))
+        self._log(EventKind.SAY, name, checked_text(message.text))
         return []
 
     def _handle_private_message(self, conn: Hashable, name: str, message: PrivateMessage) -> list[Delivery]:
@@ -269,19 +272,37 @@ class Room:
         text = checked_text(message.text)
         recipient = _normalised_or_none(message.recipient)
         target = next((c for c, member in self.members.items() if member == recipient), None)
-        if target is None or target == conn or name in self.accounts.ignored_by(recipient):
+        if target is None or target == conn or self._accounts[conn] in self.accounts.ignored_by(self._accounts[target]):
             return [Delivery(conn, ErrorNotice(not_delivered(message.recipient)))]
         delivered = PrivateMessage(name, recipient, text)
         # Both ends see the DM: the sender's copy confirms it arrived.
         return [Delivery(target, delivered), Delivery(conn, delivered)]
 
     def _handle_ignore(self, conn: Hashable, name: str, message: IgnoreUser) -> list[Delivery]:
-        self.accounts.ignore(name, normalise_name(message.name))
-        return [Delivery(conn, IgnoreList(tuple(sorted(self.accounts.ignored_by(name)))))]
+        self.accounts.ignore(self._accounts[conn], self._account_named(message.name))
+        return [Delivery(conn, IgnoreList(tuple(sorted(self.accounts.ignored_by(self._accounts[conn])))))]
 
     def _handle_unignore(self, conn: Hashable, name: str, message: UnignoreUser) -> list[Delivery]:
-        self.accounts.unignore(name, normalise_name(message.name))
-        return [Delivery(conn, IgnoreList(tuple(sorted(self.accounts.ignored_by(name)))))]
+        self.accounts.unignore(self._accounts[conn], self._account_named(message.name))
+        return [Delivery(conn, IgnoreList(tuple(sorted(self.accounts.ignored_by(self._accounts[conn])))))]
+
+    def _handle_change_name(self, conn: Hashable, name: str, message: ChangeName) -> list[Delivery]:
+        new_name = normalise_name(message.name)
+        if new_name == name:
+            raise ProtocolError(f"you are {name} already")
+        # Not a name on screen now, nor another account's: nobody may pose as someone else.
+        if (new_name in self.members.values() or new_name == self.server_name
+                or (new_name != self._accounts[conn] and self.accounts.exists(new_name))):
+            raise ProtocolError(f"{new_name} is taken")
+        self.members[conn] = new_name
+        self._log(EventKind.RENAME, name, new_name)
+        return []
+
+    def _account_named(self, raw_name: str) -> str:
+        """The account behind a name as a member typed it: a shown name of
+        someone in the room, or else an account name."""
+        shown = normalise_name(raw_name)
+        return next((self._accounts[c] for c, member in self.members.items() if member == shown), shown)
 
     def _handle_who(self, conn: Hashable, name: str, message: WhoRequest) -> list[Delivery]:
         return [Delivery(conn, MemberList((self.server_name, *sorted(self.members.values()))))]
@@ -306,7 +327,7 @@ class Room:
         return [History(chunk, self.latest_seq)
                 for chunk in pack_events(self.log[seq:seq + count], HISTORY_CHUNK_BYTES)]
 
-    def _log(self, kind: str, sender: str, text: str) -> None:
+    def _log(self, kind: EventKind, sender: str, text: str) -> None:
         event = RoomEvent(self.latest_seq + 1, kind, sender, text)
         self.log.append(event)
         self._outbox.events.append(event)

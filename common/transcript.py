@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from common.admission import TokenBucket
 from common.errors import ProtocolError
 from common.framing import DatagramOpener
-from common.messages import PrivateMessage, RoomBatch, RoomEvent, decode, encode
+from common.messages import EventKind, PrivateMessage, RoomBatch, RoomEvent, decode, encode
 
 REPAIR_GRACE_SECONDS = 0.03   # a reordered datagram usually fills a gap by then
 REPAIR_RETRY_SECONDS = 0.25   # ask again if a repair has not arrived by then
@@ -57,11 +57,11 @@ def read_room_datagram(opener: DatagramOpener, datagram: bytes) -> RoomBatch:
 
 def format_event(event: RoomEvent) -> str:
     """The one line every screen shows for a room event, byte for byte."""
-    if event.kind == "say":
+    if event.kind is EventKind.SAY:
         return f"#{event.seq} {event.sender}: {event.text}"
-    if event.kind == "rename":
+    if event.kind is EventKind.RENAME:
         return f"#{event.seq} * {event.sender} is now {event.text}"
-    return f"#{event.seq} * {event.sender} {'joined' if event.kind == 'join' else 'left'}"
+    return f"#{event.seq} * {event.sender} {'joined' if event.kind is EventKind.JOIN else 'left'}"
 
 
 def format_hidden(event: RoomEvent) -> str:
@@ -73,6 +73,45 @@ def format_hidden(event: RoomEvent) -> str:
 def format_private(message: PrivateMessage) -> str:
     """A DM line: it starts with "@", so it is never mistaken for a room line."""
     return f"@{message.sender} -> {message.recipient}: {message.text}"
+
+
+class Roster:
+    """Who is in the room, followed from the room's own numbered events, so
+    every screen (the server's too) lists the same names.
+
+    It also knows the account behind each shown name: a member who renames
+    stays the same account, so an ignore follows it (``account_of``). Fed
+    the whole log from #1 (a late joiner's history), it ends where everyone
+    else's is; the server is the one who never joins, so a rename of
+    someone who is not a member is the server's.
+    """
+
+    def __init__(self, server_name: str) -> None:
+        self.server_name = server_name
+        self._accounts: dict[str, str] = {}   # shown name -> account name
+
+    def apply(self, event: RoomEvent) -> None:
+        """Follow one event; a SAY changes nothing."""
+        if event.kind is EventKind.JOIN:   # at login, the shown name is the account name
+            self._accounts[event.sender] = event.sender
+        elif event.kind is EventKind.LEAVE:
+            self._accounts.pop(event.sender, None)
+        elif event.kind is EventKind.RENAME and event.sender in self._accounts:
+            self._accounts[event.text] = self._accounts.pop(event.sender)
+        elif event.kind is EventKind.RENAME:
+            self.server_name = event.text
+
+    def account_of(self, shown_name: str) -> str:
+        """The account behind a shown name (the name itself if not a member)."""
+        return self._accounts.get(shown_name, shown_name)
+
+    def name_of(self, account: str) -> str:
+        """The name ``account`` is shown under now (its own name if not a member)."""
+        return next((shown for shown, owner in self._accounts.items() if owner == account), account)
+
+    def names(self) -> list[str]:
+        """The server first, then the members in alphabetical order."""
+        return [self.server_name, *sorted(self._accounts)]
 
 
 class Transcript:

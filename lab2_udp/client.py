@@ -18,7 +18,8 @@ What this file demonstrates:
   numbered event comes back, in its place in the room's order.
 
 Typed lines: text is a room message; /msg NAME text, /ignore NAME,
-/unignore NAME, /who, /hash (the transcript's fingerprint), /quit (or Ctrl-X).
+/unignore NAME, /who, /nick NEWNAME, /hash (the transcript's fingerprint),
+/quit (or Ctrl-X).
 """
 from __future__ import annotations
 
@@ -33,14 +34,14 @@ from common.config import ConfigError, Settings, load_settings
 from common.errors import ProtocolError
 from common.framing import DatagramOpener
 from common.messages import (
-    ErrorNotice, Goodbye, History, IgnoreList, IgnoreUser, Login, LoginAccepted, LoginRejected,
-    MemberList, PrivateMessage, Register, RepairRequest, RoomEvent, RoomKey, Say, UnignoreUser,
+    ChangeName, ErrorNotice, EventKind, Goodbye, History, IgnoreList, IgnoreUser, Login, LoginAccepted, LoginRejected,
+    MemberList, PrivateMessage, Register, RepairRequest, RoomKey, Say, UnignoreUser,
     WhoRequest,
     checked_text,
 )
 from common.session import SecureSession
 from common.transcript import (
-    DatagramGate, Transcript, format_event, format_hidden, format_private, read_room_datagram,
+    DatagramGate, Roster, Transcript, format_event, format_hidden, format_private, read_room_datagram,
 )
 from common.ui import ChatWindow, TerminalChat, open_front_end
 
@@ -91,10 +92,9 @@ class RoomClient:
         self.broadcast_port = settings.broadcast_port
         self.warned_deaf = False
         self.transcript = Transcript()
-        self.name = None
-        self.server_name = None            # from LoginAccepted: first in the member list
-        self.members: set[str] = set()     # everyone else, followed from the room's events
-        self.ignored: frozenset[str] = frozenset()
+        self.account = None                # from LoginAccepted; our shown name may change (/nick)
+        self.roster = Roster("")           # who is in the room, from the room's own events
+        self.ignored: frozenset[str] = frozenset()   # accounts, not shown names
         self.handlers = {
             LoginAccepted: self.handle_login_accepted, LoginRejected: self.handle_login_rejected,
             RoomKey: self.handle_room_key, IgnoreList: self.handle_ignore_list,
@@ -144,8 +144,13 @@ class RoomClient:
     def flush(self) -> None:
         net.send_pending(self.selector, self.sock, self.session.outgoing)
 
+    @property
+    def name(self) -> str:
+        """The name the room shows us under now."""
+        return self.roster.name_of(self.account)
+
     def handle_login_accepted(self, message: LoginAccepted) -> None:
-        self.name, self.server_name = message.name, message.server_name
+        self.account, self.roster = message.name, Roster(message.server_name)
         self.ui.show_note(f"logged in as {self.name}")
         self.show_room_state()
         self.ui.set_input_enabled(True)
@@ -207,32 +212,19 @@ class RoomClient:
             self.show(self.transcript.receive(batch.events, batch.latest_seq))
 
     def show(self, events) -> None:
-        members_changed = False
         for event in events:
-            if event.kind == "say" and event.sender in self.ignored:
+            # An ignore is of an account: a member who renames stays hidden.
+            if event.kind is EventKind.SAY and self.roster.account_of(event.sender) in self.ignored:
                 self.ui.show_text(format_hidden(event), event.sender)
             else:
                 self.ui.show_text(format_event(event), event.sender)
-            if event.kind != "say":
-                self.follow_members(event)
-                members_changed = True
-        if members_changed:   # once per batch: a late joiner's history may hold hundreds
+            self.roster.apply(event)
+        if any(event.kind is not EventKind.SAY for event in events):   # once per batch, not per event
             self.show_room_state()
 
-    def follow_members(self, event: RoomEvent) -> None:
-        """Follow joins, leaves and renames. The room's own numbered events drive
-        the member list, so every screen lists the same names. A rename from
-        before our login changes nothing: LoginAccepted named the server."""
-        if event.kind == "join":
-            self.members.add(event.sender)
-        elif event.kind == "leave":
-            self.members.discard(event.sender)
-        elif event.sender == self.server_name:   # a rename: only the server has /nick
-            self.server_name = event.text
-
     def show_room_state(self) -> None:
-        self.ui.set_status(f"{self.name} in {self.server_name}'s room at {net.describe(self.server)}, encrypted")
-        self.ui.set_members([self.server_name, *sorted(self.members)])
+        self.ui.set_status(f"{self.name} in {self.roster.server_name}'s room at {net.describe(self.server)}, encrypted")
+        self.ui.set_members(self.roster.names())
 
     def tick(self) -> None:
         """Ask the server for what a gap says we missed (a few times a second at most)."""
@@ -260,6 +252,8 @@ class RoomClient:
                 self.send(UnignoreUser(rest.strip()))
             elif command == "/who":
                 self.send(WhoRequest())
+            elif command == "/nick":
+                self.send(ChangeName(rest.strip()))
             elif command == "/hash":
                 self.ui.show_note(self.transcript.summary())
             else:

@@ -41,10 +41,10 @@ from common.admission import LoginQueue, PendingConnections
 from common.config import ConfigError, Settings, load_settings
 from common.errors import ProtocolError
 from common.framing import DatagramSealer
-from common.messages import Goodbye, Login, LoginRejected, Register, RoomBatch, encode
+from common.messages import EventKind, Goodbye, Login, LoginRejected, Register, RoomBatch, encode
 from common.room import BATCH_WINDOW_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room
 from common.session import SecureSession
-from common.transcript import Transcript, format_event
+from common.transcript import Roster, Transcript, format_event
 from common.ui import open_front_end
 
 # --- Settings ------------------------------------------------------------------------
@@ -122,6 +122,7 @@ class RoomServer:
         self.listener_paused_until = 0.0     # out of file descriptors: stop accepting a while
         self.reported: set[str] = set()       # errors said once, not once per attempt
         self.transcript = Transcript()        # the server's own screen, hashed like a client's
+        self.roster = Roster(self.room.server_name)   # and its member list, from the same events
         self.ui = None
 
     # --- Connections ---------------------------------------------------------------------
@@ -194,8 +195,7 @@ class RoomServer:
                 return self.drop(peer, "login refused")
             self.pending.forget(peer)
             peer.phase = Phase.MEMBER
-            self.ui.show_note(f"{name} joined from {peer.address}")
-            self.show_room_state()   # after_round() sends the welcome
+            self.ui.show_note(f"{name} joined from {peer.address}")   # after_round() sends the welcome
         except (ProtocolError, OSError) as error:
             if not peer.session.outgoing:
                 peer.session.send(LoginRejected(str(error)))
@@ -215,7 +215,6 @@ class RoomServer:
         if name is not None:
             self.ui.show_note(f"{name} ({peer.address}) {reason}")
             self.room.leave(peer)   # the next tick re-keys the room and logs the leave
-            self.show_room_state()
         elif peer.phase is not Phase.HANDSHAKE:   # strangers, who never proved the key, go unnoted
             self.ui.show_note(f"{peer.address} {reason}")
 
@@ -236,8 +235,12 @@ class RoomServer:
             self.broadcaster.sendto(self.sealer.seal(encode(batch)), self.broadcast_to)
         except OSError as error:   # e.g. no route: clients will repair over TCP
             self.report_once(f"broadcast failed: {error}; clients will repair over TCP")
-        for event in self.transcript.receive(batch.events, batch.latest_seq):   # our own screen
+        events = self.transcript.receive(batch.events, batch.latest_seq)
+        for event in events:   # our own screen shows what the clients' do, as they do
             self.ui.show_text(format_event(event), event.sender)
+            self.roster.apply(event)
+        if any(event.kind is not EventKind.SAY for event in events):
+            self.show_room_state()
 
     def flush(self, peer: Peer) -> None:
         """Send what is queued for ``peer``. A peer that broke or stopped
@@ -282,26 +285,22 @@ class RoomServer:
 
     # --- The server's own screen and keyboard ---------------------------------------------
 
-    def member_names(self) -> list[str]:
-        """The server first, then the members: what /who and the member list show."""
-        return [self.room.server_name, *sorted(self.room.members.values())]
-
     def show_room_state(self) -> None:
-        count = len(self.room.members)
-        self.ui.set_status(f"{self.room.server_name}: {count} member{'' if count == 1 else 's'}, encrypted; "
+        names = self.roster.names()
+        count = len(names) - 1
+        self.ui.set_status(f"{names[0]}: {count} member{'' if count == 1 else 's'}, encrypted; "
                            f"TCP {self.address}, broadcast port {self.broadcast_to[1]}")
-        self.ui.set_members(self.member_names())
+        self.ui.set_members(names)
 
     def on_submit(self, text: str) -> None:
         command, _, argument = text.strip().partition(" ")
         try:
             if command == "/who":
-                self.ui.show_note("in the room: " + ", ".join(self.member_names()))
+                self.ui.show_note("in the room: " + ", ".join(self.roster.names()))
             elif command == "/hash":
                 self.ui.show_note(self.transcript.summary())
             elif command == "/nick":
                 self.room.rename_server(argument)
-                self.show_room_state()
             else:
                 self.room.server_says(text)
         except ProtocolError as error:

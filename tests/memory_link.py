@@ -14,11 +14,11 @@ from common import noise
 from common.accounts import AccountStore, Argon2Cost
 from common.framing import DatagramOpener, DatagramSealer
 from common.messages import (
-    ErrorNotice, History, IgnoreList, Login, LoginAccepted, PrivateMessage, Register, RoomKey, encode,
+    ErrorNotice, EventKind, History, IgnoreList, Login, LoginAccepted, PrivateMessage, Register, RoomKey, encode,
 )
 from common.room import Broadcast, Delivery, NewRoomKey, Room
 from common.session import SecureSession
-from common.transcript import Transcript, read_room_datagram
+from common.transcript import Roster, Transcript, format_event, format_hidden, read_room_datagram
 
 CHEAP_ARGON2 = Argon2Cost(memory_kib=64, iterations=1, lanes=1)
 
@@ -102,6 +102,7 @@ class MemoryClient:
         for message in self.session.receive(data):
             if isinstance(message, LoginAccepted):
                 self.name = message.name
+                self.roster = Roster(message.server_name)
             elif isinstance(message, RoomKey):
                 self.opener = self.opener or DatagramOpener(message.signing_key)
                 self.opener.add_room_key(message.epoch, message.key)
@@ -120,9 +121,10 @@ class MemoryClient:
             self._show(self.transcript.receive(batch.events, batch.latest_seq))
 
     def _show(self, events) -> None:
-        for event in events:
-            hidden = event.kind == "say" and event.sender in self.ignored
-            self.screen.append(f"#{event.seq} (hidden)" if hidden else f"#{event.seq} {event.kind} {event.sender}: {event.text}")
+        for event in events:   # as lab2_udp/client.py shows them
+            hidden = event.kind is EventKind.SAY and self.roster.account_of(event.sender) in self.ignored
+            self.screen.append(format_hidden(event) if hidden else format_event(event))
+            self.roster.apply(event)
 
     def _flush(self) -> None:
         data = bytes(self.session.outgoing)

@@ -3,7 +3,7 @@ handshake, registration, login, room chat, a DM and an ignore."""
 import pytest
 
 from common.errors import ProtocolError
-from common.messages import IgnoreUser, Login, PrivateMessage, Register, Say, UnignoreUser
+from common.messages import ChangeName, IgnoreUser, Login, PrivateMessage, Register, Say, UnignoreUser
 from tests.memory_link import MemoryClient, MemoryServer
 
 
@@ -28,8 +28,8 @@ def test_whole_conversation_gives_every_member_the_same_room_transcript(server):
     carol = member(server, "carol")                  # a late joiner gets the history first
     carol.send(Say("what did I miss?"))
     room_lines = [[line for line in c.screen if line.startswith("#")] for c in (alice, bob, carol)]
-    assert room_lines[0] == ["#1 join alice: ", "#2 join bob: ", "#3 say alice: hi bob",
-                             "#4 say bob: hi alice", "#5 join carol: ", "#6 say carol: what did I miss?"]
+    assert room_lines[0] == ["#1 * alice joined", "#2 * bob joined", "#3 alice: hi bob",
+                             "#4 bob: hi alice", "#5 * carol joined", "#6 carol: what did I miss?"]
     assert room_lines[0] == room_lines[1] == room_lines[2]
     assert alice.transcript.digest() == bob.transcript.digest() == carol.transcript.digest()
 
@@ -51,7 +51,7 @@ def test_ignored_user_gets_no_private_message_and_is_hidden_in_the_room(server):
     assert not any("are you there" in line for line in bob.screen)
     assert "! your message to bob was not delivered" in alice.screen
     alice.send(Say("hello room"))
-    assert bob.screen[-1].endswith("(hidden)") and alice.screen[-1].endswith("alice: hello room")
+    assert "(hidden" in bob.screen[-1] and alice.screen[-1].endswith("alice: hello room")
     assert alice.transcript.digest() == bob.transcript.digest()        # same numbering, same log
     bob.send(UnignoreUser("alice"))
     alice.send(PrivateMessage("alice", "bob", "now?"))
@@ -75,3 +75,44 @@ def test_wrong_password_is_refused(server):
     intruder = MemoryClient(server)
     with pytest.raises(ProtocolError, match="login failed"):
         intruder.send(Login("alice", "a wrong one"))
+
+
+@pytest.mark.points(2)
+def test_a_rename_is_a_numbered_event_that_leaves_earlier_lines_as_they_were(server):
+    alice, bob = member(server, "alice"), member(server, "bob")
+    alice.send(Say("before"))
+    alice.send(ChangeName("Ally"))
+    alice.send(Say("after"))
+    assert alice.screen[-3:] == ["#3 alice: before", "#4 * alice is now ally", "#5 ally: after"]
+    assert bob.screen[-3:] == alice.screen[-3:] and bob.transcript.digest() == alice.transcript.digest()
+    assert bob.roster.names() == alice.roster.names() == ["server", "ally", "bob"]
+
+
+@pytest.mark.points(2)
+def test_a_renamed_member_cannot_escape_an_ignore(server):
+    alice, bob = member(server, "alice"), member(server, "bob")
+    bob.send(IgnoreUser("alice"))
+    alice.send(ChangeName("not_alice"))
+    alice.send(Say("it is not me"))
+    alice.send(PrivateMessage("not_alice", "bob", "psst"))
+    assert "(hidden" in bob.screen[-1] and not any("psst" in line for line in bob.screen)
+    assert "! your message to bob was not delivered" in alice.screen
+
+
+@pytest.mark.points(2)
+def test_ignoring_a_shown_name_ignores_the_account_behind_it(server):
+    alice, bob = member(server, "alice"), member(server, "bob")
+    alice.send(ChangeName("ally"))
+    bob.send(IgnoreUser("ally"))
+    assert bob.ignored == ("alice",)
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("taken", ["bob", "server", "carol", "alice"])
+def test_a_member_cannot_take_a_name_in_use_or_another_accounts(server, taken):
+    alice, _bob = member(server, "alice"), member(server, "bob")
+    member(server, "carol")
+    server.leave(3)                                  # carol's account exists, carol is gone
+    alice.send(ChangeName(taken))
+    assert alice.screen[-1] in (f"! {taken} is taken", "! you are alice already")
+    assert server.room.log[-1].kind.value != "rename"

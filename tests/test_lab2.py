@@ -405,3 +405,27 @@ def test_the_server_warns_when_the_broadcast_address_is_no_broadcast_address(roo
     good.send_line("/quit")
     assert good.wait_exit() == 0
     assert not any(line.startswith("warning:") for line in good.stderr_lines), good.output()
+
+
+@pytest.mark.points(3)
+def test_a_member_renames_and_every_screen_follows_the_account(room):
+    server = room.start_server()
+    alice, bob = room.join("alice"), room.join("bob")
+    bob.send_line("/ignore alice")
+    bob.wait_for_stderr(r"^you ignore: alice$")
+    alice.send_line("before")
+    alice.send_line("/nick ally")
+    alice.send_line("after")
+    for screen in (server, alice, bob):
+        screen.wait_for_stdout(r"^#4 \* alice is now ally$")
+    for screen in (server, alice):
+        screen.wait_for_stdout(r"^#3 alice: before$")
+        screen.wait_for_stdout(r"^#5 ally: after$")
+    bob.wait_for_stdout(r"^~#5 \(hidden")             # a new name does not escape an ignore
+    alice.send_line("/nick bob")
+    alice.wait_for_stderr(r"^! bob is taken$")
+    alice.send_line("/msg bob still me")
+    alice.wait_for_stderr(r"^! your message to bob was not delivered$")
+    alice.send_line("/who")
+    alice.wait_for_stderr(r"^in the room: server, ally, bob$")
+    assert quit_and_hash(alice) == quit_and_hash(bob)

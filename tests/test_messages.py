@@ -12,7 +12,7 @@ SAMPLES = [
     m.LoginAccepted("alice", "server"), m.LoginRejected("login failed"),
     m.ChatMessage("alice", "héllo ✓"), m.Goodbye("quit"), m.ErrorNotice("slow down"),
     m.PrivateMessage("alice", "bob", "psst"), m.IgnoreUser("carol"), m.UnignoreUser("carol"),
-    m.IgnoreList(("carol", "dave")), m.WhoRequest(), m.MemberList(("server", "alice")),
+    m.IgnoreList(("carol", "dave")), m.WhoRequest(), m.MemberList(("server", "alice")), m.ChangeName("ally"),
     m.Say("hi all"), EVENT, m.RoomKey(3, bytes(32), bytes(range(32))), m.RepairRequest(41),
     m.History((EVENT, m.RoomEvent(8, "join", "bob", "")), 9), m.RoomBatch((), 12),
 ]
@@ -121,7 +121,7 @@ names = st.text(min_size=0, max_size=30)
 messages = st.one_of(
     st.builds(m.Say, st.text(max_size=250)),
     st.builds(m.PrivateMessage, names, names, st.text(max_size=250)),
-    st.builds(m.RoomEvent, st.integers(0, 2**64 - 1), st.sampled_from(m.ROOM_EVENT_KINDS), names, st.text(max_size=200)),
+    st.builds(m.RoomEvent, st.integers(0, 2**64 - 1), st.sampled_from(m.EventKind), names, st.text(max_size=200)),
     st.builds(m.MemberList, st.lists(names, max_size=20).map(tuple)),
     st.builds(m.RoomKey, st.integers(0, 2**64 - 1), st.binary(max_size=64), st.binary(max_size=64)),
 )
