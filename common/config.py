@@ -24,10 +24,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from dotenv import dotenv_values
 
-KEY_BYTES = 32  # the PSK and both X25519 keys; written as 64 hex digits
+from common.noise import KEY_BYTES, generate_keypair, public_key_of
+
+# KEY_BYTES (noise.py): the PSK and both X25519 keys, each written as 64 hex digits.
 
 # Every setting: its name, its default ("" means no default) and the comment that
 # documents it in a generated .env. The file .env.example repeats these; a test keeps the
@@ -168,8 +169,7 @@ def load_settings(
     # Two keys that are not a pair would only show up later, as a failed handshake on
     # every client. Checking here gives the real cause instead.
     if settings.server_private_key is not None:
-        private_key = X25519PrivateKey.from_private_bytes(settings.server_private_key)
-        if private_key.public_key().public_bytes_raw() != settings.server_public_key:
+        if public_key_of(settings.server_private_key) != settings.server_public_key:
             raise ConfigError(
                 "SERVER_PRIVATE_KEY does not match SERVER_PUBLIC_KEY "
                 f"(check {path} and the environment): clients would refuse this server"
@@ -246,11 +246,11 @@ def create_env_file(path: str | os.PathLike) -> None:
     Raises FileExistsError rather than replace an existing file: new keys would lock
     out every client that has the old ones.
     """
-    server_key = X25519PrivateKey.generate()
+    private_key, public_key = generate_keypair()
     values = {
         "CHAT_PSK": os.urandom(KEY_BYTES).hex(),
-        "SERVER_PRIVATE_KEY": server_key.private_bytes_raw().hex(),
-        "SERVER_PUBLIC_KEY": server_key.public_key().public_bytes_raw().hex(),
+        "SERVER_PRIVATE_KEY": private_key.hex(),
+        "SERVER_PUBLIC_KEY": public_key.hex(),
     }
     lines = [_GENERATED_HEADER]
     for name, default, comment in _SETTINGS:

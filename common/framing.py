@@ -27,13 +27,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from common.errors import ProtocolError
+from common.noise import TAG_BYTES   # ChaCha20-Poly1305's tag, in records and datagrams alike
 
 LENGTH_BYTES = 2
-MAX_RECORD_BYTES = 16384        # checked before a single byte of the body is buffered
+MAX_RECORD_BYTES = 16384        # checked as soon as the 2 length bytes are in
 MAX_DATAGRAM_BYTES = 1200       # stays under every path's MTU: no IP fragmentation
 DATAGRAM_VERSION = 1
 _HEADER = struct.Struct(">BIQ")
-TAG_BYTES = 16
 SIGNATURE_BYTES = 64
 DATAGRAM_OVERHEAD_BYTES = _HEADER.size + TAG_BYTES + SIGNATURE_BYTES
 MAX_DATAGRAM_PLAINTEXT_BYTES = MAX_DATAGRAM_BYTES - DATAGRAM_OVERHEAD_BYTES
@@ -62,8 +62,9 @@ class RecordDecoder:
 
         recv() can return half a record, or two records at once: TCP keeps no
         message boundaries, so leftovers wait here for the next call. Raises
-        ProtocolError on a length of 0 or over the maximum, before the body is
-        buffered, so a hostile length cannot make us allocate anything.
+        ProtocolError on a length of 0 or over the maximum as soon as its two
+        bytes are in: a hostile length cannot make us wait for, or keep, more
+        than the one recv() that carried it.
         """
         self._buffer += data
         bodies = []

@@ -5,6 +5,10 @@ come out. Messages to send go in through ``send()``; the bytes to write
 collect in ``outgoing``, which the role file flushes when the socket is
 writable. The session runs in two phases:
 
+A session that failed (a bad record, a wrong key) refuses every further
+call, as ``noise.HandshakeState`` does: its keys may be out of step, and
+nothing it would decrypt could be trusted.
+
 1. Handshake: two records of Noise NKpsk0 (``-> psk, e, es`` then
    ``<- e, ee``). The client proves it knows the pre-shared key, and only
    the real server, holding the private half of the pinned public key, can
@@ -19,7 +23,7 @@ from __future__ import annotations
 from common import noise
 from common.errors import ProtocolError
 from common.framing import MAX_RECORD_BYTES, RecordDecoder, encode_record
-from common.messages import Message, decode, encode
+from common.messages import Goodbye, Message, decode, encode
 
 # Both ends mix this into the handshake, so a peer speaking another protocol
 # (or another version of this one) fails the handshake instead of misreading us.
@@ -35,6 +39,8 @@ class SecureSession:
         self._decoder = RecordDecoder()
         self._send_cipher: noise.CipherState | None = None
         self._receive_cipher: noise.CipherState | None = None
+        self._failure: str | None = None      # why the session failed, once it has
+        self.closed = False
         self.outgoing = bytearray()
         if initiator:
             self.outgoing += encode_record(handshake.write_message())
@@ -66,16 +72,22 @@ class SecureSession:
         or a message that does not decode. The session is then unusable:
         the caller closes the connection.
         """
+        self._refuse_if_failed()
         messages = []
-        for body in self._decoder.feed(data):
-            if self._handshake is not None:
-                self._continue_handshake(body)
-            else:
-                messages.append(self._open(body))
+        try:
+            for body in self._decoder.feed(data):
+                if self._handshake is not None:
+                    self._continue_handshake(body)
+                else:
+                    messages.append(self._open(body))
+        except ProtocolError as error:
+            self._failure = str(error)
+            raise
         return messages
 
     def send(self, message: Message) -> None:
         """Encrypt ``message`` and queue its record in ``outgoing``."""
+        self._refuse_if_failed()
         if self._send_cipher is None:
             raise ProtocolError("cannot send before the handshake is complete")
         plaintext = encode(message)
@@ -84,6 +96,20 @@ class SecureSession:
             raise ProtocolError(f"{type(message).__name__} is too long for one record")
         header = length.to_bytes(2, "big")
         self.outgoing += header + self._send_cipher.encrypt(plaintext, ad=header)
+
+    def close(self, reason: str) -> None:
+        """End the session: queue ``Goodbye(reason)`` in ``outgoing`` if the peer
+        can still read it (the handshake is done and nothing failed), then
+        refuse further use. Closing twice is the same as once."""
+        if self.established and not self.closed and self._failure is None:
+            self.send(Goodbye(reason))
+        self.closed = True
+
+    def _refuse_if_failed(self) -> None:
+        if self._failure is not None:
+            raise ProtocolError(f"this session failed earlier ({self._failure}) and cannot be used")
+        if self.closed:
+            raise ProtocolError("this session is closed")
 
     def _continue_handshake(self, body: bytes) -> None:
         handshake = self._handshake

@@ -264,8 +264,7 @@ class RoomClient:
             self.fail(f"connection lost: {error}")
 
     def on_quit(self) -> None:
-        if self.session.established:
-            self.session.send(Goodbye("quit"))
+        self.session.close("quit")   # a Goodbye, once the handshake is done
         self.close()
 
     def fail(self, reason: str) -> None:

@@ -311,8 +311,7 @@ class RoomServer:
         """Tell every client goodbye and close: the room itself is going away."""
         self.carry_out(self.room.tick(force=True))   # what was said goes out first
         for peer in list(self.peers):
-            if peer.session.established:   # one still in its handshake cannot be told anything
-                peer.session.send(Goodbye("the server is shutting down"))
+            peer.session.close("the server is shutting down")   # a Goodbye, if it can read one
             self.selector.unregister(peer.sock)
             net.send_last_words_and_close(peer.sock, peer.session.outgoing)
         self.peers.clear()

@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 from common import noise
 from common.errors import ProtocolError
-from common.messages import ChatMessage, Login
+from common.messages import ChatMessage, Goodbye, Login, Say
 from common.session import SecureSession
 
 SERVER_PRIVATE, SERVER_PUBLIC = noise.generate_keypair()
@@ -143,3 +143,33 @@ def test_mutated_records_after_the_handshake_raise_only_protocol_error(data):
         server.receive(bytes(wire[cut:]))
     except ProtocolError:
         pass  # rejected cleanly
+
+
+@pytest.mark.points(2)
+def test_a_failed_session_refuses_every_further_use():
+    client, server = connected_pair()
+    client.send(Say("hello"))
+    record = bytearray(client.outgoing)
+    record[-1] ^= 1                                   # tampered
+    with pytest.raises(ProtocolError):
+        server.receive(bytes(record))
+    with pytest.raises(ProtocolError, match="failed earlier"):
+        server.receive(b"")
+    with pytest.raises(ProtocolError, match="failed earlier"):
+        server.send(Say("anything"))
+    server.close("bye")                               # nothing can be said on a broken session
+    assert not server.outgoing
+
+
+@pytest.mark.points(1)
+def test_closing_says_goodbye_only_once_the_handshake_is_done():
+    early = SecureSession.client(PSK, SERVER_PUBLIC)
+    before = bytes(early.outgoing)
+    early.close("quit")
+    assert bytes(early.outgoing) == before            # the first handshake record, nothing more
+    client, server = connected_pair()
+    client.close("quit")
+    client.close("quit again")
+    assert server.receive(bytes(client.outgoing)) == [Goodbye("quit")]
+    with pytest.raises(ProtocolError, match="closed"):
+        client.send(Say("after the end"))
