@@ -11,6 +11,11 @@ as ``handler(mask)``. A loop is then just::
 
 Outgoing bytes wait in a per-connection bytearray (``SecureSession.outgoing``)
 and are sent when the socket is writable: see ``send_pending``.
+
+A server takes connections through an ``Acceptor`` (limits, and no busy spin
+when file descriptors run out); a client makes one with a ``Connector``
+(every address a host name stands for, in turn). ``BackgroundWork`` runs slow
+calls in threads and hands their results back to the loop.
 """
 from __future__ import annotations
 
@@ -116,7 +121,7 @@ class Acceptor:
     def _on_readable(self, _mask: int) -> None:
         try:
             sock, addr = accept(self._listener)
-        except BlockingIOError:   # the caller gave up before we got to it
+        except BlockingIOError:   # nobody is waiting after all: the caller gave up
             return
         except OSError as error:
             if error.errno in _OUT_OF_RESOURCES:
@@ -218,8 +223,8 @@ class Connector:
         self._selector = selector
         self._on_connected = on_connected
         self._on_failed = on_failed
-        # getaddrinfo lists the addresses in the order the system prefers
-        # (RFC 6724), each once per socket type we did not ask for: drop repeats.
+        # getaddrinfo lists the addresses in the order this system prefers
+        # (RFC 6724). An address listed twice (in /etc/hosts, say) is tried once.
         found = resolve(host, port, type=socket.SOCK_STREAM)
         self._addresses = list(dict.fromkeys(
             (family, kind, proto, addr) for family, kind, proto, _name, addr in found))

@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Lab 1 client: one-to-one encrypted chat over TCP. Settings not given "
                     f"here come from the environment, then from the env file. The password "
                     f"comes from ${PASSWORD_VARIABLE}, else from a prompt.")
-    parser.add_argument("--host", help="the server's address (default: SERVER_HOST)")
+    parser.add_argument("--host", help="the server's address or host name; every address a "
+                                       "name stands for is tried in turn (default: SERVER_HOST)")
     parser.add_argument("--port", type=int, help="the server's TCP port (default: LAB1_PORT)")
     parser.add_argument("--name", required=True, help="your account name (3-20 of a-z, 0-9, _)")
     parser.add_argument("--register", action="store_true",

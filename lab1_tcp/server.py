@@ -67,8 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m lab1_tcp.server",
         description="Lab 1 server: one-to-one encrypted chat over TCP. Settings not given "
                     "here come from the environment, then from the env file.")
-    parser.add_argument("--host", help="address to listen on (default: SERVER_HOST; "
-                                       "0.0.0.0 listens on every interface, for a LAN)")
+    parser.add_argument("--host", help="address to listen on (default: SERVER_HOST; 0.0.0.0: "
+                                       "every IPv4 interface, for a LAN; :: every IPv6 and IPv4 "
+                                       "one; ::1 the IPv6 loopback)")
     parser.add_argument("--port", type=int, help="TCP port (default: LAB1_PORT); "
                                                  "0 lets the OS pick a free one")
     parser.add_argument("--name", default=DEFAULT_NAME,
