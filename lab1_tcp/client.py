@@ -91,7 +91,7 @@ class ChatClient:
         try:
             self.connector = net.Connector(self.selector, self.host, self.port,
                                            self.on_connected, self.on_connect_failed)
-        except OSError as error:   # the host name does not resolve
+        except OSError as error:   # the name does not resolve, or no address could be tried
             self.end(f"cannot reach the server at {self.address}: {error.strerror or error}")
 
     def on_connected(self, sock: socket.socket) -> None:
