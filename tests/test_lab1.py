@@ -25,7 +25,8 @@ from lab1_tcp.server import (
     HANDSHAKE_TIMEOUT_SECONDS, LOGIN_TIMEOUT_SECONDS, MAX_OUTGOING_BYTES, MAX_WAITING_PER_ADDRESS,
 )
 from tests.procs import (
-    DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file, role_overrides,
+    DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file, role_command,
+    role_overrides,
 )
 from tests.raw_peer import receive_until, register_raw, send_queued
 from tests.tcp_proxy import ChunkingProxy
@@ -109,6 +110,7 @@ def role_module(module: str):
         return importlib.import_module(module)
     spec = importlib.util.spec_from_file_location("graded_" + module.replace(".", "_"), path)
     role = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = role   # dataclasses look their module up while it runs
     spec.loader.exec_module(role)
     return role
 
@@ -204,8 +206,10 @@ def test_help_explains_every_option(module, options):
 @pytest.mark.points(1)
 @pytest.mark.parametrize("module", [SERVER, CLIENT])
 def test_mistyped_port_names_the_flag(module):
-    result = subprocess.run([sys.executable, "-m", module, "--port", "abc", "--name", "alice"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE_SECONDS)
+    env = dict(os.environ)
+    result = subprocess.run([*role_command(module, env), "--port", "abc", "--name", "alice"],
+                            cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=DEADLINE_SECONDS)
     assert result.returncode == 2   # argparse's code for a bad command line
     assert "argument --port: invalid int value: 'abc'" in result.stderr
     assert "LAB1_PORT" not in result.stderr
