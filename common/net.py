@@ -11,9 +11,15 @@ as ``handler(mask)``. A loop is then just::
 
 Outgoing bytes wait in a per-connection bytearray (``SecureSession.outgoing``)
 and are sent when the socket is writable: see ``send_pending``.
+
+A server takes connections through an ``Acceptor`` (limits, and no busy spin
+when file descriptors run out); a client makes one with a ``Connector``
+(every address a host name stands for, in turn). ``BackgroundWork`` runs slow
+calls in threads and hands their results back to the loop.
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import queue
@@ -21,6 +27,8 @@ import selectors
 import socket
 import struct
 import sys
+import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -45,6 +53,11 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
     else:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if sock.family == socket.AF_INET6:
+        # Bound to "::", an IPv6 socket can take IPv4 connections too (they show
+        # as ::ffff:127.0.0.1), if IPV6_V6ONLY is off. Linux has it off by
+        # default, Windows on: we say what we want, so "::" means every address.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     try:
         sock.bind((host, port))
         sock.listen(LISTEN_BACKLOG)
@@ -55,21 +68,108 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+# accept() fails with these when a per-process (EMFILE) or system-wide (ENFILE)
+# table of file descriptors, or kernel memory, is full.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_PAUSE_SECONDS = 1.0      # how long the listener rests when we are out of descriptors
+NOTE_INTERVAL_SECONDS = 10.0    # at most one note per this long about refused connections
+
+
+class Acceptor:
+    """Accept connections on a listening socket, within limits, without ever
+    spinning, and without turning a flood of connections into a flood of notes.
+
+        Acceptor(selector, listener, admit, on_connection, note)
+
+    For each new connection, ``admit(addr)`` returns None to take it, or why
+    not: the connection is then closed at once, before any work is spent on
+    it. ``on_connection(sock, addr)`` gets the ones taken (non-blocking, Nagle
+    off). ``note(text)`` reports trouble, at most once per
+    NOTE_INTERVAL_SECONDS, with a count of what happened in between.
+
+    Out of file descriptors, accept() fails but leaves the connection queued,
+    so the listener stays readable: a loop that simply tried again would spin
+    at 100% CPU. So the Acceptor stops watching the listener, and ``tick()``,
+    called from the loop's timer, watches it again ACCEPT_PAUSE_SECONDS later,
+    when closed connections may have freed some descriptors.
+    """
+
+    def __init__(self, selector: selectors.BaseSelector, listener: socket.socket,
+                 admit: Callable[[tuple], str | None],
+                 on_connection: Callable[[socket.socket, tuple], None],
+                 note: Callable[[str], None]) -> None:
+        self._selector = selector
+        self._listener = listener
+        self._admit = admit
+        self._on_connection = on_connection
+        self._note = note
+        self._paused_until: float | None = None
+        self._unreported = 0               # refusals and failures not noted yet
+        self._quiet_until = 0.0            # no note before this time
+        selector.register(listener, selectors.EVENT_READ, self._on_readable)
+
+    def tick(self) -> None:
+        """Call every second or so: resumes accepting after a pause, and counts
+        the trouble that was not noted yet."""
+        now = time.monotonic()
+        if self._paused_until is not None and now >= self._paused_until:
+            self._paused_until = None
+            self._selector.register(self._listener, selectors.EVENT_READ, self._on_readable)
+        if self._unreported and now >= self._quiet_until:
+            self._note(f"{self._unreported} more connections refused or failed since the last note")
+            self._unreported = 0
+            self._quiet_until = now + NOTE_INTERVAL_SECONDS
+
+    def _on_readable(self, _mask: int) -> None:
+        try:
+            sock, addr = accept(self._listener)
+        except BlockingIOError:   # nobody is waiting after all: the caller gave up
+            return
+        except OSError as error:
+            if error.errno in _OUT_OF_RESOURCES:
+                self._selector.unregister(self._listener)
+                self._paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
+                self._trouble(f"cannot accept connections: {error.strerror}; "
+                              f"pausing {ACCEPT_PAUSE_SECONDS:g} s at a time")
+            else:   # the caller reset the connection while it waited (ECONNABORTED)
+                self._trouble(f"a connection attempt failed: {error.strerror or error}")
+            return
+        refusal = self._admit(addr)
+        if refusal is not None:
+            sock.close()
+            self._trouble(f"refused a connection from {describe(addr)}: {refusal}")
+            return
+        self._on_connection(sock, addr)
+
+    def _trouble(self, text: str) -> None:
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._note(text)
+            self._quiet_until = now + NOTE_INTERVAL_SECONDS
+        else:   # tick() gives the count later
+            self._unreported += 1
+
+
 def accept(listener: socket.socket) -> tuple[socket.socket, tuple]:
     """Accept one waiting connection and return it, ready for the loop: non-blocking,
     with Nagle's algorithm off. Raises BlockingIOError if nobody was waiting."""
     conn, addr = listener.accept()
-    _prepare(conn)
+    try:
+        _prepare(conn)
+    except OSError:   # the peer reset it already: close it, or the descriptor leaks
+        conn.close()
+        raise
     return conn, addr
 
 
 def start_connect(host: str, port: int) -> socket.socket:
-    """Begin connecting to (host, port) without waiting, and return the socket.
+    """Begin connecting to the first address ``host`` resolves to, without
+    waiting, and return the socket.
 
     The connection is made once the socket turns writable: register it for
-    EVENT_WRITE, then call ``finish_connect``. Looking the name up still
-    blocks, briefly; an address like 192.168.1.20 needs no lookup at all.
-    Raises OSError if the name does not resolve.
+    EVENT_WRITE, then call ``finish_connect``. Enough for a numeric address
+    (127.0.0.1 has only one); for a name, use ``Connector``, which tries
+    every address. Raises OSError if the name does not resolve.
     """
     family, kind, proto, _name, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
@@ -87,6 +187,106 @@ def finish_connect(sock: socket.socket) -> None:
     error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if error:
         raise OSError(error, os.strerror(error))
+
+
+Resolver = Callable[..., list]   # socket.getaddrinfo, or a stand-in a test controls
+
+
+class Connector:
+    """Connect to (host, port) without blocking the loop, trying every address
+    the name resolves to, in turn, as ``socket.create_connection`` does.
+
+    A name may stand for several addresses: ``localhost`` is often ::1 first,
+    then 127.0.0.1. A server listening on 127.0.0.1 only refuses the ::1
+    attempt, and a client that gave up there would say "connection refused"
+    about a server that is up. So on each failure we close that socket, start
+    the next address, and only when none is left report them all::
+
+        Connector(selector, "localhost", 5050, on_connected, on_failed)
+
+    ``on_connected(sock)`` runs in the loop once one address answers: the
+    socket is connected, non-blocking, and no longer registered (register it
+    with your own handler). ``on_failed(reason)`` runs if every address
+    failed; ``reason`` is the error, or, for several addresses, each one tried
+    and why it failed. Looking the name up still blocks, briefly; an address
+    like 192.168.1.20 needs no lookup. Like create_connection without a
+    timeout, an address that never answers holds us until the OS gives up
+    (about two minutes on Linux) before the next one is tried; RFC 8305
+    ("Happy Eyeballs") starts the next after 250 ms, left out to keep this short.
+
+    Raises OSError at once if the name does not resolve, or if no address
+    could even be tried (no IPv6 on this machine, say).
+    """
+
+    def __init__(self, selector: selectors.BaseSelector, host: str, port: int,
+                 on_connected: Callable[[socket.socket], None],
+                 on_failed: Callable[[str], None],
+                 resolve: Resolver = socket.getaddrinfo) -> None:
+        self._selector = selector
+        self._on_connected = on_connected
+        self._on_failed = on_failed
+        # getaddrinfo lists the addresses in the order this system prefers
+        # (RFC 6724). An address listed twice (in /etc/hosts, say) is tried once.
+        found = resolve(host, port, type=socket.SOCK_STREAM)
+        self._addresses = list(dict.fromkeys(
+            (family, kind, proto, addr) for family, kind, proto, _name, addr in found))
+        self._failures: list[tuple[tuple, str]] = []   # (address, why it failed)
+        self._address: tuple = ()                  # the address of the attempt in flight
+        self.sock: socket.socket | None = None     # the socket of that attempt
+        if not self._start_next():
+            raise OSError(self._reason())
+
+    def cancel(self) -> None:
+        """Give up the attempt in flight (the user quit while connecting)."""
+        if self.sock is not None:
+            self._selector.unregister(self.sock)
+            self.sock.close()
+            self.sock = None
+
+    def _start_next(self) -> bool:
+        """Start connecting to the next address; False if none is left."""
+        while self._addresses:
+            family, kind, proto, addr = self._addresses.pop(0)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as error:   # e.g. an IPv6 address on a machine without IPv6
+                self._failures.append((addr, error.strerror or str(error)))
+                continue
+            _prepare(sock)
+            # connect_ex returns an error number instead of raising. EINPROGRESS
+            # (or EWOULDBLOCK on Windows) means "started": TCP's handshake goes
+            # on in the kernel while our loop keeps running; any other error
+            # number means this address failed at once (no route to it).
+            error = sock.connect_ex(addr)
+            if error not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+                sock.close()
+                self._failures.append((addr, os.strerror(error)))
+                continue
+            self.sock = sock
+            self._address = addr
+            self._selector.register(sock, selectors.EVENT_WRITE, self._on_writable)
+            return True
+        return False
+
+    def _on_writable(self, _mask: int) -> None:
+        # Writable means TCP's handshake is over, one way or the other:
+        # SO_ERROR says which (finish_connect raises if it failed).
+        sock, self.sock = self.sock, None
+        self._selector.unregister(sock)
+        try:
+            finish_connect(sock)
+        except OSError as error:
+            sock.close()
+            self._failures.append((self._address, error.strerror))
+            if not self._start_next():
+                self._on_failed(self._reason())
+            return
+        self._on_connected(sock)
+
+    def _reason(self) -> str:
+        if len(self._failures) == 1:   # one address: its error says it all
+            return self._failures[0][1]
+        return "tried " + ", ".join(f"{describe(addr)} ({why})" for addr, why in self._failures)
 
 
 def receive(sock: socket.socket) -> bytes:
@@ -267,7 +467,15 @@ class BackgroundWork:
         self._wake_reader.recv(RECV_BYTES)  # the bytes only woke us; the queue holds the results
         while not self._finished.empty():
             future, on_done = self._finished.get()
-            on_done(future)
+            # Each on_done is the error boundary of its own peer. If one still
+            # raises (a bug), the others queued behind it must run all the
+            # same, and the loop must go on: as in CPython's socketserver, we
+            # report the error and carry on.
+            try:
+                on_done(future)
+            except Exception:   # any bug in one callback: reported, then the next one runs
+                print("a background callback failed:", file=sys.stderr)
+                traceback.print_exc()
 
     def close(self) -> None:
         """Wait for running calls, then release the threads and the socketpair."""

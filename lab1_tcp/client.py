@@ -7,7 +7,8 @@ side quits.
 
 What this file demonstrates:
 - a non-blocking connect: the window stays alive while TCP's own handshake
-  runs, and a refused connection is reported, not hung on;
+  runs; every address a host name stands for is tried in turn (net.Connector),
+  and a refused connection is reported, not hung on;
 - one ``selectors`` loop, polled from Tk with ``after()`` (common/ui.py);
 - a sans-IO session (common/session.py) and a dispatch table;
 - telling the user exactly what went wrong: no server, a wrong key, a
@@ -43,14 +44,15 @@ QUIT_REASON = "quit"
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
-def parse_arguments() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m lab1_tcp.client",
         description="Lab 1 client: one-to-one encrypted chat over TCP. Settings not given "
                     f"here come from the environment, then from the env file. The password "
                     f"comes from ${PASSWORD_VARIABLE}, else from a prompt.")
-    parser.add_argument("--host", help="the server's address (default: SERVER_HOST)")
-    parser.add_argument("--port", help="the server's TCP port (default: LAB1_PORT)")
+    parser.add_argument("--host", help="the server's address or host name; every address a "
+                                       "name stands for is tried in turn (default: SERVER_HOST)")
+    parser.add_argument("--port", type=int, help="the server's TCP port (default: LAB1_PORT)")
     parser.add_argument("--name", required=True, help="your account name (3-20 of a-z, 0-9, _)")
     parser.add_argument("--register", action="store_true",
                         help="create the account first, then log in with it")
@@ -58,7 +60,7 @@ def parse_arguments() -> argparse.Namespace:
                         help="no window: chat through stdin and stdout")
     parser.add_argument("--env", default=".env",
                         help="settings file, copied from the server machine (default: .env)")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 # --- The connection and the protocol -------------------------------------------------
@@ -68,14 +70,14 @@ class ChatClient:
 
     def __init__(self, settings: Settings, name: str, register: bool, headless: bool) -> None:
         self.host, self.port = settings.host, settings.lab1_port
-        self.address = f"{self.host}:{self.port}"
+        self.address = net.describe((self.host, self.port))
         self.name = name                  # replaced by the server's spelling at login
         self.register = register
         self.password = ""
         self.session = SecureSession.client(settings.psk, settings.server_public_key)
         self.selector = selectors.DefaultSelector()
-        self.sock: socket.socket | None = None
-        self.connected = False            # TCP connection made
+        self.connector: net.Connector | None = None   # while TCP connects
+        self.sock: socket.socket | None = None        # once it has
         self.logged_in = False
         self.exit_code = EXIT_OK
         self.ui = open_front_end(f"Lab 1 client: {name}", self.say, self.quit,
@@ -84,34 +86,35 @@ class ChatClient:
         self.ui.set_input_enabled(False)
 
     def connect(self) -> None:
-        """Start connecting; the loop finishes the job when the socket turns writable."""
+        """Start connecting; the loop calls on_connected (or on_connect_failed)."""
         self.ui.set_status(f"connecting to {self.address}")
         try:
-            self.sock = net.start_connect(self.host, self.port)
-        except OSError as error:   # the host name does not resolve
+            self.connector = net.Connector(self.selector, self.host, self.port,
+                                           self.on_connected, self.on_connect_failed)
+        except OSError as error:   # the name does not resolve, or no address could be tried
             self.end(f"cannot reach the server at {self.address}: {error.strerror or error}")
-            return
-        # The first handshake record is already in session.outgoing: it goes out
-        # as soon as the connection is made.
-        self.selector.register(self.sock, selectors.EVENT_WRITE, self.on_event)
+
+    def on_connected(self, sock: socket.socket) -> None:
+        self.connector, self.sock = None, sock
+        self.ui.set_status(f"connected to {self.address}: handshake")
+        # The first handshake record is already in session.outgoing: it goes
+        # out now, and the server's answer wakes on_event.
+        self.selector.register(sock, selectors.EVENT_READ, self.on_event)
+        self.on_event(selectors.EVENT_WRITE)
+
+    def on_connect_failed(self, reason: str) -> None:
+        self.connector = None
+        self.end(f"cannot reach the server at {self.address}: {reason}")
 
     def on_event(self, mask: int) -> None:
         try:
-            if not self.connected:
-                net.finish_connect(self.sock)   # OSError if refused or unreachable
-                self.connected = True
-                self.ui.set_status(f"connected to {self.address}: handshake")
             if mask & selectors.EVENT_READ and not self.on_readable():
                 return
             net.send_pending(self.selector, self.sock, self.session.outgoing)
         except ProtocolError as error:
             self.end(f"the server broke the protocol: {error}")
         except OSError as error:
-            reason = error.strerror or str(error)
-            if self.connected:
-                self.end(f"lost the connection to the server: {reason}")
-            else:
-                self.end(f"cannot reach the server at {self.address}: {reason}")
+            self.end(f"lost the connection to the server: {error.strerror or error}")
 
     def on_readable(self) -> bool:
         """Handle the bytes that arrived; return False if the session is over."""
@@ -179,6 +182,9 @@ class ChatClient:
 
     def end(self, why: str, exit_code: int = EXIT_FAILED) -> None:
         """The session is over: close the socket and show why."""
+        if self.connector is not None:
+            self.connector.cancel()
+            self.connector = None
         if self.sock is not None:
             self.selector.unregister(self.sock)
             self.sock.close()
@@ -204,6 +210,9 @@ class ChatClient:
 
     def quit(self) -> None:
         """The user quits: say goodbye if we are in a session, then close."""
+        if self.connector is not None:   # still connecting: nobody to tell
+            self.connector.cancel()
+            self.connector = None
         if self.sock is None:
             return
         self.selector.unregister(self.sock)
@@ -222,7 +231,7 @@ class ChatClient:
         self.connect()
         # Poll only once a socket is registered: on Windows, select() with
         # nothing to watch raises an error.
-        if self.sock is not None:
+        if self.connector is not None:
             self.ui.run(self.selector)
         self.selector.close()
         return self.exit_code
@@ -230,12 +239,12 @@ class ChatClient:
 
 # --- main ---------------------------------------------------------------------------
 
-def main() -> int:
-    args = parse_arguments()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         # create=False: a client must use the server's keys, never make its own.
         settings = load_settings(args.env, create=False, overrides={
-            "SERVER_HOST": args.host, "LAB1_PORT": args.port})
+            "SERVER_HOST": args.host, "LAB1_PORT": None if args.port is None else str(args.port)})
     except ConfigError as error:
         print(f"client: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -1,10 +1,10 @@
 """Lab 1 server: a one-to-one encrypted chat over TCP.
 
 The server listens and waits. One client connects, runs the Noise handshake,
-logs in (or registers first), and the two of you chat. Whoever connects while
-a chat is under way completes the handshake, is told that the server is busy,
-and is closed; the chat goes on undisturbed. When the client leaves, the
-server waits for the next one.
+logs in (or registers first), and the two of you chat. Whoever completes the
+handshake (or a login) while a chat is under way is told that the server is
+busy, and is closed; the chat goes on undisturbed. When the client leaves,
+the server waits for the next one.
 
 What this file demonstrates:
 - one thread, one ``selectors`` loop, non-blocking sockets, and an outgoing
@@ -13,7 +13,9 @@ What this file demonstrates:
 - a dispatch table from message class to handler;
 - slow password hashing in a worker thread whose result comes back through
   the loop, so the window never freezes;
-- one bad peer is dropped, and never stops the server.
+- one bad peer is dropped, and never stops the server;
+- what a stranger without the key can cost us is bounded: time, connections,
+  memory (docs/lab1.md, "What a stranger can and cannot do to the server").
 
 Run it (python -m lab1_tcp.server --help explains every option):
     python -m lab1_tcp.server [--host H] [--port P] [--name NAME] [--headless] [--env FILE] [--db FILE]
@@ -25,6 +27,7 @@ import selectors
 import socket
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -47,21 +50,28 @@ SHUTDOWN_REASON = "the server is shutting down"
 # Hashing a password takes 30-60 ms on purpose. One worker is enough for Lab 1:
 # there is at most one client to log in.
 PASSWORD_WORKERS = 1
-# A client logs in right after its handshake. One that doesn't (a port scanner,
-# a stuck program) would hold the chat slot, or a socket, forever: it is dropped.
-LOGIN_TIMEOUT_SECONDS = 30
-TICK_INTERVAL_MS = 1000
+# The chat slot belongs to a client that has logged in, never to a mere
+# connection. Connections that have not logged in are bounded in time and number,
+# so a port scanner, a stuck program or a stranger without the key cannot keep a
+# member out. An honest client needs milliseconds for each step.
+HANDSHAKE_TIMEOUT_SECONDS = 5    # to complete the Noise handshake after connecting
+LOGIN_TIMEOUT_SECONDS = 10       # to log in after the handshake
+MAX_CONNECTIONS = 64             # open connections in all, the chat included
+MAX_WAITING_PER_ADDRESS = 8      # from one address, connections not logged in yet
+MAX_OUTGOING_BYTES = 1 << 20     # a peer this far behind has stopped reading: drop it
+TICK_INTERVAL_MS = 500
 
 
-def parse_arguments() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m lab1_tcp.server",
         description="Lab 1 server: one-to-one encrypted chat over TCP. Settings not given "
                     "here come from the environment, then from the env file.")
-    parser.add_argument("--host", help="address to listen on (default: SERVER_HOST; "
-                                       "0.0.0.0 listens on every interface, for a LAN)")
-    parser.add_argument("--port", help="TCP port (default: LAB1_PORT); "
-                                       "0 lets the OS pick a free one")
+    parser.add_argument("--host", help="address to listen on (default: SERVER_HOST; 0.0.0.0: "
+                                       "every IPv4 interface, for a LAN; :: every IPv6 and IPv4 "
+                                       "one; ::1 the IPv6 loopback)")
+    parser.add_argument("--port", type=int, help="TCP port (default: LAB1_PORT); "
+                                                 "0 lets the OS pick a free one")
     parser.add_argument("--name", default=DEFAULT_NAME,
                         help=f"your name in the chat (default: {DEFAULT_NAME})")
     parser.add_argument("--headless", action="store_true",
@@ -69,7 +79,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--env", default=".env",
                         help="settings file, created with fresh keys if missing (default: .env)")
     parser.add_argument("--db", help="sqlite3 file of the accounts (default: DB_PATH)")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 # --- Connections and the protocol ---------------------------------------------------
@@ -78,12 +88,13 @@ def parse_arguments() -> argparse.Namespace:
 class Peer:
     """One TCP connection and the encrypted session it carries."""
     sock: socket.socket
-    address: str
+    host: str                          # the source address, for the per-address limit
+    address: str                       # host:port, for notes
     session: SecureSession
-    turned_away: bool                  # it came while another chat was under way
     name: str | None = None            # set once logged in
     checking_password: bool = False
-    connected_at: float = field(default_factory=time.monotonic)
+    # When the current step (handshake, then login) must be done by.
+    deadline: float = field(default_factory=lambda: time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS)
 
     @property
     def who(self) -> str:
@@ -99,70 +110,82 @@ class ChatServer:
         self.listener = listener
         self.store = store
         self.name = name
-        self.partner: Peer | None = None   # the one client we chat with
+        self.partner: Peer | None = None   # the one logged-in client we chat with
         self.peers: set[Peer] = set()      # every open connection, the partner included
         self.selector = selectors.DefaultSelector()
-        self.selector.register(listener, selectors.EVENT_READ, self.on_accept)
-        self.password_checks = net.BackgroundWork(self.selector, PASSWORD_WORKERS)
         self.ui = open_front_end(f"Lab 1 server: {name}", self.say, self.quit,
                                  headless=headless, poll_interval_ms=settings.poll_interval_ms)
+        self.acceptor = net.Acceptor(self.selector, listener, self.admit, self.on_connection,
+                                     self.ui.show_note)
+        self.password_checks = net.BackgroundWork(self.selector, PASSWORD_WORKERS)
 
-    def on_accept(self, _mask: int) -> None:
-        try:
-            sock, addr = net.accept(self.listener)
-        except OSError as error:  # the caller gave up already, or we are out of file descriptors
-            self.ui.show_note(f"a connection attempt failed: {error}")
-            return
-        peer = Peer(sock, net.describe(addr),
-                    SecureSession.server(self.settings.psk, self.settings.server_private_key),
-                    turned_away=self.partner is not None)
+    def admit(self, addr: tuple) -> str | None:
+        """Say why a new connection is refused, or None to take it. Checked
+        before anything is spent on it: no session, no key exchange."""
+        if len(self.peers) >= MAX_CONNECTIONS:
+            return f"{MAX_CONNECTIONS} connections are open already"
+        waiting = sum(1 for peer in self.peers if peer.host == addr[0] and peer.name is None)
+        if waiting >= MAX_WAITING_PER_ADDRESS:
+            return f"{waiting} connections from there have not logged in yet"
+        return None
+
+    def on_connection(self, sock: socket.socket, addr: tuple) -> None:
+        peer = Peer(sock, addr[0], net.describe(addr),
+                    SecureSession.server(self.settings.psk, self.settings.server_private_key))
         self.peers.add(peer)
         self.selector.register(sock, selectors.EVENT_READ, partial(self.on_peer_event, peer))
-        if peer.turned_away:
-            self.ui.show_note(f"{peer.address} connected while we are busy: turning it away")
-        else:
-            self.partner = peer
-            self.ui.show_note(f"{peer.address} connected")
-            self.ui.set_status(f"{peer.address} is logging in")
 
     def on_peer_event(self, peer: Peer, mask: int) -> None:
-        """Read what arrived, act on each whole message, send what is queued.
+        if mask & selectors.EVENT_READ:
+            self.within_boundary(peer, partial(self.on_readable, peer))
+        else:   # writable: more of what was queued can go now
+            self.flush(peer)
+
+    def within_boundary(self, peer: Peer, work: Callable[[], None]) -> None:
+        """Run ``work`` for ``peer``, then send what it queued.
 
         Everything one peer can break is caught here, and only that peer is
-        dropped: the loop, and the chat under way, carry on.
+        dropped: the loop, and the chat under way, carry on. Every callback
+        about one peer (its socket events, its finished password check) runs
+        through here.
         """
         if peer not in self.peers:   # dropped earlier in this round of events
             return
         try:
-            if mask & selectors.EVENT_READ and not self.on_readable(peer):
-                return
-            net.send_pending(self.selector, peer.sock, peer.session.outgoing)
+            work()
         except ProtocolError as error:
             self.drop(peer, f"dropped: {error}")
+            return
         except OSError as error:
             self.drop(peer, f"connection lost: {error.strerror or error}")
+            return
+        self.flush(peer)
 
-    def on_readable(self, peer: Peer) -> bool:
-        """Handle the bytes that arrived; return False if the peer is gone."""
+    def on_readable(self, peer: Peer) -> None:
+        """Handle the bytes that arrived."""
         data = net.receive(peer.sock)
         if not data:   # an empty read: the peer closed its end
             midway = " in the middle of a record" if peer.session.in_the_middle_of_a_record else ""
             self.drop(peer, f"closed the connection{midway}")
-            return False
+            return
+        was_established = peer.session.established
         messages = peer.session.receive(data)   # ProtocolError for a wrong key or bad record
-        if peer.turned_away and peer.session.established:
-            # The handshake is done, so we can say why in a message it can trust.
-            peer.session.send(Goodbye(BUSY_REASON))
-            self.drop(peer, "told that we are busy", last_words=True)
-            return False
+        if peer.session.established and not was_established:
+            # The handshake is done: it holds the key, and we can tell it
+            # things it can trust.
+            if self.partner is not None:
+                self.turn_away(peer)
+                return
+            peer.deadline = time.monotonic() + LOGIN_TIMEOUT_SECONDS
+            self.ui.show_note(f"{peer.address} connected")
+            self.ui.set_status(f"{peer.address} is logging in")
         for message in messages:
             handler = self.HANDLERS.get(type(message))
             if handler is None:
                 raise ProtocolError(f"{type(message).__name__} is not part of the Lab 1 protocol")
             handler(self, peer, message)
             if peer not in self.peers:   # the handler dropped it
-                return False
-        return True
+                return
 
     def handle_login(self, peer: Peer, message: Login | Register) -> None:
         if peer.name is not None or peer.checking_password:
@@ -170,23 +193,27 @@ class ChatServer:
         peer.checking_password = True
         check = self.store.register if isinstance(message, Register) else self.store.login
         self.password_checks.submit(partial(check, message.name, message.password),
-                                    partial(self.finish_login, peer))
+                                    partial(self.on_password_checked, peer))
+
+    def on_password_checked(self, peer: Peer, result: Future) -> None:
+        """Runs in the loop once the worker has checked the password."""
+        self.within_boundary(peer, partial(self.finish_login, peer, result))
 
     def finish_login(self, peer: Peer, result: Future) -> None:
-        """Runs in the loop once the worker has checked the password."""
-        if peer not in self.peers:   # it left while the password was being checked
-            return
         peer.checking_password = False
         try:
-            peer.name = result.result()
+            name = result.result()
         except ProtocolError as error:   # the reason is written for the user to read
             peer.session.send(LoginRejected(str(error)))
             self.drop(peer, f"login refused: {error}", last_words=True)
             return
+        if self.partner is not None:   # another client logged in while we checked
+            self.turn_away(peer)
+            return
+        peer.name, self.partner = name, peer   # the slot is taken by a login, never a connection
         peer.session.send(LoginAccepted(peer.name, self.name))
         self.ui.show_note(f"{peer.name} logged in from {peer.address}")
         self.ui.set_status(f"chatting with {peer.name} at {peer.address}, encrypted (Noise NKpsk0)")
-        self.flush(peer)
 
     def handle_chat(self, peer: Peer, message: ChatMessage) -> None:
         if peer.name is None:
@@ -204,11 +231,28 @@ class ChatServer:
         Goodbye: handle_goodbye,
     }
 
+    def turn_away(self, peer: Peer) -> None:
+        peer.session.send(Goodbye(BUSY_REASON))
+        self.drop(peer, "told that we are busy", last_words=True)
+
     def flush(self, peer: Peer) -> None:
+        """Send what is queued for ``peer``; drop it if its connection broke,
+        or if it has stopped reading and MAX_OUTGOING_BYTES wait unsent."""
+        if peer not in self.peers:
+            return
         try:
             net.send_pending(self.selector, peer.sock, peer.session.outgoing)
         except OSError as error:
             self.drop(peer, f"connection lost: {error.strerror or error}")
+            return
+        # The kernel's send buffer is full and the rest waits in ours. Without
+        # a limit, a peer that never reads would make us keep everything we
+        # say, and our memory would grow without end.
+        if len(peer.session.outgoing) > MAX_OUTGOING_BYTES:
+            unsent = len(peer.session.outgoing)
+            peer.session.outgoing.clear()
+            self.drop(peer, f"stopped reading: dropped with {unsent} bytes unsent "
+                            f"(the limit is {MAX_OUTGOING_BYTES})")
 
     def drop(self, peer: Peer, why: str, last_words: bool = False) -> None:
         """Close one connection; if it was our partner, wait for the next client."""
@@ -223,12 +267,16 @@ class ChatServer:
             self.partner = None
             self.ui.set_status(self.waiting_status())
 
-    def drop_silent_connections(self) -> None:
-        """The tick: drop every connection not logged in within LOGIN_TIMEOUT_SECONDS."""
+    def on_tick(self) -> None:
+        """Every TICK_INTERVAL_MS: drop each connection that is late with its
+        handshake or its login, and let the acceptor resume after a pause."""
+        self.acceptor.tick()
+        now = time.monotonic()
         for peer in list(self.peers):
-            if (peer.name is None and not peer.checking_password
-                    and time.monotonic() - peer.connected_at > LOGIN_TIMEOUT_SECONDS):
-                self.drop(peer, f"did not log in within {LOGIN_TIMEOUT_SECONDS} s")
+            if peer.name is None and not peer.checking_password and now > peer.deadline:
+                self.drop(peer, f"did not log in within {LOGIN_TIMEOUT_SECONDS} s"
+                          if peer.session.established else
+                          f"did not complete the handshake within {HANDSHAKE_TIMEOUT_SECONDS} s")
 
     def waiting_status(self) -> str:
         return f"listening on {net.describe(self.listener.getsockname())}: waiting for a client"
@@ -262,8 +310,7 @@ class ChatServer:
         # The tests and the demo read this line to learn the real port.
         self.ui.show_note(f"listening on {address}")
         self.ui.set_status(self.waiting_status())
-        self.ui.run(self.selector, tick=self.drop_silent_connections,
-                    tick_interval_ms=TICK_INTERVAL_MS)
+        self.ui.run(self.selector, tick=self.on_tick, tick_interval_ms=TICK_INTERVAL_MS)
         self.password_checks.close()
         self.selector.close()
         self.listener.close()
@@ -272,11 +319,12 @@ class ChatServer:
 
 # --- main ---------------------------------------------------------------------------
 
-def main() -> int:
-    args = parse_arguments()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         settings = load_settings(args.env, overrides={
-            "SERVER_HOST": args.host, "LAB1_PORT": args.port, "DB_PATH": args.db})
+            "SERVER_HOST": args.host, "DB_PATH": args.db,
+            "LAB1_PORT": None if args.port is None else str(args.port)})
         name = normalise_name(args.name)
         cost = Argon2Cost(memory_kib=settings.argon2_memory_kib,
                           iterations=settings.argon2_iterations)

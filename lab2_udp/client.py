@@ -85,8 +85,9 @@ class RoomClient:
         self.udp = net.broadcast_receiver(settings.broadcast_port)
         self.selector.register(self.udp, selectors.EVENT_READ, self.on_datagrams)
         self.server = (settings.host, settings.lab2_port)
-        self.sock = net.start_connect(*self.server)
-        self.selector.register(self.sock, selectors.EVENT_WRITE, self.on_connected)
+        self.sock = None   # until connected: net.Connector tries each address the name has
+        net.Connector(self.selector, *self.server, self.on_connected, lambda reason: self.fail(
+            f"cannot reach the server at {net.describe(self.server)}: {reason}"))
         self.opener: DatagramOpener | None = None   # until the server hands us the room key
         self.gate = DatagramGate()
         self.broadcast_port = settings.broadcast_port
@@ -105,13 +106,10 @@ class RoomClient:
 
     # --- TCP: the session with the server -------------------------------------------------
 
-    def on_connected(self, _mask: int) -> None:
-        try:
-            net.finish_connect(self.sock)
-        except OSError as error:
-            return self.fail(f"cannot reach the server at {net.describe(self.server)}: {error.strerror}")
+    def on_connected(self, sock) -> None:
+        self.sock = sock
         self.ui.set_status(f"connected to {net.describe(self.server)}, handshake...")
-        self.selector.modify(self.sock, selectors.EVENT_READ, self.on_readable)
+        self.selector.register(self.sock, selectors.EVENT_READ, self.on_readable)
         self.flush()
 
     def on_readable(self, _mask: int) -> None:
@@ -274,7 +272,7 @@ class RoomClient:
 
     @property
     def closed(self) -> bool:
-        return self.sock.fileno() == -1
+        return self.sock is None or self.sock.fileno() == -1
 
     def close(self) -> None:
         if not self.closed:

@@ -9,16 +9,26 @@ import os
 import re
 import shutil
 import socket
+import importlib
+import importlib.util
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
 from common import noise
-from common.messages import ChatMessage, LoginAccepted
+from common.config import load_settings
+from common.messages import ChatMessage, Goodbye, LoginAccepted, Register
 from common.session import SecureSession
-from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file
-from tests.raw_peer import receive_until, register_raw
+from lab1_tcp.server import (
+    HANDSHAKE_TIMEOUT_SECONDS, LOGIN_TIMEOUT_SECONDS, MAX_OUTGOING_BYTES, MAX_WAITING_PER_ADDRESS,
+)
+from tests.procs import (
+    DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file, role_command,
+    role_overrides,
+)
+from tests.raw_peer import receive_until, register_raw, send_queued
 from tests.tcp_proxy import ChunkingProxy
 from tests.xvfb import type_into_window, xdotool, xvfb_display  # noqa: F401  (a fixture)
 
@@ -51,18 +61,21 @@ class Lab:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start_server(self, *args: str, headless: bool = True, env=None) -> RoleProcess:
+    def start_server(self, *args: str, headless: bool = True, env=None,
+                     host: str = "127.0.0.1") -> RoleProcess:
         server = self.processes.start(
-            SERVER, "--host", "127.0.0.1", "--port", "0", "--env", str(self.env_file),
+            SERVER, "--host", host, "--port", "0", "--env", str(self.env_file),
             "--db", str(self.tmp_path / "chat.db"), *(["--headless"] if headless else []), *args,
             env=env)
-        self.port = int(server.wait_for_stderr(r"^listening on 127\.0\.0\.1:(\d+)$").group(1))
+        shown_host = f"[{host}]" if ":" in host else host
+        self.port = int(server.wait_for_stderr(rf"^listening on {re.escape(shown_host)}:(\d+)$").group(1))
         return server
 
     def start_client(self, name: str, *args: str, password: str = PASSWORD, env_file=None,
-                     port: int | None = None, headless: bool = True, env=None) -> RoleProcess:
+                     port: int | None = None, headless: bool = True, env=None,
+                     host: str = "127.0.0.1") -> RoleProcess:
         return self.processes.start(
-            CLIENT, "--host", "127.0.0.1", "--port", str(port or self.port), "--name", name,
+            CLIENT, "--host", host, "--port", str(port or self.port), "--name", name,
             "--env", str(env_file or self.client_env), *(["--headless"] if headless else []),
             *args, env={"CHAT_PASSWORD": password, **(env or {})})
 
@@ -90,11 +103,88 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def role_module(module: str):
+    """The role module under test: the kit's, or a student's copy when grading (--role)."""
+    path = role_overrides().get(module)
+    if path is None:
+        return importlib.import_module(module)
+    spec = importlib.util.spec_from_file_location("graded_" + module.replace(".", "_"), path)
+    role = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = role   # dataclasses look their module up while it runs
+    spec.loader.exec_module(role)
+    return role
+
+
 def logged_in_raw_session(lab: Lab, name: str) -> tuple[socket.socket, SecureSession]:
     """Connect and log in from inside the test, to misbehave afterwards."""
     sock, session, received = register_raw(lab.port, lab.client_env, name, PASSWORD)
     receive_until(sock, session, received, LoginAccepted)
     return sock, session
+
+
+def idle_connection(lab: Lab, source: str = "127.0.0.1") -> socket.socket:
+    """A TCP connection from ``source`` (any 127.x.y.z address is this machine)
+    that never says a word: what a stranger without the key can open."""
+    return socket.create_connection(("127.0.0.1", lab.port), timeout=DEADLINE_SECONDS,
+                                    source_address=(source, 0))
+
+
+def handshaken_raw_session(lab: Lab) -> tuple[socket.socket, SecureSession]:
+    """A member's connection that completes the handshake and then waits."""
+    settings = load_settings(lab.client_env, create=False)
+    sock = idle_connection(lab)
+    session = SecureSession.client(settings.psk, settings.server_public_key)
+    while not session.established:
+        send_queued(sock, session)
+        assert not session.receive(sock.recv(65536))
+    return sock, session
+
+
+def closed_by_the_server(sock: socket.socket) -> bool:
+    """Wait (the socket's timeout is the deadline) for the server to close it."""
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass   # a reset is a close too: the server dropped unread bytes
+    return True
+
+
+def with_sitecustomize(tmp_path, code: str) -> dict[str, str]:
+    """The environment for a role process that runs ``code`` as it starts:
+    Python imports a sitecustomize.py it finds on PYTHONPATH before the role."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(textwrap.dedent(code))
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+# A made-up name (.test is reserved for tests, RFC 6761) that resolves to ::1
+# first and to 127.0.0.1 second, as localhost does on many systems.
+TWO_ADDRESS_NAME = "chat-server.test"
+RESOLVE_TWO_ADDRESSES = f"""
+    import socket
+    _real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == {TWO_ADDRESS_NAME!r}:
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", int(port), 0, 0)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port)))]
+        return _real_getaddrinfo(host, port, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+"""
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6):
+            return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
 
 
 # --- The files themselves -------------------------------------------------------------
@@ -111,6 +201,25 @@ def test_help_explains_every_option(module, options):
     for option in options:
         assert option in result.stdout
     assert "--password" not in result.stdout   # the password never goes on a command line
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("module", [SERVER, CLIENT])
+def test_mistyped_port_names_the_flag(module):
+    env = dict(os.environ)
+    result = subprocess.run([*role_command(module, env), "--port", "abc", "--name", "alice"],
+                            cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=DEADLINE_SECONDS)
+    assert result.returncode == 2   # argparse's code for a bad command line
+    assert "argument --port: invalid int value: 'abc'" in result.stderr
+    assert "LAB1_PORT" not in result.stderr
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("module", [SERVER, CLIENT])
+def test_parse_args_reads_the_argv_it_is_given(module):
+    args = role_module(module).parse_args(["--port", "6001", "--host", "::1", "--name", "alice"])
+    assert (args.port, args.host, args.name) == (6001, "::1", "alice")
 
 
 # --- A chat -------------------------------------------------------------------------------
@@ -231,6 +340,145 @@ def test_client_without_a_server_says_so_and_fails(lab):
     client = lab.start_client("alice", port=port)
     client.wait_for_stderr(rf"^cannot reach the server at 127\.0\.0\.1:{port}: .*refused")
     assert client.wait_exit() == 1
+
+
+# --- Host names and IPv6 ------------------------------------------------------------------------
+
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_client_tries_every_address_of_a_host_name(lab, tmp_path):
+    """The name resolves to ::1 first, where nobody listens, then to 127.0.0.1."""
+    server = lab.start_server()
+    alice = lab.logged_in_client("alice", "--register", host=TWO_ADDRESS_NAME,
+                                 env=with_sitecustomize(tmp_path, RESOLVE_TWO_ADDRESSES))
+    alice.send_line("found you")
+    server.wait_for_stdout(r"^alice: found you$")
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_client_names_every_address_it_tried_when_none_answers(lab, tmp_path):
+    port = free_port()
+    client = lab.start_client("alice", host=TWO_ADDRESS_NAME, port=port,
+                              env=with_sitecustomize(tmp_path, RESOLVE_TWO_ADDRESSES))
+    line = client.wait_for_stderr(r"^cannot reach the server at .*").group(0)
+    assert line.startswith(f"cannot reach the server at {TWO_ADDRESS_NAME}:{port}: tried [::1]:{port} (")
+    assert f"), 127.0.0.1:{port} (Connection refused)" in line
+    assert client.wait_exit() == 1
+
+
+@needs_ipv6
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_server_on_ipv6_loopback_serves_a_client(lab):
+    server = lab.start_server(host="::1")
+    alice = lab.logged_in_client("alice", "--register", host="::1")
+    alice.send_line("over IPv6")
+    server.wait_for_stdout(r"^alice: over IPv6$")
+    server.wait_for_stderr(r"^alice logged in from \[::1\]:\d+$")
+
+
+@needs_ipv6
+@pytest.mark.network
+@pytest.mark.points(1)
+@pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason="this OS cannot take IPv4 on an IPv6 socket")
+def test_server_on_every_address_takes_ipv6_and_ipv4_clients(lab):
+    server = lab.start_server(host="::")
+    alice = lab.logged_in_client("alice", "--register", host="::1")
+    alice.send_line("/quit")
+    assert alice.wait_exit() == 0
+    bob = lab.logged_in_client("bob", "--register", host="127.0.0.1")
+    bob.send_line("over IPv4")
+    server.wait_for_stdout(r"^bob: over IPv4$")
+    server.wait_for_stderr(r"^bob logged in from \[::ffff:127\.0\.0\.1\]:\d+$")
+
+
+# --- Strangers: what they cannot do to the server (docs/lab1.md) ----------------------------
+
+@pytest.mark.network
+@pytest.mark.points(3)
+def test_idle_connections_without_the_key_neither_keep_a_member_out_nor_stay_open(lab):
+    server = lab.start_server()
+    # A stranger at 127.0.0.2 opens as many connections as one address may, and waits.
+    idle = [idle_connection(lab, "127.0.0.2") for _ in range(MAX_WAITING_PER_ADDRESS)]
+    one_too_many = idle_connection(lab, "127.0.0.2")
+    assert closed_by_the_server(one_too_many)
+    server.wait_for_stderr(r"^refused a connection from 127\.0\.0\.2:\d+: "
+                           rf"{MAX_WAITING_PER_ADDRESS} connections from there have not logged in yet$")
+    alice = lab.logged_in_client("alice", "--register")   # from 127.0.0.1, meanwhile
+    alice.send_line("nobody holds my seat")
+    server.wait_for_stdout(r"^alice: nobody holds my seat$")
+    for sock in idle + [one_too_many]:
+        assert closed_by_the_server(sock)
+        sock.close()
+    server.wait_for_stderr(rf"^127\.0\.0\.2:\d+ did not complete the handshake within "
+                           rf"{HANDSHAKE_TIMEOUT_SECONDS} s$", count=MAX_WAITING_PER_ADDRESS)
+    server.send_line("still here")
+    alice.wait_for_stdout(r"^server: still here$")
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_a_login_finished_while_another_client_chats_is_told_busy_and_a_silent_member_is_dropped(lab):
+    server = lab.start_server()
+    silent_sock, _session = handshaken_raw_session(lab)    # never logs in
+    late_sock, late = handshaken_raw_session(lab)           # logs in once alice chats
+    alice = lab.logged_in_client("alice", "--register")
+    late.send(Register("bob", PASSWORD))
+    send_queued(late_sock, late)
+    received = []
+    assert receive_until(late_sock, late, received, Goodbye).reason.startswith("the server is busy")
+    assert not any(isinstance(message, LoginAccepted) for message in received)
+    alice.send_line("undisturbed")
+    server.wait_for_stdout(r"^alice: undisturbed$")
+    assert closed_by_the_server(silent_sock)
+    server.wait_for_stderr(rf"did not log in within {LOGIN_TIMEOUT_SECONDS} s$")
+    server.send_line("and you?")
+    alice.wait_for_stdout(r"^server: and you\?$")
+
+
+FLOOD_SOURCES = [f"127.0.0.{number}" for number in range(2, 8)]
+LOW_DESCRIPTOR_LIMIT = 24   # the server itself needs about 10; the flood needs many more
+
+
+@pytest.mark.network
+@pytest.mark.points(3)
+def test_out_of_file_descriptors_the_server_says_so_once_and_recovers(lab, tmp_path):
+    server = lab.start_server(env=with_sitecustomize(tmp_path, f"""
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, ({LOW_DESCRIPTOR_LIMIT}, {LOW_DESCRIPTOR_LIMIT}))
+    """))
+    flood = [idle_connection(lab, source) for source in FLOOD_SOURCES
+             for _ in range(MAX_WAITING_PER_ADDRESS)]
+    server.wait_for_stderr(r"^cannot accept connections: Too many open files")
+    # The first strangers' handshake deadline passes: seconds under the flood.
+    server.wait_for_stderr(r"did not complete the handshake within")
+    assert len(server.stderr_lines) < 100   # a spinning accept loop writes a line per attempt
+    assert len([line for line in server.stderr_lines if "Too many open files" in line]) <= 2
+    for sock in flood:
+        sock.close()
+    alice = lab.logged_in_client("alice", "--register")
+    alice.send_line("made it")
+    server.wait_for_stdout(r"^alice: made it$")
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_client_that_stops_reading_is_dropped_once_too_much_is_unsent(lab):
+    server = lab.start_server()
+    sock, _session = logged_in_raw_session(lab, "mallory")   # and it never reads again
+    line = "x" * 1000
+    dropped = r"^mallory stopped reading: dropped with \d+ bytes unsent"
+    # The kernel's buffers on both ends fill first (a few MB on loopback), then ours.
+    for _ in range(20 * MAX_OUTGOING_BYTES // len(line) // 100):
+        if any(re.search(dropped, text) for text in list(server.stderr_lines)):
+            break
+        server.send_bytes(f"{line}\n".encode() * 100)
+    server.wait_for_stderr(dropped)
+    sock.close()
+    alice = lab.logged_in_client("alice", "--register")
+    alice.send_line("my turn")
+    server.wait_for_stdout(r"^alice: my turn$")
 
 
 # --- The network cuts the stream anywhere; peers misbehave -----------------------------------

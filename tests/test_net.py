@@ -1,0 +1,194 @@
+"""common/net.py: the socket helpers, on loopback, driven by a selectors loop
+inside the test. Every wait has a deadline; nothing sleeps."""
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+import time
+
+import pytest
+
+from common import net
+from tests.procs import DEADLINE_SECONDS
+
+
+@pytest.fixture
+def selector():
+    with selectors.DefaultSelector() as selector:
+        yield selector
+
+
+def run_loop_until(selector: selectors.BaseSelector, condition, what: str) -> None:
+    """Run the loop (as a role file does) until ``condition()``, or fail at the deadline."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        for key, mask in selector.select(timeout=0.1):
+            key.data(mask)
+
+
+# --- BackgroundWork --------------------------------------------------------------------
+
+@pytest.mark.points(2)
+def test_background_work_runs_every_finished_callback_even_if_one_raises(selector, capsys):
+    work = net.BackgroundWork(selector, workers=1)
+    results = []
+
+    def broken_on_done(_future):
+        raise ValueError("a bug in one peer's callback")
+
+    # One worker takes the calls in order, so once the last one has started,
+    # the first three have finished and wait in the queue together.
+    last_started, release_last = threading.Event(), threading.Event()
+
+    def last_call():
+        last_started.set()
+        release_last.wait(DEADLINE_SECONDS)
+        return "last"
+
+    work.submit(lambda: "first", broken_on_done)
+    work.submit(lambda: "second", lambda future: results.append(future.result()))
+    work.submit(lambda: 1 / 0, lambda future: results.append(type(future.exception()).__name__))
+    work.submit(last_call, lambda future: results.append(future.result()))
+    try:
+        assert last_started.wait(DEADLINE_SECONDS)
+        run_loop_until(selector, lambda: len(results) >= 2, "the callbacks queued behind the broken one")
+        assert results == ["second", "ZeroDivisionError"]
+        release_last.set()
+        run_loop_until(selector, lambda: len(results) >= 3, "a callback after the broken one's round")
+        assert results[2] == "last"
+        assert "ValueError: a bug in one peer's callback" in capsys.readouterr().err
+    finally:
+        release_last.set()
+        work.close()
+
+
+# --- Connector: every address a name stands for -----------------------------------------
+
+def resolver(*hosts: str):
+    """A stand-in for socket.getaddrinfo: the name resolves to ``hosts``, in order."""
+    def resolve(_name, port, type=0):
+        return [(socket.AF_INET6, type, socket.IPPROTO_TCP, "", (host, port, 0, 0)) if ":" in host
+                else (socket.AF_INET, type, socket.IPPROTO_TCP, "", (host, port))
+                for host in hosts]
+    return resolve
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6):
+            return True
+    except OSError:
+        return False
+
+
+class Outcome:
+    """What a Connector reported: the connected socket, or why it failed."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.reason: str | None = None
+
+    def connected(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def failed(self, reason: str) -> None:
+        self.reason = reason
+
+    def known(self) -> bool:
+        return self.sock is not None or self.reason is not None
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
+@pytest.mark.parametrize("first", [
+    pytest.param("::1", marks=pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")),
+    "127.0.0.2",
+])
+def test_connector_tries_the_next_address_when_the_first_refuses(selector, first):
+    with socket.create_server(("127.0.0.1", 0)) as listener:   # 127.0.0.1 only
+        port = listener.getsockname()[1]
+        outcome = Outcome()
+        net.Connector(selector, "chat.test", port, outcome.connected, outcome.failed,
+                      resolve=resolver(first, "127.0.0.1"))
+        run_loop_until(selector, outcome.known, "the connector's verdict")
+        assert outcome.reason is None
+        with outcome.sock:
+            assert outcome.sock.getpeername() == ("127.0.0.1", port)
+            assert not outcome.sock.getblocking()
+            assert outcome.sock not in [key.fileobj for key in selector.get_map().values()]
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_connector_names_every_address_it_tried_when_all_fail(selector):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+    outcome = Outcome()
+    net.Connector(selector, "chat.test", port, outcome.connected, outcome.failed,
+                  resolve=resolver("127.0.0.2", "127.0.0.3"))
+    run_loop_until(selector, outcome.known, "the connector's verdict")
+    assert outcome.sock is None
+    assert outcome.reason == (f"tried 127.0.0.2:{port} (Connection refused), "
+                              f"127.0.0.3:{port} (Connection refused)")
+    assert len(selector.get_map()) == 0
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_connector_with_one_address_reports_just_its_error(selector):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+    outcome = Outcome()
+    net.Connector(selector, "127.0.0.1", port, outcome.connected, outcome.failed)
+    run_loop_until(selector, outcome.known, "the connector's verdict")
+    assert outcome.reason == "Connection refused"
+
+
+@pytest.mark.points(1)
+def test_connector_raises_at_once_when_the_name_does_not_resolve(selector):
+    def no_such_name(*_args, **_kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(OSError, match="Name or service not known"):
+        net.Connector(selector, "nowhere.test", 5050, print, print, resolve=no_such_name)
+    assert len(selector.get_map()) == 0
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_connector_cancel_closes_the_attempt_in_flight(selector):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        outcome = Outcome()
+        connector = net.Connector(selector, "127.0.0.1", listener.getsockname()[1],
+                                  outcome.connected, outcome.failed)
+        attempt = connector.sock
+        connector.cancel()
+        assert attempt.fileno() == -1 and len(selector.get_map()) == 0
+        assert not outcome.known()
+
+
+# --- Acceptor: limits without a spin ----------------------------------------------------------
+
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_acceptor_closes_what_admit_refuses_and_notes_a_burst_once(selector):
+    notes, taken = [], []
+    with net.listening_socket("127.0.0.1", 0) as listener:
+        net.Acceptor(selector, listener, lambda addr: "full" if addr[0] == "127.0.0.2" else None,
+                     lambda sock, addr: taken.append(sock), notes.append)
+        port = listener.getsockname()[1]
+        refused = [socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_SECONDS,
+                                            source_address=("127.0.0.2", 0)) for _ in range(5)]
+        welcome = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_SECONDS)
+        run_loop_until(selector, lambda: taken, "the welcome connection")
+        for sock in refused:
+            assert sock.recv(1) == b""   # closed at once, before a byte was spent on it
+            sock.close()
+        welcome.close()
+        for sock in taken:
+            sock.close()
+    assert len(taken) == 1
+    assert len(notes) == 1 and notes[0].startswith("refused a connection from 127.0.0.2:")
+    assert notes[0].endswith(": full")
