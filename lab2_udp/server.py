@@ -293,19 +293,17 @@ class RoomServer:
         self.ui.set_members(self.member_names())
 
     def on_submit(self, text: str) -> None:
+        """A ProtocolError (a bad /nick, a refused text) goes to the front end, which says why."""
         command, _, argument = text.strip().partition(" ")
-        try:
-            if command == "/who":
-                self.ui.show_note("in the room: " + ", ".join(self.member_names()))
-            elif command == "/hash":
-                self.ui.show_note(self.transcript.summary())
-            elif command == "/nick":
-                self.deliver(self.room.rename_server(argument))
-                self.show_room_state()
-            else:
-                self.deliver(self.room.server_says(text))
-        except ProtocolError as error:
-            self.ui.show_note(str(error))
+        if command == "/who":
+            self.ui.show_note("in the room: " + ", ".join(self.member_names()))
+        elif command == "/hash":
+            self.ui.show_note(self.transcript.summary())
+        elif command == "/nick":
+            self.deliver(self.room.rename_server(argument))
+            self.show_room_state()
+        else:
+            self.deliver(self.room.server_says(text))
         self.flush_room()
 
     def on_quit(self) -> None:
