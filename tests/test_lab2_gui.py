@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from common.messages import MAX_TEXT_BYTES
 from tests.procs import Processes
 from tests.test_lab2 import Room
 from tests.xvfb import type_into_window, xdotool, xvfb_display  # noqa: F401  (a fixture)
@@ -42,3 +43,25 @@ def test_room_windows_send_on_enter_and_a_client_leaves_on_ctrl_x(room, xvfb_dis
     assert alice.wait_exit() == 0
     for screen in (server, bob, carol):
         screen.wait_for_stdout(r"^#6 \* alice left$")
+
+
+@pytest.mark.gui
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_window_keeps_a_refused_line_selected_for_the_user_to_fix(room, xvfb_display):
+    server = room.start_server()
+    alice = room.join("alice", headless=False)
+    too_long = "y" * (MAX_TEXT_BYTES + 1)
+    window = type_into_window(xvfb_display, "Lab 2 room: alice", too_long)
+    alice.wait_for_stderr(rf"^not sent: a message is at most {MAX_TEXT_BYTES} bytes")
+    # The line is still in the entry box: Enter again refuses it again.
+    xdotool(xvfb_display, "key", "Return")
+    alice.wait_for_stderr(rf"^not sent: a message is at most {MAX_TEXT_BYTES} bytes", count=2)
+    # And it is selected: typing replaces it.
+    xdotool(xvfb_display, "windowfocus", "--sync", window)
+    xdotool(xvfb_display, "type", "short")
+    xdotool(xvfb_display, "key", "Return")
+    for screen in (server, alice):
+        screen.wait_for_stdout(r"^#2 alice: short$")
+    xdotool(xvfb_display, "key", "Return")   # an empty line: said, not sent
+    alice.wait_for_stderr(r"^nothing sent: the line is empty$")
