@@ -8,15 +8,17 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+from common import net
 from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file
 from tests.test_lab1 import Lab, lab  # noqa: F401  (a fixture)
-from tests.test_lab2 import Room, room  # noqa: F401  (a fixture)
+from tests.test_lab2 import Room, free_udp_port, room  # noqa: F401  (a fixture)
 from tests.xvfb import xvfb_display  # noqa: F401  (a fixture)
 
 WAYS_TO_QUIT = ["/quit", "SIGINT", "SIGTERM"]
@@ -141,3 +143,24 @@ def test_interrupt_at_the_password_prompt_ends_in_one_line(tmp_path, module, way
     assert process.returncode == 1, stderr
     assert "Traceback" not in stderr, stderr
     assert stderr.rstrip("\n").splitlines()[-1] == "no password given", stderr
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+@pytest.mark.parametrize("way", ["SIGINT", "SIGTERM"])
+def test_lossy_relay_prints_what_it_did_when_stopped(way):
+    listen_port = free_udp_port()
+    with net.broadcast_receiver(free_udp_port()) as clients, Processes() as processes:
+        clients.setblocking(True)
+        relay = processes.start("lab2_udp.lossy_relay", "--listen-port", str(listen_port),
+                                "--forward-port", str(clients.getsockname()[1]),
+                                "--drop", "0", "--duplicate", "0", "--reorder", "0")
+        relay.wait_for_stderr(r"^relaying ")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+            server.sendto(b"one datagram", ("127.0.0.1", listen_port))
+        clients.settimeout(DEADLINE_SECONDS)
+        assert clients.recv(100) == b"one datagram"
+        quit_by(relay, way)
+        assert relay.wait_exit() == 0, relay.output()
+    assert relay.stderr_lines[-1] == "received 1, dropped 0, duplicated 0, reordered 0", relay.output()
+    assert_no_traceback(relay)
