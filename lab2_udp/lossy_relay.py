@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 
 from common import net
 
@@ -126,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def describe_counts(counts: Counter[str]) -> str:
+def describe_counts(counts: Mapping[str, int]) -> str:
     """"received 40, dropped 8, duplicated 2, reordered 4": what the network did."""
     names = [*COUNT_NAMES, *sorted(set(counts) - set(COUNT_NAMES))]
-    return ", ".join(f"{name} {counts[name]}" for name in names)
+    return ", ".join(f"{name} {counts.get(name, 0)}" for name in names)
 
 
 if __name__ == "__main__":
