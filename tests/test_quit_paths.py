@@ -17,7 +17,7 @@ import pytest
 
 from common import net
 from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file
-from tests.test_lab1 import Lab, lab  # noqa: F401  (a fixture)
+from tests.test_lab1 import lab  # noqa: F401  (a fixture)
 from tests.test_lab2 import Room, free_udp_port, room  # noqa: F401  (a fixture)
 from tests.xvfb import xvfb_display  # noqa: F401  (a fixture)
 
