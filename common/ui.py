@@ -43,7 +43,6 @@ from stdin, as the terminal does, so a script can type into it.
 """
 from __future__ import annotations
 
-import contextlib
 import getpass
 import os
 import re
@@ -54,7 +53,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from common.errors import ProtocolError
 
@@ -79,6 +78,7 @@ SENDER_COLOURS = (
 )
 TERMINAL_COLOURS = ("34", "31", "32", "35", "33", "36", "94", "91", "92", "95", "93", "96")  # ANSI
 MEMBER_LIST_WIDTH_CHARS = 12
+PROMPT_SIGNAL_CHECK_MS = 100   # how often a password dialog looks for Ctrl-C or SIGTERM
 DEFAULT_GEOMETRY = "560x400"
 GEOMETRY_VARIABLE = "CHAT_WINDOW_GEOMETRY"
 WINDOW_STDIN_VARIABLE = "CHAT_WINDOW_STDIN"
@@ -274,19 +274,6 @@ class _FrontEnd:
               + "".join(traceback.format_exception(type(error), error, error.__traceback__)),
               file=sys.stderr, end="", flush=True)
 
-    @contextlib.contextmanager
-    def _prompting(self) -> Iterator[None]:
-        """While a password is asked for, SIGTERM interrupts as Ctrl-C does:
-        there is no session yet to say goodbye to."""
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-        try:
-            yield
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-
     # --- stdin: the terminal's keyboard, or a script typing into a window ---------------
 
     def _watch_stdin(self) -> None:
@@ -343,12 +330,19 @@ class TerminalChat(_FrontEnd):
     def ask_password(self, prompt: str) -> str | None:
         """Ask on the terminal without echoing; None if the user gives up
         (Ctrl-D, Ctrl-C or SIGTERM)."""
+        # While we wait for the password, SIGTERM interrupts as Ctrl-C does:
+        # there is no session yet to say goodbye to.
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            with self._prompting():
-                return getpass.getpass(f"{prompt}: ")
+            return getpass.getpass(f"{prompt}: ")
         except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)   # end the prompt's line: the role says why it stops
             return None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     def session_over(self, text: str) -> None:
         super().session_over(text)
@@ -470,11 +464,36 @@ class ChatWindow(_FrontEnd):
     def ask_password(self, prompt: str) -> str | None:
         """Ask in a dialog that hides what is typed; None if cancelled
         (or interrupted by Ctrl-C or SIGTERM)."""
+        interrupted = False
+        watcher = ""
+
+        def on_signal(_signal_number: int, _frame: object) -> None:
+            nonlocal interrupted
+            interrupted = True
+
+        def watch() -> None:
+            # The dialog waits inside Tk's C code, where no Python signal
+            # handler can run: a timer runs a little Python now and then.
+            nonlocal watcher
+            if interrupted:   # close the dialog: askstring() then answers None
+                for child in self._root.winfo_children():
+                    if isinstance(child, tk.Toplevel):
+                        child.destroy()
+            else:
+                watcher = self._root.after(PROMPT_SIGNAL_CHECK_MS, watch)
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {number: signal.signal(number, on_signal) for number in QUIT_SIGNALS}
+        watch()
         try:
-            with self._prompting():
-                return simpledialog.askstring(self.title, prompt, show="*", parent=self._root)
-        except KeyboardInterrupt:
-            return None
+            answer = simpledialog.askstring(f"{self.title}: password", prompt, show="*",
+                                            parent=self._root)
+        finally:
+            self._root.after_cancel(watcher)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+        return None if interrupted else answer
 
     def run(self, selector: selectors.BaseSelector, tick: Callable[[], None] | None = None,
             tick_interval_ms: int = 1000, after_events: Callable[[], None] | None = None) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from common import net
 from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file
 from tests.test_lab1 import lab  # noqa: F401  (a fixture)
 from tests.test_lab2 import Room, free_udp_port, room  # noqa: F401  (a fixture)
-from tests.xvfb import xvfb_display  # noqa: F401  (a fixture)
+from tests.xvfb import xdotool, xvfb_display  # noqa: F401  (a fixture)
 
 WAYS_TO_QUIT = ["/quit", "SIGINT", "SIGTERM"]
 
@@ -164,3 +165,19 @@ def test_lossy_relay_prints_what_it_did_when_stopped(way):
         assert relay.wait_exit() == 0, relay.output()
     assert relay.stderr_lines[-1] == "received 1, dropped 0, duplicated 0, reordered 0", relay.output()
     assert_no_traceback(relay)
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+@pytest.mark.parametrize("module", ["lab1_tcp.client", "lab2_udp.client"])
+def test_interrupt_at_the_password_dialog_ends_in_one_line(tmp_path, xvfb_display, module):
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (apt-get install xdotool); CI installs it")
+    env_file = create_test_env_file(tmp_path / ".env")
+    with Processes(base_env={"DISPLAY": xvfb_display}) as processes:
+        client = processes.start(module, "--name", "alice", "--env", str(env_file), "--port", "1")
+        xdotool(xvfb_display, "search", "--sync", "--name", ": password$")
+        quit_by(client, "SIGINT")
+        assert client.wait_exit() == 1, client.output()
+    assert client.stderr_lines[-1] == "no password given", client.output()
+    assert_no_traceback(client)
