@@ -305,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         if windows:
             return run_in_windows(folder, args.loss, args.pace, args.interactive)
         return run_headless(folder, args.loss)
+    except KeyboardInterrupt:   # Ctrl-C reaches the roles too (one terminal): each quits by itself
+        print("the demo was interrupted", file=sys.stderr)
+        return 130
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -1,5 +1,5 @@
 """The front ends (common/ui.py) on their own: a failing callback, refused
-text, colours, emoji. The window tests open real tkinter windows on a
+text, colours, emoji; and a role that leaves a refusal to its front end. The window tests open real tkinter windows on a
 private Xvfb display; the terminal tests give TerminalChat a pipe for stdin.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ import time
 import pytest
 
 from common import ui
-from common.messages import checked_text
+from common.messages import MAX_TEXT_BYTES, checked_text
 from tests.procs import DEADLINE_SECONDS
+from tests.test_lab1 import lab  # noqa: F401  (a fixture)
 from tests.xvfb import start_xvfb
 
 FAILURES_BEFORE_STOP = 3
@@ -219,3 +220,18 @@ def test_colours_repeat_only_past_the_palette():
     assert indexes[-1] == 0
     assert terminal.colour_index("user3") == 3   # the same name keeps its colour
     assert len(set(ui.SENDER_COLOURS)) == len(ui.SENDER_COLOURS) >= 30
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_lab1_refused_line_is_explained_and_the_chat_goes_on(lab):
+    server = lab.start_server()
+    alice = lab.logged_in_client("alice", "--register")
+    alice.send_line("x" * (MAX_TEXT_BYTES + 1))
+    alice.wait_for_stderr(rf"^not sent: a message is at most {MAX_TEXT_BYTES} bytes of UTF-8$")
+    server.send_line("bell \x07 here")
+    server.wait_for_stderr(r"^not sent: a message is one line of text, without control characters$")
+    alice.send_line("still here")
+    server.wait_for_stdout(r"^alice: still here$")
+    assert server.stdout_lines == ["alice: still here"]
+    assert alice.stdout_lines == ["alice: still here"]
