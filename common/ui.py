@@ -4,7 +4,7 @@ Both have one interface, so a role file never asks which one it has::
 
     ui = open_front_end(title, on_submit, on_quit, headless=..., poll_interval_ms=...)
     ui.show_line(sender, text)   # one transcript line; each sender has its own colour
-    ui.show_text(line, sender)   # a line formatted already ("#12 alice: hi"), in sender's colour
+    ui.show_text(line, sender)   # a line formatted already ("#12 alice: hi"), the name in colour
     ui.show_note(text)           # something happened: "alice left"
     ui.set_status(text)          # connected to whom, encrypted or not
     ui.set_members(names)        # who is in the room: a list beside the transcript (Lab 2)
@@ -15,8 +15,8 @@ Both have one interface, so a role file never asks which one it has::
     ui.stop()
 
 ``on_submit(text)`` runs when the user enters a line; ``on_quit()`` when the
-user leaves (Ctrl-X, closing the window, a line "/quit", or the end of
-stdin); the loop ends right after it.
+user leaves (Ctrl-X, closing the window, a line "/quit", the end of stdin,
+Ctrl-C or SIGTERM); the loop ends right after it.
 
 Both write the transcript to stdout, one flushed line per message, and notes
 and status to stderr. In the terminal that is the whole interface; the window
@@ -25,9 +25,6 @@ shows the same lines too, so a script (or the grader) can follow a GUI session.
 If ``on_submit`` raises ProtocolError (the text may not be sent: too long, a
 control character), the front end shows "not sent: <reason>"; a window keeps
 the text in its entry box, selected, for the user to fix.
-
-Ctrl-C (SIGINT) and SIGTERM end a role the way /quit does: the peer is told
-goodbye and the program exits 0, without a traceback.
 
 The loop: the selector's keys carry their handler as ``data`` (see net.py).
 The terminal blocks in ``select()`` with stdin registered next to the sockets.
