@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench screenshots clean
 
 demo: $(STAMP)
 	$(PY) -m lab2_udp.demo
@@ -15,6 +15,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	for script in bench/*.py; do $(PY) $$script || exit 1; done
+
+# docs/lab1.png and docs/lab2.png, taken on a private Xvfb screen (needs xvfb and imagemagick).
+screenshots: $(STAMP)
+	$(PY) -m tools.screenshots
 
 # Reinstall only when the dependencies change.
 $(STAMP): pyproject.toml

@@ -4,7 +4,7 @@ Both have one interface, so a role file never asks which one it has::
 
     ui = open_front_end(title, on_submit, on_quit, headless=..., poll_interval_ms=...)
     ui.show_line(sender, text)   # one transcript line; each sender has its own colour
-    ui.show_text(line, sender)   # a line formatted already ("#12 alice: hi"), in sender's colour
+    ui.show_text(line, sender)   # a line formatted already ("#12 alice: hi"), the name in colour
     ui.show_note(text)           # something happened: "alice left"
     ui.set_status(text)          # connected to whom, encrypted or not
     ui.set_members(names)        # who is in the room: a list beside the transcript (Lab 2)
@@ -15,27 +15,44 @@ Both have one interface, so a role file never asks which one it has::
     ui.stop()
 
 ``on_submit(text)`` runs when the user enters a line; ``on_quit()`` when the
-user leaves (Ctrl-X, closing the window, a line "/quit", or the end of
-stdin); the loop ends right after it.
+user leaves (Ctrl-X, closing the window, a line "/quit", the end of stdin,
+Ctrl-C or SIGTERM); the loop ends right after it.
 
 Both write the transcript to stdout, one flushed line per message, and notes
 and status to stderr. In the terminal that is the whole interface; the window
 shows the same lines too, so a script (or the grader) can follow a GUI session.
 
+If ``on_submit`` raises ProtocolError (the text may not be sent: too long, a
+control character), the front end shows "not sent: <reason>"; a window keeps
+the text in its entry box, selected, for the user to fix.
+
 The loop: the selector's keys carry their handler as ``data`` (see net.py).
 The terminal blocks in ``select()`` with stdin registered next to the sockets.
 A window cannot block: Tk must keep drawing and reading the keyboard, so a Tk
-timer polls the selector with a zero timeout every POLL_INTERVAL_MS.
+timer polls the selector with a zero timeout every POLL_INTERVAL_MS. An
+exception escaping a handler is a bug: it is reported once on stderr and the
+loop carries on, so one bug never freezes a window.
+
+Two environment variables serve the demo (lab2_udp/demo.py) and are not
+needed otherwise: CHAT_WINDOW_GEOMETRY places a window ("640x360+0+0", Tk's
+geometry syntax), and CHAT_WINDOW_STDIN=1 makes a window also take lines
+from stdin, as the terminal does, so a script can type into it.
 """
 from __future__ import annotations
 
 import getpass
 import os
+import re
 import selectors
+import signal
+import socket
 import sys
+import threading
 import time
-import zlib
+import traceback
 from collections.abc import Callable
+
+from common.errors import ProtocolError
 
 try:
     import tkinter as tk
@@ -46,17 +63,25 @@ except ImportError:  # Python without Tk (python3-tk not installed): terminal on
 QUIT_COMMAND = "/quit"
 CTRL_X = b"\x18"
 STDIN_READ_BYTES = 4096
-# Readable on white and told apart easily; a name gets the same colour in every
-# window because the choice hashes the name (crc32 does not change between runs,
-# unlike Python's hash()).
-SENDER_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#e377c2", "#8c564b", "#17becf")
-TERMINAL_COLOURS = ("34", "31", "32", "35", "95", "33", "36")  # ANSI codes, in the same order
+QUIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # Ctrl-C, and `kill` or a closing session
+# Readable on white and told apart easily, enough for a class. Names get them
+# in order of first appearance; every Lab 2 screen shows the same transcript,
+# so every screen gives a name the same colour. Past the end, they repeat.
+SENDER_COLOURS = (
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+    "#7f7f00", "#393b79", "#637939", "#ad494a", "#7b4173", "#005f5f", "#b8860b", "#4b0082",
+    "#c71585", "#2f4f4f", "#006400", "#8b0000", "#483d8b", "#a0522d", "#008b8b", "#556b2f",
+    "#d2691e", "#6a5acd", "#2e8b57", "#800080", "#b22222", "#4682b4",
+)
+TERMINAL_COLOURS = ("34", "31", "32", "35", "33", "36", "94", "91", "92", "95", "93", "96")  # ANSI
 MEMBER_LIST_WIDTH_CHARS = 12
-
-
-def sender_colour_index(sender: str) -> int:
-    """The index, in SENDER_COLOURS, of ``sender``'s colour."""
-    return zlib.crc32(sender.encode("utf-8")) % len(SENDER_COLOURS)
+PROMPT_SIGNAL_CHECK_MS = 100   # how often a password dialog looks for Ctrl-C or SIGTERM
+DEFAULT_GEOMETRY = "560x400"
+GEOMETRY_VARIABLE = "CHAT_WINDOW_GEOMETRY"
+WINDOW_STDIN_VARIABLE = "CHAT_WINDOW_STDIN"
+# Tk 8.6 stores text as UTF-16 and cannot draw a character beyond U+FFFF (most
+# emoji): the window shows "[U+1F600]" instead. stdout keeps the real text.
+TK_SHOWS_ALL_CHARACTERS = tk is not None and tk.TkVersion >= 8.7
 
 
 def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callable[[], None],
@@ -80,17 +105,33 @@ def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callab
     return TerminalChat(title, on_submit, on_quit)
 
 
+def displayable(text: str) -> str:
+    """``text`` as the window can draw it: characters Tk cannot show become "[U+1F600]"."""
+    if TK_SHOWS_ALL_CHARACTERS:
+        return text
+    return "".join(char if ord(char) <= 0xFFFF else f"[U+{ord(char):X}]" for char in text)
+
+
 class _FrontEnd:
-    """What both front ends share: the callbacks and the stdout/stderr output."""
+    """What both front ends share: the callbacks, the stdout/stderr output,
+    stdin lines, the signals that quit, and the guarded loop."""
 
     def __init__(self, title: str, on_submit: Callable[[str], None],
-                 on_quit: Callable[[], None]) -> None:
+                 on_quit: Callable[[], None], *, reads_stdin: bool) -> None:
         self.title = title
         self._on_submit = on_submit
         self._on_quit = on_quit
         self._status = ""
         self._input_enabled = True
         self.stopped = False
+        self._reads_stdin = reads_stdin
+        self._pending = bytearray()   # stdin bytes of a line not yet ended
+        self._selector: selectors.BaseSelector | None = None
+        self._colours: dict[str, int] = {}          # name -> its order of first appearance
+        self._reported: set[tuple[str, str]] = set()  # (callback, exception type) seen already
+        self._wakeup_receive: socket.socket | None = None
+        self._wakeup_send: socket.socket | None = None
+        self._previous_handlers: dict[int, object] = {}
 
     def show_line(self, sender: str, text: str) -> None:
         """Add one line to the transcript."""
@@ -100,7 +141,7 @@ class _FrontEnd:
 
     def show_text(self, line: str, sender: str) -> None:
         """Add one preformatted transcript line (Lab 2's "#12 alice: hi"),
-        shown in ``sender``'s colour and printed to stdout exactly as given."""
+        with ``sender``'s name in its colour, printed to stdout exactly as given."""
         print(line, flush=True)
 
     def show_note(self, text: str) -> None:
@@ -132,12 +173,25 @@ class _FrontEnd:
         """Take lines from the user, or leave them waiting (before a login, say).
         Quitting works either way."""
         self._input_enabled = enabled
+        if self._selector is not None:
+            self._watch_stdin()
 
-    def _submit(self, text: str) -> None:
+    def colour_index(self, sender: str) -> int:
+        """The index, in SENDER_COLOURS, of ``sender``'s colour: names take the
+        colours in the order they first appear."""
+        return self._colours.setdefault(sender, len(self._colours)) % len(SENDER_COLOURS)
+
+    def _submit(self, text: str) -> bool:
+        """Hand one line to the role; False if it was refused (and not sent)."""
         if text.strip() == QUIT_COMMAND:
             self._quit()
         elif text.strip():
-            self._on_submit(text)
+            try:
+                self._on_submit(text)
+            except ProtocolError as error:   # too long, a control character...
+                self.show_note(f"not sent: {error}")
+                return False
+        return True
 
     def _quit(self) -> None:
         if not self.stopped:
@@ -147,75 +201,86 @@ class _FrontEnd:
     def _name_for_stdout(self, sender: str) -> str:
         return sender
 
-    @staticmethod
-    def _handle_ready(selector: selectors.BaseSelector, timeout: float | None,
-                      stopped: Callable[[], bool], after_events: Callable[[], None] | None) -> None:
-        ready = selector.select(timeout)
+    # --- The loop's plumbing, the same for both front ends -----------------------------
+
+    def _start(self, selector: selectors.BaseSelector) -> None:
+        """Before the loop: watch stdin (if we read it), and turn Ctrl-C and
+        SIGTERM into a quit."""
+        self._selector = selector
+        self._watch_stdin()
+        # A signal handler runs between any two steps of whatever the loop was
+        # doing, maybe half-way through sending a record: quitting right there
+        # could close a socket under a handler's feet. So the handler only
+        # writes a byte to a socketpair that the selector watches, and the loop
+        # quits on its own time, as if the user had typed /quit. (A window polls
+        # the same selector, so the same byte reaches it.)
+        self._wakeup_receive, self._wakeup_send = socket.socketpair()
+        for sock in (self._wakeup_receive, self._wakeup_send):
+            sock.setblocking(False)
+        selector.register(self._wakeup_receive, selectors.EVENT_READ, self._on_wakeup)
+        if threading.current_thread() is threading.main_thread():   # only it may set handlers
+            for signal_number in QUIT_SIGNALS:
+                self._previous_handlers[signal_number] = signal.signal(signal_number, self._on_signal)
+
+    def _finish(self) -> None:
+        """After the loop: put the signals and the selector back as they were."""
+        for signal_number, handler in self._previous_handlers.items():
+            signal.signal(signal_number, handler)
+        self._previous_handlers.clear()
+        self._selector.unregister(self._wakeup_receive)
+        self._wakeup_receive.close()
+        self._wakeup_send.close()
+        self.set_input_enabled(False)   # leave the selector without our stdin in it
+
+    def _on_signal(self, _signal_number: int, _frame: object) -> None:
+        try:
+            self._wakeup_send.send(b"\0")
+        except BlockingIOError:
+            pass   # the socketpair is full of wake-ups already: one is enough
+
+    def _on_wakeup(self, _mask: int) -> None:
+        self._wakeup_receive.recv(STDIN_READ_BYTES)
+        self._quit()
+
+    def _handle_ready(self, timeout: float | None, after_events: Callable[[], None] | None) -> None:
+        ready = self._selector.select(timeout)
         for key, mask in ready:
-            key.data(mask)
-            if stopped():  # a quit closes sockets that may still be in this batch
+            self._guarded(key.data, mask)
+            if self.stopped:  # a quit closes sockets that may still be in this batch
                 return
         # Lab 2's server packs what this round logged into as few datagrams as
         # fit: under load one round handles many clients, so one datagram
         # (one seal, one signature) carries many events.
         if ready and after_events is not None:
-            after_events()
+            self._guarded(after_events)
 
-
-class TerminalChat(_FrontEnd):
-    """Headless mode for SSH and CI: stdin lines in, transcript lines out.
-
-    Each line of stdin is one message. A line "/quit", a Ctrl-X (byte 0x18,
-    then Enter: the terminal hands us whole lines) or the end of stdin quits.
-    Needs a POSIX system: Windows can select() on sockets only, not on stdin.
-    set_members() shows nothing here: /who lists the room on demand.
-    """
-
-    def __init__(self, title: str, on_submit: Callable[[str], None],
-                 on_quit: Callable[[], None]) -> None:
-        super().__init__(title, on_submit, on_quit)
-        self._pending = bytearray()   # stdin bytes of a line not yet ended
-        self._colour = sys.stdout.isatty()
-        self._selector: selectors.BaseSelector | None = None
-
-    def ask_password(self, prompt: str) -> str | None:
-        """Ask on the terminal without echoing; None if the user gives up (Ctrl-D)."""
+    def _guarded(self, callback: Callable, *args: object) -> None:
+        """Run one callback of the loop. An exception that escapes it is a bug
+        in the role file: say so once, with its traceback, and carry on, so a
+        bug costs one event, never the whole chat or a frozen window."""
         try:
-            return getpass.getpass(f"{prompt}: ")
-        except EOFError:
-            return None
+            callback(*args)
+        except Exception as error:   # deliberately broad: this is the last boundary
+            self._report(getattr(callback, "__qualname__", repr(callback)), error)
 
-    def session_over(self, text: str) -> None:
-        super().session_over(text)
-        self.stop()
+    def _report(self, where: str, error: BaseException) -> None:
+        if (where, type(error).__name__) in self._reported:
+            return   # once is enough: a socket that stays readable would repeat it forever
+        self._reported.add((where, type(error).__name__))
+        print(f"internal error in {where} (reported once; the program carries on):\n"
+              + "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+              file=sys.stderr, end="", flush=True)
 
-    def run(self, selector: selectors.BaseSelector, tick: Callable[[], None] | None = None,
-            tick_interval_ms: int = 1000, after_events: Callable[[], None] | None = None) -> None:
-        """Handle socket events and stdin until stop(); call ``tick()`` every
-        ``tick_interval_ms`` (Lab 2: heartbeats and repairs) if given, and
-        ``after_events()`` after each round of events."""
-        self._selector = selector
-        self._watch_stdin()
-        next_tick = time.monotonic() + tick_interval_ms / 1000
-        while not self.stopped:
-            timeout = None if tick is None else max(0.0, next_tick - time.monotonic())
-            self._handle_ready(selector, timeout, lambda: self.stopped, after_events)
-            if tick is not None and not self.stopped and time.monotonic() >= next_tick:
-                tick()
-                next_tick = time.monotonic() + tick_interval_ms / 1000
-        self.set_input_enabled(False)   # leave the selector without our stdin in it
-
-    def set_input_enabled(self, enabled: bool) -> None:
-        super().set_input_enabled(enabled)
-        if self._selector is not None:
-            self._watch_stdin()
+    # --- stdin: the terminal's keyboard, or a script typing into a window ---------------
 
     def _watch_stdin(self) -> None:
         # While input is off, stdin is simply not watched: its lines (and its
         # end) wait in the pipe, and none is lost. Ctrl-C still works.
+        if not self._reads_stdin:
+            return
         stdin_fd = sys.stdin.fileno()
         watched = stdin_fd in self._selector.get_map()
-        if self._input_enabled and not watched:
+        if self._input_enabled and not watched and not self.stopped:
             try:
                 self._selector.register(stdin_fd, selectors.EVENT_READ, self._on_stdin)
             except PermissionError:
@@ -243,31 +308,92 @@ class TerminalChat(_FrontEnd):
         if not data or ctrl_x:
             self._quit()
 
+
+class TerminalChat(_FrontEnd):
+    """Headless mode for SSH and CI: stdin lines in, transcript lines out.
+
+    Each line of stdin is one message. A line "/quit", a Ctrl-X (byte 0x18,
+    then Enter: the terminal hands us whole lines), the end of stdin, Ctrl-C
+    or SIGTERM quits.
+    Needs a POSIX system: Windows can select() on sockets only, not on stdin.
+    set_members() shows nothing here: /who lists the room on demand.
+    """
+
+    def __init__(self, title: str, on_submit: Callable[[str], None],
+                 on_quit: Callable[[], None]) -> None:
+        super().__init__(title, on_submit, on_quit, reads_stdin=True)
+        self._colour = sys.stdout.isatty()
+
+    def ask_password(self, prompt: str) -> str | None:
+        """Ask on the terminal without echoing; None if the user gives up
+        (Ctrl-D, Ctrl-C or SIGTERM)."""
+        # While we wait for the password, SIGTERM interrupts as Ctrl-C does:
+        # there is no session yet to say goodbye to.
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            return getpass.getpass(f"{prompt}: ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)   # end the prompt's line: the role says why it stops
+            return None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def session_over(self, text: str) -> None:
+        super().session_over(text)
+        self.stop()
+
+    def run(self, selector: selectors.BaseSelector, tick: Callable[[], None] | None = None,
+            tick_interval_ms: int = 1000, after_events: Callable[[], None] | None = None) -> None:
+        """Handle socket events and stdin until stop(); call ``tick()`` every
+        ``tick_interval_ms`` (Lab 2: heartbeats and repairs) if given, and
+        ``after_events()`` after each round of events."""
+        self._start(selector)
+        try:
+            next_tick = time.monotonic() + tick_interval_ms / 1000
+            while not self.stopped:
+                timeout = None if tick is None else max(0.0, next_tick - time.monotonic())
+                self._handle_ready(timeout, after_events)
+                if tick is not None and not self.stopped and time.monotonic() >= next_tick:
+                    self._guarded(tick)
+                    next_tick = time.monotonic() + tick_interval_ms / 1000
+        finally:
+            self._finish()
+
     def _name_for_stdout(self, sender: str) -> str:
         if not self._colour:  # a pipe or a file gets the bare name
             return sender
-        return f"\x1b[1;{TERMINAL_COLOURS[sender_colour_index(sender)]}m{sender}\x1b[0m"
+        colour = TERMINAL_COLOURS[self.colour_index(sender) % len(TERMINAL_COLOURS)]
+        return f"\x1b[1;{colour}m{sender}\x1b[0m"
 
 
 class ChatWindow(_FrontEnd):
     """A tkinter window: scrolling transcript, entry box, status line, and in
     Lab 2 a member list at the right.
 
-    Enter sends the line; Ctrl-X or closing the window quits.
+    Enter sends the line; Ctrl-X, closing the window, Ctrl-C or SIGTERM quits.
     Raises tkinter.TclError if no window can be opened.
     """
 
     def __init__(self, title: str, on_submit: Callable[[str], None],
                  on_quit: Callable[[], None], *, poll_interval_ms: int) -> None:
-        super().__init__(title, on_submit, on_quit)
+        super().__init__(title, on_submit, on_quit,
+                         reads_stdin=os.environ.get(WINDOW_STDIN_VARIABLE) == "1")
         self._poll_interval_ms = poll_interval_ms
         self._root = tk.Tk()
         self._root.title(title)
-        self._root.geometry("560x400")
+        self._root.geometry(os.environ.get(GEOMETRY_VARIABLE) or DEFAULT_GEOMETRY)
+        # An exception in a Tk callback (a key press) is reported as the loop's are.
+        self._root.report_callback_exception = (
+            lambda _type, error, _traceback: self._report("a window callback", error))
         self._transcript = scrolledtext.ScrolledText(self._root, wrap="word", state="disabled",
                                                      font=("TkDefaultFont", 11))
         self._transcript.tag_configure("note", foreground="grey40",
                                        font=("TkDefaultFont", 10, "italic"))
+        self._transcript.tag_configure("hidden", foreground="grey55",
+                                       font=("TkDefaultFont", 11, "italic"))
         for index, colour in enumerate(SENDER_COLOURS):
             self._transcript.tag_configure(f"sender{index}", foreground=colour,
                                            font=("TkDefaultFont", 11, "bold"))
@@ -286,11 +412,19 @@ class ChatWindow(_FrontEnd):
 
     def show_line(self, sender: str, text: str) -> None:
         super().show_line(sender, text)
-        self._append((f"{sender}: ", f"sender{sender_colour_index(sender)}"), (f"{text}\n", ()))
+        self._append((f"{sender}", self._sender_tag(sender)), (f": {text}\n", ()))
 
     def show_text(self, line: str, sender: str) -> None:
         super().show_text(line, sender)
-        self._append((f"{line}\n", f"sender{sender_colour_index(sender)}"))
+        tag = self._sender_tag(sender)   # even for a hidden line: the colour order stays the same
+        # The name is the first whole word equal to it, after "#12 " if the line
+        # starts with a number (a name may be all digits too).
+        start = line.find(" ") + 1 if line.startswith(("#", "~#")) else 0
+        name = re.compile(rf"(?<!\w){re.escape(sender)}(?!\w)").search(line, start)
+        if line.startswith("~") or name is None:   # a hidden message from someone ignored
+            self._append((f"{line}\n", "hidden"))
+        else:
+            self._append((line[:name.start()], ()), (sender, tag), (f"{line[name.end():]}\n", ()))
 
     def show_note(self, text: str) -> None:
         super().show_note(text)
@@ -298,7 +432,7 @@ class ChatWindow(_FrontEnd):
 
     def set_status(self, text: str) -> None:
         super().set_status(text)
-        self._status_line.configure(text=text)
+        self._status_line.configure(text=displayable(text))
 
     def set_members(self, names: list[str]) -> None:
         if self._members is None:   # made on first use, so Lab 1's windows stay as they were
@@ -310,12 +444,14 @@ class ChatWindow(_FrontEnd):
                                before=self._transcript)
         self._members.delete(0, "end")
         for name in names:
-            self._members.insert("end", name)
-            self._members.itemconfigure("end", foreground=SENDER_COLOURS[sender_colour_index(name)])
+            self._members.insert("end", displayable(name))
+            self._members.itemconfigure("end", foreground=SENDER_COLOURS[self.colour_index(name)])
 
     def session_over(self, text: str) -> None:
         super().session_over(text)
-        self._status_line.configure(text=f"disconnected: {text}")
+        self._status_line.configure(text=displayable(f"disconnected: {text}"))
+        if self._members is not None:   # nobody is in a room we are no longer part of
+            self._members.delete(0, "end")
         self.set_input_enabled(False)
 
     def set_input_enabled(self, enabled: bool) -> None:
@@ -323,8 +459,38 @@ class ChatWindow(_FrontEnd):
         self._entry.configure(state="normal" if enabled else "disabled")
 
     def ask_password(self, prompt: str) -> str | None:
-        """Ask in a dialog that hides what is typed; None if cancelled."""
-        return simpledialog.askstring(self.title, prompt, show="*", parent=self._root)
+        """Ask in a dialog that hides what is typed; None if cancelled
+        (or interrupted by Ctrl-C or SIGTERM)."""
+        interrupted = False
+        watcher = ""
+
+        def on_signal(_signal_number: int, _frame: object) -> None:
+            nonlocal interrupted
+            interrupted = True
+
+        def watch() -> None:
+            # The dialog waits inside Tk's C code, where no Python signal
+            # handler can run: a timer runs a little Python now and then.
+            nonlocal watcher
+            if interrupted:   # close the dialog: askstring() then answers None
+                for child in self._root.winfo_children():
+                    if isinstance(child, tk.Toplevel):
+                        child.destroy()
+            else:
+                watcher = self._root.after(PROMPT_SIGNAL_CHECK_MS, watch)
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {number: signal.signal(number, on_signal) for number in QUIT_SIGNALS}
+        watch()
+        try:
+            answer = simpledialog.askstring(f"{self.title}: password", prompt, show="*",
+                                            parent=self._root)
+        finally:
+            self._root.after_cancel(watcher)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+        return None if interrupted else answer
 
     def run(self, selector: selectors.BaseSelector, tick: Callable[[], None] | None = None,
             tick_interval_ms: int = 1000, after_events: Callable[[], None] | None = None) -> None:
@@ -333,23 +499,31 @@ class ChatWindow(_FrontEnd):
         round of events. Call it after registering a socket:
         on Windows, select() with nothing to watch raises an error."""
         def poll_network() -> None:
-            # timeout=0: never wait here. Waiting inside a Tk callback would
-            # freeze the window, which can only redraw between callbacks.
-            self._handle_ready(selector, 0, lambda: self.stopped, after_events)
-            if not self.stopped:
-                self._root.after(self._poll_interval_ms, poll_network)
+            try:
+                # timeout=0: never wait here. Waiting inside a Tk callback would
+                # freeze the window, which can only redraw between callbacks.
+                self._handle_ready(0, after_events)
+            finally:   # whatever happened, keep polling: a window that stops polling is dead
+                if not self.stopped:
+                    self._root.after(self._poll_interval_ms, poll_network)
 
         def tick_again() -> None:
-            tick()
-            if not self.stopped:
-                self._root.after(tick_interval_ms, tick_again)
+            try:
+                self._guarded(tick)
+            finally:
+                if not self.stopped:
+                    self._root.after(tick_interval_ms, tick_again)
 
-        poll_network()
-        if tick is not None:
-            self._root.after(tick_interval_ms, tick_again)
-        if not self.stopped:
-            self._root.mainloop()
-        self._root.destroy()
+        self._start(selector)
+        try:
+            poll_network()
+            if tick is not None:
+                self._root.after(tick_interval_ms, tick_again)
+            if not self.stopped:
+                self._root.mainloop()
+        finally:
+            self._finish()
+            self._root.destroy()
 
     def stop(self) -> None:
         super().stop()
@@ -359,12 +533,20 @@ class ChatWindow(_FrontEnd):
         if not self._input_enabled:   # a disabled Entry still delivers its key bindings
             return
         text = self._entry.get()
-        self._entry.delete(0, "end")
-        self._submit(text)
+        if not text.strip():
+            self.show_note("nothing sent: the line is empty")
+        elif self._submit(text):
+            self._entry.delete(0, "end")
+        else:   # refused: keep it, selected, so the user can fix it or type over it
+            self._entry.selection_range(0, "end")
+            self._entry.icursor("end")
+
+    def _sender_tag(self, sender: str) -> str:
+        return f"sender{self.colour_index(sender)}"
 
     def _append(self, *pieces: tuple[str, str | tuple]) -> None:
         self._transcript.configure(state="normal")   # read-only, except for us
         for text, tag in pieces:
-            self._transcript.insert("end", text, tag)
+            self._transcript.insert("end", displayable(text), tag)
         self._transcript.configure(state="disabled")
         self._transcript.see("end")

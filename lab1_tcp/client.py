@@ -195,12 +195,9 @@ class ChatClient:
     # --- What the user does: the front end calls these ---------------------------------
 
     def say(self, text: str) -> None:
-        """The user entered a line: send it to the server and show it."""
-        try:
-            text = checked_text(text)
-        except ProtocolError as error:
-            self.ui.show_note(str(error))
-            return
+        """The user entered a line: send it to the server and show it.
+        ProtocolError if it may not be sent: the front end says why."""
+        text = checked_text(text)
         self.session.send(ChatMessage(self.name, text))
         self.ui.show_line(self.name, text)
         try:

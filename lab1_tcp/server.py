@@ -289,11 +289,7 @@ class ChatServer:
         if partner is None or partner.name is None:
             self.ui.show_note("nobody to talk to yet: wait for a client to log in")
             return
-        try:
-            text = checked_text(text)
-        except ProtocolError as error:
-            self.ui.show_note(str(error))
-            return
+        text = checked_text(text)   # ProtocolError if it may not be sent: the front end says why
         self.ui.show_line(self.name, text)
         partner.session.send(ChatMessage(self.name, text))
         self.flush(partner)

@@ -256,8 +256,6 @@ class RoomClient:
                 self.ui.show_note(self.transcript.summary())
             else:
                 self.send(Say(checked_text(text)))
-        except ProtocolError as error:
-            self.ui.show_note(f"not sent: {error}")
         except OSError as error:
             self.fail(f"connection lost: {error}")
 
@@ -293,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     ui = open_front_end(f"Lab 2 room: {args.name}", lambda text: client.on_submit(text),
                         lambda: client.on_quit(), headless=args.headless,
                         poll_interval_ms=settings.poll_interval_ms)
-    password = os.environ.get("CHAT_PASSWORD") or ui.ask_password(f"password for {args.name}")
+    password = os.environ.get("CHAT_PASSWORD") or ui.ask_password(f"Password for {args.name}")
     if not password:
         print("no password given", file=sys.stderr)
         return EXIT_FAILED

@@ -1,15 +1,20 @@
 """The instructor's demo of Lab 2: one room, four clients, a bad network.
 
-Run it:  make demo     (or: python -m lab2_udp.demo [--windows] [--loss 0.2])
+Run it:  make demo     (or: python -m lab2_udp.demo [--windows] [--interactive] [--loss 0.2])
 
 It starts, on this machine, a Lab 2 server, a lossy relay (lossy_relay.py)
 that drops 20% of the room's datagrams and duplicates and reorders others,
-and the clients alice, bob and carol. Without a display it plays a short
-scripted conversation (room messages, a DM, an ignore, and dave joining
-late) and prints every screen side by side with its transcript hash: the
-room lines and the hashes agree on every screen, although a fifth of the
-datagrams never arrived. With a display (or --windows) it opens the windows
-instead and lets you chat; press Enter in the terminal to close them all.
+and the clients alice, bob and carol. It plays a short scripted class (room
+messages, a DM, an ignore, and dave joining late), then asks every screen
+for its transcript hash: the room lines and the hashes agree on every
+screen, although a fifth of the datagrams never arrived.
+
+Without a display it prints every screen side by side with its hash. With a
+display (or --windows) the same class plays in windows tiled side by side
+(server, alice, bob; carol, dave, and a panel with the relay's counters),
+a line every --pace seconds; every window ends showing its hash, and the
+windows close after a while. --interactive keeps them open for the class to
+type in, until you press Enter in the terminal or close the panel.
 
 Everything runs in a fresh temporary folder with its own keys and accounts.
 """
@@ -29,9 +34,15 @@ import time
 from pathlib import Path
 
 from common.config import create_env_file
-from lab2_udp.lossy_relay import FaultPlan, LossyRelay
+from lab2_udp.lossy_relay import FaultPlan, LossyRelay, describe_counts
 
 DEADLINE_SECONDS = 20.0
+QUIT_SECONDS = 5.0           # how long a role may take to say goodbye before it is killed
+HOLD_SECONDS = 20.0          # how long the windows stay up after the story (without --interactive)
+WINDOW_PACE_SECONDS = 1.5    # between two scripted lines, so a class can follow them
+PANEL_REFRESH_MS = 200
+TILE_COLUMNS, TILE_ROWS = 3, 2
+TILE_MARGIN = (8, 40)        # pixels a window manager may add around a window (borders, title bar)
 COLUMN_CHARS = 26
 PASSWORD = "demo password"
 SCRIPT = [   # (who, what they type); "server" is the server's own keyboard
@@ -42,6 +53,7 @@ SCRIPT = [   # (who, what they type); "server" is the server's own keyboard
     ("alice", "/msg carol psst: bob is talking to you"),
     ("server", "welcome to the Lab 2 demo"),
 ]
+SCREENS = ("server", "alice", "bob", "carol", "dave")   # in tile order; the panel takes the last tile
 
 
 class Role:
@@ -84,8 +96,13 @@ class Role:
         self.process.stdin.flush()
 
     def stop(self) -> None:
+        """Quit as a user would (the room sees the goodbye); kill it if it hangs."""
         if self.process.poll() is None:
-            self.process.kill()
+            try:
+                self.type("/quit")
+                self.process.wait(QUIT_SECONDS)
+            except (OSError, subprocess.TimeoutExpired):   # a closed pipe, or a hung role
+                self.process.kill()
         self.process.wait()
 
 
@@ -95,62 +112,100 @@ def free_udp_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_demo(folder: Path, loss: float, headless: bool) -> int:
-    env_file = folder / ".env"
-    create_env_file(env_file)
-    server_port, client_port = free_udp_port(), free_udp_port()
-    env = {**os.environ, "CHAT_PASSWORD": PASSWORD}
-    plan = FaultPlan(drop=loss, duplicate=0.05, reorder=0.1, delay_ms=5, seed=2026)
-    relay = LossyRelay(plan, server_port, "127.255.255.255", client_port)
-    threading.Thread(target=relay.run, daemon=True).start()
-    roles: dict[str, Role] = {}
-    try:
-        roles["server"] = Role("server", "lab2_udp.server", [
-            "--port", "0", "--env", str(env_file), "--db", str(folder / "chat.db"),
-            "--broadcast-port", str(server_port)], env, headless)
-        port = roles["server"].wait_for(r"listening on [^:]+:(\d+)", roles["server"].stderr).group(1)
+def tiles(screen_width: int, screen_height: int) -> list[str]:
+    """Tk geometries ("WxH+X+Y") of a TILE_COLUMNS x TILE_ROWS grid that fills
+    the screen, row by row, each window small enough that none overlaps
+    the next even with a window manager's frame around it."""
+    width, height = screen_width // TILE_COLUMNS, screen_height // TILE_ROWS
+    return [f"{width - TILE_MARGIN[0]}x{height - TILE_MARGIN[1]}+{column * width}+{row * height}"
+            for row in range(TILE_ROWS) for column in range(TILE_COLUMNS)]
 
-        def join(name: str) -> None:
-            roles[name] = Role(name, "lab2_udp.client", [
-                "--port", port, "--env", str(env_file), "--broadcast-port", str(client_port),
-                "--name", name, "--register"], env, headless)
-            roles[name].wait_for(rf"logged in as {name}", roles[name].stderr)
 
+class Demo:
+    """The folder, the relay, the roles, and the story they play."""
+
+    def __init__(self, folder: Path, loss: float, geometries: list[str] | None, pace_seconds: float) -> None:
+        self.folder = folder
+        self.env_file = folder / ".env"
+        create_env_file(self.env_file)
+        self.geometries = geometries   # None: headless
+        self.pace_seconds = pace_seconds
+        self.server_port, self.client_port = free_udp_port(), free_udp_port()
+        self.plan = FaultPlan(drop=loss, duplicate=0.05, reorder=0.1, delay_ms=5, seed=2026)
+        self.relay = LossyRelay(self.plan, self.server_port, "127.255.255.255", self.client_port)
+        threading.Thread(target=self.relay.run, daemon=True).start()
+        self.roles: dict[str, Role] = {}
+        self.summaries: dict[str, str] = {}
+        self.screens: dict[str, list[str]] = {}   # every screen's stdout when it gave its hash
+        self.port = ""
+
+    def start(self, label: str, module: str, args: list[str]) -> Role:
+        env = {**os.environ, "CHAT_PASSWORD": PASSWORD}
+        if self.geometries is not None:   # a window that takes the script's lines on stdin, in its tile
+            env.update(CHAT_WINDOW_STDIN="1", CHAT_WINDOW_GEOMETRY=self.geometries[SCREENS.index(label)])
+        self.roles[label] = Role(label, module, args, env, headless=self.geometries is None)
+        return self.roles[label]
+
+    def join(self, name: str) -> None:
+        self.start(name, "lab2_udp.client", [
+            "--port", self.port, "--env", str(self.env_file), "--broadcast-port", str(self.client_port),
+            "--name", name, "--register"])
+        self.roles[name].wait_for(rf"logged in as {name}", self.roles[name].stderr)
+
+    def play(self) -> None:
+        """The scripted class, ending with every screen's 'transcript HASH COUNT'."""
+        server = self.start("server", "lab2_udp.server", [
+            "--port", "0", "--env", str(self.env_file), "--db", str(self.folder / "chat.db"),
+            "--broadcast-port", str(self.server_port)])
+        self.port = server.wait_for(r"listening on [^:]+:(\d+)", server.stderr).group(1)
         for name in ("alice", "bob", "carol"):
-            join(name)
-        if not headless:
-            print("The windows are open: chat in them. Press Enter here to close them all.")
-            input()
-            return 0
+            self.join(name)
         for who, text in SCRIPT:
-            roles[who].type(text)
+            time.sleep(self.pace_seconds)   # for the audience: the windows show each line as it comes
+            self.roles[who].type(text)
             if not text.startswith("/"):   # wait for the room to number it: keeps the script's order
-                roles[who].wait_for(rf"^#\d+ {who}: {re.escape(text)}$", roles[who].stdout)
-        roles["carol"].wait_for(r"^@alice -> carol", roles["carol"].stdout)
-        join("dave")                       # the late joiner: gets the history over TCP
-        roles["dave"].type("what did I miss?")
-        last = roles["server"].wait_for(r"^#(\d+) dave: what did I miss\?$", roles["server"].stdout).group(1)
-        summaries = {}
-        for label, role in roles.items():
+                self.roles[who].wait_for(rf"^#\d+ {who}: {re.escape(text)}$", self.roles[who].stdout)
+        self.roles["carol"].wait_for(r"^@alice -> carol", self.roles["carol"].stdout)
+        time.sleep(self.pace_seconds)
+        self.join("dave")                       # the late joiner: gets the history over TCP
+        self.roles["dave"].type("what did I miss?")
+        last = server.wait_for(r"^#(\d+) dave: what did I miss\?$", server.stdout).group(1)
+        for label, role in self.roles.items():
             role.wait_for(rf"^~?#{last} ", role.stdout)
-            role.type("/hash")
-            summaries[label] = role.wait_for(r"^transcript (\w+) (\d+)$", role.stderr).group(0)
-    finally:
-        for role in roles.values():
-            role.stop()
-        relay.stop()
-    print_side_by_side(roles, summaries)
-    print(f"\nThe network: {', '.join(f'{name} {count}' for name, count in plan.counts.items())} datagrams.")
-    # Carol ignores bob, so his lines are placeholders ("~#4 ...") on her screen
-    # only: compare the numbers every screen shows, and the hashes of the events.
-    numbers = {tuple(line.lstrip("~").split(" ")[0] for line in role.stdout if line.lstrip("~").startswith("#"))
-               for role in roles.values()}
-    same = len(set(summaries.values())) == 1 and len(numbers) == 1
-    print("Every screen shows the same room transcript." if same else "The screens DIFFER: that is a bug.")
-    return 0 if same else 1
+            role.type("/hash")   # a window shows it too, as a note under its transcript
+            self.summaries[label] = role.wait_for(r"^transcript (\w+) (\d+)$", role.stderr).group(0)
+            # What came after (the leaves, when the demo ends) is not part of the story.
+            self.screens[label] = [line for line in role.stdout
+                                   if not line.lstrip("~").startswith("#") or seq_of(line) <= int(last)]
+
+    def stop(self) -> None:
+        for label in reversed(self.roles):   # the clients first: the server last sees them leave
+            self.roles[label].stop()
+        self.relay.stop()
+
+    def same_everywhere(self) -> bool:
+        # Carol ignores bob, so his lines are placeholders ("~#4 ...") on her screen
+        # only: compare the numbers every screen shows, and the hashes of the events.
+        numbers = {tuple(seq_of(line) for line in lines if line.lstrip("~").startswith("#"))
+                   for lines in self.screens.values()}
+        return len(set(self.summaries.values())) == 1 and len(numbers) == 1
+
+    def report(self) -> bool:
+        """Print the screens side by side, the network's counts and the verdict."""
+        print_side_by_side(self.screens, self.summaries)
+        print(f"\nThe network: {describe_counts(self.plan.counts)} datagrams.")
+        same = self.same_everywhere()
+        print("Every screen shows the same room transcript." if same else "The screens DIFFER: that is a bug.",
+              flush=True)
+        return same
 
 
-def print_side_by_side(roles: dict[str, Role], summaries: dict[str, str]) -> None:
+def seq_of(line: str) -> int:
+    """12 for "#12 alice: hi" and for a hidden "~#12 (hidden: ...)"."""
+    return int(line.lstrip("~#").split(" ")[0])
+
+
+def print_side_by_side(screens: dict[str, list[str]], summaries: dict[str, str]) -> None:
     """One column per screen, one row per room event (so the rows line up),
     then each screen's private lines and its transcript hash."""
     def cell(text: str) -> str:
@@ -159,26 +214,100 @@ def print_side_by_side(roles: dict[str, Role], summaries: dict[str, str]) -> Non
     def row(cells) -> None:
         print(" | ".join(cell(text) for text in cells).rstrip())
 
-    screens = list(roles.values())
-    by_seq = [{line.lstrip("~").split(" ")[0]: line for line in role.stdout} for role in screens]
-    row(label.upper() for label in roles)
+    by_seq = [{line.lstrip("~").split(" ")[0]: line for line in lines} for lines in screens.values()]
+    row(label.upper() for label in screens)
     for seq in sorted({key for lines in by_seq for key in lines if key.startswith("#")}, key=lambda k: int(k[1:])):
         row(lines.get(seq, "") for lines in by_seq)
-    private = [[line for line in role.stdout if line.startswith("@")] for role in screens]
+    private = [[line for line in lines if line.startswith("@")] for lines in screens.values()]
     for index in range(max(map(len, private))):
         row(lines[index] if index < len(lines) else "" for lines in private)
-    row(summaries[label] for label in roles)
+    row(summaries[label] for label in screens)
+
+
+def run_headless(folder: Path, loss: float) -> int:
+    demo = Demo(folder, loss, None, pace_seconds=0)
+    try:
+        demo.play()
+    finally:
+        demo.stop()
+    return 0 if demo.report() else 1
+
+
+def run_in_windows(folder: Path, loss: float, pace_seconds: float, interactive: bool) -> int:
+    """The story in tiled windows. The relay's counters live in a panel in the
+    last tile, drawn by this process's Tk loop (main thread) while a worker
+    thread plays the story: Tk must only be touched from one thread."""
+    import tkinter as tk   # here, not on top: the headless demo must run without Tk
+
+    panel = tk.Tk()
+    panel.title("Lab 2 demo: the network")
+    geometries = tiles(panel.winfo_screenwidth(), panel.winfo_screenheight())
+    panel.geometry(geometries[-1])
+    counters = tk.Label(panel, justify="left", anchor="nw", font=("TkFixedFont", 14), padx=12, pady=12)
+    counters.pack(fill="both", expand=True)
+    demo = Demo(folder, loss, geometries, pace_seconds)
+    done_watching = threading.Event()   # Enter pressed, the panel closed, or the hold is over
+    panel.protocol("WM_DELETE_WINDOW", done_watching.set)
+    outcome = {"verdict": "the class is under way...", "code": 1}
+
+    def story() -> None:
+        try:
+            demo.play()
+            same = demo.report()
+            outcome["code"] = 0 if same else 1
+            outcome["verdict"] = ("every screen: " + next(iter(demo.summaries.values())) if same
+                                  else "the screens DIFFER: that is a bug")
+            if interactive:
+                print("The windows are yours: chat in them. Press Enter here (or close the panel) to end.",
+                      flush=True)
+                threading.Thread(target=lambda: (sys.stdin.readline(), done_watching.set()), daemon=True).start()
+                done_watching.wait()
+            else:
+                print(f"The windows close in {HOLD_SECONDS:.0f} s (--interactive keeps them open).", flush=True)
+                done_watching.wait(HOLD_SECONDS)
+        except RuntimeError as error:   # a role did not do its part: say which, and why
+            outcome["verdict"] = f"the demo failed: {error}"
+            print(error, file=sys.stderr, flush=True)
+        finally:
+            demo.stop()
+
+    def refresh() -> None:
+        counts = dict(demo.plan.counts)   # one copy: the relay's thread keeps counting
+        dropped_percent = 100 * counts.get("dropped", 0) / max(1, counts.get("received", 0))
+        counters.configure(text=f"The network (lossy relay)\n\n{describe_counts(counts).replace(', ', chr(10))}"
+                                f"\n({dropped_percent:.0f}% lost)\n\n{outcome['verdict']}")
+        if worker.is_alive():
+            panel.after(PANEL_REFRESH_MS, refresh)
+        else:
+            panel.quit()
+
+    worker = threading.Thread(target=story, daemon=True)
+    worker.start()
+    refresh()
+    panel.mainloop()
+    panel.destroy()
+    return outcome["code"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab2_udp.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--windows", action="store_true", help="open the windows even if unsure of a display")
-    parser.add_argument("--loss", type=float, default=0.2, help="share of room datagrams the network loses")
+    parser.add_argument("--interactive", action="store_true",
+                        help="with windows: keep them open after the story, until Enter is pressed")
+    parser.add_argument("--loss", type=float, default=0.2,
+                        help="share of room datagrams the network loses (default: %(default)s)")
+    parser.add_argument("--pace", type=float, default=WINDOW_PACE_SECONDS,
+                        help="with windows: seconds between two scripted lines (default: %(default)s)")
     args = parser.parse_args(argv)
-    headless = not (args.windows or os.environ.get("DISPLAY"))
+    windows = args.windows or bool(os.environ.get("DISPLAY"))
     folder = Path(tempfile.mkdtemp(prefix="chat-lab-demo-"))
     try:
-        return run_demo(folder, args.loss, headless)
+        if windows:
+            return run_in_windows(folder, args.loss, args.pace, args.interactive)
+        return run_headless(folder, args.loss)
+    except KeyboardInterrupt:   # Ctrl-C reaches the roles too (one terminal): each quits by itself
+        print("the demo was interrupted", file=sys.stderr)
+        return 130
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

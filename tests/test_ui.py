@@ -1,0 +1,237 @@
+"""The front ends (common/ui.py) on their own: a failing callback, refused
+text, colours, emoji; and a role that leaves a refusal to its front end. The window tests open real tkinter windows on a
+private Xvfb display; the terminal tests give TerminalChat a pipe for stdin.
+"""
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from common import ui
+from common.messages import MAX_TEXT_BYTES, checked_text
+from tests.procs import DEADLINE_SECONDS
+from tests.test_lab1 import lab  # noqa: F401  (a fixture)
+from tests.xvfb import start_xvfb
+
+FAILURES_BEFORE_STOP = 3
+
+
+@pytest.fixture
+def stdin_pipe(monkeypatch):
+    """A pipe as the front end's stdin; yields its write end's descriptor."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end) as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        yield write_end
+    os.close(write_end)
+
+
+@pytest.fixture(scope="session")
+def in_process_display():
+    """One Xvfb for every window this test process opens itself. Tk keeps its
+    connection to a display until the process ends, and exits the process
+    if that display goes away: so this one outlives all of those windows."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb); CI installs it")
+    process, display = start_xvfb()
+    yield display
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def window_display(in_process_display, monkeypatch):
+    if ui.tk is None:
+        pytest.skip("tkinter is not installed")
+    monkeypatch.setenv("DISPLAY", in_process_display)
+    return in_process_display
+
+
+def run_with_a_failing_handler(front_end: ui.ChatWindow | ui.TerminalChat) -> list[int]:
+    """Run ``front_end`` with a socket whose handler always raises; a tick
+    stops the loop once the handler has failed FAILURES_BEFORE_STOP times.
+    Return the number of ticks seen after the first failure."""
+    readable, writer = socket.socketpair()
+    writer.send(b"x")   # never read: the socket stays readable, the handler fails every round
+    failures, ticks_after_failure = [], []
+
+    def on_readable(_mask: int) -> None:
+        failures.append(1)
+        raise RuntimeError("a bug in a handler")
+
+    deadline = time.monotonic() + DEADLINE_SECONDS
+
+    def tick() -> None:
+        if time.monotonic() > deadline:   # the loop stopped calling the handler: fail, do not hang
+            front_end.stop()
+        if failures:
+            ticks_after_failure.append(1)
+        if len(failures) >= FAILURES_BEFORE_STOP and ticks_after_failure:
+            front_end.stop()
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(readable, selectors.EVENT_READ, on_readable)
+        front_end.run(selector, tick=tick, tick_interval_ms=10)
+    readable.close()
+    writer.close()
+    assert len(failures) >= FAILURES_BEFORE_STOP
+    return ticks_after_failure
+
+
+@pytest.mark.points(1)
+def test_terminal_loop_reports_a_failing_handler_once_and_carries_on(stdin_pipe, capsys):
+    terminal = ui.TerminalChat("test", lambda text: None, lambda: None)
+    assert run_with_a_failing_handler(terminal)
+    stderr = capsys.readouterr().err
+    assert stderr.count("internal error in") == 1, stderr
+    assert "RuntimeError: a bug in a handler" in stderr
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+def test_window_poll_survives_a_failing_handler_and_reports_it_once(window_display, capsys):
+    window = ui.ChatWindow("test", lambda text: None, lambda: None, poll_interval_ms=5)
+    assert run_with_a_failing_handler(window)
+    stderr = capsys.readouterr().err
+    assert stderr.count("internal error in") == 1, stderr
+    assert "RuntimeError: a bug in a handler" in stderr
+
+
+@pytest.mark.points(1)
+def test_terminal_shows_why_a_line_was_not_sent_and_goes_on(stdin_pipe, capsys):
+    sent = []
+    terminal = ui.TerminalChat("test", lambda text: sent.append(checked_text(text)), lambda: None)
+    os.write(stdin_pipe, b"bad \x1b[2J line\n" + b"x" * 1001 + b"\nfine\n")
+    with selectors.DefaultSelector() as selector:
+        def stop_when_sent(_mask: int) -> None:
+            if sent:
+                terminal.stop()
+        idle, other = socket.socketpair()
+        other.send(b"!")
+        selector.register(idle, selectors.EVENT_READ, stop_when_sent)
+        terminal.run(selector)
+        idle.close()
+        other.close()
+    assert sent == ["fine"]
+    notes = capsys.readouterr().err.splitlines()
+    assert "not sent: a message is one line of text, without control characters" in notes
+    assert "not sent: a message is at most 1000 bytes of UTF-8" in notes
+
+
+def drive(window: ui.ChatWindow, display: str, *args: str) -> None:
+    """Run xdotool on ``display`` while the window handles its events (it is
+    in this process, so nobody else would): xdotool's --sync waits for them."""
+    process = subprocess.Popen(["xdotool", *args], env={**os.environ, "DISPLAY": display})
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while process.poll() is None:
+        assert time.monotonic() < deadline, f"xdotool {args} did not finish"
+        window._root.update()
+        try:
+            process.wait(timeout=0.01)
+        except subprocess.TimeoutExpired:
+            pass   # not yet: handle the window's events, then look again
+    window._root.update()
+    assert process.returncode == 0
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+def test_window_keeps_refused_text_selected_and_clears_sent_text(window_display, capsys):
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (apt-get install xdotool); CI installs it")
+    sent = []
+    window = ui.ChatWindow("refusal test", lambda text: sent.append(checked_text(text)),
+                           lambda: None, poll_interval_ms=5)
+    entry = window._entry
+    try:
+        drive(window, window_display, "search", "--sync", "--name", "^refusal test$",
+              "windowfocus", "--sync", "%1")
+        for refused in ("x" * 1001, "with a \x07 bell"):
+            entry.delete(0, "end")
+            entry.insert(0, refused)
+            drive(window, window_display, "key", "Return")
+            assert entry.get() == refused   # kept...
+            assert (entry.index("sel.first"), entry.index("sel.last")) == (0, len(refused))  # ...selected
+        drive(window, window_display, "type", "good")   # typing replaces the selection
+        drive(window, window_display, "key", "Return")
+        assert sent == ["good"]
+        assert entry.get() == ""
+        drive(window, window_display, "key", "Return")
+    finally:
+        window._root.destroy()
+    notes = capsys.readouterr().err.splitlines()
+    assert "not sent: a message is at most 1000 bytes of UTF-8" in notes
+    assert "not sent: a message is one line of text, without control characters" in notes
+    assert notes[-1] == "nothing sent: the line is empty"
+
+
+def tags_of(window: ui.ChatWindow, line: int, text: str) -> set[str]:
+    """The tags on the first character of ``text`` in transcript line ``line``."""
+    content = window._transcript.get(f"{line}.0", f"{line}.end")
+    assert text in content, content
+    return set(window._transcript.tag_names(f"{line}.{content.index(text)}"))
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+def test_window_colours_names_in_order_of_appearance_and_only_the_name(window_display, capsys):
+    window = ui.ChatWindow("test", lambda text: None, lambda: None, poll_interval_ms=5)
+    try:
+        window.set_members(["server"])
+        names = ["alice", "carol", "dave"] + [f"user{number}" for number in range(20)]
+        for seq, name in enumerate(names, start=1):
+            window.show_text(f"#{seq} * {name} joined", name)
+        window.show_text("#24 carol: hi alice \N{GRINNING FACE}", "carol")
+        window.show_text("~#25 (hidden: a message from someone you ignore)", "dave")
+        window.show_text("@alice -> carol: psst", "alice")
+        window.set_members(["server", "alice", "carol"])
+        # Different colours for every name, the server first, then in order of appearance.
+        assert [window.colour_index(name) for name in ["server", *names]] == list(range(24))
+        assert tags_of(window, 2, "carol") == {"sender2"}
+        assert tags_of(window, 24, "carol") == {"sender2"}
+        assert tags_of(window, 24, ": hi alice") == set()    # the text: not bold, not coloured
+        assert tags_of(window, 24, "#24") == set()
+        assert tags_of(window, 25, "hidden") == {"hidden"}
+        assert tags_of(window, 26, "alice") == {"sender1"}
+        assert tags_of(window, 26, " -> carol") == set()
+        assert window._transcript.get("24.0", "24.end") == "#24 carol: hi alice [U+1F600]"
+        assert window._members.get(0, "end") == ("server", "alice", "carol")
+        assert window._members.itemcget(2, "foreground") == ui.SENDER_COLOURS[2]
+        window.session_over("the server closed the connection")
+        assert window._members.get(0, "end") == ()
+    finally:
+        window._root.destroy()
+    # stdout keeps the real character: only the screen gets the placeholder.
+    assert "#24 carol: hi alice \N{GRINNING FACE}" in capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.points(1)
+def test_colours_repeat_only_past_the_palette():
+    terminal = ui.TerminalChat("test", lambda text: None, lambda: None)
+    indexes = [terminal.colour_index(f"user{number}") for number in range(len(ui.SENDER_COLOURS) + 1)]
+    assert indexes[:-1] == list(range(len(ui.SENDER_COLOURS)))
+    assert indexes[-1] == 0
+    assert terminal.colour_index("user3") == 3   # the same name keeps its colour
+    assert len(set(ui.SENDER_COLOURS)) == len(ui.SENDER_COLOURS) >= 30
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_lab1_refused_line_is_explained_and_the_chat_goes_on(lab):
+    server = lab.start_server()
+    alice = lab.logged_in_client("alice", "--register")
+    alice.send_line("x" * (MAX_TEXT_BYTES + 1))
+    alice.wait_for_stderr(rf"^not sent: a message is at most {MAX_TEXT_BYTES} bytes of UTF-8$")
+    server.send_line("bell \x07 here")
+    server.wait_for_stderr(r"^not sent: a message is one line of text, without control characters$")
+    alice.send_line("still here")
+    server.wait_for_stdout(r"^alice: still here$")
+    assert server.stdout_lines == ["alice: still here"]
+    assert alice.stdout_lines == ["alice: still here"]
