@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench autograder clean
 
 demo: $(STAMP)
 	$(PY) -m lab2_udp.demo
@@ -16,6 +16,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	for script in bench/*.py; do $(PY) $$script || exit 1; done
 
+# Gradescope's autograder.zip: the kit, its tests, setup.sh and run_autograder.
+autograder: $(STAMP)
+	$(PY) -m tools.autograder.build autograder.zip
+
 # Reinstall only when the dependencies change.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,4 +28,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis autograder.zip

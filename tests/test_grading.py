@@ -18,7 +18,12 @@ documentation (no network at test time):
   ``error`` or ``skipped``.
 """
 import json
+import os
+import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
+import zipfile
 
 import pytest
 
@@ -199,3 +204,68 @@ def test_a_students_copy_of_a_role_file_is_what_the_tests_start(tmp_path, monkey
         server = processes.start("lab2_udp.server", "--headless", "--port", "0", "--env", str(env_file),
                                  "--db", str(tmp_path / "chat.db"))
         server.wait_for_stderr(r"^\(student copy\) listening on 127\.0\.0\.1:\d+")
+
+
+def gradescope_tree(tmp_path, role_file: str, source: str):
+    """An /autograder folder as Gradescope lays it out: the unpacked zip in
+    source/, the student's files in submission/, an empty results/."""
+    from tools.autograder.build import build
+    root = tmp_path / "autograder"
+    tmp_path.mkdir(exist_ok=True)
+    with zipfile.ZipFile(build(tmp_path / "autograder.zip")) as archive:
+        archive.extractall(root / "source")
+        assert {"setup.sh", "run_autograder", "requirements.txt", role_file} <= set(archive.namelist())
+    submitted = root / "submission" / "my-repo" / role_file
+    submitted.parent.mkdir(parents=True)
+    submitted.write_text(source, encoding="utf-8")
+    (root / "results").mkdir()
+    return root
+
+
+def run_autograder(root, *pytest_args: str) -> dict:
+    completed = subprocess.run([sys.executable, str(root / "source" / "run_autograder"), *pytest_args],
+                               env={**os.environ, "AUTOGRADER_ROOT": str(root), "AUTOGRADER_PYTHON": sys.executable},
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    results = json.loads((root / "results" / "results.json").read_text())
+    check_gradescope(results)
+    return results
+
+
+# A fast subset of Lab 2's tests: enough to tell a good client from a broken one.
+LAB2_SUBSET = ("-k", "test_own_message_appears_only_when_numbered_by_the_server or test_dm_reaches_only_its_recipient"
+                     " or test_role_file_reads_in_at_most_350_lines")
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
+@pytest.mark.deadline(300)
+def test_the_gradescope_autograder_gives_a_good_submission_full_marks_and_names_a_bug(tmp_path):
+    from tests.mutants import MUTANTS, mutate
+    reference = (ROOT / "lab2_udp" / "client.py").read_text(encoding="utf-8")
+    results = run_autograder(gradescope_tree(tmp_path / "good", "lab2_udp/client.py", reference), *LAB2_SUBSET)
+    names = {test["name"]: test for test in results["tests"]}
+    assert len(names) == 3 and all(test["status"] == "passed" for test in names.values()), results
+    assert results["score"] == sum(test["max_score"] for test in names.values())
+    assert "lab2_udp.client graded from" in results["output"]
+
+    [echo] = [mutant for mutant in MUTANTS if mutant.name == "lab2 client echoes its own text"]
+    results = run_autograder(gradescope_tree(tmp_path / "broken", "lab2_udp/client.py", mutate(echo, reference)),
+                             *LAB2_SUBSET)
+    failed = [test["name"] for test in results["tests"] if test["status"] == "failed"]
+    assert failed == [echo.caught_by], results
+    assert "my own words" in next(test for test in results["tests"] if test["status"] == "failed")["output"]
+
+
+@pytest.mark.points(1)
+def test_the_autograder_says_so_when_no_role_file_was_submitted(tmp_path):
+    root = gradescope_tree(tmp_path, "lab2_udp/client.py", "")
+    shutil.rmtree(root / "submission")
+    (root / "submission").mkdir()
+    (root / "submission" / "notes.txt").write_text("forgot the code")
+    completed = subprocess.run([sys.executable, str(root / "source" / "run_autograder")],
+                               env={**os.environ, "AUTOGRADER_ROOT": str(root)},
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["score"] == 0 and "No role file found" in results["output"]
