@@ -23,7 +23,7 @@ import pytest
 from tests.mutants import MUTANTS, ROOT, Mutant, StaleMutant, mutate
 from tests.procs import ROLE_OVERRIDES_VARIABLE
 
-PARALLEL_RUNS = 6
+PARALLEL_RUNS = 12
 MUTANT_DEADLINE_SECONDS = 120     # per mutant run: the named test's own deadline is within it
 
 
