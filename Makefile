@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench screenshots clean
+.PHONY: demo test bench screenshots autograder clean
 
 demo: $(STAMP)
 	$(PY) -m lab2_udp.demo
@@ -20,6 +20,10 @@ bench: $(STAMP)
 screenshots: $(STAMP)
 	$(PY) -m tools.screenshots
 
+# Gradescope's autograder.zip: the kit, its tests, setup.sh and run_autograder.
+autograder: $(STAMP)
+	$(PY) -m tools.autograder.build autograder.zip
+
 # Reinstall only when the dependencies change.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,4 +32,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis autograder.zip

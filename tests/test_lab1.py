@@ -520,6 +520,19 @@ def test_client_vanishing_mid_record_does_not_stop_the_server(lab):
 
 @pytest.mark.network
 @pytest.mark.points(2)
+def test_server_shows_the_logged_in_name_not_the_one_a_message_claims(lab):
+    server = lab.start_server()
+    sock, session = logged_in_raw_session(lab, "mallory")
+    session.send(ChatMessage("server", "I am the server"))   # a claim the server must not believe
+    sock.sendall(session.outgoing)
+    session.outgoing.clear()
+    server.wait_for_stdout(r": I am the server$")
+    assert transcript(server, "mallory") == ["I am the server"], server.output()
+    sock.close()
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
 @pytest.mark.parametrize("garbage", [b"\xff\xff" + b"x" * 40, b"\x00\x30" + bytes(range(48))],
                          ids=["oversize-length", "bad-handshake"])
 def test_garbage_never_stops_the_server_nor_the_chat(lab, garbage):

@@ -122,6 +122,11 @@ def test_five_clients_and_the_server_show_the_same_transcript(room):
     assert "transcript " + quit_and_hash(clients[0]) == summary   # and the exit line agrees
 
 
+def lines_holding(process: RoleProcess, text: str) -> list[str]:
+    """Every line of the screen, room, notes and all, that holds ``text``."""
+    return [line for line in process.stdout_lines + process.stderr_lines if text in line]
+
+
 @pytest.mark.points(3)
 def test_own_message_appears_only_when_numbered_by_the_server(room):
     room.start_server()
@@ -129,6 +134,9 @@ def test_own_message_appears_only_when_numbered_by_the_server(room):
     alice.send_line("my own words")
     wait_for_seq(alice, 2)
     assert room_lines(alice) == ["#1 * alice joined", "#2 alice: my own words"]
+    # A local echo would be printed before the numbered line came back: by
+    # now it would be on the screen too, as a line of its own.
+    assert lines_holding(alice, "my own words") == ["#2 alice: my own words"], alice.output()
 
 
 @pytest.mark.points(3)
@@ -185,17 +193,21 @@ def test_transcripts_match_through_a_lossy_network(room):
     """20% loss, 5% duplicates, 20% reordered, and delay between the broadcast and the clients."""
     room.client_broadcast_port = free_udp_port()
     room.add_setting("MAX_MESSAGES_PER_SECOND=1000")   # the clients type faster than people do
-    plan = FaultPlan(drop=0.2, duplicate=0.05, reorder=0.2, delay_ms=5, seed=2026)
+    plan = FaultPlan(drop=0.2, duplicate=0.05, reorder=0.2, delay_ms=20, seed=2026)
     relay = LossyRelay(plan, room.server_broadcast_port, BROADCAST, room.client_broadcast_port)
     relay_thread = threading.Thread(target=relay.run, daemon=True)
     relay_thread.start()
     try:
         server = room.start_server()
-        clients = [room.join(name) for name in ("alice", "bob", "carol")]
+        names = ("alice", "bob", "carol")
+        clients = [room.join(name) for name in names]
         rounds = 40
         for round_number in range(rounds):   # round by round: at least a datagram each
-            for client in clients:
+            for client, name in zip(clients, names):
+                # One at a time, so a round takes several datagrams: a later one
+                # may arrive while an earlier one is lost or late.
                 client.send_line(f"round {round_number}")
+                server.wait_for_stdout(rf"^#\d+ {name}: round {round_number}$")
             for screen in clients:
                 wait_for_seq(screen, 3 + 3 * (round_number + 1))
         last_seq = 3 + 3 * rounds
@@ -281,7 +293,7 @@ def test_forged_replayed_and_garbage_datagrams_change_nothing(room):
     alice.wait_for_stdout(r"^#4 alice: still fine$")
     server.wait_for_stdout(r"^#4 alice: still fine$")
     assert not any("forged" in line for line in alice.stdout_lines)
-    assert len([line for line in alice.stdout_lines if line.endswith("genuine")]) == 1
+    assert len([line for line in room_lines(alice) if line.endswith("genuine")]) == 1
     sock.close()
 
 

@@ -1,0 +1,222 @@
+"""The preflight a student runs when nothing works: python -m common.doctor
+
+It checks, one by one, what the labs need from this machine, and prints
+every problem with its fix; it exits 1 if there was any:
+
+- Python 3.10+ and cryptography 50+ (Argon2id that releases the GIL);
+- .env: present, every key 64 hex digits, the public key the private one's;
+- the ports free: LAB1_PORT and LAB2_PORT (TCP), BROADCAST_PORT (UDP);
+- a broadcast round trip: a datagram sent to BROADCAST_ADDR:BROADCAST_PORT
+  comes back to a socket bound as a Lab 2 client binds it;
+- the network interfaces and their broadcast addresses, and whether
+  BROADCAST_ADDR is one of them;
+- tkinter, and a display for the windows.
+
+Unlike the rest of common/, this file does I/O: it is a tool, not the core.
+
+    python -m common.doctor [--env .env]
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import platform
+import select
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+
+from common import net
+from common.config import ConfigError, Settings, load_settings
+
+ROUND_TRIP_TIMEOUT_SECONDS = 2.0
+MINIMUM_PYTHON = (3, 10)
+MINIMUM_CRYPTOGRAPHY = 50
+
+
+@dataclass
+class Check:
+    """One line of the report: what was checked, and the fix if it failed."""
+    what: str
+    fix: str = ""          # empty: all is well
+
+    def __str__(self) -> str:
+        return f"ok    {self.what}" if not self.fix else f"FAIL  {self.what}\n      fix: {self.fix}"
+
+
+def check_versions() -> list[Check]:
+    checks = []
+    version = platform.python_version()
+    if sys.version_info[:2] >= MINIMUM_PYTHON:
+        checks.append(Check(f"Python {version}"))
+    else:
+        checks.append(Check(f"Python {version} is older than 3.10", "install Python 3.10 or newer"))
+    try:
+        cryptography = metadata.version("cryptography")
+    except metadata.PackageNotFoundError:
+        return checks + [Check("cryptography is not installed", "run make test once, or pip install -e '.[test]'")]
+    if int(cryptography.split(".")[0]) >= MINIMUM_CRYPTOGRAPHY:
+        checks.append(Check(f"cryptography {cryptography}"))
+    else:
+        checks.append(Check(f"cryptography {cryptography} is older than {MINIMUM_CRYPTOGRAPHY}",
+                            "pip install --upgrade 'cryptography>=50' (in .venv: make clean test)"))
+    return checks
+
+
+def check_env_file(env_file: str) -> tuple[list[Check], Settings | None]:
+    """The .env: present and well-formed. Returns the settings if they load."""
+    if not os.path.exists(env_file):
+        return [Check(f"{env_file} does not exist",
+                      "on the server: start it once to write one with fresh keys "
+                      "(python -m lab2_udp.server --headless); elsewhere: copy the server's .env here")], None
+    try:
+        settings = load_settings(env_file, create=False)
+    except ConfigError as error:
+        return [Check(f"{env_file}: {error}",
+                      "copy the server's .env again, whole; on the server, move the broken file away "
+                      "and start the server to write a new one (every client then needs the new copy)")], None
+    role = "the server's copy" if settings.server_private_key else "a client's copy (no private key)"
+    return [Check(f"{env_file}: keys well-formed and matching, {role}")], settings
+
+
+def check_tcp_port(name: str, port: int) -> Check:
+    # Bind as the server does (SO_REUSEADDR: a port in TIME_WAIT is free);
+    # EADDRINUSE then means that a program is listening on it right now.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("", port))
+            sock.listen()
+        except OSError as error:
+            return Check(f"{name}={port} (TCP) cannot be used: {error.strerror}",
+                         f"stop the program on it (ss -ltnp 'sport = :{port}' names it), "
+                         f"often a server still running, or set {name} to another port in .env")
+    return Check(f"{name}={port} (TCP) is free")
+
+
+def check_broadcast(settings: Settings) -> list[Check]:
+    """Bind the broadcast port as a client does, send ourselves a datagram, wait for it."""
+    address, port = settings.broadcast_addr, settings.broadcast_port
+    try:
+        receiver = net.broadcast_receiver(port)
+    except OSError as error:
+        return [Check(f"BROADCAST_PORT={port} (UDP) cannot be bound: {error.strerror}",
+                      "a program bound it without SO_REUSEADDR: stop it (ss -lunp 'sport = :"
+                      f"{port}' names it), or set BROADCAST_PORT to another port in every .env")]
+    checks = [Check(f"BROADCAST_PORT={port} (UDP) can be bound, shared with other clients")]
+    sender = net.broadcast_sender()
+    token = os.urandom(16)
+    try:
+        sender.sendto(b"chat lab kit doctor " + token, (address, port))
+        heard = _wait_for(receiver, token)
+    except OSError as error:
+        heard, checks = False, checks + [Check(f"sending to {address}:{port} failed: {error.strerror}",
+                                               "check BROADCAST_ADDR in .env (the subnet's broadcast address)")]
+    finally:
+        sender.close()
+        receiver.close()
+    if heard:
+        checks.append(Check(f"a broadcast to {address}:{port} came back"))
+    elif len(checks) == 1:
+        checks.append(Check(f"a broadcast to {address}:{port} did not come back within "
+                            f"{ROUND_TRIP_TIMEOUT_SECONDS:g} s",
+                            "a firewall may drop UDP to that port, or (on macOS) loopback broadcast is "
+                            "refused: set BROADCAST_ADDR to a broadcast address listed below"))
+    return checks
+
+
+def _wait_for(receiver: socket.socket, token: bytes) -> bool:
+    # A room may be running on this port: skip its datagrams, look for ours.
+    while True:
+        ready, _, _ = select.select([receiver], [], [], ROUND_TRIP_TIMEOUT_SECONDS)
+        if not ready:
+            return False
+        datagram = receiver.recv(net.MAX_DATAGRAM_RECV_BYTES)
+        if datagram.endswith(token):
+            return True
+
+
+def interfaces() -> list[tuple[str, str, str]]:
+    """(interface, address/prefix, broadcast address) of every IPv4 address,
+    from ``ip -j addr`` (Linux); [] if that is not available."""
+    if shutil.which("ip") is None:
+        return []
+    try:
+        listed = json.loads(subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True,
+                                           timeout=10, check=True).stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+    found = []
+    for interface in listed:
+        for info in interface.get("addr_info", []):
+            if info.get("family") == "inet":
+                network = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}").network
+                # Loopback has no "broadcast" entry; its broadcast address is still
+                # the network's last one, 127.255.255.255.
+                found.append((interface["ifname"], f"{info['local']}/{info['prefixlen']}",
+                              info.get("broadcast", str(network.broadcast_address))))
+    return found
+
+
+def check_interfaces(settings: Settings | None) -> list[Check]:
+    found = interfaces()
+    if not found:
+        names = ", ".join(name for _, name in socket.if_nameindex())
+        return [Check(f"interfaces: {names} (install iproute2 to see their broadcast addresses)")]
+    checks = [Check(f"interface {name} {address} broadcast {broadcast}") for name, address, broadcast in found]
+    if settings is not None:
+        broadcasts = {broadcast for _, _, broadcast in found} | {"255.255.255.255"}
+        if settings.broadcast_addr not in broadcasts:
+            checks.append(Check(f"BROADCAST_ADDR={settings.broadcast_addr} is no interface's broadcast address",
+                                "set BROADCAST_ADDR in .env to one listed above: 127.255.255.255 on one "
+                                "machine, the LAN's on a class network"))
+    return checks
+
+
+def check_windows() -> list[Check]:
+    try:
+        import tkinter
+    except ImportError:
+        return [Check("tkinter is missing", "apt-get install python3-tk (or use --headless)")]
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return [Check("tkinter is installed, but DISPLAY is not set: no window can open",
+                      "run from a desktop session (or ssh -X), or add --headless to use the terminal")]
+    try:
+        root = tkinter.Tk()
+        root.destroy()
+    except tkinter.TclError as error:
+        return [Check(f"tkinter cannot open a window: {error}",
+                      "check DISPLAY (echo $DISPLAY), or add --headless to use the terminal")]
+    return [Check(f"tkinter {tkinter.TkVersion} opens windows")]
+
+
+def diagnose(env_file: str) -> list[Check]:
+    checks = check_versions()
+    env_checks, settings = check_env_file(env_file)
+    checks += env_checks
+    if settings is not None:
+        checks += [check_tcp_port("LAB1_PORT", settings.lab1_port), check_tcp_port("LAB2_PORT", settings.lab2_port)]
+        checks += check_broadcast(settings)
+    checks += check_interfaces(settings)
+    return checks + check_windows()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.doctor", description=__doc__.split("\n")[0])
+    parser.add_argument("--env", default=".env", help="settings file to check (default: .env)")
+    args = parser.parse_args(argv)
+    checks = diagnose(args.env)
+    for check in checks:
+        print(check)
+    problems = sum(bool(check.fix) for check in checks)
+    print(f"{problems} problem(s) found" if problems else "all good")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

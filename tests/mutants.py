@@ -1,0 +1,143 @@
+"""Deliberately broken role files: each the bug a student might write, and the
+black-box test that must catch it under its own name.
+
+A mutant is a small patch, applied at test time to the *current* role file:
+an anchor (text that occurs exactly once in it) and what replaces it. So a
+mutant stays in step while the role files change; when its anchor is gone,
+``mutate`` says exactly which mutant is stale and what it looked for.
+tests/test_mutants.py runs the named test against each mutant and checks that
+it fails, and that a grader reading the report sees the right reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB1, LAB2 = "tests/test_lab1.py", "tests/test_lab2.py"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    role: str          # the module it breaks, e.g. "lab2_udp.client"
+    anchor: str        # occurs exactly once in the role file
+    replacement: str
+    caught_by: str     # the test that must fail: "tests/test_lab2.py::test_..."
+    bug: str           # the bug, as a student would have written it
+
+    @property
+    def role_file(self) -> Path:
+        return ROOT / (self.role.replace(".", "/") + ".py")
+
+
+class StaleMutant(Exception):
+    """The role file no longer holds a mutant's anchor exactly once."""
+
+
+def mutate(mutant: Mutant, source: str) -> str:
+    """``source`` with the mutant's anchor replaced; StaleMutant if the anchor
+    is not found exactly once."""
+    count = source.count(mutant.anchor)
+    if count != 1:
+        raise StaleMutant(f"mutant {mutant.name!r} is stale: its anchor occurs {count} times in "
+                          f"{mutant.role_file.relative_to(ROOT)}, not once; update tests/mutants.py.\n"
+                          f"anchor: {mutant.anchor!r}")
+    return source.replace(mutant.anchor, mutant.replacement)
+
+
+MUTANTS = (
+    Mutant(
+        "lab2 client echoes its own text",
+        "lab2_udp.client",
+        "            else:\n                self.send(Say(checked_text(text)))",
+        "            else:\n                self.ui.show_text(f\"{self.name}: {text}\", self.name)\n"
+        "                self.send(Say(checked_text(text)))",
+        f"{LAB2}::test_own_message_appears_only_when_numbered_by_the_server",
+        "shows what the user typed at once, before the server has numbered it",
+    ),
+    Mutant(
+        "lab2 client sends a DM as a room message",
+        "lab2_udp.client",
+        "self.send(PrivateMessage(self.name, recipient, checked_text(private_text)))",
+        "self.send(Say(checked_text(f\"(to {recipient}) {private_text}\")))",
+        f"{LAB2}::test_dm_reaches_only_its_recipient",
+        "/msg goes to the whole room, addressed by a prefix",
+    ),
+    Mutant(
+        "lab2 server sends a DM to every member",
+        "lab2_udp.server",
+        "            elif delivery.to in self.peers:\n",
+        "            elif type(delivery.message).__name__ == \"PrivateMessage\":\n"
+        "                for member in self.room.members:\n"
+        "                    member.session.send(delivery.message)\n"
+        "            elif delivery.to in self.peers:\n",
+        f"{LAB2}::test_dm_reaches_only_its_recipient",
+        "DMs are relayed to everyone, and each client is trusted to hide the others' DMs",
+    ),
+    Mutant(
+        "lab2 client shows events as they arrive",
+        "lab2_udp.client",
+        "            self.show(self.transcript.receive(batch.events, batch.latest_seq))",
+        "            self.transcript.receive(batch.events, batch.latest_seq)\n"
+        "            self.show(batch.events)",
+        f"{LAB2}::test_transcripts_match_through_a_lossy_network",
+        "no ordering: datagrams are shown in arrival order, duplicates included",
+    ),
+    Mutant(
+        "lab2 client never asks for missing events",
+        "lab2_udp.client",
+        "            self.send(RepairRequest(after_seq))",
+        "            return",
+        f"{LAB2}::test_transcripts_match_through_a_lossy_network",
+        "no repair: a lost datagram is lost for good",
+    ),
+    Mutant(
+        "lab2 client shows ignored members' text",
+        "lab2_udp.client",
+        "event.kind == \"say\" and event.sender in self.ignored",
+        "event.kind == \"say\" and event.sender in ()",
+        f"{LAB2}::test_ignore_survives_a_server_restart",
+        "no ignore: the ignore list is kept but never applied to the room",
+    ),
+    Mutant(
+        "lab1 server trusts the sender a message claims",
+        "lab1_tcp.server",
+        "self.ui.show_line(peer.name, checked_text(message.text))",
+        "self.ui.show_line(message.sender, checked_text(message.text))",
+        f"{LAB1}::test_server_shows_the_logged_in_name_not_the_one_a_message_claims",
+        "the name inside a ChatMessage is shown, so a client can speak as anyone",
+    ),
+    Mutant(
+        "lab1 server lets a second client in",
+        "lab1_tcp.server",
+        "turned_away=self.partner is not None)",
+        "turned_away=False)",
+        f"{LAB1}::test_second_client_is_told_the_server_is_busy_and_the_chat_goes_on",
+        "no busy check: the newcomer takes over the chat",
+    ),
+    Mutant(
+        "lab1 client quits without a goodbye",
+        "lab1_tcp.client",
+        "        if self.session.established:\n            self.session.send(Goodbye(QUIT_REASON))\n",
+        "",
+        f"{LAB1}::test_ctrl_x_byte_sends_the_line_before_it_and_quits",
+        "quitting just closes the socket: the server cannot tell a quit from a crash",
+    ),
+    Mutant(
+        "lab1 server shuts down without a goodbye",
+        "lab1_tcp.server",
+        "            if peer.session.established:\n                peer.session.send(Goodbye(SHUTDOWN_REASON))\n",
+        "",
+        f"{LAB1}::test_client_is_told_when_the_server_quits",
+        "the server's /quit closes the chat without telling the client why",
+    ),
+    Mutant(
+        "lab1 server lets a protocol error escape",
+        "lab1_tcp.server",
+        "        except ProtocolError as error:\n            self.drop(peer, f\"dropped: {error}\")",
+        "        except () as error:\n            self.drop(peer, f\"dropped: {error}\")",
+        f"{LAB1}::test_garbage_never_stops_the_server_nor_the_chat",
+        "no error boundary around one peer: garbage from one client stops the server",
+    ),
+)

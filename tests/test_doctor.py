@@ -1,0 +1,90 @@
+"""python -m common.doctor: every fault the test injects is named, with its fix.
+
+The doctor runs as a process, as a student runs it, on a .env written by the
+test: ports the OS picked, broadcast on 127.255.255.255, a display or none.
+"""
+from __future__ import annotations
+
+import re
+import socket
+
+import pytest
+
+from common import noise
+from tests.procs import Processes, create_test_env_file
+from tests.xvfb import xvfb_display  # noqa: F401  (a fixture)
+
+BROADCAST = "127.255.255.255"
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def env_file(tmp_path, **settings: str):
+    """A fresh .env with free ports, and ``settings`` (name -> value) on top."""
+    path = create_test_env_file(tmp_path / ".env")
+    values = {"LAB1_PORT": str(free_port(socket.SOCK_STREAM)), "LAB2_PORT": str(free_port(socket.SOCK_STREAM)),
+              "BROADCAST_ADDR": BROADCAST, "BROADCAST_PORT": str(free_port(socket.SOCK_DGRAM)), **settings}
+    lines = [line for line in path.read_text().splitlines() if line.partition("=")[0] not in values]
+    path.write_text("\n".join(lines + [f"{name}={value}" for name, value in values.items()]) + "\n")
+    return path, values
+
+
+def run_doctor(path, display: str | None = None) -> tuple[int, str]:
+    with Processes() as processes:
+        doctor = processes.start("common.doctor", "--env", str(path),
+                                 env={"DISPLAY": display, "WAYLAND_DISPLAY": None})
+        code = doctor.wait_exit()
+        return code, "\n".join(doctor.stdout_lines)
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_doctor_names_a_port_in_use_and_a_missing_display_each_with_its_fix(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as held:      # a server still running, say
+        held_port = held.getsockname()[1]
+        path, values = env_file(tmp_path, LAB1_PORT=str(held_port))
+        code, report = run_doctor(path)
+    assert code == 1, report
+    assert re.search(rf"^FAIL  LAB1_PORT={held_port} \(TCP\) cannot be used.*\n      fix: stop the program",
+                     report, re.MULTILINE), report
+    assert f"ok    LAB2_PORT={values['LAB2_PORT']} (TCP) is free" in report
+    assert f"ok    a broadcast to {BROADCAST}:{values['BROADCAST_PORT']} came back" in report
+    assert re.search(r"^ok    interface lo 127\.0\.0\.1/8 broadcast 127\.255\.255\.255$", report, re.MULTILINE)
+    assert re.search(r"^FAIL  tkinter .*\n      fix: .*--headless", report, re.MULTILINE), report
+    assert report.endswith("2 problem(s) found")
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("broken, expected", [
+    ({"SERVER_PUBLIC_KEY": noise.generate_keypair()[1].hex()}, "SERVER_PRIVATE_KEY does not match SERVER_PUBLIC_KEY"),
+    ({"CHAT_PSK": "abc123"}, "CHAT_PSK from .* must be 64 hex digits"),
+    ({"CHAT_PSK": ""}, "CHAT_PSK is not set"),
+], ids=["keys-do-not-match", "short-key", "missing-key"])
+def test_doctor_names_what_is_wrong_in_the_env_file(tmp_path, broken, expected):
+    path, _ = env_file(tmp_path, **broken)
+    code, report = run_doctor(path)
+    assert code == 1
+    assert re.search(rf"^FAIL  .*\.env: .*{expected}.*\n      fix: copy the server's \.env again", report,
+                     re.MULTILINE), report
+
+
+@pytest.mark.points(1)
+def test_doctor_says_how_to_get_an_env_file_when_there_is_none(tmp_path):
+    code, report = run_doctor(tmp_path / ".env")
+    assert code == 1
+    assert re.search(r"^FAIL  .*\.env does not exist\n      fix: on the server: start it once", report, re.MULTILINE)
+
+
+@pytest.mark.gui
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_doctor_finds_nothing_wrong_on_a_healthy_machine(tmp_path, xvfb_display):
+    path, _ = env_file(tmp_path)
+    code, report = run_doctor(path, display=xvfb_display)
+    assert code == 0, report
+    assert "FAIL" not in report and report.endswith("all good")
+    assert re.search(r"^ok    tkinter .* opens windows$", report, re.MULTILINE)
