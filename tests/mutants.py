@@ -67,11 +67,11 @@ MUTANTS = (
     Mutant(
         "lab2 server sends a DM to every member",
         "lab2_udp.server",
-        "            elif delivery.to in self.peers:\n",
-        "            elif type(delivery.message).__name__ == \"PrivateMessage\":\n"
-        "                for member in self.room.members:\n"
-        "                    member.session.send(delivery.message)\n"
-        "            elif delivery.to in self.peers:\n",
+        "                if instruction.to in self.peers:\n",
+        "                if type(instruction.message).__name__ == \"PrivateMessage\":\n"
+        "                    for member in self.room.members:\n"
+        "                        member.session.send(instruction.message)\n"
+        "                elif instruction.to in self.peers:\n",
         f"{LAB2}::test_dm_reaches_only_its_recipient",
         "DMs are relayed to everyone, and each client is trusted to hide the others' DMs",
     ),
@@ -95,8 +95,8 @@ MUTANTS = (
     Mutant(
         "lab2 client shows ignored members' text",
         "lab2_udp.client",
-        "event.kind == \"say\" and event.sender in self.ignored",
-        "event.kind == \"say\" and event.sender in ()",
+        "self.roster.account_of(event.sender) in self.ignored",
+        "self.roster.account_of(event.sender) in ()",
         f"{LAB2}::test_ignore_survives_a_server_restart",
         "no ignore: the ignore list is kept but never applied to the room",
     ),
@@ -111,8 +111,9 @@ MUTANTS = (
     Mutant(
         "lab1 server lets a second client in",
         "lab1_tcp.server",
-        "turned_away=self.partner is not None)",
-        "turned_away=False)",
+        "        peer.session.send(Goodbye(BUSY_REASON))\n"
+        "        self.drop(peer, \"told that we are busy\", last_words=True)\n",
+        "        self.drop(self.partner, \"was replaced by a newcomer\")\n",
         f"{LAB1}::test_second_client_is_told_the_server_is_busy_and_the_chat_goes_on",
         "no busy check: the newcomer takes over the chat",
     ),
