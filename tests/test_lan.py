@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import select
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -25,7 +27,7 @@ import pytest
 
 from common import net
 from common.config import load_settings
-from tests.procs import Processes, RoleProcess, create_test_env_file
+from tests.procs import DEADLINE_SECONDS, Processes, RoleProcess, create_test_env_file
 
 LAN_PREFIX = "10.77.0"                  # a private /24 that exists only in the test's namespaces
 BROADCAST = f"{LAN_PREFIX}.255"
@@ -141,18 +143,19 @@ class Lab2Class:
         return client
 
 
-def start_bystander(processes: Processes, host: str, env_file) -> RoleProcess:
+def start_bystander(processes: Processes, host: str, env_file, *group_and_server: str) -> RoleProcess:
     """A host with no account and no TCP session that only listens on the
-    room's UDP port: whatever it hears, the network delivered."""
+    room's UDP port (and joins the group, given one and the server's address):
+    whatever it hears, the network delivered."""
     port = load_settings(env_file, create=False).broadcast_port
-    bystander = processes.start("tests.test_lan", str(port), prefix=on_host(host))
+    bystander = processes.start("tests.test_lan", str(port), *group_and_server, prefix=on_host(host))
     bystander.wait_for_stderr(r"^listening$")
     return bystander
 
 
-def listen_and_report(port: int) -> None:
+def listen_and_report(port: int, group: str = "", server_host: str = "") -> None:
     """The bystander's program: print the sender of every datagram heard."""
-    sock = net.broadcast_receiver(port)
+    sock = net.multicast_receiver(group, port, server_host) if group else net.broadcast_receiver(port)
     sock.setblocking(True)
     print("listening", file=sys.stderr, flush=True)
     while True:
@@ -195,6 +198,49 @@ def test_lab2_room_broadcast_on_a_lan_reaches_three_hosts_identically(lan, tmp_p
 
 
 @pytest.mark.points(1)
+def test_lab2_room_multicast_on_a_lan_reaches_three_hosts_identically(lan, tmp_path):
+    with Processes() as processes:
+        lab = Lab2Class(lan, tmp_path, processes, "--multicast", MULTICAST_GROUP)
+        bystander = start_bystander(processes, lan.add_host("bystander")[0], lab.env_file,
+                                    MULTICAST_GROUP, lab.server_address)
+        clients = [lab.join(lan.add_host(f"pc{index}")[0], name, "--multicast", MULTICAST_GROUP)
+                   for index, name in enumerate(["alice", "bob", "carol"])]
+        chat_and_compare(lab.server, clients)
+        bystander.wait_for_stdout(rf"^\d+ bytes from {lab.server_address}$")
+
+
+@pytest.mark.points(1)
+def test_lab2_room_multicast_on_loopback(tmp_path):
+    env_file = create_test_env_file(tmp_path / ".env")
+    port = free_udp_port()
+    group = ["--multicast", MULTICAST_GROUP, "--broadcast-port", str(port)]
+    # Joined before the server starts, so it hears every datagram of the room.
+    with net.multicast_receiver(MULTICAST_GROUP, port, "127.0.0.1") as member_socket, \
+            Processes() as processes:
+        server = processes.start("lab2_udp.server", "--headless", "--host", "127.0.0.1", "--port", "0",
+                                 "--env", str(env_file), "--db", str(tmp_path / "chat.db"), *group)
+        tcp_port = server.wait_for_stderr(
+            rf"^listening on 127\.0\.0\.1:(\d+), broadcasting to {MULTICAST_GROUP}:{port}$").group(1)
+        clients = []
+        for name in ["alice", "bob"]:
+            clients.append(processes.start(
+                "lab2_udp.client", "--headless", "--host", "127.0.0.1", "--port", tcp_port,
+                "--name", name, "--register", "--env", str(env_file), *group,
+                env={"CHAT_PASSWORD": PASSWORD}))
+            clients[-1].wait_for_stderr(rf"^logged in as {name}$")
+        chat_and_compare(server, clients)
+        readable, _, _ = select.select([member_socket], [], [], DEADLINE_SECONDS)
+        assert readable, "no datagram reached a socket that joined the group"
+        assert member_socket.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)[1][0] == "127.0.0.1"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.points(1)
 def test_lab1_chat_between_two_hosts(lan, tmp_path):
     env_file = create_test_env_file(tmp_path / ".env")
     server_host, server_address = lan.add_host("server")
@@ -230,4 +276,4 @@ def test_lab2_room_stays_identical_with_loss_on_one_hosts_cable(lan, tmp_path):
 
 
 if __name__ == "__main__":   # run on a LAN host by start_bystander
-    listen_and_report(int(sys.argv[1]))
+    listen_and_report(int(sys.argv[1]), *sys.argv[2:])
