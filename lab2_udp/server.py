@@ -48,7 +48,7 @@ from common.ui import open_front_end
 # --- Settings ------------------------------------------------------------------------
 
 HEARTBEAT_INTERVAL_SECONDS = 0.25  # the longest the room stays silent
-BATCH_WINDOW_MS = 15               # how long a busy room's events may wait to share a datagram
+BATCH_WINDOW_MS = 3                # datagrams at most this often: each costs every receiver a signature check
 LOGIN_WORKERS = 2              # password hashes run here, off the event loop
 LOGIN_TIMEOUT_SECONDS = 30     # a connection that has not logged in by then is dropped
 MAX_OUTGOING_BYTES = 1 << 20   # a client this far behind is not reading: drop it
