@@ -11,7 +11,8 @@ inside those namespaces, so nothing here touches the machine's own network.
 A role runs on a host as ``ip netns exec HOST python -m ...``. Namespaces
 are named per run, so parallel runs never clash, and are removed afterwards,
 pass or fail. Creating them needs root and ``ip`` (iproute2); without them
-the tests are skipped with the reason.
+the tests are skipped with the reason. One test needs no namespaces: the
+room over multicast on loopback, where the interface must be chosen by hand.
 """
 from __future__ import annotations
 
@@ -114,6 +115,13 @@ def lan():
         yield network
     finally:
         network.close()
+
+
+def free_udp_port() -> int:
+    """A UDP port nobody uses now (the OS picked it and we gave it back)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def on_host(host: str) -> list[str]:
@@ -232,12 +240,6 @@ def test_lab2_room_multicast_on_loopback(tmp_path):
         readable, _, _ = select.select([member_socket], [], [], DEADLINE_SECONDS)
         assert readable, "no datagram reached a socket that joined the group"
         assert member_socket.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)[1][0] == "127.0.0.1"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.points(1)
