@@ -489,7 +489,8 @@ class ReceiverGroup:
             now = time.monotonic()
             wait_seconds = min(TICK_SECONDS, self.act(now)) if self.act else TICK_SECONDS
             for key, mask in self.selector.select(max(0.0, min(wait_seconds, next_tick - now))):
-                key.data(mask)
+                if key.fd in self.selector.get_map():   # not closed by a command this round
+                    key.data(mask)
             now = time.monotonic()
             if now >= next_tick:
                 for client in self.clients:
@@ -843,7 +844,7 @@ def members_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
     whether it survives everyone leaving."""
     rows = []
     for members in plan.member_counts:
-        messages = max(5, plan.pairs_per_throughput_run // members ** 2)
+        messages = max(3, plan.pairs_per_throughput_run // members ** 2)
         for system in ("kit", "raw"):
             with Run(pool, system, members, workdir) as run:
                 setup = run.connect()

@@ -105,7 +105,16 @@ def report(quick: bool) -> str:
     light = [row for row in batching if row["workload"] == batching[0]["workload"]]
     heavy = [row for row in batching if row["workload"] == batching[-1]["workload"]]
     shipped = lab2_fanout.PLANS[quick].batch_windows_ms[0]
+    biggest = max((row for row in tables["members"] if row["system"] == "kit"),
+                  key=lambda row: row["members"])
+    shipped_light, shipped_heavy = (pick(tables["batching"], workload=row["workload"],
+                                         window_ms=shipped) for row in (light[0], heavy[0]))
     storm_quiet = pick(tables["storm"], system="kit", storm=0)
+    every_row = [row for rows in tables.values() for row in rows]
+
+    def matched(system: str) -> str:
+        runs = [row for row in every_row if row.get("system", "kit") == system]
+        return f"{sum(row['match'].startswith('yes') for row in runs)} of {len(runs)}"
     storm = next(row for row in tables["storm"] if row["system"] == "kit" and row["storm"])
     return f"""# Performance
 
@@ -118,6 +127,23 @@ baseline measured in the same run, on this machine:
 The machine is shared: when its load average above is high, other programs took CPU
 time from the runs, and latencies (p99 most) are worse than the kit alone would show.
 Compare rows of one table, which ran minutes apart, rather than absolute numbers.
+
+## In short
+
+- **What a member pays.** At {shipped_heavy["workload"]} per member (the busiest paced room),
+  one member used {shipped_heavy["member_cpu_pct"]:.1f}% of a core, {shipped_heavy["cpu_us_per_delivery"]:.0f} us per
+  event shown ({shipped_heavy["per_datagram"]:.0f} events per datagram, so per signature check).
+- **Latency at light load** ({shipped_light["workload"]} per member, {shipped:g} ms batching
+  window): the member alone saw p50 {shipped_light["alone_p50_ms"]:.1f} ms (aim: under 3 ms);
+  over all simulated members p50 {shipped_light["p50_ms"]:.1f} ms.
+- **Latency at heavy load** ({shipped_heavy["workload"]} per member): p99
+  {shipped_heavy["alone_p99_ms"]:.1f} ms for the member alone, {shipped_heavy["p99_ms"]:.1f} ms over all
+  (aim: under 100 ms); the rest is the bench's members queueing on this machine's cores.
+- **Server memory**: {biggest["kib_per_member"]:.0f} KiB per member at {biggest["members"]} members.
+  Everyone leaving at once: survived: {biggest["survives_leaving"]}.
+- **Transcripts** matched in {matched("kit")} kit runs; the raw relay's in {matched("raw")}
+  (it has no order and no repair: once its receivers fall behind, screens differ).
+- **Signatures**: keep one per datagram (see the last section).
 
 ## How to read the Lab 2 tables
 
