@@ -17,6 +17,7 @@ room over multicast on loopback, where the interface must be chosen by hand.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import select
 import shutil
@@ -43,10 +44,16 @@ class LanError(Exception):
     """An ``ip`` or ``tc`` command failed; the message is its stderr."""
 
 
-def run(*command: str) -> None:
+def output_of(*command: str) -> str:
+    """Run an ``ip`` or ``tc`` command; return its stdout. Raises LanError if it fails."""
     result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS)
     if result.returncode != 0:
         raise LanError(f"`{' '.join(command)}` failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def run(*command: str) -> None:
+    output_of(*command)
 
 
 class Lan:
@@ -211,8 +218,12 @@ def test_lab2_room_multicast_on_a_lan_reaches_three_hosts_identically(lan, tmp_p
         lab = Lab2Class(lan, tmp_path, processes, "--multicast", MULTICAST_GROUP)
         bystander = start_bystander(processes, lan.add_host("bystander")[0], lab.env_file,
                                     MULTICAST_GROUP, lab.server_address)
-        clients = [lab.join(lan.add_host(f"pc{index}")[0], name, "--multicast", MULTICAST_GROUP)
-                   for index, name in enumerate(["alice", "bob", "carol"])]
+        hosts = [lan.add_host(f"pc{index}")[0] for index in range(3)]
+        clients = [lab.join(host, name, "--multicast", MULTICAST_GROUP)
+                   for host, name in zip(hosts, ["alice", "bob", "carol"])]
+        for host in hosts:   # each client joined the group on its LAN interface
+            assert re.search(rf"inet\s+{re.escape(MULTICAST_GROUP)}\b", output_of(
+                "ip", "-n", host, "maddr", "show", "dev", "eth0")), host
         chat_and_compare(lab.server, clients)
         bystander.wait_for_stdout(rf"^\d+ bytes from {lab.server_address}$")
 
