@@ -13,8 +13,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-bench: $(STAMP)
-	for script in bench/*.py; do $(PY) $$script || exit 1; done
+# Several minutes: every bench, then docs/performance.md and its plot.
+# `$(PY) bench/report.py --quick` prints a smaller report in under a minute.
+bench: $(STAMP) $(VENV)/.bench-installed
+	$(PY) bench/report.py
+
+$(VENV)/.bench-installed: pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
 
 # docs/lab1.png and docs/lab2.png, taken on a private Xvfb screen (needs xvfb and imagemagick).
 screenshots: $(STAMP)

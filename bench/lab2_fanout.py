@@ -1,48 +1,40 @@
-"""How fast does the Lab 2 room fan out, and what do encryption and ordering
-cost? The real server against a raw UDP broadcast relay, measured in the same run.
+"""What does a Lab 2 room cost, and what does each member pay? The real server
+against a plain UDP relay, measured in the same run.
 
-Two systems carry the same chat lines from N clients to all N clients:
+Two systems carry the same chat lines from N members to all N members:
 
 - kit: the real ``python -m lab2_udp.server`` as a process. Each simulated
-  client has its own encrypted TCP session (handshake, Register, then Say
-  messages), its own UDP socket on the broadcast port, its own
-  DatagramOpener and its own Transcript, exactly like lab2_udp/client.py:
-  every receiver decrypts *and* checks the Ed25519 signature of every
-  datagram, delivers events strictly in order and asks for repairs over
-  TCP when it sees a gap.
-- raw: a relay written below, run as a process too: it reads plain
-  newline-ended lines over TCP and sends each one, as it is, in one UDP
-  datagram to the broadcast address. Its receivers just recv(): no crypto,
-  no ordering, no repair. It shows what the loopback network and Python's
-  socket calls cost by themselves.
+  member has its own encrypted TCP session (handshake, Register, Say), its
+  own UDP socket on the broadcast port, its own DatagramOpener and its own
+  Transcript, exactly like lab2_udp/client.py: every receiver opens *and*
+  checks the Ed25519 signature of every datagram, delivers events strictly in
+  order, hashes them, and asks for repairs over TCP when it sees a gap.
+- raw (the baseline): a relay written below, run as a process too: plain
+  newline-ended lines in over TCP, each sent as it is in one UDP datagram to
+  the broadcast address. Its receivers just recv(): no crypto, no order, no
+  repair. It shows what loopback and Python's socket calls cost by themselves.
 
-A signature check costs about 0.1 ms here, far more than a recv(), so the
-kit can only keep up because the server packs every event logged in one
-round of its loop into one datagram: one seal and one signature then cover
-many events, and the busier the room, the fuller the datagrams.
+A class has one member per machine, and each pays only for itself. So the
+simulated members run in RECEIVER_PROCESSES processes (at least one per core),
+each with its own selectors loop, and each process measures the CPU time it
+used. "CPU/delivery" is that time over the events its members delivered: what
+one member's machine spends per event it shows. "member CPU %" is the share of
+one core a member used during the run. On this machine the members and the
+server share a few cores, so when the members together need more than the
+cores left, latency is queueing in the bench, not the cost of one member.
 
-Every line carries its send time; a receiver takes the latency when the
-line is delivered (for the kit: in order, after any repair). p50/p99 are
-over all (receiver, message) pairs; "delivered" counts those pairs against
-N receivers x messages sent. All clients of a run share this process's one
-selectors loop (one core); the server or the relay has the other core. So
-"deliveries/s" is what N receivers cost *together*: on a real network each
-has its own CPU. "lines/datagram" shows the batching; "repairs" counts the
-RepairRequests the kit's receivers sent after losing datagrams.
+Every line carries its send time (CLOCK_MONOTONIC, the same in every
+process); a receiver takes the latency when it delivers the line (kit: in
+order, after any repair). p50/p99 are over all (receiver, message) pairs.
 
-Workloads:
-- throughput: each of N clients sends its messages as fast as the loop
-  allows, with at most WINDOW_PER_CLIENT of its own in flight (sent, not
-  yet heard back), so queues stay bounded and latency means something.
-- paced: 50 clients each send 50 messages, one every 100 ms (and one every
-  20 ms), each starting at a random point of the first period.
-
-    python bench/lab2_fanout.py [--clients 10,50,200] [--quick]
+    python bench/lab2_fanout.py [--quick]       (bench/report.py writes docs/performance.md)
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
+import multiprocessing.connection
 import os
 import random
 import re
@@ -55,6 +47,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 # Run from a clone without installing: make the kit's packages importable.
@@ -71,33 +64,58 @@ from common.messages import (  # noqa: E402
 )
 from common.session import SecureSession  # noqa: E402
 from common.transcript import Transcript, read_room_datagram  # noqa: E402
+from lab2_udp.server import BATCH_WINDOW_MS  # noqa: E402
 
 # --- Settings ------------------------------------------------------------------------
 
 HOST, BROADCAST_ADDR = "127.0.0.1", "127.255.255.255"
-CLIENT_COUNTS = (10, 50, 200)
-PAIRS_PER_THROUGHPUT_RUN = {False: 200_000, True: 40_000}   # by --quick
-MIN_MESSAGES_PER_CLIENT = 5
+RECEIVER_PROCESSES = max(2, os.cpu_count() or 1)
 WINDOW_PER_CLIENT = 4          # own messages in flight in the throughput runs
-PACED_CLIENTS, PACED_MESSAGES = 50, 50
-PACED_INTERVALS_MS = (100, 20)
-LOGINS_AT_ONCE = 16            # the server's listen backlog: connect in waves of this many
+LOGINS_AT_ONCE = 16            # per receiver process: connect in waves of this many
 TICK_SECONDS = 0.05            # repair checks, as lab2_udp/client.py does them
 LOST_AFTER_SECONDS = 2.0       # a raw message not heard back by then is lost: free its slot
 QUIET_SECONDS = 1.0            # raw: no more deliveries for this long means the run is over
-SETUP_DEADLINE_SECONDS = 60.0
-RUN_DEADLINE_SECONDS = 60.0
-DRAIN_DEADLINE_SECONDS = 20.0  # kit: time for the last repairs after the last send
+SETUP_DEADLINE_SECONDS = 180.0
+RUN_DEADLINE_SECONDS = 120.0
+DRAIN_DEADLINE_SECONDS = 30.0  # kit: time for the last repairs after the last send
+LEAVE_DEADLINE_SECONDS = 60.0
+START_DELAY_SECONDS = 0.3      # every process starts sending at the same moment
 PASSWORD = "bench password 1"
-# A fast room: no rate limit in the way, room for 200 members, and a password
-# hash cheap enough that 200 registrations take a moment, not minutes.
-SERVER_SETTINGS = ("MAX_MESSAGES_PER_SECOND=1000000\nMAX_CLIENTS=1000\n"
-                   "ARGON2_MEMORY_KIB=8\nARGON2_ITERATIONS=1\n")
+# The rate limit (20 messages/s per member) would refuse the throughput runs:
+# the bench raises it, and room enough for every member.
+FAST_ROOM = "MAX_MESSAGES_PER_SECOND=1000000\nMAX_CLIENTS=1000\n"
+# A hash cheap enough that 500 registrations take a moment, not minutes; the
+# login storm keeps the real (default) cost.
+CHEAP_HASHES = "ARGON2_MEMORY_KIB=8\nARGON2_ITERATIONS=1\n"
 # Settings a developer may have exported; the bench's own .env must win.
 SETTING_VARIABLES = ("CHAT_PSK", "SERVER_PRIVATE_KEY", "SERVER_PUBLIC_KEY", "SERVER_HOST",
-                     "LAB2_PORT", "BROADCAST_ADDR", "BROADCAST_PORT", "DB_PATH",
+                     "LAB2_PORT", "BROADCAST_ADDR", "BROADCAST_PORT", "MULTICAST_GROUP", "DB_PATH",
                      "MAX_CLIENTS", "MAX_MESSAGES_PER_SECOND", "ARGON2_MEMORY_KIB",
                      "ARGON2_ITERATIONS")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one bench run measures; --quick shrinks every workload."""
+    member_counts: tuple[int, ...]
+    pairs_per_throughput_run: int
+    paced_members: int
+    paced_messages: int
+    paced_intervals_ms: tuple[int, ...]
+    batch_windows_ms: tuple[float, ...]   # batching windows to compare, the shipped one first
+    storm_logins: int
+    storm_interval_ms: int
+
+
+def _windows(*others: float) -> tuple[float, ...]:
+    return (BATCH_WINDOW_MS, *(window for window in others if window != BATCH_WINDOW_MS))
+
+
+PLANS = {
+    False: Plan((10, 50, 200, 500), 200_000, 50, 50, (200, 100, 50, 20), _windows(15, 5, 3, 1),
+                100, 100),
+    True: Plan((10, 50, 100), 20_000, 50, 12, (200, 20), _windows(15, 3), 30, 100),
+}
 
 
 # --- The raw relay (the baseline's server, run as a subprocess) -----------------------
@@ -111,7 +129,10 @@ def serve_raw_relay(broadcast_port: int) -> None:
     pending: dict[socket.socket, bytearray] = {}
 
     def on_connect(_mask: int) -> None:
-        sock, _addr = net.accept(listener)
+        try:
+            sock, _addr = net.accept(listener)
+        except OSError:
+            return   # the caller gave up already
         pending[sock] = bytearray()
         sock.send(b"\n")   # a greeting: the client knows it is accepted, not just queued
         selector.register(sock, selectors.EVENT_READ, lambda mask: on_readable(sock))
@@ -125,6 +146,7 @@ def serve_raw_relay(broadcast_port: int) -> None:
             selector.unregister(sock)
             del pending[sock]
             sock.close()
+            print("a client left", file=sys.stderr, flush=True)
             return
         buffer = pending[sock]
         buffer += data
@@ -146,10 +168,11 @@ def serve_raw_relay(broadcast_port: int) -> None:
             key.data(mask)
 
 
-# --- Processes and ports ----------------------------------------------------------------
+# --- The server as a process ------------------------------------------------------------
 
 class ServerProcess:
-    """A server as a child process: stdin kept open, stderr collected line by line."""
+    """A server as a child process: stdin kept open, stderr collected line by line,
+    its CPU time and memory read from /proc."""
 
     def __init__(self, command: list[str]) -> None:
         env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
@@ -168,21 +191,28 @@ class ServerProcess:
         with self.changed:
             self.changed.notify_all()
 
-    def wait_for(self, pattern: str, after_line: int = 0,
-                 timeout: float = SETUP_DEADLINE_SECONDS) -> re.Match:
+    def wait_for(self, pattern: str, after_line: int = 0, count: int = 1,
+                 timeout: float = SETUP_DEADLINE_SECONDS) -> re.Match | None:
+        """The count-th stderr line after ``after_line`` that matches, or None
+        if the deadline passes or the server ends first."""
         def found() -> re.Match | None:
-            matches = map(re.compile(pattern).search, self.lines[after_line:])
-            return next(filter(None, matches), None)
+            matches = [m for m in map(re.compile(pattern).search, self.lines[after_line:]) if m]
+            return matches[count - 1] if len(matches) >= count else None
         with self.changed:
             self.changed.wait_for(lambda: found() or self.process.poll() is not None, timeout)
-            match = found()
-        if not match:
-            raise RuntimeError(f"server never said /{pattern}/:\n" + "\n".join(self.lines[-20:]))
-        return match
+            return found()
 
     def send_line(self, text: str) -> None:
         self.process.stdin.write(text.encode() + b"\n")
         self.process.stdin.flush()
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime + stime
+
+    def rss_kib(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -207,33 +237,62 @@ def raise_open_file_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-# --- The measurements every client shares ------------------------------------------------
+def start_kit_server(workdir: Path, settings: str, batch_window_ms: float | None = None) -> dict:
+    """The real Lab 2 server with a fresh .env and database. With
+    ``batch_window_ms`` it runs with that batching window instead of its own."""
+    env_file = workdir / f"{time.monotonic_ns()}.env"
+    create_env_file(env_file)
+    with open(env_file, "a", encoding="utf-8") as settings_file:
+        settings_file.write(settings)
+    broadcast_port = free_udp_port()
+    arguments = ["--headless", "--host", HOST, "--port", "0", "--broadcast-addr", BROADCAST_ADDR,
+                 "--broadcast-port", str(broadcast_port), "--env", str(env_file),
+                 "--db", str(env_file.with_suffix(".db"))]
+    if batch_window_ms is None:
+        command = [sys.executable, "-m", "lab2_udp.server", *arguments]
+    else:   # the server reads BATCH_WINDOW_MS at every flush and tick
+        command = [sys.executable, "-c", "import sys, lab2_udp.server as s; "
+                   f"s.BATCH_WINDOW_MS = {batch_window_ms}; sys.exit(s.main(sys.argv[1:]))",
+                   *arguments]
+    server = ServerProcess(command)
+    listening = server.wait_for(r"^listening on 127\.0\.0\.1:(\d+)")
+    if not listening:
+        raise RuntimeError("the server did not start:\n" + "\n".join(server.lines[-20:]))
+    return {"server": server, "address": (HOST, int(listening.group(1))),
+            "broadcast_port": broadcast_port, "env_file": str(env_file)}
+
+
+def start_raw_relay(_workdir: Path) -> dict:
+    broadcast_port = free_udp_port()
+    server = ServerProcess([sys.executable, __file__, "--raw-relay", str(broadcast_port)])
+    listening = server.wait_for(r"^listening on 127\.0\.0\.1:(\d+)")
+    return {"server": server, "address": (HOST, int(listening.group(1))),
+            "broadcast_port": broadcast_port, "env_file": None}
+
+
+# --- One simulated member (runs in a receiver process) ----------------------------------
 
 class Tally:
-    """What the receivers of one run heard: latencies and who got what."""
+    """What the receivers of one process heard: latencies and who got what."""
 
     def __init__(self) -> None:
         self.latencies_ns: list[int] = []
-        self.datagrams = 0        # heard by a receiver (kit: opened, one signature check each)
+        self.datagrams = 0        # opened by a receiver (kit: one signature check each)
         self.datagram_lines = 0   # the lines those datagrams carried
         self.repairs = 0          # kit: RepairRequests sent
-        self.distinct: set[tuple[int, int]] = set()
-        self.first_send_ns = 0
         self.last_delivery_ns = 0
-        self.sent = 0
 
     def heard(self, receiver, text: str, now_ns: int) -> None:
         """One delivered line "SENDER NUMBER SEND_NS" at one receiver."""
         sender, number, sent_ns = map(int, text.split())
         self.latencies_ns.append(now_ns - sent_ns)
-        self.distinct.add((sender, number))
         self.last_delivery_ns = now_ns
         if sender == receiver.index:
             receiver.in_flight.pop(number, None)
 
 
 class BenchClient:
-    """What both kinds of client share: the sockets, what they sent, what is in flight."""
+    """What both kinds of member share: the sockets, what they sent, what is in flight."""
 
     def __init__(self, index: int, tally: Tally, selector: selectors.BaseSelector,
                  server: tuple[str, int], broadcast_port: int) -> None:
@@ -250,8 +309,6 @@ class BenchClient:
 
     def next_line(self) -> str:
         now_ns = time.perf_counter_ns()
-        self.tally.first_send_ns = self.tally.first_send_ns or now_ns
-        self.tally.sent += 1
         self.in_flight[self.sent] = now_ns
         self.sent += 1
         return f"{self.index} {self.sent - 1} {now_ns}"
@@ -260,8 +317,7 @@ class BenchClient:
         try:
             net.finish_connect(self.sock)
         except OSError as error:
-            self.failed = f"connect: {error}"
-            self.selector.unregister(self.sock)
+            self.fail(f"connect: {error}")
             return
         self.selector.modify(self.sock, selectors.EVENT_READ, self.on_readable)
         self.flush()
@@ -409,180 +465,367 @@ class RawClient(BenchClient):
             del self.in_flight[number]
 
 
-# --- One run: a server, N clients, one workload ------------------------------------------
+# --- A receiver process: some of the members, on their own core ---------------------------
 
-def start_kit_server(workdir: Path):
-    """The real Lab 2 server, with a fresh .env and database; returns the
-    process, a function that makes one client, and the room's settings."""
-    env_file = workdir / f"{time.monotonic_ns()}.env"
-    create_env_file(env_file)
-    with open(env_file, "a", encoding="utf-8") as settings_file:
-        settings_file.write(SERVER_SETTINGS)
-    broadcast_port = free_udp_port()
-    server = ServerProcess([
-        sys.executable, "-m", "lab2_udp.server", "--headless", "--host", HOST, "--port", "0",
-        "--broadcast-addr", BROADCAST_ADDR, "--broadcast-port", str(broadcast_port),
-        "--env", str(env_file), "--db", str(env_file.with_suffix(".db"))])
-    port = int(server.wait_for(r"^listening on 127\.0\.0\.1:(\d+)").group(1))
+class ReceiverGroup:
+    """The members one process simulates. Commands come from the bench over a
+    pipe, which sits in the same selectors loop as the members' sockets, so
+    the members keep receiving while the process waits for its next command.
+    Each command answers once, when its work is done."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(conn, selectors.EVENT_READ, self.on_command)
+        self.clients: list = []
+        self.act: Callable[[float], float] | None = None   # runs every round while set
+        self.done: Callable[[], object] | None = None      # returns the answer when finished
+        self.deadline = float("inf")
+        self.stopped = False
+
+    def serve(self) -> None:
+        next_tick = time.monotonic()
+        while not self.stopped:
+            now = time.monotonic()
+            wait_seconds = min(TICK_SECONDS, self.act(now)) if self.act else TICK_SECONDS
+            for key, mask in self.selector.select(max(0.0, min(wait_seconds, next_tick - now))):
+                if key.fd in self.selector.get_map():   # not closed by a command this round
+                    key.data(mask)
+            now = time.monotonic()
+            if now >= next_tick:
+                for client in self.clients:
+                    client.tick(now)
+                next_tick = now + TICK_SECONDS
+            failed = [client.failed for client in self.clients if client.failed]
+            if self.done and (failed or now > self.deadline):
+                self.answer({"error": f"{len(failed)} member(s) failed, first: {failed[0]}"
+                             if failed else "deadline passed"})
+            elif self.done:
+                answer = self.done()
+                if answer is not None:
+                    self.answer(answer)
+
+    def answer(self, answer: dict) -> None:
+        self.act = self.done = None
+        self.conn.send(answer)
+
+    def on_command(self, _mask: int) -> None:
+        command, arguments = self.conn.recv()
+        getattr(self, command)(**arguments)
+
+    def connect(self, system: str, indices: list[int], address: tuple, broadcast_port: int,
+                env_file: str | None, members_in_room: int) -> None:
+        """Bring our members in, LOGINS_AT_ONCE at a time; answer once they
+        are all in and (kit) have seen every member's join."""
+        self.tally = Tally()
+        self.system = system
+        settings = load_settings(env_file, create=False) if env_file else None
+        waiting = list(indices)
+
+        def make(index: int):
+            if system == "kit":
+                return KitClient(settings, index, self.tally, self.selector, address, broadcast_port)
+            return RawClient(index, self.tally, self.selector, address, broadcast_port)
+
+        def act(_now: float) -> float:
+            joining = sum(not client.ready for client in self.clients)
+            while waiting and joining < LOGINS_AT_ONCE:
+                self.clients.append(make(waiting.pop(0)))
+                joining += 1
+            return TICK_SECONDS
+
+        def done() -> dict | None:
+            everyone_in = not waiting and all(client.ready for client in self.clients) and (
+                system == "raw"
+                or all(c.transcript.delivered_seq >= members_in_room for c in self.clients))
+            return {} if everyone_in else None
+        self.act, self.done = act, done
+        self.deadline = time.monotonic() + SETUP_DEADLINE_SECONDS
+
+    def run(self, workload: str, messages: int, interval_seconds: float, start_at: float,
+            final_seq: int, total_messages: int) -> None:
+        """Send our members' messages ("throughput": as fast as the window
+        allows; "paced": one per interval from a random start), then wait for
+        every message of every member; answer with what we measured."""
+        self.tally = tally = Tally()
+        for client in self.clients:
+            client.tally = tally
+        rng = random.Random(os.getpid())
+        due = [start_at + rng.uniform(0, interval_seconds) for _client in self.clients]
+        lateness_ns: list[int] = []
+        cpu_at_start = time.process_time()
+        wall_at_start = time.monotonic()
+        expected_pairs = len(self.clients) * total_messages
+
+        def act(now: float) -> float:
+            soonest = TICK_SECONDS
+            for number, client in enumerate(self.clients):
+                if workload == "throughput":
+                    while (now >= start_at and client.sent < messages
+                           and len(client.in_flight) < WINDOW_PER_CLIENT):
+                        client.send_message()
+                else:
+                    while client.sent < messages and due[number] <= now:
+                        lateness_ns.append(int((now - due[number]) * 1e9))
+                        client.send_message()
+                        due[number] += interval_seconds
+                    if client.sent < messages:
+                        soonest = min(soonest, due[number] - now)
+                if client.outgoing:
+                    client.flush()
+            return max(0.0, min(soonest, start_at - now)) if now < start_at else soonest
+
+        def done() -> dict | None:
+            if not all(client.sent == messages for client in self.clients):
+                return None
+            if self.system == "kit":
+                finished = all(c.transcript.delivered_seq >= final_seq for c in self.clients)
+                digests = sorted({(c.transcript.delivered_seq, c.transcript.digest())
+                                  for c in self.clients})
+            else:
+                idle_ns = time.perf_counter_ns() - tally.last_delivery_ns
+                finished = (len(tally.latencies_ns) >= expected_pairs
+                            or (tally.last_delivery_ns and idle_ns > QUIET_SECONDS * 1e9))
+                digests = sorted({c.order.hexdigest() for c in self.clients})
+            if not finished:
+                return None
+            return {"latencies_ns": tally.latencies_ns, "datagrams": tally.datagrams,
+                    "datagram_lines": tally.datagram_lines, "repairs": tally.repairs,
+                    "last_delivery_ns": tally.last_delivery_ns, "lateness_ns": lateness_ns,
+                    "cpu_seconds": time.process_time() - cpu_at_start,
+                    "wall_seconds": time.monotonic() - wall_at_start, "digests": digests,
+                    "refused": sum(len(getattr(c, "errors", ())) for c in self.clients)}
+        self.act, self.done = act, done
+        self.deadline = start_at + RUN_DEADLINE_SECONDS + messages * interval_seconds
+
+    def leave(self) -> None:
+        """Every member leaves (closes its connection); answer at once."""
+        for client in self.clients:
+            client.close()
+        self.clients = []
+        self.conn.send({})
+
+    def exit(self) -> None:
+        self.stopped = True
+
+
+def receiver_process(conn) -> None:
+    ReceiverGroup(conn).serve()
+
+
+class ReceiverPool:
+    """RECEIVER_PROCESSES processes, started once and used by every run."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conns, self.processes = [], []
+        for _number in range(RECEIVER_PROCESSES + 1):   # the last one: the member alone
+            ours, theirs = context.Pipe()
+            process = context.Process(target=receiver_process, args=(theirs,), daemon=True)
+            process.start()
+            self.conns.append(ours)
+            self.processes.append(process)
+
+    def command(self, name: str, per_process: list[dict], timeout: float,
+                serve: Callable[[float], None] | None = None) -> list[dict]:
+        """Send one command to every process; return their answers. ``serve``
+        (the login storm) runs between waits."""
+        for conn, arguments in zip(self.conns, per_process):
+            conn.send((name, arguments))
+        answers: dict[int, dict] = {}
+        deadline = time.monotonic() + timeout
+        while len(answers) < len(self.conns):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: no answer from the receiver processes in {timeout:g} s")
+            waiting = [conn for number, conn in enumerate(self.conns) if number not in answers]
+            for conn in multiprocessing.connection.wait(waiting, 0.0 if serve else TICK_SECONDS):
+                answers[self.conns.index(conn)] = conn.recv()
+            if serve:
+                serve(TICK_SECONDS / 5)
+        errors = [answer["error"] for answer in answers.values() if "error" in answer]
+        if errors:
+            raise RuntimeError(f"{name}: {errors[0]}")
+        return [answers[number] for number in range(len(self.conns))]
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.send(("exit", {}))
+        for process in self.processes:
+            process.join(5)
+
+
+# --- The login storm: connections that log in all at once, from this process ---------
+
+class StormLogin:
+    """One connection that registers and stays: for the kit a full handshake
+    and an Argon2id hash on the server; for the raw relay just a connection."""
+
+    def __init__(self, index: int, selector: selectors.BaseSelector, room: dict) -> None:
+        self.selector, self.room = selector, room
+        self.session = (SecureSession.client(*_keys(room["env_file"])) if room["env_file"] else None)
+        self.name = f"storm{index}"
+        self.started = time.monotonic()
+        self.accepted_after: float | None = None
+        self.sock = net.start_connect(*room["address"])
+        selector.register(self.sock, selectors.EVENT_WRITE, self.on_connected)
+
+    def on_connected(self, _mask: int) -> None:
+        net.finish_connect(self.sock)
+        self.selector.modify(self.sock, selectors.EVENT_READ, self.on_readable)
+        self.flush()
+
+    def flush(self) -> None:
+        if self.session:
+            net.send_pending(self.selector, self.sock, self.session.outgoing)
+
+    def on_readable(self, _mask: int) -> None:
+        data = net.receive(self.sock)
+        if not data:   # the server hung up on us: nothing more to read
+            self.selector.unregister(self.sock)
+            return
+        if self.session is None:
+            self.accepted_after = self.accepted_after or time.monotonic() - self.started
+            return
+        was_established = self.session.established
+        for message in self.session.receive(data):
+            if isinstance(message, LoginAccepted):
+                self.accepted_after = time.monotonic() - self.started
+        if self.session.established and not was_established:
+            self.session.send(Register(self.name, PASSWORD))
+        self.flush()
+
+    def close(self) -> None:
+        if self.sock.fileno() in self.selector.get_map():
+            self.selector.unregister(self.sock)
+        self.sock.close()
+
+
+def _keys(env_file: str) -> tuple[bytes, bytes]:
     settings = load_settings(env_file, create=False)
-    return server, lambda *args: KitClient(settings, *args, (HOST, port), broadcast_port)
+    return settings.psk, settings.server_public_key
 
 
-def start_raw_relay(_workdir: Path):
-    broadcast_port = free_udp_port()
-    server = ServerProcess([sys.executable, __file__, "--raw-relay", str(broadcast_port)])
-    port = int(server.wait_for(r"^listening on 127\.0\.0\.1:(\d+)").group(1))
-    return server, lambda *args: RawClient(*args, (HOST, port), broadcast_port)
-
-
-def spin(selector: selectors.BaseSelector, clients: list, done: Callable[[], bool],
-         deadline: float, act: Callable[[float], float] | None = None) -> bool:
-    """Run the loop until done() or the deadline (then return False). act(now)
-    runs every round and returns how soon it wants to run again."""
-    next_tick = time.monotonic()
-    while not done():
-        now = time.monotonic()
-        if now > deadline:
-            return False
-        wait_seconds = min(TICK_SECONDS, act(now)) if act else TICK_SECONDS
-        for key, mask in selector.select(max(0.0, min(wait_seconds, next_tick - now))):
-            key.data(mask)
-        now = time.monotonic()
-        if now >= next_tick:
-            for client in clients:
-                client.tick(now)
-            next_tick = now + TICK_SECONDS
-        failed = [client.failed for client in clients if client.failed]
-        if failed:
-            raise RuntimeError(f"{len(failed)} client(s) failed, first: {failed[0]}")
-    return True
-
+# --- One run: a server, N members, one workload ------------------------------------------
 
 class Run:
-    """One system, N clients: set up, drive a workload, measure, clean up."""
+    """One system, N members spread over the receiver processes."""
 
-    def __init__(self, system: str, count: int, workdir: Path) -> None:
-        self.system, self.count = system, count
-        self.tally = Tally()
-        self.selector = selectors.DefaultSelector()
-        self.clients: list = []
-        start = start_kit_server if system == "kit" else start_raw_relay
-        self.server, self.make_client = start(workdir)
+    def __init__(self, pool: ReceiverPool, system: str, members: int, workdir: Path,
+                 settings: str = FAST_ROOM + CHEAP_HASHES, batch_window_ms: float | None = None) -> None:
+        self.pool, self.system, self.members = pool, system, members
+        self.room = (start_kit_server(workdir, settings, batch_window_ms) if system == "kit"
+                     else start_raw_relay(workdir))
+        self.server: ServerProcess = self.room["server"]
+        self.storm: list[StormLogin] = []
+        self.joined = 0
 
     def __enter__(self) -> Run:
         return self
 
     def __exit__(self, *_exc_info) -> None:
-        self.server.stop()   # first, so it does not rotate keys for 200 leavers
-        for client in self.clients:
-            client.close()
-        self.selector.close()
+        self.server.stop()
+        for login in self.storm:
+            login.close()
+        self.pool.command("leave", [{}] * len(self.pool.conns), SETUP_DEADLINE_SECONDS)
 
-    def connect(self) -> float:
-        """Bring every client in, LOGINS_AT_ONCE at a time; return the seconds it took."""
+    def connect(self) -> dict:
+        """Everyone in; returns the setup time and the server's memory per member."""
+        rss_before = self.server.rss_kib()
         started = time.monotonic()
+        # Member 0 has a process to itself, like a member with its own machine:
+        # its latency has no queueing behind other simulated members in it.
+        shared = RECEIVER_PROCESSES
+        spread = [list(range(1 + number, self.members, shared)) for number in range(shared)] + [[0]]
+        self.pool.command("connect", [
+            {"system": self.system, "indices": indices, "address": self.room["address"],
+             "broadcast_port": self.room["broadcast_port"], "env_file": self.room["env_file"],
+             "members_in_room": self.members} for indices in spread], SETUP_DEADLINE_SECONDS)
+        self.joined = self.members
+        return {"setup_s": time.monotonic() - started,
+                "kib_per_member": (self.server.rss_kib() - rss_before) / self.members}
 
-        def act(_now: float) -> float:
-            waiting = sum(not client.ready for client in self.clients)
-            while len(self.clients) < self.count and waiting < LOGINS_AT_ONCE:
-                self.clients.append(self.make_client(len(self.clients), self.tally,
-                                                     self.selector))
-                waiting += 1
-            return TICK_SECONDS
+    def run(self, workload: str, messages: int, interval_seconds: float = 0.0,
+            storm_logins: int = 0) -> dict:
+        """Drive one workload to its end and measure it. A login storm, if any,
+        starts one second into the sending."""
+        start_at = time.monotonic() + START_DELAY_SECONDS
+        total = self.members * messages
+        final_seq = self.joined + storm_logins + total
+        selector = selectors.DefaultSelector()
 
-        def everyone_in() -> bool:   # kit: and every join event heard by everyone
-            return (len(self.clients) == self.count and all(c.ready for c in self.clients)
-                    and (self.system == "raw" or all(
-                        c.transcript.delivered_seq >= self.count for c in self.clients)))
-        deadline = started + SETUP_DEADLINE_SECONDS
-        if not spin(self.selector, self.clients, everyone_in, deadline, act):
-            raise RuntimeError(f"{self.system}: {self.count} clients not in after "
-                               f"{SETUP_DEADLINE_SECONDS:g} s")
-        return time.monotonic() - started
+        def serve(timeout: float) -> None:
+            if storm_logins and not self.storm and time.monotonic() > start_at + 1.0:
+                self.storm = [StormLogin(n, selector, self.room) for n in range(storm_logins)]
+            for key, mask in (selector.select(timeout) if selector.get_map() else ()):
+                key.data(mask)
+        cpu_before = self.server.cpu_seconds()
+        answers = self.pool.command("run", [
+            {"workload": workload, "messages": messages, "interval_seconds": interval_seconds,
+             "start_at": start_at, "final_seq": final_seq, "total_messages": total}
+        ] * len(self.pool.conns), RUN_DEADLINE_SECONDS + DRAIN_DEADLINE_SECONDS
+            + messages * interval_seconds, serve)
+        server_cpu = self.server.cpu_seconds() - cpu_before
+        self.joined += storm_logins
+        return self.result(answers, total, start_at, server_cpu)
 
-    def throughput(self, messages: int) -> None:
-        """Every client sends ``messages`` as fast as its window allows."""
-        def act(_now: float) -> float:
-            for client in self.clients:
-                while client.sent < messages and len(client.in_flight) < WINDOW_PER_CLIENT:
-                    client.send_message()
-                if client.outgoing:
-                    client.flush()
-            return TICK_SECONDS
-
-        def all_sent_and_heard() -> bool:
-            return all(c.sent == messages and not c.in_flight for c in self.clients)
-        spin(self.selector, self.clients, all_sent_and_heard,
-             time.monotonic() + RUN_DEADLINE_SECONDS, act)
-
-    def paced(self, messages: int, interval_seconds: float) -> list[int]:
-        """Every client sends ``messages``, one per interval, from a random start
-        in the first interval; returns how late each send was (ns)."""
-        start = time.monotonic() + TICK_SECONDS
-        due = [start + random.uniform(0, interval_seconds) for _client in self.clients]
-        lateness_ns: list[int] = []
-
-        def act(now: float) -> float:
-            soonest = TICK_SECONDS
-            for index, client in enumerate(self.clients):
-                while client.sent < messages and due[index] <= now:
-                    lateness_ns.append(int((now - due[index]) * 1e9))
-                    client.send_message()
-                    due[index] += interval_seconds
-                if client.outgoing:
-                    client.flush()
-                if client.sent < messages:
-                    soonest = min(soonest, due[index] - now)
-            return soonest
-        spin(self.selector, self.clients, lambda: all(c.sent == messages for c in self.clients),
-             start + messages * interval_seconds + RUN_DEADLINE_SECONDS, act)
-        return lateness_ns
-
-    def drain(self) -> str:
-        """Wait for the last deliveries; return whether the transcripts match."""
-        expected_pairs = self.count * self.tally.sent
-        if self.system == "raw":
-            def quiet() -> bool:
-                idle_ns = time.perf_counter_ns() - max(self.tally.last_delivery_ns,
-                                                       self.tally.first_send_ns)
-                return (len(self.tally.latencies_ns) >= expected_pairs
-                        or idle_ns > QUIET_SECONDS * 1e9)
-            spin(self.selector, self.clients, quiet, time.monotonic() + DRAIN_DEADLINE_SECONDS)
-            orders = {client.order.hexdigest() for client in self.clients}
-            return "yes" if len(orders) == 1 else f"no: {len(orders)} different orders"
-        refused = sum(len(client.errors) for client in self.clients)
-        final_seq = self.count + self.tally.sent - refused
-        caught_up = spin(self.selector, self.clients,
-                         lambda: all(c.transcript.delivered_seq >= final_seq for c in self.clients),
-                         time.monotonic() + DRAIN_DEADLINE_SECONDS)
-        if not caught_up:
-            behind = sum(c.transcript.delivered_seq < final_seq for c in self.clients)
-            return f"no: {behind} clients short of #{final_seq}"
-        seen_lines = len(self.server.lines)
-        self.server.send_line("/hash")
-        server_hash = self.server.wait_for(r"^transcript ([0-9a-f]{12}) (\d+)$", seen_lines)
-        digests = {(c.transcript.delivered_seq, c.transcript.digest()) for c in self.clients}
-        digests.add((int(server_hash.group(2)), server_hash.group(1)))
-        notes = f" ({refused} refused)" if refused else ""
-        return ("yes" if len(digests) == 1 else f"no: {len(digests)} different") + notes
-
-    def result(self, messages: int, setup_seconds: float, match: str) -> dict:
-        tally = self.tally
-        latencies = sorted(tally.latencies_ns)
-        seconds = max(1e-9, (tally.last_delivery_ns - tally.first_send_ns) / 1e9)
-        return {
-            "system": self.system, "clients": self.count, "messages": messages,
-            "setup_s": setup_seconds,
-            "delivered_pct": 100 * len(latencies) / (self.count * tally.sent),
+    def result(self, answers: list[dict], total: int, start_at: float, server_cpu: float) -> dict:
+        latencies = sorted(ns for answer in answers for ns in answer["latencies_ns"])
+        lateness = sorted(ns for answer in answers for ns in answer["lateness_ns"])
+        alone = sorted(answers[-1]["latencies_ns"])
+        datagrams = sum(answer["datagrams"] for answer in answers)
+        cpu = sum(answer["cpu_seconds"] for answer in answers)
+        last_ns = max(answer["last_delivery_ns"] for answer in answers)
+        seconds = max(1e-9, last_ns / 1e9 - start_at)
+        wall = max(answer["wall_seconds"] for answer in answers)
+        row = {
+            "system": self.system, "members": self.members,
+            "delivered_pct": 100 * len(latencies) / (self.members * total),
             "pairs_per_s": len(latencies) / seconds,
-            "messages_per_s": len(tally.distinct) / seconds,
             "p50_ms": percentile(latencies, 50) / 1e6, "p99_ms": percentile(latencies, 99) / 1e6,
-            "match": match, "repairs": tally.repairs,
-            "per_datagram": tally.datagram_lines / max(1, tally.datagrams),
+            "alone_p50_ms": percentile(alone, 50) / 1e6, "alone_p99_ms": percentile(alone, 99) / 1e6,
+            "per_datagram": sum(a["datagram_lines"] for a in answers) / max(1, datagrams),
+            "repairs": sum(answer["repairs"] for answer in answers),
+            "cpu_us_per_delivery": 1e6 * cpu / max(1, len(latencies)),
+            "member_cpu_pct": 100 * cpu / self.members / wall,
+            "server_us_per_message": 1e6 * server_cpu / max(1, total),
+            "late_p99_ms": percentile(lateness, 99) / 1e6 if lateness else float("nan"),
+            "match": self.match([d for answer in answers for d in answer["digests"]],
+                                sum(answer["refused"] for answer in answers)),
         }
+        if self.storm:
+            waits = sorted(login.accepted_after for login in self.storm if login.accepted_after)
+            row["storm_in_pct"] = 100 * len(waits) / len(self.storm)
+            row["storm_login_p50_ms"] = 1000 * percentile(waits, 50)
+        return row
+
+    def match(self, digests: list, refused: int) -> str:
+        """Whether every screen (kit: and the server's) shows the same transcript."""
+        distinct = set(map(tuple, digests)) if self.system == "kit" else set(digests)
+        if self.system == "kit":
+            seen_lines = len(self.server.lines)
+            self.server.send_line("/hash")
+            summary = self.server.wait_for(r"^transcript ([0-9a-f]{12}) (\d+)$", seen_lines)
+            distinct.add((int(summary.group(2)), summary.group(1)) if summary else ("no answer",))
+        notes = f" ({refused} refused)" if refused else ""
+        return ("yes" if len(distinct) == 1 else f"no: {len(distinct)} different") + notes
+
+    def everyone_leaves(self) -> str:
+        """Every member closes its connection: does the server survive it?"""
+        seen_lines = len(self.server.lines)
+        self.pool.command("leave", [{}] * len(self.pool.conns), SETUP_DEADLINE_SECONDS)
+        if self.system == "raw":
+            left = self.server.wait_for("^a client left$", seen_lines, self.members,
+                                        LEAVE_DEADLINE_SECONDS)
+        else:
+            left = self.server.wait_for(r"^client\d+ \(", seen_lines, self.members,
+                                        LEAVE_DEADLINE_SECONDS)
+        if self.server.process.poll() is not None:
+            last = next((line for line in reversed(self.server.lines) if line.strip()), "")
+            return f"no: exit {self.server.process.returncode}, {last[:60]}"
+        return "yes" if left else f"no: not all {self.members} seen leaving"
 
 
-def percentile(sorted_values: list[int], percent: float) -> float:
+def percentile(sorted_values: list, percent: float) -> float:
     """Nearest-rank percentile of an already sorted list (nan if it is empty)."""
     if not sorted_values:
         return float("nan")
@@ -590,86 +833,147 @@ def percentile(sorted_values: list[int], percent: float) -> float:
     return sorted_values[int(rank) - 1]
 
 
-def measure(system: str, count: int, workdir: Path, workload: Callable[[Run], object],
-            messages: int) -> dict:
-    with Run(system, count, workdir) as run:
-        setup_seconds = run.connect()
-        extra = workload(run)
-        match = run.drain()
-        result = run.result(messages, setup_seconds, match)
-    if extra:
-        result["late_p99_ms"] = percentile(sorted(extra), 99) / 1e6
-    print(f"  {system:4} {count:4} clients: setup {setup_seconds:.1f} s, "
-          f"{result['pairs_per_s']:,.0f} pairs/s, p99 {result['p99_ms']:.1f} ms, "
-          f"delivered {result['delivered_pct']:.1f}%, match {match}", file=sys.stderr, flush=True)
-    return result
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- The workloads: one table each, the baseline in the same run -------------------------
+
+def members_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
+    """Throughput at 10..500 members, the server's memory per member, and
+    whether it survives everyone leaving."""
+    rows = []
+    for members in plan.member_counts:
+        messages = max(3, plan.pairs_per_throughput_run // members ** 2)
+        for system in ("kit", "raw"):
+            with Run(pool, system, members, workdir) as run:
+                setup = run.connect()
+                row = {**run.run("throughput", messages), **setup, "messages": messages,
+                       "survives_leaving": run.everyone_leaves()}
+            log(f"  members {system} {members}: p50 {row['p50_ms']:.1f} ms, "
+                f"p99 {row['p99_ms']:.1f} ms, leaving: {row['survives_leaving']}")
+            rows.append(row)
+    return rows
+
+
+def paced_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
+    rows = []
+    for interval_ms in plan.paced_intervals_ms:
+        for system in ("kit", "raw"):
+            with Run(pool, system, plan.paced_members, workdir) as run:
+                run.connect()
+                row = run.run("paced", plan.paced_messages, interval_ms / 1000)
+            row["workload"] = f"1 per {interval_ms} ms"
+            log(f"  paced {system} {interval_ms} ms: p50 {row['p50_ms']:.1f} ms, alone {row['alone_p50_ms']:.1f}, "
+                f"p99 {row['p99_ms']:.1f} ms")
+            rows.append(row)
+    return rows
+
+
+def batching_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
+    """The same paced room under different batching windows: latency against
+    what every receiver pays (datagrams, so signature checks, per event)."""
+    rows = []
+    for interval_ms in (plan.paced_intervals_ms[0], plan.paced_intervals_ms[-1]):
+        for window_ms in plan.batch_windows_ms:
+            with Run(pool, "kit", plan.paced_members, workdir, batch_window_ms=window_ms) as run:
+                run.connect()
+                row = run.run("paced", plan.paced_messages, interval_ms / 1000)
+            row.update(workload=f"1 per {interval_ms} ms", window_ms=window_ms)
+            log(f"  batching {window_ms} ms at {interval_ms} ms: p50 {row['p50_ms']:.1f} ms, "
+                f"p99 {row['p99_ms']:.1f} ms")
+            rows.append(row)
+    return rows
+
+
+def storm_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
+    """A paced room while STORM_LOGINS connections log in at once, with the
+    real (default) password-hash cost, against the same room without them."""
+    rows = []
+    for system, storm in (("kit", 0), ("kit", plan.storm_logins), ("raw", 0),
+                          ("raw", plan.storm_logins)):
+        with Run(pool, system, plan.paced_members, workdir, settings=FAST_ROOM) as run:
+            run.connect()
+            row = run.run("paced", plan.paced_messages, plan.storm_interval_ms / 1000, storm)
+        row["storm"] = storm
+        log(f"  storm {system} {storm}: p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms")
+        rows.append(row)
+    return rows
 
 
 # --- Tables ------------------------------------------------------------------------------
 
-def print_table(title: str, columns: list[tuple[str, str, str]], rows: list[dict]) -> None:
-    """columns: (heading, key, format). Right-aligned, as wide as the widest cell."""
+COMMON_COLUMNS = [
+    ("delivered %", "delivered_pct", ".1f"), ("p50 ms", "p50_ms", ".1f"),
+    ("p99 ms", "p99_ms", ".1f"), ("alone p50 ms", "alone_p50_ms", ".1f"),
+    ("alone p99 ms", "alone_p99_ms", ".1f"), ("lines/datagram", "per_datagram", ".1f"),
+    ("CPU/delivery us", "cpu_us_per_delivery", ".1f"), ("member CPU %", "member_cpu_pct", ".2f"),
+    ("server us/msg", "server_us_per_message", ".0f"), ("repairs", "repairs", "d"),
+    ("transcripts match", "match", ""),
+]
+TABLES = {
+    "members": ("Members: each member sends its messages with at most "
+                f"{WINDOW_PER_CLIENT} in flight; every member hears every message", [
+                    ("system", "system", ""), ("members", "members", "d"),
+                    ("msgs/member", "messages", "d"), ("deliveries/s", "pairs_per_s", ",.0f"),
+                    *COMMON_COLUMNS, ("server KiB/member", "kib_per_member", ".0f"),
+                    ("survives all leaving", "survives_leaving", "")]),
+    "paced": ("Paced: members each sending at a steady pace", [
+        ("workload", "workload", ""), ("system", "system", ""), *COMMON_COLUMNS,
+        ("send late p99 ms", "late_p99_ms", ".1f")]),
+    "batching": ("Batching window: the same paced room, the server's window changed", [
+        ("workload", "workload", ""), ("window ms", "window_ms", "g"), *COMMON_COLUMNS]),
+    "storm": ("Login storm: a paced room (1 per 100 ms) while connections log in at once "
+              "(default Argon2id cost)", [
+                  ("system", "system", ""), ("storm logins", "storm", "d"), *COMMON_COLUMNS,
+                  ("storm logged in %", "storm_in_pct", ".0f"),
+                  ("storm login p50 ms", "storm_login_p50_ms", ".0f")]),
+}
+
+
+def render(columns: list[tuple[str, str, str]], rows: list[dict], markdown: bool = False) -> str:
+    """A table, right-aligned text or markdown."""
     cells = [[format(row[key], spec) if key in row else "-" for _h, key, spec in columns]
              for row in rows]
+    headings = [heading for heading, _k, _s in columns]
+    if markdown:
+        lines = ["| " + " | ".join(headings) + " |", "|" + "---:|" * len(headings)]
+        return "\n".join(lines + ["| " + " | ".join(line) + " |" for line in cells])
     widths = [max([len(heading), *(len(line[i]) for line in cells)])
-              for i, (heading, _k, _s) in enumerate(columns)]
-    print(f"\n{title}")
-    print("  ".join(heading.rjust(width) for (heading, _k, _s), width in zip(columns, widths)))
-    for line in cells:
-        print("  ".join(cell.rjust(width) for cell, width in zip(line, widths)))
+              for i, heading in enumerate(headings)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headings, widths))]
+    return "\n".join(lines + ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in cells])
+
+
+def measure_all(quick: bool) -> dict[str, list[dict]]:
+    """Every workload of the plan; returns the rows of each table."""
+    plan = PLANS[quick]
+    raise_open_file_limit(2 * max(plan.member_counts) + 3 * plan.storm_logins + 256)
+    random.seed(2026)
+    pool = ReceiverPool()
+    try:
+        with tempfile.TemporaryDirectory(prefix="lab2_fanout_") as workdir:
+            tables = {}
+            for name, measure in (("members", members_table), ("paced", paced_table),
+                                  ("batching", batching_table), ("storm", storm_table)):
+                log(f"{name} runs")
+                tables[name] = measure(pool, plan, Path(workdir))
+            return tables
+    finally:
+        pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", default=",".join(map(str, CLIENT_COUNTS)),
-                        help="client counts of the throughput runs, e.g. 10,50")
-    parser.add_argument("--quick", action="store_true", help="fewer messages per throughput run")
+    parser.add_argument("--quick", action="store_true", help="smaller workloads: under a minute")
     parser.add_argument("--raw-relay", type=int, metavar="BROADCAST_PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.raw_relay:
         serve_raw_relay(args.raw_relay)
         return 0
-    counts = [int(count) for count in args.clients.split(",") if count]
-    # Two sockets per client, and the kernel counts both against this limit.
-    raise_open_file_limit(2 * max(counts + [PACED_CLIENTS]) + 64)
-    random.seed(2026)
-    pairs = PAIRS_PER_THROUGHPUT_RUN[args.quick]
-    throughput_rows, paced_rows = [], []
-    with tempfile.TemporaryDirectory(prefix="lab2_fanout_") as workdir:
-        print("throughput runs", file=sys.stderr)
-        for count in counts:
-            messages = max(MIN_MESSAGES_PER_CLIENT, pairs // count ** 2)
-            for system in ("kit", "raw"):
-                throughput_rows.append(measure(system, count, Path(workdir),
-                                               lambda run: run.throughput(messages), messages))
-        print("paced runs", file=sys.stderr)
-        for interval_ms in PACED_INTERVALS_MS:
-            for system in ("kit", "raw"):
-                row = measure(system, PACED_CLIENTS, Path(workdir),
-                              lambda run: run.paced(PACED_MESSAGES, interval_ms / 1000),
-                              PACED_MESSAGES)
-                row["workload"] = f"1 per {interval_ms} ms"
-                paced_rows.append(row)
-    print_table(f"Throughput: each client sends its messages with at most {WINDOW_PER_CLIENT} "
-                "in flight; every client hears every message", [
-                    ("system", "system", ""), ("clients", "clients", "d"),
-                    ("msgs/client", "messages", "d"), ("delivered %", "delivered_pct", ".1f"),
-                    ("deliveries/s", "pairs_per_s", ",.0f"),
-                    ("messages/s", "messages_per_s", ",.0f"),
-                    ("p50 ms", "p50_ms", ".1f"), ("p99 ms", "p99_ms", ".1f"),
-                    ("lines/datagram", "per_datagram", ".1f"), ("repairs", "repairs", "d"),
-                    ("transcripts match", "match", "")], throughput_rows)
-    for kit, raw in zip(throughput_rows[::2], throughput_rows[1::2]):
-        ratio = kit["pairs_per_s"] / raw["pairs_per_s"]
-        print(f"{kit['clients']:4} clients: kit/raw rate {ratio:.2f}"
-              f"  (aim: at least 0.5{'' if ratio >= 0.5 else ': MISSED'})")
-    print_table(f"Paced: {PACED_CLIENTS} clients, each sending {PACED_MESSAGES} messages at a "
-                "steady pace (aim: 100% delivered, p99 under 50 ms)", [
-                    ("workload", "workload", ""), ("system", "system", ""),
-                    ("delivered %", "delivered_pct", ".1f"), ("p50 ms", "p50_ms", ".1f"),
-                    ("p99 ms", "p99_ms", ".1f"), ("send late p99 ms", "late_p99_ms", ".1f"),
-                    ("lines/datagram", "per_datagram", ".1f"), ("repairs", "repairs", "d"),
-                    ("transcripts match", "match", "")], paced_rows)
+    for name, rows in measure_all(args.quick).items():
+        title, columns = TABLES[name]
+        print(f"\n{title}\n{render(columns, rows)}")
     return 0
 
 

@@ -17,6 +17,7 @@ class gets its own. Clients need the server's keys, so a client passes create=Fa
 uses a copy of the server's file.
 """
 
+import ipaddress
 import os
 import sys
 import textwrap
@@ -52,6 +53,10 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
      "Where Lab 2 room datagrams are broadcast. 127.255.255.255 reaches every client on "
      "this machine; on a LAN use the subnet's broadcast address, e.g. 192.168.1.255."),
     ("BROADCAST_PORT", "5061", "UDP port that every Lab 2 client binds to hear the room."),
+    ("MULTICAST_GROUP", "",
+     "Empty: the Lab 2 room is broadcast to BROADCAST_ADDR. An IPv4 multicast group, e.g. "
+     "239.255.0.1: the room goes to that group instead, and only hosts that joined it get "
+     "the datagrams (239.0.0.0/8 is for use inside one organisation)."),
     ("DB_PATH", "chat.db", "sqlite3 file with accounts and ignore lists (server only)."),
     ("POLL_INTERVAL_MS", "20", "How often a window polls its sockets, in milliseconds."),
     ("MAX_CLIENTS", "250", "Most clients the Lab 2 server serves at once."),
@@ -93,6 +98,7 @@ class Settings:
     lab2_port: int
     broadcast_addr: str
     broadcast_port: int
+    multicast_group: str   # "" when the room is broadcast
     db_path: str
     poll_interval_ms: int
     max_clients: int
@@ -158,6 +164,7 @@ def load_settings(
         lab2_port=sources.port("LAB2_PORT", minimum=0),
         broadcast_addr=sources.text("BROADCAST_ADDR"),
         broadcast_port=sources.port("BROADCAST_PORT"),
+        multicast_group=sources.multicast_group("MULTICAST_GROUP"),
         db_path=sources.text("DB_PATH"),
         poll_interval_ms=sources.integer("POLL_INTERVAL_MS", minimum=1),
         max_clients=sources.integer("MAX_CLIENTS", minimum=1),
@@ -234,6 +241,18 @@ class _Sources:
             allowed = f"at least {minimum}" if maximum is None else f"{minimum}-{maximum}"
             raise ConfigError(f"{name}={number} from {where} is out of range ({allowed})")
         return number
+
+    def multicast_group(self, name: str) -> str:
+        """An IPv4 multicast address (224.0.0.0-239.255.255.255), or "" if not set."""
+        value, where = self._raw(name)
+        try:
+            is_group = not value or ipaddress.IPv4Address(value).is_multicast
+        except ValueError:
+            is_group = False
+        if not is_group:
+            raise ConfigError(f"{name}={value!r} from {where} is not an IPv4 multicast "
+                              "address (224.0.0.0 to 239.255.255.255)")
+        return value
 
     def port(self, name: str, minimum: int = 1) -> int:
         return self.integer(name, minimum=minimum, maximum=65535)

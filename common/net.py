@@ -435,6 +435,65 @@ def broadcast_address_problem(address: str) -> str | None:
             f"clients will hear the room only through repairs over TCP. Broadcast addresses: {choices}")
 
 
+# --- UDP multicast (Lab 2 with --multicast GROUP) -------------------------------------------
+
+# How many routers a room datagram may cross. 1 keeps it on the LAN, like a broadcast;
+# a larger value lets a multicast-routed campus carry the room to other subnets.
+MULTICAST_TTL = 1
+
+
+def multicast_sender(interface_host: str) -> socket.socket:
+    """Return a non-blocking UDP socket that sends to multicast groups out of the
+    interface that has the address ``interface_host`` ("0.0.0.0": the interface
+    the routing table picks, normally the one with the default route).
+
+    A broadcast goes to every host of the subnet; a multicast datagram only to
+    the hosts that joined its group, and the switch may keep it off the other
+    ports. IP_MULTICAST_LOOP gives programs on this machine a copy too (the
+    server's own host may run a client). The loopback interface has no route for
+    multicast, so on one machine the interface must be chosen explicitly:
+    127.0.0.1. Raises OSError if the name does not resolve.
+    """
+    interface = socket.inet_aton(socket.gethostbyname(interface_host))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, MULTICAST_TTL)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, interface)
+    sock.setblocking(False)
+    return sock
+
+
+def multicast_receiver(group: str, port: int, server_host: str) -> socket.socket:
+    """Return a non-blocking UDP socket that hears ``group`` on ``port``.
+
+    Joining (IP_ADD_MEMBERSHIP) happens on one interface: the one this machine
+    uses to reach ``server_host``, since the server's datagrams arrive there.
+    The kernel then tells the switches and routers (IGMP) that this host wants
+    the group. The port is shared as in ``broadcast_receiver``.
+    Raises OSError if the port cannot be bound or the group not joined.
+    """
+    sock = broadcast_receiver(port)
+    try:
+        membership = socket.inet_aton(group) + socket.inet_aton(interface_facing(server_host))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def interface_facing(host: str) -> str:
+    """The address of this machine's interface that packets to ``host`` leave by.
+
+    connect() on a UDP socket sends nothing: it only asks the routing table for
+    the way to ``host``, and getsockname() then tells our end of it.
+    Raises OSError if there is no route to ``host``.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((socket.gethostbyname(host), 9))   # port 9, "discard": any port will do
+        return probe.getsockname()[0]
+
+
 # --- Slow work off the loop ----------------------------------------------------------
 
 class BackgroundWork:

@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", help="the server's address (default: SERVER_HOST from .env)")
     parser.add_argument("--port", type=int, help="the server's TCP port (default: LAB2_PORT)")
     parser.add_argument("--broadcast-port", type=int, help="UDP port the room is heard on (default: BROADCAST_PORT)")
+    parser.add_argument("--multicast", metavar="GROUP", help="hear the room on this multicast group (default: MULTICAST_GROUP)")
     parser.add_argument("--name", required=True, help="your name in the room")
     parser.add_argument("--register", action="store_true", help="create the account first")
     parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
@@ -82,7 +83,8 @@ class RoomClient:
         login_type = Register if args.register else Login
         self.login = login_type(args.name, password)
         # Bind the broadcast port first: a port clash is reported before we log in.
-        self.udp = net.broadcast_receiver(settings.broadcast_port)
+        group, port = settings.multicast_group, settings.broadcast_port
+        self.udp = net.multicast_receiver(group, port, settings.host) if group else net.broadcast_receiver(port)
         self.selector.register(self.udp, selectors.EVENT_READ, self.on_datagrams)
         self.server = (settings.host, settings.lab2_port)
         self.sock = None   # until connected: net.Connector tries each address the name has
@@ -280,7 +282,8 @@ class RoomClient:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {"SERVER_HOST": args.host, "LAB2_PORT": args.port, "BROADCAST_PORT": args.broadcast_port}
+    overrides = {"SERVER_HOST": args.host, "LAB2_PORT": args.port, "BROADCAST_PORT": args.broadcast_port,
+                 "MULTICAST_GROUP": args.multicast}
     try:
         settings = load_settings(args.env, {k: None if v is None else str(v) for k, v in overrides.items()},
                                  create=False)

@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="TCP port; 0 lets the OS pick (default: LAB2_PORT)")
     parser.add_argument("--broadcast-addr", help="where room datagrams go (default: BROADCAST_ADDR)")
     parser.add_argument("--broadcast-port", type=int, help="their UDP port (default: BROADCAST_PORT)")
+    parser.add_argument("--multicast", metavar="GROUP", help="send to this multicast group instead (default: MULTICAST_GROUP)")
     parser.add_argument("--name", default="server", help="the server's name in the room")
     parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
     parser.add_argument("--env", default=".env", help="settings file (created with fresh keys if missing)")
@@ -101,9 +102,10 @@ class RoomServer:
         self.listener = net.listening_socket(settings.host, settings.lab2_port)
         self.selector.register(self.listener, selectors.EVENT_READ, self.on_connect)
         self.address = net.describe(self.listener.getsockname())
-        # UDP needs no connection: one socket, allowed to send to a broadcast address.
-        self.broadcaster = net.broadcast_sender()
-        self.broadcast_to = (settings.broadcast_addr, settings.broadcast_port)
+        # UDP needs no connection: one socket, allowed to send to a broadcast address (or a group).
+        group = settings.multicast_group
+        self.broadcaster = net.multicast_sender(settings.host) if group else net.broadcast_sender()
+        self.broadcast_to = (group or settings.broadcast_addr, settings.broadcast_port)
         self.accounts = AccountStore(settings.db_path, Argon2Cost(
             memory_kib=settings.argon2_memory_kib, iterations=settings.argon2_iterations))
         # A fresh signing key every run: clients get its public half at login.
@@ -318,7 +320,7 @@ class RoomServer:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = {"SERVER_HOST": args.host, "LAB2_PORT": args.port, "BROADCAST_ADDR": args.broadcast_addr,
-                 "BROADCAST_PORT": args.broadcast_port, "DB_PATH": args.db}
+                 "BROADCAST_PORT": args.broadcast_port, "DB_PATH": args.db, "MULTICAST_GROUP": args.multicast}
     try:
         settings = load_settings(args.env, {k: None if v is None else str(v) for k, v in overrides.items()})
         if settings.server_private_key is None:
@@ -332,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     server.show_room_state()
     print(f"listening on {server.address}, broadcasting to {net.describe(server.broadcast_to)}",
           file=sys.stderr, flush=True)
-    if problem := net.broadcast_address_problem(settings.broadcast_addr):
+    if problem := net.broadcast_address_problem(server.broadcast_to[0]):
         server.ui.show_note(f"warning: {problem}")
     server.ui.run(server.selector, tick=server.on_tick, tick_interval_ms=int(BATCH_WINDOW_SECONDS * 1000),
                   after_events=server.after_round)

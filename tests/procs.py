@@ -66,13 +66,14 @@ def role_command(module: str, env: dict[str, str]) -> list[str]:
 class RoleProcess:
     """One running role script, with its stdout and stderr collected line by line."""
 
-    def __init__(self, module: str, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, module: str, args: list[str], env: dict[str, str],
+                 prefix: list[str] | None = None) -> None:
         self.name = module
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
-            [*role_command(module, env), *args], cwd=ROOT, env=env,
+            [*(prefix or []), *role_command(module, env), *args], cwd=ROOT, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._readers = [
             threading.Thread(target=self._collect, args=(self.process.stdout, self.stdout_lines),
@@ -163,16 +164,19 @@ class Processes:
         self.base_env = base_env or {}
         self.started: list[RoleProcess] = []
 
-    def start(self, module: str, *args: str,
-              env: dict[str, str | None] | None = None) -> RoleProcess:
+    def start(self, module: str, *args: str, env: dict[str, str | None] | None = None,
+              prefix: list[str] | None = None) -> RoleProcess:
         """Start ``python -m module args`` with the test's environment plus
-        ``env``; a value of None removes that variable (DISPLAY, say)."""
+        ``env``; a value of None removes that variable (DISPLAY, say). ``prefix``
+        goes before the command: ``["ip", "netns", "exec", NAME]`` runs it on
+        another host of a test LAN."""
         full_env = {key: value for key, value in os.environ.items()
                     if key not in _SETTING_VARIABLES}
         full_env.update(self.base_env)
         full_env.update(env or {})
         process = RoleProcess(module, list(args),
-                              {key: value for key, value in full_env.items() if value is not None})
+                              {key: value for key, value in full_env.items() if value is not None},
+                              prefix)
         self.started.append(process)
         return process
 

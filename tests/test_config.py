@@ -21,6 +21,7 @@ SETTING_NAMES = [
     "LAB2_PORT",
     "BROADCAST_ADDR",
     "BROADCAST_PORT",
+    "MULTICAST_GROUP",
     "DB_PATH",
     "POLL_INTERVAL_MS",
     "MAX_CLIENTS",
@@ -247,3 +248,12 @@ def test_private_key_that_does_not_match_the_public_key_is_an_error(tmp_path):
 def test_an_unknown_override_name_is_an_error(tmp_path):
     message = config_error(env_file_with(tmp_path), {"LAB_PORT": "5000"})
     assert "LAB_PORT" in message
+
+
+@pytest.mark.points(1)
+def test_multicast_group_must_be_a_multicast_address(tmp_path):
+    path = env_file_with(tmp_path)
+    assert load_settings(path, announce=ignore_announcement).multicast_group == ""
+    assert load_settings(path, {"MULTICAST_GROUP": "239.1.2.3"}).multicast_group == "239.1.2.3"
+    for wrong in ("10.0.0.255", "239.1.2", "not an address"):
+        assert "MULTICAST_GROUP" in config_error(path, {"MULTICAST_GROUP": wrong})
