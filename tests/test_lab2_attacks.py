@@ -113,3 +113,46 @@ def test_a_dm_to_a_very_long_name_is_answered_not_punished(room):
     alice.send_line("still here")
     server.wait_for_stdout(r"^#\d+ (alice: still here|\* alice left)$")
     assert any(line.endswith("alice: still here") for line in server.stdout_lines), server.output()
+
+
+@pytest.mark.points(1)
+@pytest.mark.xfail(strict=True, reason=(
+    "LoginQueue refuses a login once MAX_QUEUED_LOGINS (64) wait in all: eight addresses with "
+    "MAX_QUEUED_LOGINS_PER_ADDRESS (8) each fill it, and an honest member on a ninth address is "
+    "refused as busy instead of one of the flooders' own checks giving way"))
+def test_eight_flooding_addresses_do_not_make_the_server_too_busy_for_an_honest_login(room):
+    room.add_setting("ARGON2_MEMORY_KIB=131072")   # a slow hash, so that logins queue up
+    room.start_server()
+    flooders = [f"127.0.0.{2 + i}" for i in range(MAX_QUEUED_LOGINS // 8)]
+    flood = [handshake_from(source, room) for source in flooders for _ in range(10)]
+    member, session = handshake_from("127.0.0.1", room)
+    for i, (sock, flood_session) in enumerate(flood):
+        flood_session.send(Register(f"flood_{i:02}", PASSWORD))
+        send_queued(sock, flood_session)
+    session.send(Register("alice", PASSWORD))
+    send_queued(member, session)
+    answer = outcome(member, session)
+    for sock, _ in flood:
+        sock.close()
+    assert isinstance(answer, LoginAccepted), answer
+
+
+@pytest.mark.points(1)
+@pytest.mark.xfail(strict=True, reason=(
+    "PendingConnections counts a member whose password is being checked with the strangers that "
+    "have not even started the handshake, and at MAX_PENDING_CONNECTIONS closes the oldest of the "
+    "address holding the most: strangers from many addresses, one connection each, tie with the "
+    "honest address and close its login in progress, without knowing the key"))
+def test_strangers_from_many_addresses_do_not_close_a_login_in_progress(room):
+    room.add_setting("ARGON2_MEMORY_KIB=262144")   # about half a second a hash
+    room.add_setting("ARGON2_ITERATIONS=2")
+    room.start_server()
+    # Two logins from elsewhere keep both workers busy, so alice's check waits
+    # its turn, then takes its own half second: the window the strangers need.
+    busy = [login_from("127.0.0.3", room, Register(f"busy_{i}", PASSWORD)) for i in range(2)]
+    member, session = login_from("127.0.0.1", room, Register("alice", PASSWORD))
+    strangers = [connect_from(f"127.0.1.{1 + i}", room.port) for i in range(MAX_PENDING_CONNECTIONS + 20)]
+    answer = outcome(member, session)
+    for sock in strangers + [sock for sock, _ in busy]:
+        sock.close()
+    assert isinstance(answer, LoginAccepted), answer
