@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 
 import pytest
 
@@ -156,3 +157,41 @@ def test_strangers_from_many_addresses_do_not_close_a_login_in_progress(room):
     for sock in strangers + [sock for sock, _ in busy]:
         sock.close()
     assert isinstance(answer, LoginAccepted), answer
+
+
+@pytest.mark.points(1)
+@pytest.mark.xfail(strict=True, reason=(
+    "DatagramGate takes the source of the first datagram that opens as the server's, for good: "
+    "a stranger without any key who re-sends a genuine datagram from its own address as a client "
+    "logs in is taken for the server, and the client ignores the real server's datagrams from "
+    "then on (it goes deaf and follows the room only by repairs over TCP)"))
+def test_a_stranger_replaying_a_genuine_datagram_does_not_become_the_server_for_a_new_client(room):
+    server = room.start_server()
+    listener = net.broadcast_receiver(room.client_broadcast_port)   # anyone may hear the room
+    listener.setblocking(True)
+    listener.settimeout(DEADLINE_SECONDS)
+    genuine, _source = listener.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)   # a heartbeat, sealed and signed
+    listener.close()
+    replayer = net.broadcast_sender()
+    replayer.bind(("127.0.0.2", 0))
+    replayer.setblocking(True)
+    stop = threading.Event()
+
+    def replay() -> None:
+        for _ in range(2_000_000):         # bounded; stops as soon as bob has logged in
+            if stop.is_set():
+                return
+            replayer.sendto(genuine, (BROADCAST, room.client_broadcast_port))
+
+    flood = threading.Thread(target=replay, daemon=True)
+    flood.start()
+    bob = room.join("bob")
+    wait_for_seq(bob, 1)                   # bob's history is in: he has the room key
+    stop.set()
+    flood.join(DEADLINE_SECONDS)
+    replayer.close()
+    server.send_line("after the replay")
+    wait_for_seq(bob, 2)
+    quit_and_hash(bob)
+    opened = int(bob.wait_for_stderr(r"^datagrams: (\d+) opened").group(1))
+    assert opened >= 2, bob.output()       # the real server's datagrams, not one replay
