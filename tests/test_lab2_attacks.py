@@ -18,7 +18,7 @@ import pytest
 from common import net
 from common.config import load_settings
 from common.messages import (
-    ErrorNotice, Goodbye, Login, LoginAccepted, LoginRejected, Register, RoomKey, Say,
+    ErrorNotice, Goodbye, Login, LoginAccepted, LoginRejected, Register, RepairRequest, RoomKey, Say,
 )
 from common.session import SecureSession
 from lab2_udp.server import BUSY_WITH_LOGINS, MAX_PENDING_CONNECTIONS, MAX_QUEUED_LOGINS
@@ -195,3 +195,63 @@ def test_a_stranger_replaying_a_genuine_datagram_does_not_become_the_server_for_
     quit_and_hash(bob)
     opened = int(bob.wait_for_stderr(r"^datagrams: (\d+) opened").group(1))
     assert opened >= 2, bob.output()       # the real server's datagrams, not one replay
+
+
+def member_that_will_not_read(source: str, room: Room, name: str) -> tuple[socket.socket, SecureSession]:
+    """Register ``name`` from ``source`` with a tiny receive buffer, and never
+    read: what the server sends it stays queued in the server."""
+    settings = load_settings(room.env_file, create=False)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # before connect: a small window
+    sock.settimeout(DEADLINE_SECONDS)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", room.port))
+    session = SecureSession.client(settings.psk, settings.server_public_key)
+    send_queued(sock, session)
+    while not session.established:
+        session.receive(sock.recv(65536))
+    session.send(Register(name, PASSWORD))
+    send_queued(sock, session)
+    return sock, session
+
+
+@pytest.mark.points(1)
+@pytest.mark.xfail(strict=True, reason=(
+    "drop() closes a peer with net.send_last_words_and_close, a blocking sendall of everything "
+    "still queued for it, for up to 1 s: every member dropped for not reading (the 1 MiB limit) "
+    "freezes the whole room for a second on its way out, four of them for four seconds"))
+def test_members_that_stop_reading_are_dropped_without_freezing_the_room(room):
+    server = room.start_server()
+    for i in range(500):                  # a long log: half a megabyte per full repair
+        server.send_line(f"{i:03} " + "x" * 990)
+    wait_for_seq(server, 500)
+    alice = room.join("alice")
+    wait_for_seq(alice, 501)
+    silent = [member_that_will_not_read("127.0.0.2", room, f"silent_{i}") for i in range(4)]
+    for i in range(4):
+        server.wait_for_stdout(rf"^#\d+ \* silent_{i} joined$")
+    # The room's own datagrams (a heartbeat 4 times a second) pace the silent
+    # members: at each, every one asks for the whole log again, well inside
+    # its request budget, and reads nothing. The kernel holds a few MB for
+    # each; past that, the server queues 1 MiB more and then drops it.
+    clock = net.broadcast_receiver(room.client_broadcast_port)
+    clock.setblocking(True)
+    clock.settimeout(DEADLINE_SECONDS)
+    dropped = r"silent_\d .*stopped reading"
+    for _ in range(400):                  # bounded: about 30 datagrams are needed
+        if sum(bool(re.search(dropped, line)) for line in server.stderr_lines) == len(silent):
+            break
+        clock.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)
+        for sock, session in silent:
+            session.send(RepairRequest(0))
+            try:
+                send_queued(sock, session)
+            except OSError:               # already dropped
+                pass
+    clock.close()
+    server.wait_for_stderr(dropped, count=len(silent))
+    server.send_line("after the silent ones")
+    alice.wait_for_stdout(r"^#\d+ server: after the silent ones$")
+    for sock, _ in silent:
+        sock.close()
+    assert not any(line.startswith("! no room datagram") for line in alice.stderr_lines), alice.output()
