@@ -1,7 +1,9 @@
 """Lab 2 attacked where it still gives way: each test here is a known weakness,
 marked xfail(strict=True) with the reason, so the suite stays green while the
 weakness lasts and turns red (XPASS) the day it is fixed, as a reminder to
-drop the mark.
+drop the mark. They are worth no points: they record the kit's weaknesses,
+not a student's work, and an expected failure would show in the grading
+report as points skipped.
 
 Honest members sit on 127.0.0.1; an attacker uses other loopback addresses
 (127.0.0.2, 127.0.1.x: all of 127.0.0.0/8 is this machine), as if from
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
 import threading
 
 import pytest
@@ -18,14 +21,15 @@ import pytest
 from common import net
 from common.config import load_settings
 from common.messages import (
-    ErrorNotice, Goodbye, Login, LoginAccepted, LoginRejected, Register, RepairRequest, RoomKey, Say,
+    Goodbye, IgnoreUser, Login, LoginAccepted, LoginRejected, PrivateMessage, Register, RepairRequest,
+    RoomKey, Say, UnignoreUser,
 )
 from common.session import SecureSession
-from lab2_udp.server import BUSY_WITH_LOGINS, MAX_PENDING_CONNECTIONS, MAX_QUEUED_LOGINS
+from lab2_udp.server import MAX_PENDING_CONNECTIONS, MAX_QUEUED_LOGINS
 from tests.procs import DEADLINE_SECONDS
-from tests.raw_peer import receive_until, send_queued
-from tests.test_lab2 import BROADCAST, PASSWORD, Room, quit_and_hash, room, wait_for_seq  # noqa: F401
-from tests.test_lab2_hostile import connect_from, handshake_from
+from tests.raw_peer import send_queued
+from tests.test_lab2 import BROADCAST, PASSWORD, Room, quit_and_hash, raw_member, room, wait_for_seq  # noqa: F401
+from tests.test_lab2_hostile import connect_from, handshake_from, read_until_closed
 
 pytestmark = pytest.mark.network
 
@@ -53,7 +57,7 @@ def outcome(sock: socket.socket, session: SecureSession):
     return next(m for m in received if isinstance(m, (LoginAccepted, LoginRejected)))
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0)
 @pytest.mark.xfail(strict=True, reason=(
     "accounts.py throttles failed logins per account, whoever fails them: a member on another "
     "address who fails 5 logins as alice locks alice out, and one more failure per lock "
@@ -82,7 +86,7 @@ def test_failed_logins_from_another_address_do_not_lock_a_member_out(room):
     assert isinstance(answer, LoginAccepted), answer
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0)
 @pytest.mark.xfail(strict=True, reason=(
     "members are capped only in all (MAX_CLIENTS), not per source address: one address that "
     "registers MAX_CLIENTS accounts fills the room and every other member gets 'the room is full'"))
@@ -102,7 +106,7 @@ def test_one_address_cannot_fill_the_room(room):
     assert isinstance(answer, LoginAccepted), answer
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0)
 @pytest.mark.xfail(strict=True, reason=(
     "room.py answers a DM to a name that is not here with ErrorNotice(not_delivered(recipient)), "
     "quoting the recipient as typed: past 965 bytes the notice is over the 1000-byte text limit, "
@@ -116,7 +120,7 @@ def test_a_dm_to_a_very_long_name_is_answered_not_punished(room):
     assert any(line.endswith("alice: still here") for line in server.stdout_lines), server.output()
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0)
 @pytest.mark.xfail(strict=True, reason=(
     "LoginQueue refuses a login once MAX_QUEUED_LOGINS (64) wait in all: eight addresses with "
     "MAX_QUEUED_LOGINS_PER_ADDRESS (8) each fill it, and an honest member on a ninth address is "
@@ -138,7 +142,7 @@ def test_eight_flooding_addresses_do_not_make_the_server_too_busy_for_an_honest_
     assert isinstance(answer, LoginAccepted), answer
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0)
 @pytest.mark.xfail(strict=True, reason=(
     "PendingConnections counts a member whose password is being checked with the strangers that "
     "have not even started the handshake, and at MAX_PENDING_CONNECTIONS closes the oldest of the "
@@ -159,7 +163,7 @@ def test_strangers_from_many_addresses_do_not_close_a_login_in_progress(room):
     assert isinstance(answer, LoginAccepted), answer
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0)
 @pytest.mark.xfail(strict=True, reason=(
     "DatagramGate takes the source of the first datagram that opens as the server's, for good: "
     "a stranger without any key who re-sends a genuine datagram from its own address as a client "
@@ -215,7 +219,7 @@ def member_that_will_not_read(source: str, room: Room, name: str) -> tuple[socke
     return sock, session
 
 
-@pytest.mark.points(1)
+@pytest.mark.points(0)
 @pytest.mark.xfail(strict=True, reason=(
     "drop() closes a peer with net.send_last_words_and_close, a blocking sendall of everything "
     "still queued for it, for up to 1 s: every member dropped for not reading (the 1 MiB limit) "
@@ -255,3 +259,64 @@ def test_members_that_stop_reading_are_dropped_without_freezing_the_room(room):
     for sock, _ in silent:
         sock.close()
     assert not any(line.startswith("! no room datagram") for line in alice.stderr_lines), alice.output()
+
+
+# --- What held: the attacks below change nothing; they guard against a regression. ---
+
+def abort(sock: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.mark.points(1)
+def test_odd_requests_and_abandoned_logins_neither_crash_the_server_nor_stop_the_room(room):
+    server = room.start_server()
+    alice = room.join("alice")
+    settings = load_settings(room.env_file, create=False)
+    # Abandoned at every step of the login, some with a reset, some with a FIN.
+    for step in range(6):
+        sock = connect_from("127.0.0.2", room.port)
+        session = SecureSession.client(settings.psk, settings.server_public_key)
+        if step >= 1:
+            sock.sendall(bytes(session.outgoing[:20]))            # half the first handshake record
+        if step >= 2:
+            sock.sendall(bytes(session.outgoing[20:]))
+            session.outgoing.clear()
+            while not session.established:
+                session.receive(sock.recv(65536))
+        if step >= 3:
+            session.send(Register(f"quitter_{step}", PASSWORD))
+            record = bytes(session.outgoing)
+            sock.sendall(record[:5] if step == 3 else record)       # half a Login, or all of it
+            session.outgoing.clear()
+        if step == 5:                                              # Goodbye while the password is checked
+            session.send(Goodbye("changed my mind"))
+            send_queued(sock, session)
+        (abort if step % 2 else socket.socket.close)(sock)
+    # Messages that have no business arriving, each on its own member session.
+    for i, message in enumerate([RoomKey(1, bytes(32), bytes(32)), LoginAccepted("x", "y"),
+                                 Login("mallory", PASSWORD)]):
+        sock, session, _key = raw_member(room, f"wrong_{i}")
+        session.send(message)
+        send_queued(sock, session)
+        assert read_until_closed(sock, session) is not None
+        sock.close()
+    # Odd but well-formed requests: each earns a notice or an answer, never a drop.
+    sock, session, _key = raw_member(room, "mallory")
+    odd = [IgnoreUser("x" * 1000), UnignoreUser("\u00e9" * 500), IgnoreUser("ALICE "),
+           RepairRequest(2**64 - 1), PrivateMessage("mallory", "\u0000", "hi"),
+           PrivateMessage("mallory", "", "hi"), PrivateMessage("alice", "alice", "forged sender"),
+           PrivateMessage("mallory", "\uff21\uff2c\uff29\uff23\uff25", "full-width alice")]
+    for message in odd:
+        session.send(message)
+    session.send(Say("mallory is still here"))
+    send_queued(sock, session)
+    server.wait_for_stdout(r"^#\d+ mallory: mallory is still here$")
+    alice.wait_for_stdout(r"^@mallory -> alice: full-width alice$")
+    assert not any("forged sender" in line for line in alice.stdout_lines)
+    sock.close()
+    alice.send_line("unbothered")
+    server.wait_for_stdout(r"^#\d+ alice: unbothered$")
+    assert quit_and_hash(alice)
+    assert not any("Traceback" in line for line in server.stderr_lines), server.output()
