@@ -320,3 +320,22 @@ def test_odd_requests_and_abandoned_logins_neither_crash_the_server_nor_stop_the
     server.wait_for_stdout(r"^#\d+ alice: unbothered$")
     assert quit_and_hash(alice)
     assert not any("Traceback" in line for line in server.stderr_lines), server.output()
+
+
+@pytest.mark.points(0)
+@pytest.mark.xfail(strict=True, reason=(
+    "Register of the server's own name creates the account before Room.join refuses it as "
+    "'already in the room': once the server takes another name (/nick), that account joins "
+    "and speaks as the server's old name, which every earlier line of the transcript shows"))
+def test_a_member_cannot_take_the_servers_name_once_the_server_renames(room):
+    server = room.start_server()
+    sock, session = login_from("127.0.0.2", room, Register("server", PASSWORD))
+    refused = outcome(sock, session)
+    sock.close()
+    assert isinstance(refused, LoginRejected) and "already in the room" in refused.reason
+    server.send_line("/nick teacher")
+    wait_for_seq(server, 1)
+    sock, session = login_from("127.0.0.2", room, Login("server", PASSWORD))
+    answer = outcome(sock, session)
+    sock.close()
+    assert not isinstance(answer, LoginAccepted), answer
