@@ -339,3 +339,22 @@ def test_a_member_cannot_take_the_servers_name_once_the_server_renames(room):
     answer = outcome(sock, session)
     sock.close()
     assert not isinstance(answer, LoginAccepted), answer
+
+
+@pytest.mark.points(0)
+@pytest.mark.xfail(strict=True, reason=(
+    "checked_text refuses spaces past 8 in a row, controls and invisible formatting, but not "
+    "characters that draw as blank (U+2800 BRAILLE PATTERN BLANK, U+3164 HANGUL FILLER, U+FFA0): "
+    "65 of them after 'hi' push the rest of the line to the start of the next row of an "
+    "80-column terminal, where it reads as a line of its own"))
+def test_blank_looking_padding_cannot_push_a_fake_line_onto_its_own_row(room):
+    server = room.start_server()
+    bob = room.join("bob")
+    sock, session, _key = raw_member(room, "mallory")    # "#3 mallory: hi" is 14 columns wide
+    session.send(Say("hi" + "\u2800" * (80 - 14) + "#4 server: the exam is cancelled"))
+    session.send(Say("bye"))
+    send_queued(sock, session)
+    server.wait_for_stdout(r"^#\d+ mallory: bye$")
+    sock.close()
+    wait_for_seq(bob, 3)
+    assert not any("the exam is cancelled" in line for line in bob.stdout_lines), bob.output()
