@@ -358,3 +358,18 @@ def test_blank_looking_padding_cannot_push_a_fake_line_onto_its_own_row(room):
     sock.close()
     wait_for_seq(bob, 3)
     assert not any("the exam is cancelled" in line for line in bob.stdout_lines), bob.output()
+
+
+@pytest.mark.points(1)
+def test_logins_abandoned_while_their_passwords_are_checked_leave_the_queue_working(room):
+    room.add_setting("ARGON2_MEMORY_KIB=65536")    # slow enough that most are still queued
+    room.start_server()
+    abandoned = [login_from(f"127.0.0.{2 + i % 5}", room, Register(f"gone_{i:02}", PASSWORD))
+                 for i in range(40)]
+    for sock, _ in abandoned:                       # all at once, with resets
+        abort(sock)
+    alice = room.join("alice")                      # the workers and the queue are free again
+    alice.send_line("the queue works")
+    alice.wait_for_stdout(r"^#\d+ alice: the queue works$")
+    bob = room.join("bob")
+    assert quit_and_hash(bob)
