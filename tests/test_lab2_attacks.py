@@ -1,0 +1,375 @@
+"""Lab 2 attacked where it still gives way: each test here is a known weakness,
+marked xfail(strict=True) with the reason, so the suite stays green while the
+weakness lasts and turns red (XPASS) the day it is fixed, as a reminder to
+drop the mark. They are worth no points: they record the kit's weaknesses,
+not a student's work, and an expected failure would show in the grading
+report as points skipped.
+
+Honest members sit on 127.0.0.1; an attacker uses other loopback addresses
+(127.0.0.2, 127.0.1.x: all of 127.0.0.0/8 is this machine), as if from
+other computers. Every wait has a deadline; no test sleeps.
+"""
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import threading
+
+import pytest
+
+from common import net
+from common.config import load_settings
+from common.messages import (
+    Goodbye, IgnoreUser, Login, LoginAccepted, LoginRejected, PrivateMessage, Register, RepairRequest,
+    RoomKey, Say, UnignoreUser,
+)
+from common.session import SecureSession
+from lab2_udp.server import MAX_PENDING_CONNECTIONS, MAX_QUEUED_LOGINS
+from tests.procs import DEADLINE_SECONDS
+from tests.raw_peer import send_queued
+from tests.test_lab2 import BROADCAST, PASSWORD, Room, quit_and_hash, raw_member, room, wait_for_seq  # noqa: F401
+from tests.test_lab2_hostile import connect_from, handshake_from, read_until_closed
+
+pytestmark = pytest.mark.network
+
+
+def login_from(source: str, room: Room, message) -> tuple[socket.socket, SecureSession]:
+    """Handshake from ``source`` and send ``message`` (a Login or Register)."""
+    sock, session = handshake_from(source, room)
+    session.send(message)
+    send_queued(sock, session)
+    return sock, session
+
+
+def outcome(sock: socket.socket, session: SecureSession):
+    """The LoginAccepted or LoginRejected a login got, or None if the server
+    closed the connection without either."""
+    received = []
+    while not any(isinstance(m, (LoginAccepted, LoginRejected)) for m in received):
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            return None
+        if not data:
+            return None
+        received += session.receive(data)
+    return next(m for m in received if isinstance(m, (LoginAccepted, LoginRejected)))
+
+
+@pytest.mark.points(0)
+@pytest.mark.xfail(strict=True, reason=(
+    "accounts.py throttles failed logins per account, whoever fails them: a member on another "
+    "address who fails 5 logins as alice locks alice out, and one more failure per lock "
+    "keeps her out for good"))
+def test_failed_logins_from_another_address_do_not_lock_a_member_out(room):
+    room.start_server()
+    alice = room.join("alice")
+    alice.send_line("/quit")
+    assert alice.wait_exit() == 0
+    # Mallory guesses from 127.0.0.2 until alice's account is locked for 8 s
+    # (5 failures lock it 2 s; one failure after each lock doubles it): long
+    # enough that alice's own login below surely falls inside the lock.
+    lock_seconds = 0
+    for _ in range(5000):                 # bounded: about 6 s of guessing
+        sock, session = login_from("127.0.0.2", room, Login("alice", "not her password"))
+        answer = outcome(sock, session)
+        sock.close()
+        assert isinstance(answer, LoginRejected), answer
+        if locked := re.search(r"try again in (\d+) s", answer.reason):
+            lock_seconds = int(locked.group(1))
+        if lock_seconds >= 8:
+            break
+    assert lock_seconds >= 8
+    sock, session = login_from("127.0.0.1", room, Login("alice", PASSWORD))   # alice, right password
+    answer = outcome(sock, session)
+    assert isinstance(answer, LoginAccepted), answer
+
+
+@pytest.mark.points(0)
+@pytest.mark.xfail(strict=True, reason=(
+    "members are capped only in all (MAX_CLIENTS), not per source address: one address that "
+    "registers MAX_CLIENTS accounts fills the room and every other member gets 'the room is full'"))
+def test_one_address_cannot_fill_the_room(room):
+    room.add_setting("MAX_CLIENTS=6")     # 250 by default: the same attack, only longer
+    server = room.start_server()
+    held = []
+    for i in range(6):
+        sock, session = login_from("127.0.0.2", room, Register(f"sock_{i}", PASSWORD))
+        assert isinstance(outcome(sock, session), LoginAccepted)
+        held.append(sock)
+    wait_for_seq(server, 6)
+    sock, session = login_from("127.0.0.1", room, Register("alice", PASSWORD))
+    answer = outcome(sock, session)
+    for held_sock in held:
+        held_sock.close()
+    assert isinstance(answer, LoginAccepted), answer
+
+
+@pytest.mark.points(0)
+@pytest.mark.xfail(strict=True, reason=(
+    "room.py answers a DM to a name that is not here with ErrorNotice(not_delivered(recipient)), "
+    "quoting the recipient as typed: past 966 bytes the notice is over the 1000-byte text limit, "
+    "its encoding raises in carry_out, and the server drops the honest sender"))
+def test_a_dm_to_a_very_long_name_is_answered_not_punished(room):
+    server = room.start_server()
+    alice = room.join("alice")
+    alice.send_line("/msg " + "x" * 990 + " are you there?")
+    alice.send_line("still here")
+    server.wait_for_stdout(r"^#\d+ (alice: still here|\* alice left)$")
+    assert any(line.endswith("alice: still here") for line in server.stdout_lines), server.output()
+
+
+@pytest.mark.points(0)
+@pytest.mark.xfail(strict=True, reason=(
+    "LoginQueue refuses a login once MAX_QUEUED_LOGINS (64) wait in all: eight addresses with "
+    "MAX_QUEUED_LOGINS_PER_ADDRESS (8) each fill it, and an honest member on a ninth address is "
+    "refused as busy instead of one of the flooders' own checks giving way"))
+def test_eight_flooding_addresses_do_not_make_the_server_too_busy_for_an_honest_login(room):
+    room.add_setting("ARGON2_MEMORY_KIB=131072")   # a slow hash, so that logins queue up
+    room.start_server()
+    flooders = [f"127.0.0.{2 + i}" for i in range(MAX_QUEUED_LOGINS // 8)]
+    flood = [handshake_from(source, room) for source in flooders for _ in range(10)]
+    member, session = handshake_from("127.0.0.1", room)
+    for i, (sock, flood_session) in enumerate(flood):
+        flood_session.send(Register(f"flood_{i:02}", PASSWORD))
+        send_queued(sock, flood_session)
+    session.send(Register("alice", PASSWORD))
+    send_queued(member, session)
+    answer = outcome(member, session)
+    for sock, _ in flood:
+        sock.close()
+    assert isinstance(answer, LoginAccepted), answer
+
+
+@pytest.mark.points(0)
+@pytest.mark.xfail(strict=True, reason=(
+    "PendingConnections counts a member whose password is being checked with the strangers that "
+    "have not even started the handshake, and at MAX_PENDING_CONNECTIONS closes the oldest of the "
+    "address holding the most: strangers from many addresses, one connection each, tie with the "
+    "honest address and close its login in progress, without knowing the key"))
+def test_strangers_from_many_addresses_do_not_close_a_login_in_progress(room):
+    room.add_setting("ARGON2_MEMORY_KIB=262144")   # about half a second a hash
+    room.add_setting("ARGON2_ITERATIONS=2")
+    room.start_server()
+    # Two logins from elsewhere keep both workers busy, so alice's check waits
+    # its turn, then takes its own half second: the window the strangers need.
+    busy = [login_from("127.0.0.3", room, Register(f"busy_{i}", PASSWORD)) for i in range(2)]
+    member, session = login_from("127.0.0.1", room, Register("alice", PASSWORD))
+    strangers = [connect_from(f"127.0.1.{1 + i}", room.port) for i in range(MAX_PENDING_CONNECTIONS + 20)]
+    answer = outcome(member, session)
+    for sock in strangers + [sock for sock, _ in busy]:
+        sock.close()
+    assert isinstance(answer, LoginAccepted), answer
+
+
+@pytest.mark.points(0)
+@pytest.mark.xfail(strict=True, reason=(
+    "DatagramGate takes the source of the first datagram that opens as the server's, for good: "
+    "a stranger without any key who re-sends a genuine datagram from its own address as a client "
+    "logs in is taken for the server, and the client ignores the real server's datagrams from "
+    "then on (it goes deaf and follows the room only by repairs over TCP)"))
+def test_a_stranger_replaying_a_genuine_datagram_does_not_become_the_server_for_a_new_client(room):
+    server = room.start_server()
+    listener = net.broadcast_receiver(room.client_broadcast_port)   # anyone may hear the room
+    listener.setblocking(True)
+    listener.settimeout(DEADLINE_SECONDS)
+    genuine, _source = listener.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)   # a heartbeat, sealed and signed
+    listener.close()
+    replayer = net.broadcast_sender()
+    replayer.bind(("127.0.0.2", 0))
+    replayer.setblocking(True)
+    stop = threading.Event()
+
+    def replay() -> None:
+        for _ in range(2_000_000):         # bounded; stops as soon as bob has logged in
+            if stop.is_set():
+                return
+            replayer.sendto(genuine, (BROADCAST, room.client_broadcast_port))
+
+    flood = threading.Thread(target=replay, daemon=True)
+    flood.start()
+    bob = room.join("bob")
+    wait_for_seq(bob, 1)                   # bob's history is in: he has the room key
+    stop.set()
+    flood.join(DEADLINE_SECONDS)
+    replayer.close()
+    server.send_line("after the replay")
+    wait_for_seq(bob, 2)
+    quit_and_hash(bob)
+    opened = int(bob.wait_for_stderr(r"^datagrams: (\d+) opened").group(1))
+    assert opened >= 2, bob.output()       # the real server's datagrams, not one replay
+
+
+def member_that_will_not_read(source: str, room: Room, name: str) -> tuple[socket.socket, SecureSession]:
+    """Register ``name`` from ``source`` with a tiny receive buffer, and never
+    read: what the server sends it stays queued in the server."""
+    settings = load_settings(room.env_file, create=False)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # before connect: a small window
+    sock.settimeout(DEADLINE_SECONDS)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", room.port))
+    session = SecureSession.client(settings.psk, settings.server_public_key)
+    send_queued(sock, session)
+    while not session.established:
+        session.receive(sock.recv(65536))
+    session.send(Register(name, PASSWORD))
+    send_queued(sock, session)
+    return sock, session
+
+
+@pytest.mark.points(0)
+@pytest.mark.xfail(strict=True, reason=(
+    "drop() closes a peer with net.send_last_words_and_close, a blocking sendall of everything "
+    "still queued for it, for up to 1 s: every member dropped for not reading (the 1 MiB limit) "
+    "freezes the whole room for a second on its way out, four of them for four seconds"))
+def test_members_that_stop_reading_are_dropped_without_freezing_the_room(room):
+    server = room.start_server()
+    for i in range(500):                  # a long log: half a megabyte per full repair
+        server.send_line(f"{i:03} " + "x" * 990)
+    wait_for_seq(server, 500)
+    alice = room.join("alice")
+    wait_for_seq(alice, 501)
+    silent = [member_that_will_not_read("127.0.0.2", room, f"silent_{i}") for i in range(4)]
+    for i in range(4):
+        server.wait_for_stdout(rf"^#\d+ \* silent_{i} joined$")
+    # The room's own datagrams (a heartbeat 4 times a second) pace the silent
+    # members: at each, every one asks for the whole log again, well inside
+    # its request budget, and reads nothing. The kernel holds a few MB for
+    # each; past that, the server queues 1 MiB more and then drops it.
+    clock = net.broadcast_receiver(room.client_broadcast_port)
+    clock.setblocking(True)
+    clock.settimeout(DEADLINE_SECONDS)
+    dropped = r"silent_\d .*stopped reading"
+    for _ in range(400):                  # bounded: about 30 datagrams are needed
+        if sum(bool(re.search(dropped, line)) for line in server.stderr_lines) == len(silent):
+            break
+        clock.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)
+        for sock, session in silent:
+            session.send(RepairRequest(0))
+            try:
+                send_queued(sock, session)
+            except OSError:               # already dropped
+                pass
+    clock.close()
+    server.wait_for_stderr(dropped, count=len(silent))
+    server.send_line("after the silent ones")
+    alice.wait_for_stdout(r"^#\d+ server: after the silent ones$")
+    for sock, _ in silent:
+        sock.close()
+    assert not any(line.startswith("! no room datagram") for line in alice.stderr_lines), alice.output()
+
+
+# --- What held: the attacks below change nothing; they guard against a regression. ---
+
+def abort(sock: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.mark.points(1)
+def test_odd_requests_and_abandoned_logins_neither_crash_the_server_nor_stop_the_room(room):
+    server = room.start_server()
+    alice = room.join("alice")
+    settings = load_settings(room.env_file, create=False)
+    # Abandoned at every step of the login, some with a reset, some with a FIN.
+    for step in range(6):
+        sock = connect_from("127.0.0.2", room.port)
+        session = SecureSession.client(settings.psk, settings.server_public_key)
+        if step >= 1:
+            sock.sendall(bytes(session.outgoing[:20]))            # half the first handshake record
+        if step >= 2:
+            sock.sendall(bytes(session.outgoing[20:]))
+            session.outgoing.clear()
+            while not session.established:
+                session.receive(sock.recv(65536))
+        if step >= 3:
+            session.send(Register(f"quitter_{step}", PASSWORD))
+            record = bytes(session.outgoing)
+            sock.sendall(record[:5] if step == 3 else record)       # half a Login, or all of it
+            session.outgoing.clear()
+        if step == 5:                                              # Goodbye while the password is checked
+            session.send(Goodbye("changed my mind"))
+            send_queued(sock, session)
+        (abort if step % 2 else socket.socket.close)(sock)
+    # Messages that have no business arriving, each on its own member session.
+    for i, message in enumerate([RoomKey(1, bytes(32), bytes(32)), LoginAccepted("x", "y"),
+                                 Login("mallory", PASSWORD)]):
+        sock, session, _key = raw_member(room, f"wrong_{i}")
+        session.send(message)
+        send_queued(sock, session)
+        assert read_until_closed(sock, session) is not None
+        sock.close()
+    # Odd but well-formed requests: each earns a notice or an answer, never a drop.
+    sock, session, _key = raw_member(room, "mallory")
+    odd = [IgnoreUser("x" * 1000), UnignoreUser("\u00e9" * 500), IgnoreUser("ALICE "),
+           RepairRequest(2**64 - 1), PrivateMessage("mallory", "\u0000", "hi"),
+           PrivateMessage("mallory", "", "hi"), PrivateMessage("alice", "alice", "forged sender"),
+           PrivateMessage("mallory", "\uff21\uff2c\uff29\uff23\uff25", "full-width alice")]
+    for message in odd:
+        session.send(message)
+    session.send(Say("mallory is still here"))
+    send_queued(sock, session)
+    server.wait_for_stdout(r"^#\d+ mallory: mallory is still here$")
+    alice.wait_for_stdout(r"^@mallory -> alice: full-width alice$")
+    assert not any("forged sender" in line for line in alice.stdout_lines)
+    sock.close()
+    alice.send_line("unbothered")
+    server.wait_for_stdout(r"^#\d+ alice: unbothered$")
+    assert quit_and_hash(alice)
+    assert not any("Traceback" in line for line in server.stderr_lines), server.output()
+
+
+@pytest.mark.points(0)
+@pytest.mark.xfail(strict=True, reason=(
+    "Register of the server's own name creates the account before Room.join refuses it as "
+    "'already in the room': once the server takes another name (/nick), that account joins "
+    "and speaks as the server's old name, which every earlier line of the transcript shows"))
+def test_a_member_cannot_take_the_servers_name_once_the_server_renames(room):
+    server = room.start_server()
+    sock, session = login_from("127.0.0.2", room, Register("server", PASSWORD))
+    refused = outcome(sock, session)
+    sock.close()
+    assert isinstance(refused, LoginRejected) and "already in the room" in refused.reason
+    server.send_line("/nick teacher")
+    wait_for_seq(server, 1)
+    sock, session = login_from("127.0.0.2", room, Login("server", PASSWORD))
+    answer = outcome(sock, session)
+    sock.close()
+    assert not isinstance(answer, LoginAccepted), answer
+
+
+@pytest.mark.points(0)
+@pytest.mark.xfail(strict=True, reason=(
+    "checked_text refuses spaces past 8 in a row, controls and invisible formatting, but not "
+    "characters that draw as blank (U+2800 BRAILLE PATTERN BLANK, U+3164 HANGUL FILLER, U+FFA0): "
+    "65 of them after 'hi' push the rest of the line to the start of the next row of an "
+    "80-column terminal, where it reads as a line of its own"))
+def test_blank_looking_padding_cannot_push_a_fake_line_onto_its_own_row(room):
+    server = room.start_server()
+    bob = room.join("bob")
+    sock, session, _key = raw_member(room, "mallory")    # "#3 mallory: hi" is 14 columns wide
+    session.send(Say("hi" + "\u2800" * (80 - 14) + "#4 server: the exam is cancelled"))
+    session.send(Say("bye"))
+    send_queued(sock, session)
+    server.wait_for_stdout(r"^#\d+ mallory: bye$")
+    sock.close()
+    wait_for_seq(bob, 3)
+    assert not any("the exam is cancelled" in line for line in bob.stdout_lines), bob.output()
+
+
+@pytest.mark.points(1)
+def test_logins_abandoned_while_their_passwords_are_checked_leave_the_queue_working(room):
+    room.add_setting("ARGON2_MEMORY_KIB=65536")    # slow enough that most are still queued
+    room.start_server()
+    abandoned = [login_from(f"127.0.0.{2 + i % 5}", room, Register(f"gone_{i:02}", PASSWORD))
+                 for i in range(40)]
+    for sock, _ in abandoned:                       # all at once, with resets
+        abort(sock)
+    alice = room.join("alice")                      # the workers and the queue are free again
+    alice.send_line("the queue works")
+    alice.wait_for_stdout(r"^#\d+ alice: the queue works$")
+    bob = room.join("bob")
+    assert quit_and_hash(bob)
