@@ -58,6 +58,7 @@ LOGIN_FAILED = "login failed: unknown name or wrong password"
 # FIRST_LOCK_SECONDS. Every further failure (possible only once a lock has ended) doubles
 # the lock, up to MAX_LOCK_SECONDS. A successful login starts the count again.
 FAILURES_BEFORE_LOCK = 5
+MAX_THROTTLED = 10000   # (account, address) pairs whose failures are remembered
 FIRST_LOCK_SECONDS = 2.0
 MAX_LOCK_SECONDS = 60.0
 
@@ -182,9 +183,10 @@ class AccountStore:
         # monotonic clock mean nothing to another process. The state also only has to
         # last one guessing session, not a server restart. A restart forgets it, which
         # gives a guesser five more tries, but only the instructor can restart the server.
-        # We count failures only for names that have an account, so the dict never grows
-        # larger than the users table, however many names a guesser tries.
-        self._failures: dict[str, _FailedLogins] = {}
+        # Failures are counted per account *and* source address: a guesser locks only
+        # itself out, never the owner logging in from another machine. We count only
+        # names that have an account, and keep at most MAX_THROTTLED entries.
+        self._failures: dict[tuple[str, str], _FailedLogins] = {}
         # sqlite3 normally refuses a connection used from a thread other than the one
         # that made it. Logins run in worker threads, so we switch that check off. In
         # its place self._lock lets one thread at a time use the connection.
@@ -202,7 +204,7 @@ class AccountStore:
         # is checked against it, so the check takes as long as for a real account.
         self._dummy_phc = _hash_password(os.urandom(SALT_BYTES), cost)
 
-    def register(self, name: str, password: str) -> str:
+    def register(self, name: str, password: str, source: str = "") -> str:
         """Create an account and return its normalised name.
 
         Registering a name that already has an account, with that account's
@@ -228,19 +230,19 @@ class AccountStore:
                 )
         except sqlite3.IntegrityError:
             try:
-                return self.login(user, password)   # throttled like any login
+                return self.login(user, password, source)   # throttled like any login
             except ProtocolError:
                 raise ProtocolError("that name is taken") from None
         return user
 
-    def login(self, name: str, password: str) -> str:
+    def login(self, name: str, password: str, source: str = "") -> str:
         """Check a name and password; return the normalised name.
 
         Raises ProtocolError(LOGIN_FAILED) for every kind of failure (a malformed or
         unknown name, a wrong or oversize password), so the reply never says which part
-        was wrong. While the account is locked after repeated failures it raises
-        ProtocolError("too many failed logins for this name; try again in N s") instead,
-        even for the right password.
+        was wrong. While the account is locked for ``source`` (the client's address)
+        after repeated failures from it, it raises ProtocolError("too many failed logins
+        for this name; try again in N s") instead, even for the right password.
         """
         try:
             user = normalise_name(name)
@@ -250,7 +252,7 @@ class AccountStore:
             # public, so failing fast here tells a guesser nothing new.
             raise ProtocolError(LOGIN_FAILED) from None
         with self._locked():
-            self._refuse_if_locked(user)
+            self._refuse_if_locked((user, source))
             row = self._conn.execute(
                 "SELECT password_phc FROM users WHERE name = ?", (user,)
             ).fetchone()
@@ -263,13 +265,13 @@ class AccountStore:
             raise ProtocolError(LOGIN_FAILED)  # no account, so no failures to count
         with self._lock:
             if not matched:
-                self._count_failure(user)
+                self._count_failure((user, source))
                 raise ProtocolError(LOGIN_FAILED)
-            self._failures.pop(user, None)
+            self._failures.pop((user, source), None)
         return user
 
-    def _refuse_if_locked(self, user: str) -> None:
-        """Raise ProtocolError if user is locked out. The caller holds self._lock."""
+    def _refuse_if_locked(self, user: tuple[str, str]) -> None:
+        """Raise ProtocolError if (user, source) is locked out. The caller holds self._lock."""
         # The lock message does show that the name exists. So does registration's "that
         # name is taken", and a sign-up form can't avoid saying that.
         failures = self._failures.get(user)
@@ -282,8 +284,10 @@ class AccountStore:
                 f"try again in {math.ceil(remaining_seconds)} s"
             )
 
-    def _count_failure(self, user: str) -> None:
-        """Record one failed login; lock the account if it is one too many."""
+    def _count_failure(self, user: tuple[str, str]) -> None:
+        """Record one failed login; lock (user, source) if it is one too many."""
+        if user not in self._failures and len(self._failures) >= MAX_THROTTLED:
+            del self._failures[next(iter(self._failures))]   # the oldest: bounded memory
         failures = self._failures.setdefault(user, _FailedLogins())
         failures.count += 1
         if failures.count < FAILURES_BEFORE_LOCK:

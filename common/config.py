@@ -60,6 +60,9 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("DB_PATH", "chat.db", "sqlite3 file with accounts and ignore lists (server only)."),
     ("POLL_INTERVAL_MS", "20", "How often a window polls its sockets, in milliseconds."),
     ("MAX_CLIENTS", "250", "Most clients the Lab 2 server serves at once."),
+    ("MAX_CLIENTS_PER_ADDRESS", "20",
+     "Most of them from one IP address, so that one machine cannot fill the room. A class "
+     "on one machine (everyone on 127.0.0.1), or behind one NAT router, needs it raised."),
     ("MAX_MESSAGES_PER_SECOND", "20", "Most messages one client may send per second."),
     ("ARGON2_MEMORY_KIB", "19456",
      "Password-hash cost: memory per Argon2id hash, in KiB. OWASP's minimum is 19456 "
@@ -102,6 +105,7 @@ class Settings:
     db_path: str
     poll_interval_ms: int
     max_clients: int
+    max_clients_per_address: int
     max_messages_per_second: int
     argon2_memory_kib: int
     argon2_iterations: int
@@ -168,6 +172,7 @@ def load_settings(
         db_path=sources.text("DB_PATH"),
         poll_interval_ms=sources.integer("POLL_INTERVAL_MS", minimum=1),
         max_clients=sources.integer("MAX_CLIENTS", minimum=1),
+        max_clients_per_address=sources.integer("MAX_CLIENTS_PER_ADDRESS", minimum=1),
         max_messages_per_second=sources.integer("MAX_MESSAGES_PER_SECOND", minimum=1),
         # Argon2 refuses less than 8 KiB of memory per lane; the kit uses one lane.
         argon2_memory_kib=sources.integer("ARGON2_MEMORY_KIB", minimum=8),

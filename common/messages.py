@@ -227,13 +227,16 @@ REFUSED_CATEGORIES = {
 }
 MAX_COMBINING_RUN = 4   # accents stacked on one letter: more would draw over the lines above
 MAX_SPACE_RUN = 8       # a longer run of spaces could wrap text onto what looks like its own line
+# Letters and symbols that draw nothing: they count as spaces in that run.
+BLANK_LOOKING = frozenset("\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
 
 
 def checked_text(text: str) -> str:
     """Return chat text that may be sent: one line, not blank, at most
     MAX_TEXT_BYTES of UTF-8, and nothing that could disguise itself as
     another line on someone else's screen (REFUSED_CATEGORIES, runs of more
-    than MAX_COMBINING_RUN combining marks or MAX_SPACE_RUN spaces).
+    than MAX_COMBINING_RUN combining marks or MAX_SPACE_RUN spaces or
+    BLANK_LOOKING characters).
     Raises ProtocolError, naming the first offending code point, otherwise.
     """
     if not text.strip():
@@ -245,7 +248,7 @@ def checked_text(text: str) -> str:
             raise ProtocolError(f"a message may not contain {REFUSED_CATEGORIES[category]} "
                                 f"(U+{ord(char):04X})")
         combining_run = combining_run + 1 if category in ("Mn", "Me") else 0
-        space_run = space_run + 1 if category == "Zs" else 0
+        space_run = space_run + 1 if category == "Zs" or char in BLANK_LOOKING else 0
         if combining_run > MAX_COMBINING_RUN:
             raise ProtocolError(f"a message may not stack more than {MAX_COMBINING_RUN} combining marks")
         if space_run > MAX_SPACE_RUN:

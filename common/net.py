@@ -34,7 +34,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 Handler = Callable[[int], None]  # called with the selector's event mask
 LISTEN_BACKLOG = 128   # a class connecting at once must not be turned away
-LAST_WORDS_TIMEOUT_SECONDS = 1.0
 RECV_BYTES = 65536
 
 
@@ -317,18 +316,19 @@ def send_pending(selector: selectors.BaseSelector, sock: socket.socket,
 
 
 def send_last_words_and_close(sock: socket.socket, outgoing: bytearray) -> None:
-    """Send what is left in ``outgoing`` (a Goodbye, usually), then close.
+    """Send what of ``outgoing`` (a Goodbye, usually) the kernel takes now, then close.
 
-    This one send may block, for at most LAST_WORDS_TIMEOUT_SECONDS: the bytes
-    are few and the send buffer is nearly always empty, so it returns at once;
-    the timeout only bounds a peer that stopped reading. A peer that is gone
+    It never waits: a server that waited here for a peer that stopped reading
+    would freeze the whole room meanwhile. The last words are a few bytes and
+    the send buffer is nearly always empty, so they go; for a peer that stopped
+    reading they are lost, which it would not read anyway. A peer that is gone
     already cannot be told anything, so that OSError is ignored.
     """
     try:
-        sock.settimeout(LAST_WORDS_TIMEOUT_SECONDS)
-        sock.sendall(outgoing)
+        sock.setblocking(False)
+        sock.send(outgoing)
     except OSError:
-        pass  # the peer is gone or stuck: closing is all that is left to do
+        pass  # the peer is gone, or its buffer is full: closing is all that is left to do
     outgoing.clear()
     sock.close()
 

@@ -117,13 +117,17 @@ class Room:
     """Members, the numbered log, the room key, DMs, ignores and budgets."""
 
     def __init__(self, server_name: str, accounts: AccountStore, signing_public_key: bytes, *,
-                 max_members: int = 250, max_messages_per_second: float = 20,
+                 max_members: int = 250, max_members_per_source: int = 20,
+                 max_messages_per_second: float = 20,
                  clock: Callable[[], float] = time.monotonic,
                  random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         self.server_name = normalise_name(server_name)
         self.accounts = accounts
         self.signing_public_key = signing_public_key
         self.max_members = max_members
+        self.max_members_per_source = max_members_per_source
+        self._sources: dict[Hashable, str] = {}      # conn -> its IP address
+        self._server_names = {self.server_name}      # every name the server had: nobody else's
         self.max_messages_per_second = max_messages_per_second
         self.clock = clock
         self._random_bytes = random_bytes
@@ -156,20 +160,24 @@ class Room:
 
     # --- joining and leaving ------------------------------------------------------
 
-    def join(self, conn: Hashable, name: str) -> list[Delivery]:
-        """Admit ``name`` (already authenticated) on connection ``conn``.
+    def join(self, conn: Hashable, name: str, source: str = "") -> list[Delivery]:
+        """Admit ``name`` (already authenticated) on connection ``conn`` from
+        the address ``source``.
 
         Returns, for the newcomer, in this order: LoginAccepted, the RoomKey,
         its IgnoreList and the history so far; the numbered join event goes
         to the room. Or just a LoginRejected, if it may not join.
         """
-        if name in self.members.values() or name == self.server_name:
+        if name in self.members.values() or name in self._server_names:
             return [Delivery(conn, LoginRejected(f"{name} is already in the room"))]
         if len(self.members) >= self.max_members:
             return [Delivery(conn, LoginRejected("the room is full; try again later"))]
+        if list(self._sources.values()).count(source) >= self.max_members_per_source:
+            return [Delivery(conn, LoginRejected("too many members from your address; try again later"))]
         ignored = IgnoreList(tuple(sorted(self.accounts.ignored_by(name))))
         now = self.clock()
         self.members[conn] = self._accounts[conn] = name
+        self._sources[conn] = source
         self._budgets[conn] = _Budget(TokenBucket(self.max_messages_per_second, now),
                                       TokenBucket(MAX_REPAIR_EVENTS_PER_SECOND, now), window_started_at=now)
         welcome = [LoginAccepted(name, self.server_name), self.room_key_message(), ignored,
@@ -182,6 +190,7 @@ class Room:
         next tick changes the room key."""
         self._budgets.pop(conn, None)
         self._accounts.pop(conn, None)
+        self._sources.pop(conn, None)
         name = self.members.pop(conn, None)
         if name is None:
             return
@@ -222,6 +231,7 @@ class Room:
         if new_name in self.members.values():
             raise ProtocolError(f"{new_name} is taken by a member")
         old_name, self.server_name = self.server_name, new_name
+        self._server_names.add(new_name)
         self._log(EventKind.RENAME, old_name, new_name)
 
     # --- what goes out, and when --------------------------------------------------
@@ -270,10 +280,10 @@ class Room:
         if message.sender != name:
             raise ProtocolError("a DM's sender must be your own name")
         text = checked_text(message.text)
-        recipient = _normalised_or_none(message.recipient)
+        recipient = normalise_name(message.recipient)   # a malformed one is refused, not quoted back
         target = next((c for c, member in self.members.items() if member == recipient), None)
         if target is None or target == conn or self._accounts[conn] in self.accounts.ignored_by(self._accounts[target]):
-            return [Delivery(conn, ErrorNotice(not_delivered(message.recipient)))]
+            return [Delivery(conn, ErrorNotice(not_delivered(recipient)))]
         delivered = PrivateMessage(name, recipient, text)
         # Both ends see the DM: the sender's copy confirms it arrived.
         return [Delivery(target, delivered), Delivery(conn, delivered)]
@@ -291,7 +301,7 @@ class Room:
         if new_name == name:
             raise ProtocolError(f"you are {name} already")
         # Not a name on screen now, nor another account's: nobody may pose as someone else.
-        if (new_name in self.members.values() or new_name == self.server_name
+        if (new_name in self.members.values() or new_name in self._server_names
                 or (new_name != self._accounts[conn] and self.accounts.exists(new_name))):
             raise ProtocolError(f"{new_name} is taken")
         self.members[conn] = new_name
@@ -360,10 +370,3 @@ def pack_events(events: list[RoomEvent], limit_bytes: int) -> list[tuple[RoomEve
         runs[-1].append(event)
         size += event_bytes
     return [tuple(run) for run in runs]
-
-
-def _normalised_or_none(name: str) -> str | None:
-    try:
-        return normalise_name(name)
-    except ProtocolError:
-        return None

@@ -75,6 +75,7 @@ SENDER_COLOURS = (
 )
 TERMINAL_COLOURS = ("34", "31", "32", "35", "33", "36", "94", "91", "92", "95", "93", "96")  # ANSI
 MEMBER_LIST_WIDTH_CHARS = 12
+WRAP_INDENT_PIXELS = 24
 PROMPT_SIGNAL_CHECK_MS = 100   # how often a password dialog looks for Ctrl-C or SIGTERM
 DEFAULT_GEOMETRY = "560x400"
 GEOMETRY_VARIABLE = "CHAT_WINDOW_GEOMETRY"
@@ -397,6 +398,9 @@ class ChatWindow(_FrontEnd):
         for index, colour in enumerate(SENDER_COLOURS):
             self._transcript.tag_configure(f"sender{index}", foreground=colour,
                                            font=("TkDefaultFont", 11, "bold"))
+        # A line that wraps continues indented, so text that wraps can never pass
+        # for a line of its own ("#99 server: ...") on someone else's screen.
+        self._transcript.tag_configure("line", lmargin2=WRAP_INDENT_PIXELS)
         self._members: tk.Listbox | None = None   # see set_members()
         self._entry = tk.Entry(self._root, font=("TkDefaultFont", 11))
         self._status_line = tk.Label(self._root, anchor="w", relief="sunken", padx=4)
@@ -547,6 +551,7 @@ class ChatWindow(_FrontEnd):
     def _append(self, *pieces: tuple[str, str | tuple]) -> None:
         self._transcript.configure(state="normal")   # read-only, except for us
         for text, tag in pieces:
-            self._transcript.insert("end", displayable(text), tag)
+            tags = (tag,) if isinstance(tag, str) else tuple(tag)
+            self._transcript.insert("end", displayable(text), (*tags, "line"))
         self._transcript.configure(state="disabled")
         self._transcript.see("end")

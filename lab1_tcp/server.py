@@ -192,7 +192,7 @@ class ChatServer:
             raise ProtocolError("a second login on one connection")
         peer.checking_password = True
         check = self.store.register if isinstance(message, Register) else self.store.login
-        self.password_checks.submit(partial(check, message.name, message.password),
+        self.password_checks.submit(partial(check, message.name, message.password, peer.host),
                                     partial(self.on_password_checked, peer))
 
     def on_password_checked(self, peer: Peer, result: Future) -> None:

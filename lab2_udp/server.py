@@ -111,8 +111,8 @@ class RoomServer:
         # A fresh signing key every run: clients get its public half at login.
         signing_key = Ed25519PrivateKey.generate()
         self.room = Room(args.name, self.accounts, signing_key.public_key().public_bytes_raw(),
-                         max_members=settings.max_clients,
-                         max_messages_per_second=settings.max_messages_per_second)
+                         max_members=settings.max_clients, max_messages_per_second=settings.max_messages_per_second,
+                         max_members_per_source=settings.max_clients_per_address)
         self.sealer = DatagramSealer(signing_key)
         self.sealer.set_room_key(self.room.epoch, self.room.room_key)
         self.workers = net.BackgroundWork(self.selector, LOGIN_WORKERS)
@@ -177,7 +177,7 @@ class RoomServer:
             if peer.phase is not Phase.LOGIN:
                 raise ProtocolError("one login per connection")
             check = self.accounts.register if isinstance(message, Register) else self.accounts.login
-            if not self.logins.add(peer.source, peer, partial(check, message.name, message.password),
+            if not self.logins.add(peer.source, peer, partial(check, message.name, message.password, peer.source),
                                    partial(self.on_password_checked, peer)):
                 peer.session.send(LoginRejected(BUSY_WITH_LOGINS))
                 return self.drop(peer, "refused: too many logins at once")
@@ -192,7 +192,7 @@ class RoomServer:
             return   # gave up while we were hashing
         try:   # this peer's error boundary: whatever fails here drops it alone
             name = future.result()
-            self.carry_out(self.room.join(peer, name))
+            self.carry_out(self.room.join(peer, name, peer.source))
             if peer not in self.room.members:
                 return self.drop(peer, "login refused")
             self.pending.forget(peer)

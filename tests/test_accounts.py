@@ -213,6 +213,17 @@ def test_unknown_name_is_verified_against_a_dummy_hash_of_the_same_cost(store, m
     assert dummy_hash != real_hash
 
 
+@pytest.mark.points(2)
+def test_a_guesser_locks_only_its_own_address_out_never_the_owner_elsewhere(store):
+    store.register("alice", PASSWORD)
+    for _ in range(FAILURES_BEFORE_LOCK):
+        with pytest.raises(ProtocolError, match="login failed"):
+            store.login("alice", "a wrong guess", "10.0.0.66")
+    with pytest.raises(ProtocolError, match="too many failed logins"):
+        store.login("alice", PASSWORD, "10.0.0.66")
+    assert store.login("alice", PASSWORD, "10.0.0.7") == "alice"
+
+
 @pytest.mark.points(3)
 def test_account_locks_after_repeated_failures_and_unlocks_after_the_back_off(store, clock):
     store.register("alice", PASSWORD)

@@ -85,6 +85,7 @@ def test_server_quits_cleanly_while_a_connection_is_in_its_handshake(room):
 @pytest.mark.points(3)
 def test_hundreds_of_members_leaving_at_once_do_not_stop_the_server(room):
     room.add_setting("MAX_CLIENTS=400")
+    room.add_setting("MAX_CLIENTS_PER_ADDRESS=400")   # all on 127.0.0.1
     server = room.start_server()
     members = []
     for i in range(300):

@@ -104,6 +104,8 @@ def test_blank_or_control_text_is_not_chat_text(text):
     "x\u2029y", "zero\u200bwidth", "word\u2060joiner", "bom\ufeff", "\u2066isolate\u2069",
     "e" + "\u0301" * 5,                             # accents stacked over the lines above
     "wrap" + " " * 9 + "#999 server: the exam is cancelled",
+    "hi" + "\u2800" * 66 + "#4 server: the exam is cancelled",   # braille blanks
+    "hi" + "\u3164\uffa0" * 5 + "#4 server: the exam is cancelled",   # Hangul fillers
     "private\ue000use", "unassigned\U000e0080",
 ])
 def test_text_that_could_pose_as_another_line_is_refused(text):

@@ -242,7 +242,7 @@ def test_a_leave_flushes_under_the_old_key_then_hands_a_new_key_to_those_left(ro
 @pytest.mark.points(2)
 def test_many_leaves_in_one_round_cost_one_new_key(clock):
     accounts = AccountStore(":memory:", CHEAP_ARGON2)
-    room = Room("server", accounts, SIGNING_PUBLIC_KEY, max_members=600, clock=clock)
+    room = Room("server", accounts, SIGNING_PUBLIC_KEY, max_members=600, max_members_per_source=600, clock=clock)
     for conn in range(500):
         room.join(conn, f"member_{conn}")
     room.tick(force=True)

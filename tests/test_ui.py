@@ -173,10 +173,13 @@ def test_window_keeps_refused_text_selected_and_clears_sent_text(window_display,
 
 
 def tags_of(window: ui.ChatWindow, line: int, text: str) -> set[str]:
-    """The tags on the first character of ``text`` in transcript line ``line``."""
+    """The tags on the first character of ``text`` in transcript line ``line``,
+    but "line", which every character has (it indents a wrapped line)."""
     content = window._transcript.get(f"{line}.0", f"{line}.end")
     assert text in content, content
-    return set(window._transcript.tag_names(f"{line}.{content.index(text)}"))
+    tags = set(window._transcript.tag_names(f"{line}.{content.index(text)}"))
+    assert "line" in tags
+    return tags - {"line"}
 
 
 @pytest.mark.gui

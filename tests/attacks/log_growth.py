@@ -32,6 +32,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, Processes() as processes:
         room = Room(Path(tmp), processes)
         room.add_setting(f"MAX_CLIENTS={members + 10}")
+        room.add_setting(f"MAX_CLIENTS_PER_ADDRESS={members + 10}")
         server = room.start_server()
         peers = [raw_member(room, f"chatty_{i:03}")[:2] for i in range(members)]
         seq = members
