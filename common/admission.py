@@ -88,8 +88,10 @@ class LoginQueue:
     """
 
     def __init__(self, submit: Callable[[Callable, Callable], None], workers: int,
-                 max_queued: int, max_queued_per_source: int) -> None:
+                 max_queued: int, max_queued_per_source: int,
+                 on_evicted: Callable[[Hashable], None]) -> None:
         self._submit = submit
+        self._on_evicted = on_evicted
         self.workers = workers
         self.max_queued = max_queued
         self.max_queued_per_source = max_queued_per_source
@@ -103,12 +105,21 @@ class LoginQueue:
 
     def add(self, source: str, owner: Hashable, call: Callable, on_done: Callable) -> bool:
         """Queue ``call`` for ``source``, on behalf of ``owner`` (a connection);
-        ``on_done(future)`` runs when it is done. Returns False if the queue, or
-        that source's share of it, is full: refuse that login now rather than
-        keep it waiting."""
+        ``on_done(future)`` runs when it is done. Returns False if that source's
+        share of the queue is full: refuse that login now rather than keep it
+        waiting. When the whole queue is full, the source that has the most
+        waiting gives way: its newest check is dropped and its owner passed to
+        ``on_evicted``; if that source is this one, the new check is refused."""
         jobs = self._waiting.get(source)
-        if len(self) >= self.max_queued or (jobs is not None and len(jobs) >= self.max_queued_per_source):
+        own = 0 if jobs is None else len(jobs)
+        if own >= self.max_queued_per_source:
             return False
+        if len(self) >= self.max_queued:
+            busiest = max(self._waiting, key=lambda s: len(self._waiting[s]))
+            if len(self._waiting[busiest]) <= own + 1:
+                return False
+            evicted_owner, _call, _on_done = self._waiting[busiest].pop()
+            self._on_evicted(evicted_owner)
         self._waiting.setdefault(source, deque()).append((owner, call, on_done))
         self._start()
         return True

@@ -25,13 +25,16 @@ that two transcripts are equal by comparing a few hex digits.
 
 ``DatagramGate`` decides which datagrams are worth opening at all. Checking
 a signature costs about 100 us, so a member who floods forgeries could keep
-every receiver busy. Once one datagram proved it came from the server, only
-datagrams from that same source address and port are opened; before that,
-each source may fail only a few times a second.
+every receiver busy. Only datagrams from the server's IP address (the one
+our TCP session reached) are opened; the source port of the last genuine
+one is trusted without limit, every other source may fail only a few times
+a second. A stranger who replays a genuine datagram from another port wins
+nothing: the server's next one, from its own port, takes the trust back.
 """
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Iterable
 
 from common.admission import TokenBucket
@@ -190,15 +193,19 @@ class DatagramGate:
     """Which room datagrams are worth the cost of opening, and how many were."""
 
     def __init__(self) -> None:
-        self.server_source: tuple | None = None   # (address, port) of the first genuine datagram
+        self.server_host: str | None = None       # the server's IP address, once connected
+        self.server_source: tuple | None = None   # (address, port) of the last genuine datagram
         self._budgets: dict[tuple, TokenBucket] = {}
         self.counts = {"opened": 0, "rejected": 0, "ignored": 0}
 
     def worth_opening(self, source: tuple, now: float) -> bool:
         """Whether to open a datagram from ``source``: yes from the server's
-        source; from others only before we know it, and within their budget."""
-        if self.server_source is not None:
-            worth = source == self.server_source
+        source; from other ports of the server's host within their budget;
+        never from another host."""
+        if self.server_host is not None and not _same_host(source[0], self.server_host):
+            worth = False
+        elif source == self.server_source:
+            worth = True
         else:
             budget = self._budgets.get(source)
             if budget is None:
@@ -214,7 +221,6 @@ class DatagramGate:
         """A datagram from ``source`` proved genuine: it is the server's source."""
         self.counts["opened"] += 1
         self.server_source = source
-        self._budgets.clear()
 
     def rejected(self, source: tuple, now: float) -> None:
         """A datagram from ``source`` failed a check: it spends that source's budget."""
@@ -226,3 +232,15 @@ class DatagramGate:
         """'datagrams: N opened, N rejected, N ignored unopened'."""
         return (f"datagrams: {self.counts['opened']} opened, {self.counts['rejected']} rejected, "
                 f"{self.counts['ignored']} ignored unopened")
+
+
+def _same_host(address: str, other: str) -> bool:
+    """Whether two IP addresses name one host: equal, or both loopback (a
+    client that reached the server at ::1 hears it from 127.0.0.1)."""
+    try:
+        first, second = ipaddress.ip_address(address), ipaddress.ip_address(other)
+    except ValueError:
+        return address == other
+    first = getattr(first, "ipv4_mapped", None) or first
+    second = getattr(second, "ipv4_mapped", None) or second
+    return first == second or (first.is_loopback and second.is_loopback)

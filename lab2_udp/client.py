@@ -110,6 +110,7 @@ class RoomClient:
 
     def on_connected(self, sock) -> None:
         self.sock = sock
+        self.gate.server_host = sock.getpeername()[0]   # room datagrams come from this host only
         self.ui.set_status(f"connected to {net.describe(self.server)}, handshake...")
         self.selector.register(self.sock, selectors.EVENT_READ, self.on_readable)
         self.flush()

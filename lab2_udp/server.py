@@ -100,8 +100,10 @@ class RoomServer:
         self.settings = settings
         self.selector = selectors.DefaultSelector()
         self.listener = net.listening_socket(settings.host, settings.lab2_port)
-        self.selector.register(self.listener, selectors.EVENT_READ, self.on_connect)
         self.address = net.describe(self.listener.getsockname())
+        # Every connection is taken; the pending limits below decide who must make room.
+        self.acceptor = net.Acceptor(self.selector, self.listener, lambda addr: None, self.on_connect,
+                                     note=lambda text: self.ui.show_note(text))
         # UDP needs no connection: one socket, allowed to send to a broadcast address (or a group).
         group = settings.multicast_group
         self.broadcaster = net.multicast_sender(settings.host) if group else net.broadcast_sender()
@@ -117,11 +119,10 @@ class RoomServer:
         self.sealer.set_room_key(self.room.epoch, self.room.room_key)
         self.workers = net.BackgroundWork(self.selector, LOGIN_WORKERS)
         self.logins = LoginQueue(self.workers.submit, LOGIN_WORKERS, MAX_QUEUED_LOGINS,
-                                 MAX_QUEUED_LOGINS_PER_ADDRESS)
+                                 MAX_QUEUED_LOGINS_PER_ADDRESS, on_evicted=self.refuse_busy)
         self.pending = PendingConnections(MAX_PENDING_CONNECTIONS, MAX_PENDING_PER_ADDRESS)
         self.peers: dict[Peer, None] = {}
         self.doomed: dict[Peer, str] = {}     # peers to drop once this round is done
-        self.listener_paused_until = 0.0     # out of file descriptors: stop accepting a while
         self.reported: set[str] = set()       # errors said once, not once per attempt
         self.transcript = Transcript()        # the server's own screen, hashed like a client's
         self.roster = Roster(self.room.server_name)   # and its member list, from the same events
@@ -129,16 +130,7 @@ class RoomServer:
 
     # --- Connections ---------------------------------------------------------------------
 
-    def on_connect(self, _mask: int) -> None:
-        try:
-            sock, addr = net.accept(self.listener)
-        except BlockingIOError:   # the caller gave up already
-            return
-        except OSError as error:   # out of file descriptors: accept() would fail again at once
-            self.selector.unregister(self.listener)
-            self.listener_paused_until = time.monotonic() + 1.0
-            self.report_once(f"cannot accept connections for now: {error.strerror or error}")
-            return
+    def on_connect(self, sock: socket.socket, addr: tuple) -> None:
         peer = Peer(sock, SecureSession.server(self.settings.psk, self.settings.server_private_key),
                     net.describe(addr), addr[0])
         deadline = time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS
@@ -164,7 +156,7 @@ class RoomServer:
                     self.pending.extend(peer, time.monotonic() + LOGIN_TIMEOUT_SECONDS)
                 for message in messages:
                     self.handle_message(peer, message)
-                    if peer not in self.peers:   # a Goodbye or a refusal closed it
+                    if peer not in self.peers or peer in self.doomed:   # a Goodbye or a refusal ended it
                         return
             self.flush(peer)
         except (ProtocolError, OSError) as error:
@@ -179,12 +171,15 @@ class RoomServer:
             check = self.accounts.register if isinstance(message, Register) else self.accounts.login
             if not self.logins.add(peer.source, peer, partial(check, message.name, message.password, peer.source),
                                    partial(self.on_password_checked, peer)):
-                peer.session.send(LoginRejected(BUSY_WITH_LOGINS))
-                return self.drop(peer, "refused: too many logins at once")
+                return self.refuse_busy(peer)
             peer.phase = Phase.CHECKING
-            self.pending.extend(peer, float("inf"))   # the login queue bounds this phase
+            self.pending.forget(peer)   # it proved the key; the login queue bounds this phase
         else:
             self.carry_out(self.room.handle(peer, message))   # raises if not a member
+
+    def refuse_busy(self, peer: Peer) -> None:   # dropped at the end of the round, with these last words
+        peer.session.send(LoginRejected(BUSY_WITH_LOGINS))
+        self.doomed[peer] = "refused: too many logins at once"
 
     def on_password_checked(self, peer: Peer, future: Future) -> None:
         """Back on the loop's thread: a worker has checked a password."""
@@ -271,9 +266,7 @@ class RoomServer:
 
     def on_tick(self) -> None:
         now = time.monotonic()
-        if self.listener_paused_until and now >= self.listener_paused_until:
-            self.listener_paused_until = 0.0
-            self.selector.register(self.listener, selectors.EVENT_READ, self.on_connect)
+        self.acceptor.tick()   # accepting again after running out of file descriptors
         # A connection that never logs in (a port scanner, a stranger without
         # the key, a stuck program) would hold a socket forever.
         for peer in self.pending.expired(now):

@@ -55,7 +55,7 @@ class ManualWorkers:
 @pytest.mark.points(2)
 def test_logins_are_handed_out_one_source_at_a_time_and_refused_past_the_caps():
     workers, done = ManualWorkers(), []
-    queue = LoginQueue(workers.submit, workers=1, max_queued=5, max_queued_per_source=3)
+    queue = LoginQueue(workers.submit, workers=1, max_queued=5, max_queued_per_source=3, on_evicted=print)
     for i in range(5):
         accepted = queue.add("10.0.0.2", f"flood{i}", lambda i=i: f"flood{i}", lambda f: done.append(f.result()))
         assert accepted == (i < 4)               # one runs, three wait, the fifth is refused
@@ -68,7 +68,7 @@ def test_logins_are_handed_out_one_source_at_a_time_and_refused_past_the_caps():
 @pytest.mark.points(1)
 def test_a_login_whose_connection_closed_is_never_checked():
     workers, done = ManualWorkers(), []
-    queue = LoginQueue(workers.submit, workers=1, max_queued=5, max_queued_per_source=5)
+    queue = LoginQueue(workers.submit, workers=1, max_queued=5, max_queued_per_source=5, on_evicted=print)
     for name in ("first", "gone", "last"):
         queue.add("10.0.0.1", name, lambda name=name: name, lambda f: done.append(f.result()))
     queue.discard("gone")
@@ -83,3 +83,17 @@ def test_a_token_bucket_allows_a_steady_pace_and_a_burst_of_one_second():
     assert [bucket.take(0.0) for _ in range(5)] == [True] * 4 + [False]
     assert bucket.take(0.25) and not bucket.take(0.25)
     assert bucket.available(100.0) == 4          # saving up stops at one second's worth
+
+
+@pytest.mark.points(2)
+def test_when_the_queue_is_full_the_source_with_the_most_waiting_gives_way():
+    workers, evicted = ManualWorkers(), []
+    queue = LoginQueue(workers.submit, workers=1, max_queued=4, max_queued_per_source=3,
+                       on_evicted=evicted.append)
+    queue.add("10.0.0.2", "running", lambda: None, lambda f: None)
+    for i in range(3):
+        assert queue.add("10.0.0.2", f"flood{i}", lambda: None, lambda f: None)
+    assert queue.add("10.0.0.3", "other", lambda: None, lambda f: None)   # the fourth waiting: fits
+    assert queue.add("10.0.0.4", "alice", lambda: None, lambda f: None)   # full: flood2 gives way
+    assert evicted == ["flood2"]
+    assert not queue.add("10.0.0.4", "alice_again", lambda: None, lambda f: None)   # 2 vs 2: no

@@ -213,7 +213,8 @@ def test_forged_datagrams_from_a_member_cost_the_receivers_next_to_nothing(room)
     quit_and_hash(alice)
     opened, rejected, ignored = map(int, alice.wait_for_stderr(
         r"^datagrams: (\d+) opened, (\d+) rejected, (\d+) ignored unopened$").groups())
-    assert rejected == 0 and ignored > 0, alice.output()
+    # From a port that is not the server's, a few a second are opened, then none.
+    assert rejected <= 20 and ignored > 0, alice.output()
     assert not any("forged" in line for line in alice.stdout_lines)
     sock.close()
 

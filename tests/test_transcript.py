@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from common.messages import RoomEvent
-from common.transcript import REPAIR_GRACE_SECONDS, REPAIR_RETRY_SECONDS, Transcript
+from common.transcript import REPAIR_GRACE_SECONDS, REPAIR_RETRY_SECONDS, DatagramGate, Transcript
 
 LOG = [RoomEvent(seq, "say", f"user{seq % 3}", f"message {seq}") for seq in range(1, 41)]
 
@@ -94,3 +94,33 @@ def test_any_loss_duplication_reordering_and_late_join_ends_equal_to_the_log(sch
         if after is not None:
             delivered += transcript.receive(LOG[after:], len(LOG))
     assert delivered == LOG
+
+
+@pytest.mark.points(2)
+def test_the_gate_opens_the_servers_host_only_and_trusts_the_port_of_the_last_genuine_datagram():
+    gate = DatagramGate()
+    gate.server_host = "10.0.0.1"
+    assert not gate.worth_opening(("10.0.0.66", 5555), now=0.0)           # another host: never
+    replayer, server = ("10.0.0.1", 4444), ("10.0.0.1", 5555)
+    assert gate.worth_opening(replayer, now=0.0)                           # a replay gets in first ...
+    gate.opened(replayer)
+    budget = 0
+    while gate.worth_opening(server, now=0.0) and budget < 100:            # ... but the server's port
+        gate.rejected(server, now=0.0)                                     #     keeps a budget
+        budget += 1
+    assert 0 < budget < 100
+    assert gate.worth_opening(server, now=1.0)                             # a second later, its next
+    gate.opened(server)                                                    # genuine datagram takes
+    assert all(gate.worth_opening(server, now=1.0) for _ in range(1000))   # the trust back
+    assert gate.counts["ignored"] >= 1
+
+
+@pytest.mark.points(1)
+def test_a_member_that_hears_nothing_asks_the_server_for_the_room_again_and_again():
+    transcript = Transcript()
+    transcript.heard(0.0)
+    assert not transcript.is_deaf(0.5) and transcript.repair_due(0.5) is None
+    assert transcript.is_deaf(1.0)
+    assert transcript.repair_due(1.0) == 0
+    assert transcript.repair_due(1.1) is None                              # not more than 4 a second
+    assert transcript.repair_due(1.25) == 0
