@@ -64,7 +64,9 @@ from common.messages import (  # noqa: E402
 )
 from common.session import SecureSession  # noqa: E402
 from common.transcript import Transcript, read_room_datagram  # noqa: E402
-from lab2_udp.server import BATCH_WINDOW_MS  # noqa: E402
+from common.room import BATCH_WINDOW_SECONDS  # noqa: E402
+
+BATCH_WINDOW_MS = BATCH_WINDOW_SECONDS * 1000
 
 # --- Settings ------------------------------------------------------------------------
 
@@ -250,10 +252,10 @@ def start_kit_server(workdir: Path, settings: str, batch_window_ms: float | None
                  "--db", str(env_file.with_suffix(".db"))]
     if batch_window_ms is None:
         command = [sys.executable, "-m", "lab2_udp.server", *arguments]
-    else:   # the server reads BATCH_WINDOW_MS at every flush and tick
-        command = [sys.executable, "-c", "import sys, lab2_udp.server as s; "
-                   f"s.BATCH_WINDOW_MS = {batch_window_ms}; sys.exit(s.main(sys.argv[1:]))",
-                   *arguments]
+    else:   # the room reads BATCH_WINDOW_SECONDS at every tick; the server ticks that often
+        command = [sys.executable, "-c", "import sys, common.room as r, lab2_udp.server as s; "
+                   f"r.BATCH_WINDOW_SECONDS = s.BATCH_WINDOW_SECONDS = {batch_window_ms / 1000}; "
+                   "sys.exit(s.main(sys.argv[1:]))", *arguments]
     server = ServerProcess(command)
     listening = server.wait_for(r"^listening on 127\.0\.0\.1:(\d+)")
     if not listening:
