@@ -1,0 +1,72 @@
+"""docs/protocol.md must give every text a server can answer a client with, so
+that a stranger can write a client that understands every refusal."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Where the texts a client can be sent are written: the room's rules, the accounts, the
+# chat-text rule, and what the servers themselves answer.
+SOURCES = ("common/room.py", "common/accounts.py", "common/messages.py",
+           "lab1_tcp/server.py", "lab2_udp/server.py")
+REPLIES = {"ProtocolError", "LoginRejected", "ErrorNotice", "Goodbye"}
+# The codec's own errors (a malformed frame) close the connection and are not replies.
+CODEC_ONLY = ("field '", "message ends", "unexpected bytes", "unknown message type", "empty message",
+              "unknown room event kind", "is not a protocol message", "must hold RoomEvents")
+PLACEHOLDER = re.compile(r"\b(NAME|NEWNAME|N|KIND|DETAIL|XXXX)\b")
+
+
+def skeleton(text: str) -> str:
+    """The fixed words of a text, with every variable part (and number) as {}."""
+    text = re.sub(r"\d+", "{}", text.replace("({})", "{}"))
+    return re.sub(r"(\{\})+", "{}", text)
+
+
+def texts_in_code() -> set[str]:
+    texts = set()
+    for path in SOURCES:
+        tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+        constants = {node.targets[0].id: node.value.value for node in ast.walk(tree)
+                     if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                     and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
+        # A reply built by a helper (not_delivered(name)): the text its return gives.
+        returns = {node.name: next((r.value for r in ast.walk(node) if isinstance(r, ast.Return)), None)
+                   for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) in REPLIES and node.args):
+                continue
+            argument = node.args[0]
+            if isinstance(argument, ast.Call) and getattr(argument.func, "id", None) in returns:
+                argument = returns[argument.func.id]
+            if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                texts.add(argument.value)
+            elif isinstance(argument, ast.JoinedStr):
+                texts.add(skeleton("".join(part.value if isinstance(part, ast.Constant) else "{}"
+                                           for part in argument.values)))
+            elif isinstance(argument, ast.Name) and argument.id in constants:
+                texts.add(constants[argument.id])
+    return {text for text in texts if not any(marker in text for marker in CODEC_ONLY)}
+
+
+def texts_in_doc() -> set[str]:
+    rows = [line for line in (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("|")]
+    return {skeleton(PLACEHOLDER.sub("{}", text))
+            for row in rows for text in re.findall(r"`([^`]+)`", row)}
+
+
+@pytest.mark.points(1)
+def test_the_scan_finds_the_texts_it_should():
+    texts = texts_in_code()
+    assert "that name is taken" in texts and "your message to {} was not delivered" in texts
+    assert len(texts) > 20
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("text", sorted(texts_in_code()))
+def test_every_reply_a_server_can_send_is_in_the_protocol_document(text):
+    assert skeleton(text) in texts_in_doc(), f"docs/protocol.md does not give the text {text!r}"
