@@ -5,13 +5,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench screenshots autograder clean
+.PHONY: demo test lint bench screenshots autograder clean
 
 demo: $(STAMP)
 	$(PY) -m lab2_udp.demo
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Style and likely bugs (ruff, a dev-only tool; its settings are in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 # Several minutes: every bench, then docs/performance.md and its plot.
 # `$(PY) bench/report.py --quick` prints a smaller report in under a minute.

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from common.errors import ProtocolError
-from common.noise import TAG_BYTES   # ChaCha20-Poly1305's tag, in records and datagrams alike
+from common.noise import TAG_BYTES  # ChaCha20-Poly1305's tag, in records and datagrams alike
 
 LENGTH_BYTES = 2
 MAX_RECORD_BYTES = 16384        # checked as soon as the 2 length bytes are in

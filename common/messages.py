@@ -24,7 +24,6 @@ from typing import ClassVar, Union, get_type_hints
 
 from common.errors import ProtocolError
 
-
 # Text must fit one room datagram (1200 bytes on the wire, see framing.py),
 # with room left for the header, tag, signature and the event's other fields.
 MAX_TEXT_BYTES = 1000

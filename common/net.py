@@ -398,7 +398,7 @@ def interface_broadcast_addresses() -> dict[str, str] | None:
     ioctl that ``ip addr`` uses too)."""
     if not sys.platform.startswith("linux"):
         return None
-    import fcntl   # Unix-only, so imported only here
+    import fcntl  # Unix-only, so imported only here
     siocgifbrdaddr = 0x8919
     addresses = {}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:

@@ -46,9 +46,26 @@ from common.admission import TokenBucket
 from common.errors import ProtocolError
 from common.framing import MAX_DATAGRAM_PLAINTEXT_BYTES
 from common.messages import (
-    ChangeName, ErrorNotice, EventKind, History, IgnoreList, IgnoreUser, LoginAccepted, LoginRejected,
-    MemberList, Message, PrivateMessage, RepairRequest, RoomBatch, RoomEvent, RoomKey, Say,
-    UnignoreUser, WhoRequest, checked_text, encode,
+    ChangeName,
+    ErrorNotice,
+    EventKind,
+    History,
+    IgnoreList,
+    IgnoreUser,
+    LoginAccepted,
+    LoginRejected,
+    MemberList,
+    Message,
+    PrivateMessage,
+    RepairRequest,
+    RoomBatch,
+    RoomEvent,
+    RoomKey,
+    Say,
+    UnignoreUser,
+    WhoRequest,
+    checked_text,
+    encode,
 )
 
 HISTORY_CHUNK_BYTES = 12000       # one History message stays well inside a TCP record

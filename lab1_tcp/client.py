@@ -32,7 +32,14 @@ from common import net
 from common.config import ConfigError, Settings, load_settings
 from common.errors import ProtocolError
 from common.messages import (
-    ChatMessage, ErrorNotice, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text,
+    ChatMessage,
+    ErrorNotice,
+    Goodbye,
+    Login,
+    LoginAccepted,
+    LoginRejected,
+    Register,
+    checked_text,
 )
 from common.session import SecureSession
 from common.ui import open_front_end

@@ -37,7 +37,13 @@ from common.accounts import AccountStore, Argon2Cost, normalise_name
 from common.config import ConfigError, Settings, load_settings
 from common.errors import ProtocolError
 from common.messages import (
-    ChatMessage, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text,
+    ChatMessage,
+    Goodbye,
+    Login,
+    LoginAccepted,
+    LoginRejected,
+    Register,
+    checked_text,
 )
 from common.session import SecureSession
 from common.ui import open_front_end

@@ -34,14 +34,35 @@ from common.config import ConfigError, Settings, load_settings
 from common.errors import ProtocolError
 from common.framing import DatagramOpener
 from common.messages import (
-    ChangeName, ErrorNotice, EventKind, Goodbye, History, IgnoreList, IgnoreUser, Login, LoginAccepted, LoginRejected,
-    MemberList, PrivateMessage, Register, RepairRequest, RoomKey, Say, UnignoreUser,
+    ChangeName,
+    ErrorNotice,
+    EventKind,
+    Goodbye,
+    History,
+    IgnoreList,
+    IgnoreUser,
+    Login,
+    LoginAccepted,
+    LoginRejected,
+    MemberList,
+    PrivateMessage,
+    Register,
+    RepairRequest,
+    RoomKey,
+    Say,
+    UnignoreUser,
     WhoRequest,
     checked_text,
 )
 from common.session import SecureSession
 from common.transcript import (
-    DatagramGate, Roster, Transcript, format_event, format_hidden, format_private, read_room_datagram,
+    DatagramGate,
+    Roster,
+    Transcript,
+    format_event,
+    format_hidden,
+    format_private,
+    read_room_datagram,
 )
 from common.ui import ChatWindow, TerminalChat, open_front_end
 
@@ -61,7 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", help="the server's address (default: SERVER_HOST from .env)")
     parser.add_argument("--port", type=int, help="the server's TCP port (default: LAB2_PORT)")
     parser.add_argument("--broadcast-port", type=int, help="UDP port the room is heard on (default: BROADCAST_PORT)")
-    parser.add_argument("--multicast", metavar="GROUP", help="hear the room on this multicast group (default: MULTICAST_GROUP)")
+    parser.add_argument("--multicast", metavar="GROUP",
+                        help="hear the room on this multicast group (default: MULTICAST_GROUP)")
     parser.add_argument("--name", required=True, help="your name in the room")
     parser.add_argument("--register", action="store_true", help="create the account first")
     parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")

@@ -237,7 +237,7 @@ def run_in_windows(folder: Path, loss: float, pace_seconds: float, interactive: 
     """The story in tiled windows. The relay's counters live in a panel in the
     last tile, drawn by this process's Tk loop (main thread) while a worker
     thread plays the story: Tk must only be touched from one thread."""
-    import tkinter as tk   # here, not on top: the headless demo must run without Tk
+    import tkinter as tk  # here, not on top: the headless demo must run without Tk
 
     panel = tk.Tk()
     panel.title("Lab 2 demo: the network")

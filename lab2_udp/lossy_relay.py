@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forward-addr", default="127.255.255.255", help="where to rebroadcast (default: %(default)s)")
     parser.add_argument("--drop", type=float, default=0.2, help="share of datagrams lost (default: %(default)s)")
     parser.add_argument("--duplicate", type=float, default=0.05, help="share sent twice (default: %(default)s)")
-    parser.add_argument("--reorder", type=float, default=0.1, help="share held back behind later ones (default: %(default)s)")
-    parser.add_argument("--delay-ms", type=float, default=5.0, help="random delay in ms, 0 to this (default: %(default)s)")
+    parser.add_argument("--reorder", type=float, default=0.1, help="share held back (default: %(default)s)")
+    parser.add_argument("--delay-ms", type=float, default=5.0, help="random delay, 0 to this ms (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="the random seed, to replay a run (default: %(default)s)")
     args = parser.parse_args(argv)
     plan = FaultPlan(drop=args.drop, duplicate=args.duplicate, reorder=args.reorder,

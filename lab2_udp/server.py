@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="TCP port; 0 lets the OS pick (default: LAB2_PORT)")
     parser.add_argument("--broadcast-addr", help="where room datagrams go (default: BROADCAST_ADDR)")
     parser.add_argument("--broadcast-port", type=int, help="their UDP port (default: BROADCAST_PORT)")
-    parser.add_argument("--multicast", metavar="GROUP", help="send to this multicast group instead (default: MULTICAST_GROUP)")
+    parser.add_argument("--multicast", metavar="GROUP", help="send to this multicast group (default: MULTICAST_GROUP)")
     parser.add_argument("--name", default="server", help="the server's name in the room")
     parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
     parser.add_argument("--env", default=".env", help="settings file (created with fresh keys if missing)")

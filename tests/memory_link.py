@@ -14,7 +14,16 @@ from common import noise
 from common.accounts import AccountStore, Argon2Cost
 from common.framing import DatagramOpener, DatagramSealer
 from common.messages import (
-    ErrorNotice, EventKind, History, IgnoreList, Login, LoginAccepted, PrivateMessage, Register, RoomKey, encode,
+    ErrorNotice,
+    EventKind,
+    History,
+    IgnoreList,
+    Login,
+    LoginAccepted,
+    PrivateMessage,
+    Register,
+    RoomKey,
+    encode,
 )
 from common.room import Broadcast, Delivery, NewRoomKey, Room
 from common.session import SecureSession

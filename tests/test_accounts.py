@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from common import accounts
 from common.accounts import (
-    MAX_IGNORED_NAMES,
     FAILURES_BEFORE_LOCK,
     FIRST_LOCK_SECONDS,
     LOGIN_FAILED,
+    MAX_IGNORED_NAMES,
     MAX_LOCK_SECONDS,
     MAX_PASSWORD_BYTES,
     MIN_PASSWORD_CHARS,

@@ -3,12 +3,19 @@ import os
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.errors import ProtocolError
 from common.framing import (
-    MAX_DATAGRAM_BYTES, MAX_DATAGRAM_PLAINTEXT_BYTES, MAX_RECORD_BYTES,
-    DatagramOpener, DatagramSealer, RecordDecoder, ReplayWindow, encode_record,
+    MAX_DATAGRAM_BYTES,
+    MAX_DATAGRAM_PLAINTEXT_BYTES,
+    MAX_RECORD_BYTES,
+    DatagramOpener,
+    DatagramSealer,
+    RecordDecoder,
+    ReplayWindow,
+    encode_record,
 )
 
 BODIES = [b"a", b"hello", bytes(range(256)) * 3, b"x" * MAX_RECORD_BYTES]

@@ -5,12 +5,12 @@ Every process is killed at teardown, pass or fail; every wait has a deadline.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import re
 import shutil
 import socket
-import importlib
-import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -22,10 +22,18 @@ from common.config import load_settings
 from common.messages import ChatMessage, Goodbye, LoginAccepted, Register
 from common.session import SecureSession
 from lab1_tcp.server import (
-    HANDSHAKE_TIMEOUT_SECONDS, LOGIN_TIMEOUT_SECONDS, MAX_OUTGOING_BYTES, MAX_WAITING_PER_ADDRESS,
+    HANDSHAKE_TIMEOUT_SECONDS,
+    LOGIN_TIMEOUT_SECONDS,
+    MAX_OUTGOING_BYTES,
+    MAX_WAITING_PER_ADDRESS,
 )
 from tests.procs import (
-    DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file, role_command,
+    DEADLINE_SECONDS,
+    ROOT,
+    Processes,
+    RoleProcess,
+    create_test_env_file,
+    role_command,
     role_overrides,
 )
 from tests.raw_peer import receive_until, register_raw, send_queued

@@ -20,8 +20,17 @@ import pytest
 from common import net
 from common.config import load_settings
 from common.messages import (
-    Goodbye, IgnoreUser, Login, LoginAccepted, LoginRejected, PrivateMessage, Register, RepairRequest,
-    RoomKey, Say, UnignoreUser,
+    Goodbye,
+    IgnoreUser,
+    Login,
+    LoginAccepted,
+    LoginRejected,
+    PrivateMessage,
+    Register,
+    RepairRequest,
+    RoomKey,
+    Say,
+    UnignoreUser,
 )
 from common.session import SecureSession
 from lab2_udp.server import MAX_PENDING_CONNECTIONS, MAX_QUEUED_LOGINS

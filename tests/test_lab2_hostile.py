@@ -20,7 +20,15 @@ from common.accounts import MAX_IGNORED_NAMES, AccountStore, Argon2Cost
 from common.config import load_settings
 from common.framing import DatagramSealer
 from common.messages import (
-    ErrorNotice, History, LoginAccepted, LoginRejected, Register, RepairRequest, RoomBatch, RoomEvent, Say,
+    ErrorNotice,
+    History,
+    LoginAccepted,
+    LoginRejected,
+    Register,
+    RepairRequest,
+    RoomBatch,
+    RoomEvent,
+    Say,
     encode,
 )
 from common.room import KEPT_FLOODING

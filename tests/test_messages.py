@@ -1,6 +1,7 @@
 """The message codec: exact round trips, and a strict reader of bad bytes."""
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common import messages as m
 from common.errors import ProtocolError

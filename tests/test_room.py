@@ -4,12 +4,32 @@ import pytest
 from common.accounts import AccountStore
 from common.errors import ProtocolError
 from common.messages import (
-    ErrorNotice, History, IgnoreList, IgnoreUser, LoginAccepted, LoginRejected, MemberList, PrivateMessage, RepairRequest,
-    RoomBatch, RoomEvent, RoomKey, Say, WhoRequest,
+    ErrorNotice,
+    History,
+    IgnoreList,
+    IgnoreUser,
+    LoginAccepted,
+    LoginRejected,
+    MemberList,
+    PrivateMessage,
+    RepairRequest,
+    RoomBatch,
+    RoomEvent,
+    RoomKey,
+    Say,
+    WhoRequest,
 )
 from common.room import (
-    BATCH_WINDOW_SECONDS, HEARTBEAT_INTERVAL_SECONDS, HISTORY_CHUNK_BYTES, KEPT_FLOODING,
-    MAX_REFUSED_PER_WINDOW, MAX_REPAIR_EVENTS_PER_SECOND, Broadcast, Delivery, NewRoomKey, Room,
+    BATCH_WINDOW_SECONDS,
+    HEARTBEAT_INTERVAL_SECONDS,
+    HISTORY_CHUNK_BYTES,
+    KEPT_FLOODING,
+    MAX_REFUSED_PER_WINDOW,
+    MAX_REPAIR_EVENTS_PER_SECOND,
+    Broadcast,
+    Delivery,
+    NewRoomKey,
+    Room,
 )
 from tests.memory_link import CHEAP_ARGON2
 
@@ -235,7 +255,8 @@ def test_a_leave_flushes_under_the_old_key_then_hands_a_new_key_to_those_left(ro
     kinds = [type(i) for i in out]
     assert kinds == [Broadcast, NewRoomKey, Delivery, Broadcast]
     assert [e.text for e in out[0].batch.events] == ["before bob left"]
-    assert out[1] == NewRoomKey(2, bytes([2]) * 32) and out[2] == Delivery(1, RoomKey(2, bytes([2]) * 32, SIGNING_PUBLIC_KEY))
+    assert out[1] == NewRoomKey(2, bytes([2]) * 32)
+    assert out[2] == Delivery(1, RoomKey(2, bytes([2]) * 32, SIGNING_PUBLIC_KEY))
     assert [(e.kind, e.sender) for e in out[3].batch.events] == [("leave", "bob"), ("say", "server")]
 
 

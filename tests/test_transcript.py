@@ -1,7 +1,8 @@
 """Client-side ordering: any schedule of loss, duplication, reordering and
 late joining ends with the server's log, delivered in order."""
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.messages import RoomEvent
 from common.transcript import REPAIR_GRACE_SECONDS, REPAIR_RETRY_SECONDS, DatagramGate, Transcript

@@ -47,8 +47,9 @@ def main() -> None:
         after = resident_kib(server.process.pid)
         print(f"members {members}, events logged {events}: VmRSS {before} KiB -> {after} KiB, "
               f"{(after - before) * 1024 / events:.0f} bytes per 990-byte event")
-        print(f"one member at its budget (20 lines/s) adds {(after - before) * 1024 / events * 20 * 3600 / 2**20:.0f} "
-              f"MiB an hour; {members} members {(after - before) * 1024 / events * 20 * 3600 * members / 2**30:.1f} GiB")
+        per_hour = (after - before) * 1024 / events * 20 * 3600
+        print(f"one member at its budget (20 lines/s) adds {per_hour / 2**20:.0f} "
+              f"MiB an hour; {members} members {per_hour * members / 2**30:.1f} GiB")
 
 
 if __name__ == "__main__":
