@@ -11,7 +11,7 @@ Both have one interface, so a role file never asks which one it has::
     ui.ask_password(prompt)      # a Tk dialog, or getpass in a terminal
     ui.set_input_enabled(flag)   # take lines from the user now, or not yet
     ui.session_over(text)        # the peer is gone: show why, and let the user leave
-    ui.run(selector, tick=..., tick_interval_ms=..., after_events=...)   # until stop() or quit
+    ui.run(selector, turn, tick=..., tick_interval_ms=...)   # until stop() or quit
     ui.stop()
 
 ``on_submit(text)`` runs when the user enters a line; ``on_quit()`` when the
@@ -26,12 +26,15 @@ If ``on_submit`` raises ProtocolError (the text may not be sent: too long, a
 control character), the front end shows "not sent: <reason>"; a window keeps
 the text in its entry box, selected, for the user to fix.
 
-The loop: the selector's keys carry their handler as ``data`` (see net.py).
-The terminal blocks in ``select()`` with stdin registered next to the sockets.
-A window cannot block: Tk must keep drawing and reading the keyboard, so a Tk
-timer polls the selector with a zero timeout every POLL_INTERVAL_MS. An
-exception escaping a handler is a bug: it is reported once on stderr and the
-loop carries on, so one bug never freezes a window.
+The loop is the role file's own ``turn(timeout)``: select, then run each
+ready key's handler (``key.data``, see net.py). A front end only decides
+when to call it, and with what timeout. The terminal calls it with a
+blocking timeout, stdin registered next to the sockets; a window cannot
+block (Tk must keep drawing and reading the keyboard), so a Tk timer calls
+it with timeout 0 every POLL_INTERVAL_MS. An exception escaping a turn is a
+bug: it is reported once on stderr and the loop carries on (the selector
+reports the unhandled sockets again next turn), so one bug never freezes a
+window.
 
 Two environment variables serve the demo (lab2_udp/demo.py) and are not
 needed otherwise: CHAT_WINDOW_GEOMETRY places a window ("640x360+0+0", Tk's
@@ -243,18 +246,6 @@ class _FrontEnd:
         self._wakeup_receive.recv(STDIN_READ_BYTES)
         self._quit()
 
-    def _handle_ready(self, timeout: float | None, after_events: Callable[[], None] | None) -> None:
-        ready = self._selector.select(timeout)
-        for key, mask in ready:
-            self._guarded(key.data, mask)
-            if self.stopped:  # a quit closes sockets that may still be in this batch
-                return
-        # Lab 2's server packs what this round logged into as few datagrams as
-        # fit: under load one round handles many clients, so one datagram
-        # (one seal, one signature) carries many events.
-        if ready and after_events is not None:
-            self._guarded(after_events)
-
     def _guarded(self, callback: Callable, *args: object) -> None:
         """Run one callback of the loop. An exception that escapes it is a bug
         in the role file: say so once, with its traceback, and carry on, so a
@@ -346,17 +337,17 @@ class TerminalChat(_FrontEnd):
         super().session_over(text)
         self.stop()
 
-    def run(self, selector: selectors.BaseSelector, tick: Callable[[], None] | None = None,
-            tick_interval_ms: int = 1000, after_events: Callable[[], None] | None = None) -> None:
-        """Handle socket events and stdin until stop(); call ``tick()`` every
-        ``tick_interval_ms`` (Lab 2: heartbeats and repairs) if given, and
-        ``after_events()`` after each round of events."""
+    def run(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None],
+            tick: Callable[[], None] | None = None, tick_interval_ms: int = 1000) -> None:
+        """Call ``turn(timeout)`` until stop(), each time blocking until the next
+        tick is due (or for good, without ``tick``); call ``tick()`` every
+        ``tick_interval_ms`` (Lab 2: heartbeats and repairs) if given."""
         self._start(selector)
         try:
             next_tick = time.monotonic() + tick_interval_ms / 1000
             while not self.stopped:
                 timeout = None if tick is None else max(0.0, next_tick - time.monotonic())
-                self._handle_ready(timeout, after_events)
+                self._guarded(turn, timeout)
                 if tick is not None and not self.stopped and time.monotonic() >= next_tick:
                     self._guarded(tick)
                     next_tick = time.monotonic() + tick_interval_ms / 1000
@@ -496,17 +487,17 @@ class ChatWindow(_FrontEnd):
                 signal.signal(number, handler)
         return None if interrupted else answer
 
-    def run(self, selector: selectors.BaseSelector, tick: Callable[[], None] | None = None,
-            tick_interval_ms: int = 1000, after_events: Callable[[], None] | None = None) -> None:
-        """Show the window and handle socket events until stop(); call ``tick()``
-        every ``tick_interval_ms`` if given, and ``after_events()`` after each
-        round of events. Call it after registering a socket:
-        on Windows, select() with nothing to watch raises an error."""
+    def run(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None],
+            tick: Callable[[], None] | None = None, tick_interval_ms: int = 1000) -> None:
+        """Show the window and call ``turn(0)`` every POLL_INTERVAL_MS until
+        stop(); call ``tick()`` every ``tick_interval_ms`` if given. Call it
+        after registering a socket: on Windows, select() with nothing to watch
+        raises an error."""
         def poll_network() -> None:
             try:
                 # timeout=0: never wait here. Waiting inside a Tk callback would
                 # freeze the window, which can only redraw between callbacks.
-                self._handle_ready(0, after_events)
+                self._guarded(turn, 0)
             finally:   # whatever happened, keep polling: a window that stops polling is dead
                 if not self.stopped:
                     self._root.after(self._poll_interval_ms, poll_network)

@@ -225,6 +225,16 @@ class ChatClient:
         net.send_last_words_and_close(self.sock, self.session.outgoing)
         self.sock = None
 
+    # --- The loop: one thread, one selector, every socket ----------------------------------
+
+    def turn(self, timeout: float | None) -> None:
+        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
+        never block), then run the handler each carries as ``key.data``."""
+        for key, mask in self.selector.select(timeout):
+            key.data(mask)
+            if self.ui.stopped:   # a quit closed sockets that may still be in this list
+                return
+
     def run(self) -> int:
         """Ask for the password, connect, chat; return the exit code."""
         self.password = os.environ.get(PASSWORD_VARIABLE) or self.ui.ask_password(
@@ -236,7 +246,7 @@ class ChatClient:
         # Poll only once a socket is registered: on Windows, select() with
         # nothing to watch raises an error.
         if self.connector is not None:
-            self.ui.run(self.selector)
+            self.ui.run(self.selector, self.turn)
         self.selector.close()
         return self.exit_code
 

@@ -36,15 +36,7 @@ from common import net
 from common.accounts import AccountStore, Argon2Cost, normalise_name
 from common.config import ConfigError, Settings, load_settings
 from common.errors import ProtocolError
-from common.messages import (
-    ChatMessage,
-    Goodbye,
-    Login,
-    LoginAccepted,
-    LoginRejected,
-    Register,
-    checked_text,
-)
+from common.messages import ChatMessage, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text
 from common.session import SecureSession
 from common.ui import open_front_end
 
@@ -307,12 +299,22 @@ class ChatServer:
                 peer.session.send(Goodbye(SHUTDOWN_REASON))
             self.drop(peer, "disconnected: we are shutting down", last_words=True)
 
+    # --- The loop: one thread, one selector, every socket ----------------------------------
+
+    def turn(self, timeout: float | None) -> None:
+        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
+        never block), then run the handler each carries as ``key.data``."""
+        for key, mask in self.selector.select(timeout):
+            key.data(mask)
+            if self.ui.stopped:   # a quit closed sockets that may still be in this list
+                return
+
     def run(self) -> None:
         address = net.describe(self.listener.getsockname())
         # The tests and the demo read this line to learn the real port.
         self.ui.show_note(f"listening on {address}")
         self.ui.set_status(self.waiting_status())
-        self.ui.run(self.selector, tick=self.on_tick, tick_interval_ms=TICK_INTERVAL_MS)
+        self.ui.run(self.selector, self.turn, tick=self.on_tick, tick_interval_ms=TICK_INTERVAL_MS)
         self.password_checks.close()
         self.selector.close()
         self.listener.close()

@@ -261,6 +261,16 @@ class RoomClient:
         if after_seq is not None:
             self.send(RepairRequest(after_seq))
 
+    # --- The loop: one thread, one selector, every socket ----------------------------------
+
+    def turn(self, timeout: float | None) -> None:
+        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
+        never block), then run the handler each carries as ``key.data``."""
+        for key, mask in self.selector.select(timeout):
+            key.data(mask)
+            if self.ui.stopped:   # a quit closed sockets that may still be in this list
+                return
+
     # --- What the user types --------------------------------------------------------------
 
     def on_submit(self, text: str) -> None:
@@ -327,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot start: {error}", file=sys.stderr)
         return EXIT_FAILED
     ui.set_input_enabled(False)   # until the login is accepted: typed lines wait, none is lost
-    ui.run(client.selector, tick=client.tick, tick_interval_ms=TICK_INTERVAL_MS)
+    ui.run(client.selector, client.turn, tick=client.tick, tick_interval_ms=TICK_INTERVAL_MS)
     if client.exit_code == EXIT_OK:   # on a failure, its reason stays the last line
         print(client.gate.summary(), file=sys.stderr)
         print(client.transcript.summary(), file=sys.stderr, flush=True)

@@ -231,7 +231,9 @@ class RoomServer:
         try:
             self.broadcaster.sendto(self.sealer.seal(encode(batch)), self.broadcast_to)
         except OSError as error:   # e.g. no route: clients will repair over TCP
-            self.report_once(f"broadcast failed: {error}; clients will repair over TCP")
+            if str(error) not in self.reported:   # once, not once per datagram
+                self.reported.add(str(error))
+                self.ui.show_note(f"broadcast failed: {error}; clients will repair over TCP")
         events = self.transcript.receive(batch.events, batch.latest_seq)
         for event in events:   # our own screen shows what the clients' do, as they do
             self.ui.show_text(format_event(event), event.sender)
@@ -273,10 +275,16 @@ class RoomServer:
             self.drop(peer, f"did not finish its {peer.phase.value} in time")
         self.after_round()
 
-    def report_once(self, text: str) -> None:
-        if text not in self.reported:
-            self.reported.add(text)
-            self.ui.show_note(text)
+    # --- The loop: one thread, one selector, every socket ----------------------------------
+
+    def turn(self, timeout: float | None) -> None:
+        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
+        never block), then run the handler each carries as ``key.data``."""
+        for key, mask in self.selector.select(timeout):
+            key.data(mask)
+            if self.ui.stopped:   # a quit closed sockets that may still be in this list
+                return
+        self.after_round()   # what this round logged goes out: under load, many events a datagram
 
     # --- The server's own screen and keyboard ---------------------------------------------
 
@@ -329,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr, flush=True)
     if problem := net.broadcast_address_problem(server.broadcast_to[0]):
         server.ui.show_note(f"warning: {problem}")
-    server.ui.run(server.selector, tick=server.on_tick, tick_interval_ms=int(BATCH_WINDOW_SECONDS * 1000),
-                  after_events=server.after_round)
+    server.ui.run(server.selector, server.turn, tick=server.on_tick,
+                  tick_interval_ms=int(BATCH_WINDOW_SECONDS * 1000))
     server.workers.close()
     server.accounts.close()
     print(server.transcript.summary(), file=sys.stderr, flush=True)
