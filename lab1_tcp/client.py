@@ -87,7 +87,7 @@ class ChatClient:
         self.sock: socket.socket | None = None        # once it has
         self.logged_in = False
         self.exit_code = EXIT_OK
-        self.ui = open_front_end(f"Lab 1 client: {name}", self.say, self.quit,
+        self.ui = open_front_end(f"Lab 1 client: {name}", self.on_submit, self.on_quit,
                                  headless=headless, poll_interval_ms=settings.poll_interval_ms)
         # Lines typed (or piped in) before the login is accepted wait until it is.
         self.ui.set_input_enabled(False)
@@ -99,7 +99,7 @@ class ChatClient:
             self.connector = net.Connector(self.selector, self.host, self.port,
                                            self.on_connected, self.on_connect_failed)
         except OSError as error:   # the name does not resolve, or no address could be tried
-            self.end(f"cannot reach the server at {self.address}: {error.strerror or error}")
+            self.fail(f"cannot reach the server at {self.address}: {error.strerror or error}")
 
     def on_connected(self, sock: socket.socket) -> None:
         self.connector, self.sock = None, sock
@@ -111,7 +111,7 @@ class ChatClient:
 
     def on_connect_failed(self, reason: str) -> None:
         self.connector = None
-        self.end(f"cannot reach the server at {self.address}: {reason}")
+        self.fail(f"cannot reach the server at {self.address}: {reason}")
 
     def on_event(self, mask: int) -> None:
         try:
@@ -119,15 +119,15 @@ class ChatClient:
                 return
             net.send_pending(self.selector, self.sock, self.session.outgoing)
         except ProtocolError as error:
-            self.end(f"the server broke the protocol: {error}")
+            self.fail(f"the server broke the protocol: {error}")
         except OSError as error:
-            self.end(f"lost the connection to the server: {error.strerror or error}")
+            self.fail(f"lost the connection to the server: {error.strerror or error}")
 
     def on_readable(self) -> bool:
         """Handle the bytes that arrived; return False if the session is over."""
         data = net.receive(self.sock)
         if not data:   # an empty read: the server closed its end
-            self.end(self.why_closed())
+            self.fail(self.why_closed())
             return False
         was_established = self.session.established
         for message in self.session.receive(data):
@@ -163,7 +163,7 @@ class ChatClient:
                            "encrypted (Noise NKpsk0)")
 
     def handle_login_rejected(self, message: LoginRejected) -> None:
-        self.end(message.reason)
+        self.fail(message.reason)
 
     def handle_chat(self, message: ChatMessage) -> None:
         if not self.logged_in:
@@ -172,9 +172,9 @@ class ChatClient:
 
     def handle_goodbye(self, message: Goodbye) -> None:
         if self.logged_in:   # the chat happened, and the server ended it: a clean end
-            self.end(f"the server ended the chat: {message.reason}", EXIT_OK)
+            self.fail(f"the server ended the chat: {message.reason}", EXIT_OK)
         else:   # turned away before we could chat (the server is busy)
-            self.end(message.reason)
+            self.fail(message.reason)
 
     def handle_error_notice(self, message: ErrorNotice) -> None:
         self.ui.show_note(f"server: {message.text}")
@@ -187,7 +187,7 @@ class ChatClient:
         ErrorNotice: handle_error_notice,
     }
 
-    def end(self, why: str, exit_code: int = EXIT_FAILED) -> None:
+    def fail(self, why: str, exit_code: int = EXIT_FAILED) -> None:
         """The session is over: close the socket and show why."""
         if self.connector is not None:
             self.connector.cancel()
@@ -201,7 +201,7 @@ class ChatClient:
 
     # --- What the user does: the front end calls these ---------------------------------
 
-    def say(self, text: str) -> None:
+    def on_submit(self, text: str) -> None:
         """The user entered a line: send it to the server and show it.
         ProtocolError if it may not be sent: the front end says why."""
         text = checked_text(text)
@@ -210,9 +210,9 @@ class ChatClient:
         try:
             net.send_pending(self.selector, self.sock, self.session.outgoing)
         except OSError as error:
-            self.end(f"lost the connection to the server: {error.strerror or error}")
+            self.fail(f"lost the connection to the server: {error.strerror or error}")
 
-    def quit(self) -> None:
+    def on_quit(self) -> None:
         """The user quits: say goodbye if we are in a session, then close."""
         if self.connector is not None:   # still connecting: nobody to tell
             self.connector.cancel()

@@ -102,16 +102,16 @@ class Peer:
 class ChatServer:
     """Listens, holds at most one chat, and turns everyone else away."""
 
-    def __init__(self, settings: Settings, listener: socket.socket, store: AccountStore,
+    def __init__(self, settings: Settings, listener: socket.socket, accounts: AccountStore,
                  name: str, headless: bool) -> None:
         self.settings = settings
         self.listener = listener
-        self.store = store
+        self.accounts = accounts
         self.name = name
         self.partner: Peer | None = None   # the one logged-in client we chat with
         self.peers: set[Peer] = set()      # every open connection, the partner included
         self.selector = selectors.DefaultSelector()
-        self.ui = open_front_end(f"Lab 1 server: {name}", self.say, self.quit,
+        self.ui = open_front_end(f"Lab 1 server: {name}", self.on_submit, self.on_quit,
                                  headless=headless, poll_interval_ms=settings.poll_interval_ms)
         self.acceptor = net.Acceptor(self.selector, listener, self.admit, self.on_connection,
                                      self.ui.show_note)
@@ -189,7 +189,7 @@ class ChatServer:
         if peer.name is not None or peer.checking_password:
             raise ProtocolError("a second login on one connection")
         peer.checking_password = True
-        check = self.store.register if isinstance(message, Register) else self.store.login
+        check = self.accounts.register if isinstance(message, Register) else self.accounts.login
         self.password_checks.submit(partial(check, message.name, message.password, peer.host),
                                     partial(self.on_password_checked, peer))
 
@@ -281,7 +281,7 @@ class ChatServer:
 
     # --- What the user does: the front end calls these ---------------------------------
 
-    def say(self, text: str) -> None:
+    def on_submit(self, text: str) -> None:
         """The user entered a line: send it to the partner and show it."""
         partner = self.partner
         if partner is None or partner.name is None:
@@ -292,7 +292,7 @@ class ChatServer:
         partner.session.send(ChatMessage(self.name, text))
         self.flush(partner)
 
-    def quit(self) -> None:
+    def on_quit(self) -> None:
         """The user quits: tell every connected client why, then close everything."""
         for peer in list(self.peers):
             if peer.session.established:
@@ -318,7 +318,7 @@ class ChatServer:
         self.password_checks.close()
         self.selector.close()
         self.listener.close()
-        self.store.close()
+        self.accounts.close()
 
 
 # --- main ---------------------------------------------------------------------------
@@ -334,12 +334,12 @@ def main(argv: list[str] | None = None) -> int:
                           iterations=settings.argon2_iterations)
         if settings.server_private_key is None:
             raise ConfigError(f"SERVER_PRIVATE_KEY is not set in {args.env}: the server needs it")
-        store = AccountStore(settings.db_path, cost)
+        accounts = AccountStore(settings.db_path, cost)
         listener = net.listening_socket(settings.host, settings.lab1_port)
     except (ConfigError, ProtocolError, OSError) as error:
         print(f"server: {error}", file=sys.stderr)
         return 1
-    ChatServer(settings, listener, store, name, args.headless).run()
+    ChatServer(settings, listener, accounts, name, args.headless).run()
     return 0
 
 
