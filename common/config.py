@@ -59,7 +59,8 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
      "the datagrams (239.0.0.0/8 is for use inside one organisation)."),
     ("DB_PATH", "chat.db", "sqlite3 file with accounts and ignore lists (server only)."),
     ("POLL_INTERVAL_MS", "20", "How often a window polls its sockets, in milliseconds."),
-    ("MAX_CLIENTS", "250", "Most clients the Lab 2 server serves at once."),
+    ("MAX_CLIENTS", "250", "Most clients the Lab 2 server serves at once (at most 500: a /who "
+     "answer lists them all in one record)."),
     ("MAX_CLIENTS_PER_ADDRESS", "20",
      "Most of them from one IP address, so that one machine cannot fill the room. A class "
      "on one machine (everyone on 127.0.0.1), or behind one NAT router, needs it raised."),
@@ -171,7 +172,7 @@ def load_settings(
         multicast_group=sources.multicast_group("MULTICAST_GROUP"),
         db_path=sources.text("DB_PATH"),
         poll_interval_ms=sources.integer("POLL_INTERVAL_MS", minimum=1),
-        max_clients=sources.integer("MAX_CLIENTS", minimum=1),
+        max_clients=sources.integer("MAX_CLIENTS", minimum=1, maximum=500),
         max_clients_per_address=sources.integer("MAX_CLIENTS_PER_ADDRESS", minimum=1),
         max_messages_per_second=sources.integer("MAX_MESSAGES_PER_SECOND", minimum=1),
         # Argon2 refuses less than 8 KiB of memory per lane; the kit uses one lane.
