@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -186,3 +187,12 @@ class Processes:
     def __exit__(self, *_exc_info) -> None:
         for process in self.started:
             process.kill()
+
+
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can listen on ::1 (some containers have no IPv6)."""
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6):
+            return True
+    except OSError:
+        return False

@@ -33,6 +33,7 @@ from tests.procs import (
     Processes,
     RoleProcess,
     create_test_env_file,
+    has_ipv6_loopback,
     role_command,
     role_overrides,
 )
@@ -182,14 +183,6 @@ RESOLVE_TWO_ADDRESSES = f"""
 
     socket.getaddrinfo = getaddrinfo
 """
-
-
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.create_server(("::1", 0), family=socket.AF_INET6):
-            return True
-    except OSError:
-        return False
 
 
 needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import socket
-import struct
 import threading
 
 import pytest
@@ -37,7 +36,7 @@ from lab2_udp.server import MAX_PENDING_CONNECTIONS, MAX_QUEUED_LOGINS
 from tests.procs import DEADLINE_SECONDS
 from tests.raw_peer import send_queued
 from tests.test_lab2 import BROADCAST, PASSWORD, Room, quit_and_hash, raw_member, room, wait_for_seq  # noqa: F401
-from tests.test_lab2_hostile import connect_from, handshake_from, read_until_closed
+from tests.test_lab2_hostile import abort, connect_from, handshake_from, read_until_closed
 
 pytestmark = pytest.mark.network
 
@@ -241,12 +240,6 @@ def test_members_that_stop_reading_are_dropped_without_freezing_the_room(room):
 
 
 # --- What held: the attacks below change nothing; they guard against a regression. ---
-
-def abort(sock: socket.socket) -> None:
-    """Close with a reset (SO_LINGER 0)."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
 
 @pytest.mark.points(1)
 def test_odd_requests_and_abandoned_logins_neither_crash_the_server_nor_stop_the_room(room):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from common import net
-from tests.procs import DEADLINE_SECONDS
+from tests.procs import DEADLINE_SECONDS, has_ipv6_loopback
 
 
 @pytest.fixture
@@ -75,12 +75,6 @@ def resolver(*hosts: str):
     return resolve
 
 
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.create_server(("::1", 0), family=socket.AF_INET6):
-            return True
-    except OSError:
-        return False
 
 
 class Outcome:
