@@ -15,10 +15,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import net
+from common.accounts import AccountStore, Argon2Cost
 from common.framing import DatagramSealer
 from common.messages import RoomBatch, RoomEvent, RoomKey, Say, encode
 from lab2_udp.lossy_relay import FaultPlan, LossyRelay
-from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file
+from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file, has_ipv6_loopback
 from tests.raw_peer import receive_until, register_raw
 
 SERVER, CLIENT = "lab2_udp.server", "lab2_udp.client"
@@ -448,3 +449,36 @@ def test_a_member_renames_and_every_screen_follows_the_account(room):
     alice.send_line("/who")
     alice.wait_for_stderr(r"^in the room: server, ally, bob$")
     assert hash_at(alice, 5) == hash_at(bob, 5)
+
+
+@pytest.mark.points(1)
+def test_an_account_made_in_lab1_registers_in_lab2_as_the_handout_says(room):
+    # Lab 1 and Lab 2 share DB_PATH: the account exists, and lab2.md's first command
+    # (--register, the same password) logs in rather than failing "that name is taken".
+    store = AccountStore(room.tmp_path / "chat.db", Argon2Cost(memory_kib=8, iterations=1))
+    store.register("alice", PASSWORD)
+    store.close()
+    server = room.start_server()
+    room.join("alice", register=True)
+    server.wait_for_stderr(r"^\[server: 1 member, encrypted")   # one member, not "1 members"
+    mallory = room.start_client("alice", register=True, password="another password")
+    assert mallory.wait_exit() == 1 and mallory.stderr_lines[-1] == "that name is taken"
+
+
+@pytest.mark.points(1)
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_a_server_on_the_ipv6_loopback_serves_the_room(room):
+    server = room.processes.start(
+        SERVER, "--host", "::1", "--port", "0", "--env", str(room.env_file), "--headless",
+        "--db", str(room.tmp_path / "chat.db"), "--broadcast-addr", BROADCAST,
+        "--broadcast-port", str(room.server_broadcast_port))
+    port = server.wait_for_stderr(r"^listening on \[::1\]:(\d+), broadcasting").group(1)
+    alice = room.processes.start(
+        CLIENT, "--host", "::1", "--port", port, "--name", "alice", "--register", "--headless",
+        "--env", str(room.env_file), "--broadcast-port", str(room.client_broadcast_port),
+        env={"CHAT_PASSWORD": PASSWORD})
+    alice.send_line("over IPv6")
+    server.wait_for_stdout(r"^#2 alice: over IPv6$")
+    alice.wait_for_stdout(r"^#2 alice: over IPv6$")
+    quit_and_hash(alice)   # the room came by broadcast from 127.0.0.1, the same host as ::1
+    assert int(alice.wait_for_stderr(r"^datagrams: (\d+) opened").group(1)) > 0, alice.output()

@@ -174,3 +174,17 @@ def test_closing_says_goodbye_only_once_the_handshake_is_done():
     assert server.receive(bytes(client.outgoing)) == [Goodbye("quit")]
     with pytest.raises(ProtocolError, match="closed"):
         client.send(Say("after the end"))
+
+
+@pytest.mark.points(1)
+def test_login_records_have_the_lengths_the_protocol_document_predicts():
+    # Lab 1, task 1: 2 length bytes + 48 (an ephemeral key and a tag) for each handshake
+    # record; then 2 + 1 type byte + (2 + 5) + (2 + 14) + 16 (the tag) for the Login.
+    client = SecureSession.client(PSK, SERVER_PUBLIC)
+    server = SecureSession.server(PSK, SERVER_PRIVATE)
+    first = bytes(client.outgoing)
+    shuttle(client, server)
+    second = bytes(server.outgoing)
+    shuttle(server, client)
+    client.send(Login("alice", "correct horse!"))
+    assert [len(first), len(second), len(client.outgoing)] == [2 + 48, 2 + 48, 2 + 1 + 7 + 16 + 16]
