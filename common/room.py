@@ -166,11 +166,6 @@ class Room:
         """The number of the newest logged event (0 before the first)."""
         return len(self.log)
 
-    @property
-    def unsent(self) -> list[RoomEvent]:
-        """Events logged but not yet broadcast, oldest first."""
-        return list(self._outbox.events)
-
     def room_key_message(self) -> RoomKey:
         """What a member needs to open the room's datagrams from now on."""
         return RoomKey(self.epoch, self.room_key, self.signing_public_key)
@@ -185,7 +180,7 @@ class Room:
         its IgnoreList and the history so far; the numbered join event goes
         to the room. Or just a LoginRejected, if it may not join.
         """
-        if name in self.members.values() or name in self._server_names:
+        if name in self._accounts.values() or name in self.members.values() or name in self._server_names:
             return [Delivery(conn, LoginRejected(f"{name} is already in the room"))]
         if len(self.members) >= self.max_members:
             return [Delivery(conn, LoginRejected("the room is full; try again later"))]

@@ -4,6 +4,7 @@ import pytest
 from common.accounts import AccountStore
 from common.errors import ProtocolError
 from common.messages import (
+    ChangeName,
     ErrorNotice,
     History,
     IgnoreList,
@@ -94,6 +95,13 @@ def test_a_say_is_broadcast_to_the_room_not_echoed_privately(room):
 @pytest.mark.points(1)
 def test_the_same_name_cannot_join_twice(room):
     room.join(1, "alice")
+    assert room.join(2, "alice") == [Delivery(2, LoginRejected("alice is already in the room"))]
+
+
+@pytest.mark.points(1)
+def test_an_account_shown_under_another_name_cannot_join_a_second_time(room):
+    room.join(1, "alice")
+    room.handle(1, ChangeName("ally"))
     assert room.join(2, "alice") == [Delivery(2, LoginRejected("alice is already in the room"))]
 
 
