@@ -6,16 +6,14 @@ What this file demonstrates:
 - One thread, one ``selectors`` loop, many TCP clients. Each client logs in
   over an encrypted session (Noise, see common/session.py) and sends its room
   messages, DMs, ignores and repair requests upstream over it.
-- The server is the sequencer. common/room.py numbers every room event and
-  decides what goes out when; this file carries that out. Each event is
-  sent *once*, as a UDP datagram to the broadcast address: the network, not
-  the server, makes a copy for every client. Under load, several events share
-  one datagram, so one seal and one signature cover them all.
-- Datagrams are sealed with a room key that only members get (a new one when
-  a member leaves), and signed, so a member cannot forge the server's events.
-- Password hashes are slow on purpose, so logins run in worker threads
-  (net.BackgroundWork), fairly between source addresses (common/admission.py),
-  and the room never stalls.
+- The server is the sequencer: common/room.py numbers every room event and
+  decides what goes out when; this file carries that out. Each event is sent
+  *once*, as a UDP datagram to the broadcast address: the network makes a
+  copy for every client. Datagrams are sealed with a room key only members
+  get (a new one when a member leaves), and signed, so no member can forge
+  the server's events.
+- Password hashes are slow on purpose: logins run in worker threads, fairly
+  between source addresses (common/admission.py), and the room never stalls.
 - Nobody who has not logged in can hold much (docs/lab2.md, "What a member can
   and cannot do to the room"): a few seconds, a few connections, a few logins.
 - The server takes part: what you type is a numbered room message. Commands:
@@ -133,8 +131,7 @@ class RoomServer:
     def on_connect(self, sock: socket.socket, addr: tuple) -> None:
         peer = Peer(sock, SecureSession.server(self.settings.psk, self.settings.server_private_key),
                     net.describe(addr), addr[0])
-        deadline = time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS
-        for evicted in self.pending.admit(peer, peer.source, deadline):
+        for evicted in self.pending.admit(peer, peer.source, time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS):
             self.drop(evicted, "made room for a newer connection from the same address")
         self.peers[peer] = None
         self.selector.register(sock, selectors.EVENT_READ, partial(self.on_peer_ready, peer))
@@ -163,19 +160,26 @@ class RoomServer:
             self.drop(peer, str(error))
 
     def handle_message(self, peer: Peer, message) -> None:
-        if isinstance(message, Goodbye):
-            self.drop(peer, "left")
-        elif isinstance(message, (Login, Register)):
-            if peer.phase is not Phase.LOGIN:
-                raise ProtocolError("one login per connection")
-            check = self.accounts.register if isinstance(message, Register) else self.accounts.login
-            if not self.logins.add(peer.source, peer, partial(check, message.name, message.password, peer.source),
-                                   partial(self.on_password_checked, peer)):
-                return self.refuse_busy(peer)
-            peer.phase = Phase.CHECKING
-            self.pending.forget(peer)   # it proved the key; the login queue bounds this phase
-        else:
-            self.carry_out(self.room.handle(peer, message))   # raises if not a member
+        handler = self.HANDLERS.get(type(message))
+        if handler is not None:
+            handler(self, peer, message)
+        else:   # a request to the room: common/room.py raises if the peer is no member
+            self.carry_out(self.room.handle(peer, message))
+
+    def handle_goodbye(self, peer: Peer, message: Goodbye) -> None:
+        self.drop(peer, "left")
+
+    def handle_login(self, peer: Peer, message: Login | Register) -> None:
+        if peer.phase is not Phase.LOGIN:
+            raise ProtocolError("one login per connection")
+        check = self.accounts.register if isinstance(message, Register) else self.accounts.login
+        if not self.logins.add(peer.source, peer, partial(check, message.name, message.password, peer.source),
+                               partial(self.on_password_checked, peer)):
+            return self.refuse_busy(peer)
+        peer.phase = Phase.CHECKING
+        self.pending.forget(peer)   # it proved the key; the login queue bounds this phase
+
+    HANDLERS = {Goodbye: handle_goodbye, Login: handle_login, Register: handle_login}
 
     def refuse_busy(self, peer: Peer) -> None:   # dropped at the end of the round, with these last words
         peer.session.send(LoginRejected(BUSY_WITH_LOGINS))
@@ -190,7 +194,6 @@ class RoomServer:
             self.carry_out(self.room.join(peer, name, peer.source))
             if peer not in self.room.members:
                 return self.drop(peer, "login refused")
-            self.pending.forget(peer)
             peer.phase = Phase.MEMBER
             self.ui.show_note(f"{name} joined from {peer.address}")   # after_round() sends the welcome
         except (ProtocolError, OSError) as error:
@@ -219,9 +222,8 @@ class RoomServer:
 
     def carry_out(self, instructions: list[Instruction]) -> None:
         for instruction in instructions:
-            if isinstance(instruction, Delivery):
-                if instruction.to in self.peers:
-                    instruction.to.session.send(instruction.message)   # queued: flush() sends it
+            if isinstance(instruction, Delivery) and instruction.to in self.peers:
+                instruction.to.session.send(instruction.message)   # queued: flush() sends it
             elif isinstance(instruction, Broadcast):
                 self.broadcast(instruction.batch)
             elif isinstance(instruction, NewRoomKey):
@@ -267,11 +269,10 @@ class RoomServer:
                 self.drop(peer, reason)
 
     def on_tick(self) -> None:
-        now = time.monotonic()
         self.acceptor.tick()   # accepting again after running out of file descriptors
         # A connection that never logs in (a port scanner, a stranger without
         # the key, a stuck program) would hold a socket forever.
-        for peer in self.pending.expired(now):
+        for peer in self.pending.expired(time.monotonic()):
             self.drop(peer, f"did not finish its {peer.phase.value} in time")
         self.after_round()
 

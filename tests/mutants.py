@@ -67,11 +67,11 @@ MUTANTS = (
     Mutant(
         "lab2 server sends a DM to every member",
         "lab2_udp.server",
-        "                if instruction.to in self.peers:\n",
-        "                if type(instruction.message).__name__ == \"PrivateMessage\":\n"
-        "                    for member in self.room.members:\n"
-        "                        member.session.send(instruction.message)\n"
-        "                elif instruction.to in self.peers:\n",
+        "            if isinstance(instruction, Delivery) and instruction.to in self.peers:\n",
+        "            if isinstance(instruction, Delivery) and \"Private\" in type(instruction.message).__name__:\n"
+        "                for member in self.room.members:\n"
+        "                    member.session.send(instruction.message)\n"
+        "            elif isinstance(instruction, Delivery) and instruction.to in self.peers:\n",
         f"{LAB2}::test_dm_reaches_only_its_recipient",
         "DMs are relayed to everyone, and each client is trusted to hide the others' DMs",
     ),
