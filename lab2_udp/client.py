@@ -120,13 +120,6 @@ class RoomClient:
         self.account = None                # from LoginAccepted; our shown name may change (/nick)
         self.roster = Roster("")           # who is in the room, from the room's own events
         self.ignored: frozenset[str] = frozenset()   # accounts, not shown names
-        self.handlers = {
-            LoginAccepted: self.handle_login_accepted, LoginRejected: self.handle_login_rejected,
-            RoomKey: self.handle_room_key, IgnoreList: self.handle_ignore_list,
-            History: self.handle_history, PrivateMessage: self.handle_private_message,
-            MemberList: self.handle_member_list, ErrorNotice: self.handle_error_notice,
-            Goodbye: self.handle_goodbye,
-        }
 
     # --- TCP: the session with the server -------------------------------------------------
 
@@ -146,10 +139,10 @@ class RoomClient:
                                  if not self.session.established else "the server closed the connection")
             was_established = self.session.established
             for message in self.session.receive(data):
-                handler = self.handlers.get(type(message))
+                handler = self.HANDLERS.get(type(message))
                 if handler is None:
                     raise ProtocolError(f"a server does not send {type(message).__name__}")
-                handler(message)
+                handler(self, message)
                 if self.closed:   # a Goodbye or a refusal ended the session
                     return
             if self.session.established and not was_established:
@@ -211,6 +204,12 @@ class RoomClient:
         # Not a failure: the server ended the session and told us why.
         self.close()
         self.ui.session_over(f"the server said goodbye: {message.reason}")
+
+    HANDLERS = {
+        LoginAccepted: handle_login_accepted, LoginRejected: handle_login_rejected, RoomKey: handle_room_key,
+        IgnoreList: handle_ignore_list, History: handle_history, PrivateMessage: handle_private_message,
+        MemberList: handle_member_list, ErrorNotice: handle_error_notice, Goodbye: handle_goodbye,
+    }
 
     # --- UDP: the room, heard by broadcast ------------------------------------------------
 
