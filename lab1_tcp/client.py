@@ -220,8 +220,7 @@ class ChatClient:
         if self.sock is None:
             return
         self.selector.unregister(self.sock)
-        if self.session.established:
-            self.session.send(Goodbye(QUIT_REASON))
+        self.session.close(QUIT_REASON)   # a Goodbye, once the handshake is done
         net.send_last_words_and_close(self.sock, self.session.outgoing)
         self.sock = None
 

@@ -9,20 +9,19 @@ the server waits for the next one.
 What this file demonstrates:
 - one thread, one ``selectors`` loop, non-blocking sockets, and an outgoing
   buffer sent when the socket is writable (common/net.py);
-- a sans-IO session (common/session.py): bytes in, messages out;
-- a dispatch table from message class to handler;
-- slow password hashing in a worker thread whose result comes back through
-  the loop, so the window never freezes;
+- a sans-IO session (common/session.py): bytes in, messages out, and a
+  dispatch table from message class to handler;
+- slow password hashing in a worker thread, its result back through the loop;
 - one bad peer is dropped, and never stops the server;
 - what a stranger without the key can cost us is bounded: time, connections,
   memory (docs/lab1.md, "What a stranger can and cannot do to the server").
 
-Run it (python -m lab1_tcp.server --help explains every option):
-    python -m lab1_tcp.server [--host H] [--port P] [--name NAME] [--headless] [--env FILE] [--db FILE]
+Run it:  python -m lab1_tcp.server [--port 0] [--headless]   (--help lists every option)
 """
 from __future__ import annotations
 
 import argparse
+import enum
 import selectors
 import socket
 import sys
@@ -82,6 +81,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # --- Connections and the protocol ---------------------------------------------------
 
+class Phase(enum.Enum):
+    """Where a connection is in its life; each phase allows other messages."""
+    HANDSHAKE = "handshake"   # proving it knows the pre-shared key
+    LOGIN = "login"           # encrypted, waiting for Login or Register
+    CHECKING = "checking"     # its password is being checked in the worker
+    CHATTING = "chatting"     # logged in: our partner
+
+
 @dataclass(eq=False)   # eq=False: two peers are equal only if they are the same object
 class Peer:
     """One TCP connection and the encrypted session it carries."""
@@ -89,14 +96,10 @@ class Peer:
     host: str                          # the source address, for the per-address limit
     address: str                       # host:port, for notes
     session: SecureSession
+    phase: Phase = Phase.HANDSHAKE
     name: str | None = None            # set once logged in
-    checking_password: bool = False
     # When the current step (handshake, then login) must be done by.
     deadline: float = field(default_factory=lambda: time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS)
-
-    @property
-    def who(self) -> str:
-        return self.name or self.address
 
 
 class ChatServer:
@@ -122,7 +125,7 @@ class ChatServer:
         before anything is spent on it: no session, no key exchange."""
         if len(self.peers) >= MAX_CONNECTIONS:
             return f"{MAX_CONNECTIONS} connections are open already"
-        waiting = sum(1 for peer in self.peers if peer.host == addr[0] and peer.name is None)
+        waiting = sum(1 for peer in self.peers if peer.host == addr[0] and peer.phase is not Phase.CHATTING)
         if waiting >= MAX_WAITING_PER_ADDRESS:
             return f"{waiting} connections from there have not logged in yet"
         return None
@@ -174,7 +177,7 @@ class ChatServer:
             if self.partner is not None:
                 self.turn_away(peer)
                 return
-            peer.deadline = time.monotonic() + LOGIN_TIMEOUT_SECONDS
+            peer.phase, peer.deadline = Phase.LOGIN, time.monotonic() + LOGIN_TIMEOUT_SECONDS
             self.ui.show_note(f"{peer.address} connected")
             self.ui.set_status(f"{peer.address} is logging in")
         for message in messages:
@@ -186,9 +189,9 @@ class ChatServer:
                 return
 
     def handle_login(self, peer: Peer, message: Login | Register) -> None:
-        if peer.name is not None or peer.checking_password:
+        if peer.phase is not Phase.LOGIN:
             raise ProtocolError("a second login on one connection")
-        peer.checking_password = True
+        peer.phase = Phase.CHECKING
         check = self.accounts.register if isinstance(message, Register) else self.accounts.login
         self.password_checks.submit(partial(check, message.name, message.password, peer.host),
                                     partial(self.on_password_checked, peer))
@@ -198,7 +201,6 @@ class ChatServer:
         self.within_boundary(peer, partial(self.finish_login, peer, result))
 
     def finish_login(self, peer: Peer, result: Future) -> None:
-        peer.checking_password = False
         try:
             name = result.result()
         except ProtocolError as error:   # the reason is written for the user to read
@@ -208,13 +210,13 @@ class ChatServer:
         if self.partner is not None:   # another client logged in while we checked
             self.turn_away(peer)
             return
-        peer.name, self.partner = name, peer   # the slot is taken by a login, never a connection
+        peer.phase, peer.name, self.partner = Phase.CHATTING, name, peer   # a login takes the slot, never a connection
         peer.session.send(LoginAccepted(peer.name, self.name))
         self.ui.show_note(f"{peer.name} logged in from {peer.address}")
         self.ui.set_status(f"chatting with {peer.name} at {peer.address}, encrypted (Noise NKpsk0)")
 
     def handle_chat(self, peer: Peer, message: ChatMessage) -> None:
-        if peer.name is None:
+        if peer.phase is not Phase.CHATTING:
             raise ProtocolError("a chat message before logging in")
         # The sender is the name that logged in, whatever the message claims.
         self.ui.show_line(peer.name, checked_text(message.text))
@@ -260,7 +262,7 @@ class ChatServer:
             net.send_last_words_and_close(peer.sock, peer.session.outgoing)
         else:
             peer.sock.close()
-        self.ui.show_note(f"{peer.who} {why}")
+        self.ui.show_note(f"{peer.name or peer.address} {why}")
         if peer is self.partner:
             self.partner = None
             self.ui.set_status(self.waiting_status())
@@ -271,10 +273,9 @@ class ChatServer:
         self.acceptor.tick()
         now = time.monotonic()
         for peer in list(self.peers):
-            if peer.name is None and not peer.checking_password and now > peer.deadline:
-                self.drop(peer, f"did not log in within {LOGIN_TIMEOUT_SECONDS} s"
-                          if peer.session.established else
-                          f"did not complete the handshake within {HANDSHAKE_TIMEOUT_SECONDS} s")
+            if peer.phase in (Phase.HANDSHAKE, Phase.LOGIN) and now > peer.deadline:
+                self.drop(peer, f"did not complete the handshake within {HANDSHAKE_TIMEOUT_SECONDS} s"
+                          if peer.phase is Phase.HANDSHAKE else f"did not log in within {LOGIN_TIMEOUT_SECONDS} s")
 
     def waiting_status(self) -> str:
         return f"listening on {net.describe(self.listener.getsockname())}: waiting for a client"
@@ -284,7 +285,7 @@ class ChatServer:
     def on_submit(self, text: str) -> None:
         """The user entered a line: send it to the partner and show it."""
         partner = self.partner
-        if partner is None or partner.name is None:
+        if partner is None:
             self.ui.show_note("nobody to talk to yet: wait for a client to log in")
             return
         text = checked_text(text)   # ProtocolError if it may not be sent: the front end says why
@@ -295,8 +296,7 @@ class ChatServer:
     def on_quit(self) -> None:
         """The user quits: tell every connected client why, then close everything."""
         for peer in list(self.peers):
-            if peer.session.established:
-                peer.session.send(Goodbye(SHUTDOWN_REASON))
+            peer.session.close(SHUTDOWN_REASON)   # a Goodbye, if it can read one
             self.drop(peer, "disconnected: we are shutting down", last_words=True)
 
     # --- The loop: one thread, one selector, every socket ----------------------------------
