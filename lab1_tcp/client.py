@@ -23,6 +23,7 @@ machine could read it in the process list.
 from __future__ import annotations
 
 import argparse
+import enum
 import os
 import selectors
 import socket
@@ -72,6 +73,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # --- The connection and the protocol -------------------------------------------------
 
+class Phase(enum.Enum):
+    """Where our connection is in its life."""
+    CONNECTING = "connecting"   # TCP's own handshake, one address after another
+    HANDSHAKE = "handshake"     # Noise: proving we hold the key, and the server its own
+    LOGIN = "login"             # encrypted; our Login or Register is on its way
+    CHATTING = "chatting"       # logged in
+    CLOSED = "closed"           # over: the window stays open to be read
+
+
 class ChatClient:
     """One connection to the server: connect, handshake, log in, chat."""
 
@@ -85,7 +95,7 @@ class ChatClient:
         self.selector = selectors.DefaultSelector()
         self.connector: net.Connector | None = None   # while TCP connects
         self.sock: socket.socket | None = None        # once it has
-        self.logged_in = False
+        self.phase = Phase.CONNECTING
         self.exit_code = EXIT_OK
         self.ui = open_front_end(f"Lab 1 client: {name}", self.on_submit, self.on_quit,
                                  headless=headless, poll_interval_ms=settings.poll_interval_ms)
@@ -102,7 +112,7 @@ class ChatClient:
             self.fail(f"cannot reach the server at {self.address}: {error.strerror or error}")
 
     def on_connected(self, sock: socket.socket) -> None:
-        self.connector, self.sock = None, sock
+        self.connector, self.sock, self.phase = None, sock, Phase.HANDSHAKE
         self.ui.set_status(f"connected to {self.address}: handshake")
         # The first handshake record is already in session.outgoing: it goes
         # out now, and the server's answer wakes on_event.
@@ -135,28 +145,29 @@ class ChatClient:
             if handler is None:
                 raise ProtocolError(f"{type(message).__name__} is not part of the Lab 1 protocol")
             handler(self, message)
-            if self.sock is None:   # the handler ended the session
+            if self.phase is Phase.CLOSED:   # the handler ended the session
                 return False
         if self.session.established and not was_established:
             # The handshake is done: from here on everything is encrypted, the
             # password included.
             self.ui.set_status(f"connected to {self.address}, encrypted: logging in")
+            self.phase = Phase.LOGIN
             request = Register if self.register else Login
             self.session.send(request(self.name, self.password))
         return True
 
     def why_closed(self) -> str:
-        if not self.session.established:
+        if self.phase is Phase.HANDSHAKE:
             # The server checks our first record; with a wrong key it cannot
             # decrypt it and hangs up without a word: it has no key to say it with.
             return ("the server closed the connection during the handshake: the pre-shared "
                     "key or the server's public key does not match")
-        if not self.logged_in:
+        if self.phase is Phase.LOGIN:
             return "the server closed the connection before the login was answered"
         return "the server closed the connection"
 
     def handle_login_accepted(self, message: LoginAccepted) -> None:
-        self.name, self.logged_in = message.name, True
+        self.name, self.phase = message.name, Phase.CHATTING
         self.ui.show_note(f"logged in as {self.name}")
         self.ui.set_input_enabled(True)
         self.ui.set_status(f"chatting with {message.server_name} at {self.address}, "
@@ -166,12 +177,12 @@ class ChatClient:
         self.fail(message.reason)
 
     def handle_chat(self, message: ChatMessage) -> None:
-        if not self.logged_in:
+        if self.phase is not Phase.CHATTING:
             raise ProtocolError("a chat message before the login was accepted")
         self.ui.show_line(message.sender, checked_text(message.text))
 
     def handle_goodbye(self, message: Goodbye) -> None:
-        if self.logged_in:   # the chat happened, and the server ended it: a clean end
+        if self.phase is Phase.CHATTING:   # the chat happened, and the server ended it: a clean end
             self.fail(f"the server ended the chat: {message.reason}", EXIT_OK)
         else:   # turned away before we could chat (the server is busy)
             self.fail(message.reason)
@@ -196,7 +207,7 @@ class ChatClient:
             self.selector.unregister(self.sock)
             self.sock.close()
             self.sock = None
-        self.exit_code = exit_code
+        self.phase, self.exit_code = Phase.CLOSED, exit_code
         self.ui.session_over(why)
 
     # --- What the user does: the front end calls these ---------------------------------
