@@ -105,6 +105,18 @@ class SecureSession:
             self.send(Goodbye(reason))
         self.closed = True
 
+    def why_the_server_closed(self, logged_in: bool) -> str:
+        """What a client tells its user when the server closed the connection
+        (an empty recv()), worded the same in both labs."""
+        if not self.established:
+            # The server checks our first record; with a wrong key it cannot decrypt
+            # it and hangs up without a word: it has no key to say it with.
+            return ("the server closed the connection during the handshake: the pre-shared "
+                    "key or the server's public key does not match")
+        if not logged_in:
+            return "the server closed the connection before the login was answered"
+        return "the server closed the connection"
+
     def _refuse_if_failed(self) -> None:
         if self._failure is not None:
             raise ProtocolError(f"this session failed earlier ({self._failure}) and cannot be used")

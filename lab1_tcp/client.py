@@ -33,14 +33,7 @@ from common import net
 from common.config import ConfigError, Settings, load_settings
 from common.errors import ProtocolError
 from common.messages import (
-    ChatMessage,
-    ErrorNotice,
-    Goodbye,
-    Login,
-    LoginAccepted,
-    LoginRejected,
-    Register,
-    checked_text,
+    ChatMessage, ErrorNotice, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text,
 )
 from common.session import SecureSession
 from common.ui import open_front_end
@@ -137,7 +130,7 @@ class ChatClient:
         """Handle the bytes that arrived; return False if the session is over."""
         data = net.receive(self.sock)
         if not data:   # an empty read: the server closed its end
-            self.fail(self.why_closed())
+            self.fail(self.session.why_the_server_closed(logged_in=self.phase is Phase.CHATTING))
             return False
         was_established = self.session.established
         for message in self.session.receive(data):
@@ -155,16 +148,6 @@ class ChatClient:
             request = Register if self.register else Login
             self.session.send(request(self.name, self.password))
         return True
-
-    def why_closed(self) -> str:
-        if self.phase is Phase.HANDSHAKE:
-            # The server checks our first record; with a wrong key it cannot
-            # decrypt it and hangs up without a word: it has no key to say it with.
-            return ("the server closed the connection during the handshake: the pre-shared "
-                    "key or the server's public key does not match")
-        if self.phase is Phase.LOGIN:
-            return "the server closed the connection before the login was answered"
-        return "the server closed the connection"
 
     def handle_login_accepted(self, message: LoginAccepted) -> None:
         self.name, self.phase = message.name, Phase.CHATTING

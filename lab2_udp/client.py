@@ -4,12 +4,9 @@ Run it:  CHAT_PASSWORD=... python -m lab2_udp.client --name alice [--register] [
 
 What this file demonstrates:
 - Two sockets in one ``selectors`` loop. A TCP session to the server carries
-  what *we* say (room messages, DMs, /ignore, /who) and the repairs we ask
-  for. A UDP socket bound to the broadcast port hears the room, as every
-  other client on the network does, from the same datagrams.
-- Many clients on one machine can all bind the broadcast port because each
-  asks for port reuse (net.broadcast_receiver): the kernel then hands every
-  broadcast datagram to every one of them.
+  what *we* say and the repairs we ask for. A UDP socket bound to the
+  broadcast port (with port reuse, so many clients on one machine can bind
+  it) hears the room, as every other client does, from the same datagrams.
 - UDP may lose, duplicate or reorder datagrams. The server numbers every
   event; common/transcript.py delivers them in order, drops duplicates and
   notices gaps, and we ask for what is missing over TCP. So every screen
@@ -24,6 +21,7 @@ Typed lines: text is a room message; /msg NAME text, /ignore NAME,
 from __future__ import annotations
 
 import argparse
+import enum
 import os
 import selectors
 import sys
@@ -34,34 +32,13 @@ from common.config import ConfigError, Settings, load_settings
 from common.errors import ProtocolError
 from common.framing import DatagramOpener
 from common.messages import (
-    ChangeName,
-    ErrorNotice,
-    EventKind,
-    Goodbye,
-    History,
-    IgnoreList,
-    IgnoreUser,
-    Login,
-    LoginAccepted,
-    LoginRejected,
-    MemberList,
-    PrivateMessage,
-    Register,
-    RepairRequest,
-    RoomKey,
-    Say,
-    UnignoreUser,
-    WhoRequest,
-    checked_text,
+    ChangeName, ErrorNotice, EventKind, Goodbye, History, IgnoreList, IgnoreUser, Login,
+    LoginAccepted, LoginRejected, MemberList, PrivateMessage, Register, RepairRequest, RoomKey, Say,
+    UnignoreUser, WhoRequest, checked_text,
 )
 from common.session import SecureSession
 from common.transcript import (
-    DatagramGate,
-    Roster,
-    Transcript,
-    format_event,
-    format_hidden,
-    format_private,
+    DatagramGate, Roster, Transcript, format_event, format_hidden, format_private,
     read_room_datagram,
 )
 from common.ui import ChatWindow, TerminalChat, open_front_end
@@ -93,6 +70,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # --- The client ----------------------------------------------------------------------
 
+class Phase(enum.Enum):
+    """Where our session with the server is in its life."""
+    CONNECTING = "connecting"   # TCP's own handshake, one address after another
+    HANDSHAKE = "handshake"     # Noise: proving we hold the key, and the server its own
+    LOGIN = "login"             # encrypted; our Login or Register is on its way
+    MEMBER = "member"           # in the room
+    CLOSED = "closed"           # over: the window stays open to be read
+
+
+
 class RoomClient:
     """Our TCP session, our broadcast socket, and what the screen shows."""
 
@@ -109,8 +96,8 @@ class RoomClient:
         self.udp = net.multicast_receiver(group, port, settings.host) if group else net.broadcast_receiver(port)
         self.selector.register(self.udp, selectors.EVENT_READ, self.on_datagrams)
         self.server = (settings.host, settings.lab2_port)
-        self.sock = None   # until connected: net.Connector tries each address the name has
-        net.Connector(self.selector, *self.server, self.on_connected, lambda reason: self.fail(
+        self.phase, self.sock = Phase.CONNECTING, None   # net.Connector tries each address the name has
+        self.connector = net.Connector(self.selector, *self.server, self.on_connected, lambda reason: self.fail(
             f"cannot reach the server at {net.describe(self.server)}: {reason}"))
         self.opener: DatagramOpener | None = None   # until the server hands us the room key
         self.gate = DatagramGate()
@@ -124,7 +111,7 @@ class RoomClient:
     # --- TCP: the session with the server -------------------------------------------------
 
     def on_connected(self, sock) -> None:
-        self.sock = sock
+        self.phase, self.sock, self.connector = Phase.HANDSHAKE, sock, None
         self.gate.server_host = sock.getpeername()[0]   # room datagrams come from this host only
         self.ui.set_status(f"connected to {net.describe(self.server)}, handshake...")
         self.selector.register(self.sock, selectors.EVENT_READ, self.on_readable)
@@ -134,25 +121,24 @@ class RoomClient:
         try:
             data = net.receive(self.sock)
             if not data:   # an empty recv() means the server closed the connection
-                return self.fail("the server closed the connection during the handshake: the "
-                                 "pre-shared key or the server's public key does not match"
-                                 if not self.session.established else "the server closed the connection")
+                return self.fail(self.session.why_the_server_closed(logged_in=self.phase is Phase.MEMBER))
             was_established = self.session.established
             for message in self.session.receive(data):
                 handler = self.HANDLERS.get(type(message))
                 if handler is None:
                     raise ProtocolError(f"a server does not send {type(message).__name__}")
                 handler(self, message)
-                if self.closed:   # a Goodbye or a refusal ended the session
+                if self.phase is Phase.CLOSED:   # a Goodbye or a refusal ended the session
                     return
             if self.session.established and not was_established:
+                self.phase = Phase.LOGIN
                 self.session.send(self.login)   # the session is encrypted: now the password may go
             self.flush()
         except (ProtocolError, OSError) as error:
             self.fail(f"connection lost: {error}")
 
     def send(self, message) -> None:
-        if self.closed:   # the session is over; the window stays open to be read
+        if self.phase is not Phase.MEMBER:   # the session is over; the window stays open to be read
             return
         self.session.send(message)
         self.flush()
@@ -166,7 +152,7 @@ class RoomClient:
         return self.roster.name_of(self.account)
 
     def handle_login_accepted(self, message: LoginAccepted) -> None:
-        self.account, self.roster = message.name, Roster(message.server_name)
+        self.phase, self.account, self.roster = Phase.MEMBER, message.name, Roster(message.server_name)
         self.ui.show_note(f"logged in as {self.name}")
         self.show_room_state()
         self.ui.set_input_enabled(True)
@@ -251,7 +237,7 @@ class RoomClient:
     def tick(self) -> None:
         """Ask the server for what a gap says we missed (a few times a second at most)."""
         now = time.monotonic()
-        if self.closed:
+        if self.phase is not Phase.MEMBER:
             return
         if self.transcript.is_deaf(now) and not self.warned_deaf:
             self.warned_deaf = True
@@ -302,14 +288,13 @@ class RoomClient:
         self.close()
         self.ui.session_over(reason)
 
-    @property
-    def closed(self) -> bool:
-        return self.sock is None or self.sock.fileno() == -1
-
     def close(self) -> None:
-        if not self.closed:
+        if self.connector is not None:   # still connecting: stop trying
+            self.connector.cancel()
+        elif self.phase is not Phase.CLOSED:
             self.selector.unregister(self.sock)
             net.send_last_words_and_close(self.sock, self.session.outgoing)
+        self.phase, self.connector = Phase.CLOSED, None
 
 
 def main(argv: list[str] | None = None) -> int:
