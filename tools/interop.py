@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.procs import ATTACH_VARIABLE, ROLE_OVERRIDES_VARIABLE
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "reference"
 LABS = ("lab1_tcp", "lab2_udp")
@@ -97,8 +99,8 @@ def plan(students: dict[str, dict[str, Path]], cross: bool) -> list[Pairing]:
 def run(pairing: Pairing, folder: Path, pytest_args: list[str]) -> Pairing:
     """Grade one pairing in a pytest subprocess; fill in its report or its error."""
     report = folder / "grades.json"
-    env = dict(os.environ)
-    env.pop("CHAT_LAB_ROLES", None)      # only this pairing's --role options count
+    # Only this pairing's --role options count, and every server is one the tests start.
+    env = {key: value for key, value in os.environ.items() if key not in (ROLE_OVERRIDES_VARIABLE, ATTACH_VARIABLE)}
     command = [sys.executable, "-m", "pytest", *TESTS_OF_LAB[pairing.lab], "-p", "no:cacheprovider", "-q",
                *[f"--role={module}={path}" for module, path in pairing.roles.items()],
                "--grade-json", str(report), *pytest_args]
