@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench screenshots autograder clean
+.PHONY: demo test lint bench screenshots autograder interop clean
 
 demo: $(STAMP)
 	$(PY) -m lab2_udp.demo
@@ -33,6 +33,12 @@ screenshots: $(STAMP)
 # Gradescope's autograder.zip: the kit, its tests, setup.sh and run_autograder.
 autograder: $(STAMP)
 	$(PY) -m tools.autograder.build autograder.zip
+
+# Cross-testing: every student's server with the kit's client and every student's client with
+# the kit's server (docs/instructor.md). INTEROP_ARGS="--cross" also pairs the students.
+interop: $(STAMP)
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make interop SUBMISSIONS=folder [INTEROP_ARGS=--cross]"; exit 2; }
+	$(PY) -m tools.interop $(SUBMISSIONS) $(INTEROP_ARGS)
 
 # Reinstall only when the dependencies change.
 $(STAMP): pyproject.toml

@@ -17,7 +17,14 @@ Options (docs/grading.md has the commands):
 ``--role lab2_udp.client=PATH``
     grade a student's copy of a role file: the black-box tests then start
     PATH wherever they would start that role.
-``--test-deadline SECONDS`` (default 120; 0 turns it off)
+``--attach HOST:PORT``, ``--attach-env FILE`` (default: .env),
+``--attach-stdout FILE`` and ``--attach-stderr FILE``
+    run the black-box tests against a server the student started by hand,
+    under a debugger say, with the keys in its .env and its output sent to
+    the two files: a test that would start that server uses it instead, and
+    a test that needs to type into its terminal, or a server of its own, is
+    skipped, saying so (docs/grading.md).
+``--test-deadline SECONDS`` (default 120, or none with --attach; 0 turns it off)
     a test that runs longer fails, saying so: a hung student program costs
     that test's points and never hangs the grader. ``@pytest.mark.deadline(n)``
     gives one slow test its own deadline.
@@ -35,10 +42,11 @@ import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
-from tests.procs import ROLE_OVERRIDES_VARIABLE, role_overrides
+from tests.procs import ATTACH_VARIABLE, ROLE_OVERRIDES_VARIABLE, Attachment, parse_attach, role_overrides
 
 _RESULTS_KEY = pytest.StashKey[dict]()
 _STARTED_KEY = pytest.StashKey[float]()
@@ -60,8 +68,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--grade-output", metavar="FILE", help="write the results in --grade-format to FILE")
     group.addoption("--role", action="append", default=[], metavar="MODULE=PATH",
                     help="grade the file PATH in place of a role, e.g. lab2_udp.client=alice/client.py")
-    group.addoption("--test-deadline", type=float, default=DEFAULT_TEST_DEADLINE_SECONDS, metavar="SECONDS",
-                    help="fail any test still running after SECONDS (default: %(default)g; 0: never)")
+    group.addoption("--attach", metavar="HOST:PORT",
+                    help="test the server started by hand at HOST:PORT (a loopback address) instead of "
+                         "starting one; tests that need a server of their own or its terminal are skipped")
+    group.addoption("--attach-env", metavar="FILE", default=".env",
+                    help="the .env of the --attach server, for its keys (default: %(default)s)")
+    group.addoption("--attach-stdout", metavar="FILE", help="the file the --attach server's stdout goes to")
+    group.addoption("--attach-stderr", metavar="FILE", help="the file the --attach server's stderr goes to")
+    group.addoption("--test-deadline", type=float, metavar="SECONDS",
+                    help=f"fail any test still running after SECONDS (default: {DEFAULT_TEST_DEADLINE_SECONDS:g}, "
+                         "or none with --attach; 0: never)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,6 +93,23 @@ def pytest_configure(config: pytest.Config) -> None:
         overrides.append(f"{module}={os.path.abspath(path)}")
     if overrides:   # the black-box tests start role processes through tests/procs.py, which reads this
         os.environ[ROLE_OVERRIDES_VARIABLE] = ",".join(overrides)
+    if config.getoption("--attach"):
+        os.environ[ATTACH_VARIABLE] = _attachment(config).to_json()
+
+
+def _attachment(config: pytest.Config) -> Attachment:
+    """--attach and its files, checked."""
+    try:
+        host, port = parse_attach(config.getoption("--attach"))
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+    files = {}
+    for option in ("--attach-env", "--attach-stdout", "--attach-stderr"):
+        path = config.getoption(option)
+        if path is not None and not os.path.isfile(path):
+            raise pytest.UsageError(f"{option} {path}: no such file (start the server first)")
+        files[option] = Path(path).resolve() if path else None
+    return Attachment(host, port, files["--attach-env"], files["--attach-stdout"], files["--attach-stderr"])
 
 
 # --- The per-test deadline ----------------------------------------------------------------
@@ -88,8 +121,13 @@ class TestDeadlineExceeded(Exception):
 
 
 def _deadline_seconds(item: pytest.Item) -> float:
+    seconds = item.config.getoption("--test-deadline")
+    if seconds is None and item.config.getoption("--attach"):
+        return 0.0    # a server held at a breakpoint must not fail the test
     marker = item.get_closest_marker("deadline")
-    return float(marker.args[0]) if marker else item.config.getoption("--test-deadline")
+    if marker:
+        return float(marker.args[0])
+    return DEFAULT_TEST_DEADLINE_SECONDS if seconds is None else seconds
 
 
 def _can_interrupt() -> bool:

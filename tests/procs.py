@@ -12,13 +12,19 @@ never wrong, and a broken program fails with its output in the message.
 """
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from common.config import create_env_file
 
@@ -26,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Generous, because a loaded 2-core CI machine can be slow; a passing test
 # never waits this long.
 DEADLINE_SECONDS = 20.0
+# With a server under a debugger (pytest --attach), a breakpoint may hold it
+# for minutes: the waits of the test's own processes last this long instead.
+ATTACHED_DEADLINE_SECONDS = 180.0
 # Settings a developer may have exported in their shell; a test sets its own.
 _SETTING_VARIABLES = (
     "CHAT_PSK", "SERVER_PRIVATE_KEY", "SERVER_PUBLIC_KEY", "SERVER_HOST", "LAB1_PORT",
@@ -64,7 +73,95 @@ def role_command(module: str, env: dict[str, str]) -> list[str]:
     return [sys.executable, str(replacement)]
 
 
-class RoleProcess:
+# A server the student started by hand (pytest --attach HOST:PORT, see
+# tests/grading.py): its address, its .env, and the files its stdout and
+# stderr go to if the student sent them to files, as JSON.
+ATTACH_VARIABLE = "CHAT_LAB_ATTACH"
+# A file gives no signal when another process appends to it: a follower
+# looks again this often, as ``tail -f`` does.
+FOLLOW_INTERVAL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Attachment:
+    host: str
+    port: int
+    env_file: Path
+    stdout: Path | None = None
+    stderr: Path | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({key: str(value) if isinstance(value, Path) else value
+                           for key, value in dataclasses.asdict(self).items()})
+
+
+def attachment() -> Attachment | None:
+    """The server given by pytest --attach, or None."""
+    value = os.environ.get(ATTACH_VARIABLE)
+    if not value:
+        return None
+    fields = json.loads(value)
+    return Attachment(fields["host"], fields["port"], Path(fields["env_file"]),
+                      *(Path(fields[stream]) if fields[stream] else None for stream in ("stdout", "stderr")))
+
+
+def parse_attach(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` of --attach, checked: a loopback address, as every test uses."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")    # [::1]:5050
+    try:
+        usable = ipaddress.ip_address(host).is_loopback and 0 < int(port) < 65536
+    except ValueError:
+        usable = False
+    if not usable:
+        raise ValueError(f"--attach {value}: expected HOST:PORT with a loopback HOST, e.g. 127.0.0.1:5050")
+    return host, int(port)
+
+
+def _wait_seconds(timeout: float | None) -> float:
+    if timeout is not None:
+        return timeout
+    return ATTACHED_DEADLINE_SECONDS if attachment() else DEADLINE_SECONDS
+
+
+class _Screen:
+    """What a test sees of a role: its stdout and stderr lines, and waits on them."""
+
+    name: str
+    stdout_lines: list[str]
+    stderr_lines: list[str]
+    _changed: threading.Condition
+
+    def wait_until(self, condition, what: str, timeout: float | None = None):
+        """Wait until ``condition()`` is truthy and return its value; fail the
+        test with ``what`` and the output so far if the deadline passes."""
+        timeout = _wait_seconds(timeout)
+        with self._changed:
+            result = self._changed.wait_for(condition, timeout)
+        if not result:
+            raise AssertionError(f"{self.name}: timed out waiting for {what}\n{self.output()}")
+        return result
+
+    def wait_for_stdout(self, pattern: str, count: int = 1,
+                        timeout: float | None = None) -> re.Match:
+        """Wait until ``count`` stdout lines match the regular expression
+        ``pattern``; return the match in the last of them."""
+        return self.wait_until(lambda: _search(pattern, self.stdout_lines, count),
+                               f"{count} stdout line(s) /{pattern}/", timeout)
+
+    def wait_for_stderr(self, pattern: str, count: int = 1,
+                        timeout: float | None = None) -> re.Match:
+        """Like wait_for_stdout, on stderr."""
+        return self.wait_until(lambda: _search(pattern, self.stderr_lines, count),
+                               f"{count} stderr line(s) /{pattern}/", timeout)
+
+    def output(self) -> str:
+        with self._changed:
+            return ("--- stdout\n" + "\n".join(self.stdout_lines)
+                    + "\n--- stderr\n" + "\n".join(self.stderr_lines))
+
+
+class RoleProcess(_Screen):
     """One running role script, with its stdout and stderr collected line by line."""
 
     def __init__(self, module: str, args: list[str], env: dict[str, str],
@@ -93,28 +190,6 @@ class RoleProcess:
         with self._changed:   # end of stream: wake waiters so they can fail fast
             self._changed.notify_all()
 
-    def wait_until(self, condition, what: str, timeout: float = DEADLINE_SECONDS):
-        """Wait until ``condition()`` is truthy and return its value; fail the
-        test with ``what`` and the output so far if the deadline passes."""
-        with self._changed:
-            result = self._changed.wait_for(condition, timeout)
-        if not result:
-            raise AssertionError(f"{self.name}: timed out waiting for {what}\n{self.output()}")
-        return result
-
-    def wait_for_stdout(self, pattern: str, count: int = 1,
-                        timeout: float = DEADLINE_SECONDS) -> re.Match:
-        """Wait until ``count`` stdout lines match the regular expression
-        ``pattern``; return the match in the last of them."""
-        return self.wait_until(lambda: _search(pattern, self.stdout_lines, count),
-                               f"{count} stdout line(s) /{pattern}/", timeout)
-
-    def wait_for_stderr(self, pattern: str, count: int = 1,
-                        timeout: float = DEADLINE_SECONDS) -> re.Match:
-        """Like wait_for_stdout, on stderr."""
-        return self.wait_until(lambda: _search(pattern, self.stderr_lines, count),
-                               f"{count} stderr line(s) /{pattern}/", timeout)
-
     def send_line(self, text: str) -> None:
         """Write one line to the program's stdin."""
         self.send_bytes((text + "\n").encode("utf-8"))
@@ -126,8 +201,9 @@ class RoleProcess:
     def close_stdin(self) -> None:
         self.process.stdin.close()
 
-    def wait_exit(self, timeout: float = DEADLINE_SECONDS) -> int:
+    def wait_exit(self, timeout: float | None = None) -> int:
         """Wait for the program to end and return its exit code."""
+        timeout = _wait_seconds(timeout)
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -135,11 +211,6 @@ class RoleProcess:
         for reader in self._readers:   # the pipes close at exit: collect the last lines
             reader.join(timeout)
         return code
-
-    def output(self) -> str:
-        with self._changed:
-            return ("--- stdout\n" + "\n".join(self.stdout_lines)
-                    + "\n--- stderr\n" + "\n".join(self.stderr_lines))
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -156,6 +227,82 @@ class RoleProcess:
 def _search(pattern: str, lines: list[str], count: int) -> re.Match | None:
     matches = [match for match in map(re.compile(pattern).search, lines) if match]
     return matches[count - 1] if len(matches) >= count else None
+
+
+class AttachedServer(_Screen):
+    """A server the student started by hand, under a debugger perhaps (pytest
+    --attach): the test reaches it over the network, as its clients do. Its
+    terminal is the student's: the test reads its stdout and stderr only from
+    the files the student sent them to (--attach-stdout, --attach-stderr).
+    A test that needs more (to type into it, to read what was not sent to a
+    file) stops there, skipped, saying why."""
+
+    def __init__(self, module: str, attached: Attachment) -> None:
+        self.name = f"{module} at {attached.host}:{attached.port} (--attach)"
+        self.host, self.port, self.env_file = attached.host, attached.port, attached.env_file
+        self._changed = threading.Condition()
+        self._stopped = threading.Event()
+        self._lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self._files = {}
+        for stream, path in (("stdout", attached.stdout), ("stderr", attached.stderr)):
+            if path is not None:
+                # From the file's start: the test sees all the server said, as if it had
+                # started it itself; so each run wants a freshly started server.
+                self._files[stream] = open(path, "rb")     # closed by kill(), at the test's end
+        self._followers = [threading.Thread(target=self._follow, args=(file, self._lines[stream]), daemon=True)
+                           for stream, file in self._files.items()]
+        for follower in self._followers:
+            follower.start()
+
+    def _follow(self, file, lines: list[str]) -> None:
+        partial = b""
+        while not self._stopped.is_set():
+            chunk = file.read()
+            if not chunk:
+                self._stopped.wait(FOLLOW_INTERVAL_SECONDS)
+                continue
+            *complete, partial = (partial + chunk).split(b"\n")
+            with self._changed:
+                lines.extend(line.decode("utf-8", errors="replace").rstrip("\r") for line in complete)
+                self._changed.notify_all()
+
+    def _terminal(self, use: str):
+        pytest.skip(f"--attach: this test {use}, which a server started by hand keeps to itself (the test ran "
+                    f"against {self.host}:{self.port} until then); run it without --attach")
+
+    def _screen(self, stream: str) -> list[str]:
+        if stream not in self._files:
+            self._terminal(f"reads the server's {stream} (--attach-{stream} FILE names the file it goes to)")
+        return self._lines[stream]
+
+    @property
+    def stdout_lines(self) -> list[str]:
+        return self._screen("stdout")
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return self._screen("stderr")
+
+    def output(self) -> str:
+        with self._changed:
+            return "\n".join(f"--- {stream} (from {file.name})\n" + "\n".join(self._lines[stream])
+                             for stream, file in self._files.items())
+
+    def send_line(self, *_args) -> None:
+        self._terminal("types into the server's terminal")
+
+    send_bytes = close_stdin = send_line
+
+    def wait_exit(self, *_args) -> int:
+        self._terminal("waits for the server to exit")
+
+    def kill(self) -> None:
+        """Stop reading its files; the server itself is the student's to stop."""
+        self._stopped.set()
+        for follower in self._followers:
+            follower.join(DEADLINE_SECONDS)
+        for file in self._files.values():
+            file.close()
 
 
 class Processes:
@@ -180,6 +327,23 @@ class Processes:
                               prefix)
         self.started.append(process)
         return process
+
+    def attach(self, module: str, with_own_options: bool = False) -> AttachedServer:
+        """The server given by --attach, in place of starting ``module``. A test
+        that would start it with options or settings of its own, or start a
+        second one, cannot use a server started by hand: it is skipped, saying so."""
+        attached = attachment()
+        why = ""
+        if with_own_options:
+            why = "starts its server with options or settings of its own"
+        elif any(isinstance(process, AttachedServer) for process in self.started):
+            why = "starts a second server, or restarts it"
+        if why:
+            pytest.skip(f"--attach: this test {why}, so it cannot use a server started by hand; "
+                        f"run it without --attach")
+        server = AttachedServer(module, attached)
+        self.started.append(server)
+        return server
 
     def __enter__(self) -> Processes:
         return self

@@ -32,6 +32,7 @@ from tests.procs import (
     ROOT,
     Processes,
     RoleProcess,
+    attachment,
     create_test_env_file,
     has_ipv6_loopback,
     role_command,
@@ -55,7 +56,7 @@ class Lab:
         self.processes = processes
         self.env_file = create_test_env_file(tmp_path / "server.env")
         self.client_env = self.client_env_file("client.env")
-        self.port = 0
+        self.host, self.port = "127.0.0.1", 0
 
     def client_env_file(self, file_name: str, **changes: str):
         """A copy of the server's env file as a client gets it: without the
@@ -72,6 +73,11 @@ class Lab:
 
     def start_server(self, *args: str, headless: bool = True, env=None,
                      host: str = "127.0.0.1") -> RoleProcess:
+        if attachment():   # pytest --attach: the student's server, started by hand
+            server = self.processes.attach(SERVER, bool(args or env or not headless or host != "127.0.0.1"))
+            self.env_file, self.host, self.port = server.env_file, server.host, server.port
+            self.client_env = self.client_env_file("client.env")
+            return server
         server = self.processes.start(
             SERVER, "--host", host, "--port", "0", "--env", str(self.env_file),
             "--db", str(self.tmp_path / "chat.db"), *(["--headless"] if headless else []), *args,
@@ -82,9 +88,9 @@ class Lab:
 
     def start_client(self, name: str, *args: str, password: str = PASSWORD, env_file=None,
                      port: int | None = None, headless: bool = True, env=None,
-                     host: str = "127.0.0.1") -> RoleProcess:
+                     host: str | None = None) -> RoleProcess:
         return self.processes.start(
-            CLIENT, "--host", host, "--port", str(port or self.port), "--name", name,
+            CLIENT, "--host", host or self.host, "--port", str(port or self.port), "--name", name,
             "--env", str(env_file or self.client_env), *(["--headless"] if headless else []),
             *args, env={"CHAT_PASSWORD": password, **(env or {})})
 

@@ -6,6 +6,7 @@ Every process is killed at teardown; every wait has a deadline.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,10 +17,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import net
 from common.accounts import AccountStore, Argon2Cost
+from common.config import load_settings
 from common.framing import DatagramSealer
 from common.messages import RoomBatch, RoomEvent, RoomKey, Say, encode
 from lab2_udp.lossy_relay import FaultPlan, LossyRelay
-from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file, has_ipv6_loopback
+from tests.procs import (
+    DEADLINE_SECONDS, ROOT, Processes, RoleProcess, attachment, create_test_env_file, has_ipv6_loopback,
+)
 from tests.raw_peer import receive_until, register_raw
 
 SERVER, CLIENT = "lab2_udp.server", "lab2_udp.client"
@@ -44,13 +48,21 @@ class Room:
         self.processes = processes
         self.env_file = create_test_env_file(tmp_path / ".env")
         self.server_broadcast_port = self.client_broadcast_port = free_udp_port()
-        self.port = 0
+        self.host, self.port = "127.0.0.1", 0
+        self.own_settings = False
 
     def add_setting(self, line: str) -> None:
+        self.own_settings = True
         with open(self.env_file, "a", encoding="utf-8") as env_file:
             env_file.write(line + "\n")
 
     def start_server(self, *args: str, headless: bool = True) -> RoleProcess:
+        if attachment():   # pytest --attach: the student's server, started by hand
+            server = self.processes.attach(SERVER, bool(args or not headless or self.own_settings))
+            self.env_file = shutil.copy(server.env_file, self.tmp_path / "attached.env")
+            self.host, self.port = server.host, server.port
+            self.client_broadcast_port = load_settings(self.env_file, create=False).broadcast_port
+            return server
         server = self.processes.start(
             SERVER, "--host", "127.0.0.1", "--port", "0", "--env", str(self.env_file),
             "--db", str(self.tmp_path / "chat.db"), "--broadcast-addr", BROADCAST,
@@ -62,7 +74,7 @@ class Room:
                      headless: bool = True) -> RoleProcess:
         """Start a client, without waiting for its login."""
         return self.processes.start(
-            CLIENT, "--host", "127.0.0.1", "--port", str(self.port), "--name", name,
+            CLIENT, "--host", self.host, "--port", str(self.port), "--name", name,
             "--env", str(self.env_file), "--broadcast-port", str(self.client_broadcast_port),
             *(["--register"] if register else []), *(["--headless"] if headless else []),
             env={"CHAT_PASSWORD": password})
