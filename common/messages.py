@@ -257,6 +257,22 @@ def checked_text(text: str) -> str:
     return text
 
 
+def typed_text(line: str, commands: tuple[str, ...]) -> str:
+    """The chat text of a line the user typed, which is none of ``commands``.
+
+    A line that starts with "/" must be a command: a typo ("/mgs bob a
+    secret") would otherwise go to the whole room. "//" at the start stands
+    for one "/". Raises ProtocolError for an unknown command, and whatever
+    checked_text() raises.
+    """
+    if line.startswith("//"):
+        return checked_text(line[1:])
+    if line.startswith("/"):
+        raise ProtocolError(f"{line.split()[0]} is no command: the commands are {', '.join(commands)} "
+                            "(start a line with // to say something that begins with /)")
+    return checked_text(line)
+
+
 # --- The codec --------------------------------------------------------------------
 
 def encode(message: Message) -> bytes:

@@ -294,7 +294,9 @@ class Room:
         text = checked_text(message.text)
         recipient = normalise_name(message.recipient)   # a malformed one is refused, not quoted back
         target = next((c for c, member in self.members.items() if member == recipient), None)
-        if target is None or target == conn or self._accounts[conn] in self.accounts.ignored_by(self._accounts[target]):
+        if target == conn:
+            raise ProtocolError("you cannot send a DM to yourself")
+        if target is None or self._accounts[conn] in self.accounts.ignored_by(self._accounts[target]):
             return [Delivery(conn, ErrorNotice(not_delivered(recipient)))]
         delivered = PrivateMessage(name, recipient, text)
         # Both ends see the DM: the sender's copy confirms it arrived.

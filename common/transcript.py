@@ -44,7 +44,9 @@ from common.messages import EventKind, PrivateMessage, RoomBatch, RoomEvent, dec
 
 REPAIR_GRACE_SECONDS = 0.03   # a reordered datagram usually fills a gap by then
 REPAIR_RETRY_SECONDS = 0.25   # ask again if a repair has not arrived by then
-DEAF_AFTER_SECONDS = 1.0      # heartbeats come 4 times a second: this long without one is deafness
+# Heartbeats come 4 times a second: 6 lost in a row is deafness, not a lossy network
+# (at 20% loss, 6 in a row happens about once in 4 hours of heartbeats).
+DEAF_AFTER_SECONDS = 1.5
 MAX_EARLY_EVENTS = 10000      # a bound on what waits for a gap to fill
 FAILURES_PER_SOURCE_PER_SECOND = 10   # forgeries opened from one unproven source
 

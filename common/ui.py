@@ -53,6 +53,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 
 from common.errors import ProtocolError
@@ -325,7 +326,9 @@ class TerminalChat(_FrontEnd):
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            return getpass.getpass(f"{prompt}: ")
+            with warnings.catch_warnings():   # stdin is a pipe: the answer echoes, which getpass warns of
+                warnings.simplefilter("ignore", getpass.GetPassWarning)
+                return getpass.getpass(f"{prompt}: ")
         except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)   # end the prompt's line: the role says why it stops
             return None

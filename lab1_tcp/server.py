@@ -298,6 +298,7 @@ class ChatServer:
         for peer in list(self.peers):
             peer.session.close(SHUTDOWN_REASON)   # a Goodbye, if it can read one
             self.drop(peer, "disconnected: we are shutting down", last_words=True)
+        self.ui.set_status("shutting down")
 
     # --- The loop: one thread, one selector, every socket ----------------------------------
 

@@ -34,7 +34,7 @@ from common.framing import DatagramOpener
 from common.messages import (
     ChangeName, ErrorNotice, EventKind, Goodbye, History, IgnoreList, IgnoreUser, Login,
     LoginAccepted, LoginRejected, MemberList, PrivateMessage, Register, RepairRequest, RoomKey, Say,
-    UnignoreUser, WhoRequest, checked_text,
+    UnignoreUser, WhoRequest, checked_text, typed_text,
 )
 from common.session import SecureSession
 from common.transcript import (
@@ -47,9 +47,10 @@ from common.ui import ChatWindow, TerminalChat, open_front_end
 
 TICK_INTERVAL_MS = 50      # how often we check for gaps worth a repair request
 MAX_DATAGRAMS_PER_TURN = 64   # then the loop turns: a flood of datagrams cannot starve TCP
-DEAF_WARNING = ("no room datagram has arrived for a second: broadcast may be blocked (Wi-Fi client "
+DEAF_WARNING = ("no room datagram has arrived for 1.5 s: broadcast may be blocked (Wi-Fi client "
                 "isolation, a firewall on UDP port {port}) or BROADCAST_ADDR is wrong; following the "
                 "room over TCP instead, more slowly")
+COMMANDS = ("/msg", "/ignore", "/unignore", "/who", "/nick", "/hash", "/quit")
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
@@ -275,7 +276,7 @@ class RoomClient:
             elif command == "/hash":
                 self.ui.show_note(self.transcript.summary())
             else:
-                self.send(Say(checked_text(text)))
+                self.send(Say(typed_text(text, COMMANDS)))
         except OSError as error:
             self.fail(f"connection lost: {error}")
 

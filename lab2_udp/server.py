@@ -39,7 +39,7 @@ from common.admission import LoginQueue, PendingConnections
 from common.config import ConfigError, Settings, load_settings
 from common.errors import ProtocolError
 from common.framing import DatagramSealer
-from common.messages import EventKind, Goodbye, Login, LoginRejected, Register, RoomBatch, encode
+from common.messages import EventKind, Goodbye, Login, LoginRejected, Register, RoomBatch, encode, typed_text
 from common.room import BATCH_WINDOW_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room
 from common.session import SecureSession
 from common.transcript import Roster, Transcript, format_event
@@ -306,7 +306,7 @@ class RoomServer:
         elif command == "/nick":
             self.room.rename_server(argument)
         else:
-            self.room.server_says(text)
+            self.room.server_says(typed_text(text, ("/who", "/nick", "/hash", "/quit")))
         self.after_round()
 
     def on_quit(self) -> None:

@@ -88,8 +88,10 @@ def pytest_configure(config: pytest.Config) -> None:
     overrides = []
     for item in config.getoption("--role"):
         module, _, path = item.partition("=")
-        if module not in ROLES or not os.path.isfile(path):
-            raise pytest.UsageError(f"--role {item}: expected one of {', '.join(ROLES)}, '=', an existing file")
+        if module not in ROLES:
+            raise pytest.UsageError(f"--role {item}: {module!r} is none of the roles {', '.join(ROLES)}")
+        if not os.path.isfile(path):
+            raise pytest.UsageError(f"--role {item}: there is no file {path!r}")
         overrides.append(f"{module}={os.path.abspath(path)}")
     if overrides:   # the black-box tests start role processes through tests/procs.py, which reads this
         os.environ[ROLE_OVERRIDES_VARIABLE] = ",".join(overrides)

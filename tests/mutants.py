@@ -50,9 +50,9 @@ MUTANTS = (
     Mutant(
         "lab2 client echoes its own text",
         "lab2_udp.client",
-        "            else:\n                self.send(Say(checked_text(text)))",
+        "            else:\n                self.send(Say(typed_text(text, COMMANDS)))",
         "            else:\n                self.ui.show_text(f\"{self.name}: {text}\", self.name)\n"
-        "                self.send(Say(checked_text(text)))",
+        "                self.send(Say(typed_text(text, COMMANDS)))",
         f"{LAB2}::test_own_message_appears_only_when_numbered_by_the_server",
         "shows what the user typed at once, before the server has numbered it",
     ),

@@ -411,7 +411,7 @@ def test_a_member_that_hears_no_broadcast_follows_the_room_over_tcp_and_says_why
     for screen in (alice, bob):
         screen.wait_for_stdout(r"^#3 alice: can you hear me\?$")
         screen.wait_for_stdout(r"^#4 server: and me\?$")
-    bob.wait_for_stderr(r"no room datagram has arrived for a second: broadcast may be blocked")
+    bob.wait_for_stderr(r"no room datagram has arrived for 1.5 s: broadcast may be blocked")
     assert sum("no room datagram" in line for line in bob.stderr_lines) == 1
     assert not any("no room datagram" in line for line in alice.stderr_lines)
     assert hash_at(bob, 4) == hash_at(alice, 4)
@@ -494,3 +494,15 @@ def test_a_server_on_the_ipv6_loopback_serves_the_room(room):
     alice.wait_for_stdout(r"^#2 alice: over IPv6$")
     quit_and_hash(alice)   # the room came by broadcast from 127.0.0.1, the same host as ::1
     assert int(alice.wait_for_stderr(r"^datagrams: (\d+) opened").group(1)) > 0, alice.output()
+
+
+@pytest.mark.points(2)
+def test_a_mistyped_command_is_refused_not_said_to_the_room(room):
+    server = room.start_server()
+    alice, bob = room.join("alice"), room.join("bob")
+    alice.send_line("/mgs bob my secret")              # meant /msg: a DM
+    alice.wait_for_stderr(r"^not sent: /mgs is no command")
+    alice.send_line("//slash at the start")
+    for screen in (server, bob):
+        screen.wait_for_stdout(r"^#3 alice: /slash at the start$")
+    assert not any("secret" in line for line in bob.stdout_lines + server.stdout_lines)

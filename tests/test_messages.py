@@ -171,3 +171,11 @@ def test_protocol_document_lists_every_message_type_with_its_code_and_fields():
     for code, cls in m.MESSAGE_TYPES.items():
         documented = re.findall(r"(\w+):", listed[code][1])
         assert documented == [f.name for f in fields(cls)], cls.__name__
+
+
+@pytest.mark.points(1)
+def test_a_typed_line_that_starts_with_a_slash_must_be_a_command():
+    with pytest.raises(ProtocolError, match="/mgs is no command"):
+        m.typed_text("/mgs bob a secret", ("/msg", "/quit"))
+    assert m.typed_text("//shrug", ("/msg",)) == "/shrug"
+    assert m.typed_text("hello /msg", ("/msg",)) == "hello /msg"
