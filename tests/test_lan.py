@@ -95,11 +95,29 @@ class Lan:
         run("ip", "-n", host, "route", "add", "default", "dev", "eth0")
         return host, address
 
-    def add_loss(self, host: str) -> None:
-        """20% loss and some delay both ways on one host's cable (tc netem)."""
+    def add_loss(self, host: str) -> str:
+        """20% loss (and, with tc netem, some delay) on one host's cable; returns
+        how. A kernel without netem (sch_netem) still has nf_tables: then nft
+        drops a random 20% of the room's datagrams arriving at the host."""
         netem = ["netem", "loss", "20%", "delay", "5ms", "2ms"]
-        run("ip", "netns", "exec", host, "tc", "qdisc", "add", "dev", "eth0", "root", *netem)
-        run("ip", "netns", "exec", self.switch, "tc", "qdisc", "add", "dev", self.ports[host], "root", *netem)
+        try:
+            run("ip", "netns", "exec", host, "tc", "qdisc", "add", "dev", "eth0", "root", *netem)
+            run("ip", "netns", "exec", self.switch, "tc", "qdisc", "add", "dev", self.ports[host], "root", *netem)
+            return "tc netem: 20% loss and 5 ms delay both ways"
+        except LanError as netem_error:
+            if shutil.which("nft") is None:
+                raise LanError(f"{netem_error}; and nft (nftables) is not installed") from None
+        run("ip", "netns", "exec", host, "nft", "add", "table", "inet", "lossy")
+        run("ip", "netns", "exec", host, "nft", "add", "chain", "inet", "lossy", "in",
+            "{ type filter hook input priority 0; }")
+        run("ip", "netns", "exec", host, "nft", "add", "rule", "inet", "lossy", "in",
+            "meta", "l4proto", "udp", "numgen", "random", "mod", "5", "0", "counter", "drop")
+        return "nft: 20% of arriving UDP datagrams dropped (no netem here, so no delay)"
+
+    def dropped_by_nft(self, host: str) -> int:
+        """How many datagrams add_loss's nft rule dropped at ``host``."""
+        listing = output_of("ip", "netns", "exec", host, "nft", "list", "chain", "inet", "lossy", "in")
+        return int(re.search(r"counter packets (\d+)", listing).group(1))
 
     def close(self) -> None:
         # Deleting a namespace destroys its end of every cable, and so the cable.
@@ -178,13 +196,15 @@ def listen_and_report(port: int, group: str = "", server_host: str = "") -> None
         print(f"{len(data)} bytes from {address}", flush=True)
 
 
-def chat_and_compare(server: RoleProcess, clients: list[RoleProcess]) -> None:
+def chat_and_compare(server: RoleProcess, clients: list[RoleProcess], lines_each: int = 1,
+                     earlier_lines: int = 0) -> None:
     """Everyone speaks; then every screen must show the same numbered lines and
-    the same transcript fingerprint."""
-    for index, client in enumerate(clients):
-        client.send_line(f"hello from host {index}")
+    the same transcript fingerprint (``earlier_lines``: said before the call)."""
+    for line in range(lines_each):
+        for index, client in enumerate(clients):
+            client.send_line(f"hello {line} from host {index}")
     server.send_line("welcome to the LAN")
-    last_seq = 2 * len(clients) + 1        # the joins, a line each, the server's line
+    last_seq = len(clients) * (1 + lines_each) + 1 + earlier_lines   # joins, lines, the server's line
     screens = [server, *clients]
     for screen in screens:
         screen.wait_for_stdout(rf"^#{last_seq} ")
@@ -281,11 +301,18 @@ def test_lab2_room_stays_identical_with_loss_on_one_hosts_cable(lan, tmp_path):
         lab = Lab2Class(lan, tmp_path, processes)
         hosts = [lan.add_host(f"pc{index}")[0] for index in range(3)]
         try:
-            lan.add_loss(hosts[0])
+            how = lan.add_loss(hosts[0])
         except LanError as error:
-            pytest.skip(f"tc netem is not available here: {error}")
+            pytest.skip(f"neither tc netem nor nft can drop packets here: {error}")
+        print(f"loss on {hosts[0]}'s cable by {how}")
         clients = [lab.join(host, name) for host, name in zip(hosts, ["alice", "bob", "carol"])]
-        chat_and_compare(lab.server, clients)
+        for line in range(15):   # one at a time, so each goes out in a datagram of its own
+            for client, name in ((clients[1], "bob"), (clients[2], "carol")):   # within their budgets
+                client.send_line(f"one of many {line}")
+                lab.server.wait_for_stdout(rf"^#\d+ {name}: one of many {line}$")
+        chat_and_compare(lab.server, clients, earlier_lines=30)
+        if how.startswith("nft"):   # 30 datagrams or more: that none was lost has odds of 1 in 800
+            assert lan.dropped_by_nft(hosts[0]) > 0   # the loss was real, and the room repaired it
 
 
 if __name__ == "__main__":   # run on a LAN host by start_bystander
