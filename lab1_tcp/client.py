@@ -38,7 +38,7 @@ from common.messages import (
 from common.session import SecureSession
 from common.ui import open_front_end
 
-# --- Configuration ---------------------------------------------------------------
+# --- Settings ------------------------------------------------------------------------
 
 PASSWORD_VARIABLE = "CHAT_PASSWORD"
 QUIT_REASON = "quit"
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# --- The connection and the protocol -------------------------------------------------
+# --- Sockets and state ---------------------------------------------------------------
 
 class Phase(enum.Enum):
     """Where our connection is in its life."""
@@ -243,8 +243,6 @@ class ChatClient:
         self.selector.close()
         return self.exit_code
 
-
-# --- main ---------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)

@@ -39,7 +39,7 @@ from common.messages import ChatMessage, Goodbye, Login, LoginAccepted, LoginRej
 from common.session import SecureSession
 from common.ui import open_front_end
 
-# --- Configuration ---------------------------------------------------------------
+# --- Settings ------------------------------------------------------------------------
 
 DEFAULT_NAME = "server"
 BUSY_REASON = "the server is busy with another chat; try again later"
@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# --- Connections and the protocol ---------------------------------------------------
+# --- Sockets and state ---------------------------------------------------------------
 
 class Phase(enum.Enum):
     """Where a connection is in its life; each phase allows other messages."""
@@ -321,8 +321,6 @@ class ChatServer:
         self.listener.close()
         self.accounts.close()
 
-
-# --- main ---------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)

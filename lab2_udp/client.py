@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# --- The client ----------------------------------------------------------------------
+# --- Sockets and state ---------------------------------------------------------------
 
 class Phase(enum.Enum):
     """Where our session with the server is in its life."""
@@ -247,17 +247,7 @@ class RoomClient:
         if after_seq is not None:
             self.send(RepairRequest(after_seq))
 
-    # --- The loop: one thread, one selector, every socket ----------------------------------
-
-    def turn(self, timeout: float | None) -> None:
-        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
-        never block), then run the handler each carries as ``key.data``."""
-        for key, mask in self.selector.select(timeout):
-            key.data(mask)
-            if self.ui.stopped:   # a quit closed sockets that may still be in this list
-                return
-
-    # --- What the user types --------------------------------------------------------------
+    # --- What the user does: the front end calls these ---------------------------------
 
     def on_submit(self, text: str) -> None:
         command, _, rest = text.strip().partition(" ")
@@ -296,6 +286,16 @@ class RoomClient:
             self.selector.unregister(self.sock)
             net.send_last_words_and_close(self.sock, self.session.outgoing)
         self.phase, self.connector = Phase.CLOSED, None
+
+    # --- The loop: one thread, one selector, every socket ----------------------------------
+
+    def turn(self, timeout: float | None) -> None:
+        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
+        never block), then run the handler each carries as ``key.data``."""
+        for key, mask in self.selector.select(timeout):
+            key.data(mask)
+            if self.ui.stopped:   # a quit closed sockets that may still be in this list
+                return
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -276,18 +276,7 @@ class RoomServer:
             self.drop(peer, f"did not finish its {peer.phase.value} in time")
         self.after_round()
 
-    # --- The loop: one thread, one selector, every socket ----------------------------------
-
-    def turn(self, timeout: float | None) -> None:
-        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
-        never block), then run the handler each carries as ``key.data``."""
-        for key, mask in self.selector.select(timeout):
-            key.data(mask)
-            if self.ui.stopped:   # a quit closed sockets that may still be in this list
-                return
-        self.after_round()   # what this round logged goes out: under load, many events a datagram
-
-    # --- The server's own screen and keyboard ---------------------------------------------
+    # --- What the user does: the front end calls these ---------------------------------
 
     def show_room_state(self) -> None:
         names = self.roster.names()
@@ -317,6 +306,17 @@ class RoomServer:
             self.selector.unregister(peer.sock)
             net.send_last_words_and_close(peer.sock, peer.session.outgoing)
         self.peers.clear()
+
+    # --- The loop: one thread, one selector, every socket ----------------------------------
+
+    def turn(self, timeout: float | None) -> None:
+        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
+        never block), then run the handler each carries as ``key.data``."""
+        for key, mask in self.selector.select(timeout):
+            key.data(mask)
+            if self.ui.stopped:   # a quit closed sockets that may still be in this list
+                return
+        self.after_round()   # what this round logged goes out: under load, many events a datagram
 
 
 def main(argv: list[str] | None = None) -> int:
