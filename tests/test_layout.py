@@ -9,7 +9,8 @@ from tests.procs import role_overrides
 ROOT = Path(__file__).resolve().parents[1]
 ROLE_FILES = ("lab1_tcp/server.py", "lab1_tcp/client.py", "lab2_udp/server.py", "lab2_udp/client.py")
 MAX_ROLE_FILE_LINES = 350
-SANS_IO_MODULES = ("accounts", "config", "errors", "framing", "messages", "noise", "room", "session", "transcript")
+SANS_IO_MODULES = ("accounts", "admission", "config", "errors", "framing", "messages", "noise", "room", "session",
+                   "transcript")
 
 
 @pytest.mark.points(1)
