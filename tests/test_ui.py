@@ -246,5 +246,6 @@ def test_lab1_refused_line_is_explained_and_the_chat_goes_on(lab):
     server.wait_for_stderr(r"^not sent: a message may not contain a control character \(U\+0007\)$")
     alice.send_line("still here")
     server.wait_for_stdout(r"^alice: still here$")
+    alice.wait_for_stdout(r"^alice: still here$")   # its own line: a pipe of its own, read by a thread
     assert server.stdout_lines == ["alice: still here"]
     assert alice.stdout_lines == ["alice: still here"]
