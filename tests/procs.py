@@ -16,6 +16,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -360,3 +361,18 @@ def has_ipv6_loopback() -> bool:
             return True
     except OSError:
         return False
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port that is free now, below the OS's range of ephemeral ports
+    (32768-60999 on Linux): a port the OS hands out for port 0 may go, a moment
+    later, to another program's outgoing connection or unbound UDP socket,
+    before the test's program gets to bind it."""
+    for port in random.sample(range(20000, 32000), 200):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")

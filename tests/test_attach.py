@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.procs import ATTACH_VARIABLE, ROOT, AttachedServer, Attachment, Processes, create_test_env_file
+from tests.procs import ATTACH_VARIABLE, ROOT, AttachedServer, Attachment, Processes, create_test_env_file, free_port
 
 LAB2_DM = "test_dm_reaches_only_its_recipient"
 LAB2_OWN_SETTINGS = "test_breaking_a_limit_gets_a_clear_error_to_that_client_only"
@@ -24,9 +24,8 @@ LAB1_OWN_OPTIONS = "test_out_of_file_descriptors_the_server_says_so_once_and_rec
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A UDP port nobody uses now (see procs.free_port)."""
+    return free_port(socket.SOCK_DGRAM)
 
 
 def run_attached(tmp_path, test_file: str, keyword: str, port: int, env_file, *options: str) -> dict:

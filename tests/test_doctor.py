@@ -5,31 +5,16 @@ test: ports the OS picked, broadcast on 127.255.255.255, a display or none.
 """
 from __future__ import annotations
 
-import random
 import re
 import socket
 
 import pytest
 
 from common import noise
-from tests.procs import Processes, create_test_env_file
+from tests.procs import Processes, create_test_env_file, free_port
 from tests.xvfb import xvfb_display  # noqa: F401  (a fixture)
 
 BROADCAST = "127.255.255.255"
-
-
-def free_port(kind: int) -> int:
-    """A port that is free now, below the OS's range of ephemeral ports: a
-    port the OS hands out (port 0) may go to another program's outgoing
-    connection in the moment before the doctor checks it."""
-    for port in random.sample(range(20000, 32000), 200):
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind(("", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 32000")
 
 
 def env_file(tmp_path, **settings: str):

@@ -22,7 +22,8 @@ from common.framing import DatagramSealer
 from common.messages import RoomBatch, RoomEvent, RoomKey, Say, encode
 from lab2_udp.lossy_relay import FaultPlan, LossyRelay
 from tests.procs import (
-    DEADLINE_SECONDS, ROOT, Processes, RoleProcess, attachment, create_test_env_file, has_ipv6_loopback,
+    DEADLINE_SECONDS, ROOT, Processes, RoleProcess, attachment, create_test_env_file, free_port,
+    has_ipv6_loopback,
 )
 from tests.raw_peer import receive_until, register_raw
 
@@ -34,10 +35,8 @@ pytestmark = pytest.mark.network
 
 
 def free_udp_port() -> int:
-    """A UDP port nobody uses now (the OS picked it and we gave it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A UDP port nobody uses now (see procs.free_port)."""
+    return free_port(socket.SOCK_DGRAM)
 
 
 class Room:

@@ -29,7 +29,7 @@ import pytest
 
 from common import net
 from common.config import load_settings
-from tests.procs import DEADLINE_SECONDS, Processes, RoleProcess, create_test_env_file
+from tests.procs import DEADLINE_SECONDS, Processes, RoleProcess, create_test_env_file, free_port
 
 LAN_PREFIX = "10.77.0"                  # a private /24 that exists only in the test's namespaces
 BROADCAST = f"{LAN_PREFIX}.255"
@@ -143,10 +143,8 @@ def lan():
 
 
 def free_udp_port() -> int:
-    """A UDP port nobody uses now (the OS picked it and we gave it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A UDP port nobody uses now (see procs.free_port)."""
+    return free_port(socket.SOCK_DGRAM)
 
 
 def on_host(host: str) -> list[str]:
