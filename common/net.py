@@ -32,7 +32,6 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-Handler = Callable[[int], None]  # called with the selector's event mask
 LISTEN_BACKLOG = 128   # a class connecting at once must not be turned away
 RECV_BYTES = 65536
 

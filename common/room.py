@@ -346,8 +346,9 @@ class Room:
         """
         seq = min(seq, self.latest_seq)
         allowance = self._budgets[conn].repair_events
-        count = int(min(MAX_HISTORY_EVENTS, self.latest_seq - seq, allowance.available(self.clock())))
-        allowance.take(self.clock(), count)
+        now = self.clock()
+        count = int(min(MAX_HISTORY_EVENTS, self.latest_seq - seq, allowance.available(now)))
+        allowance.take(now, count)
         return [History(chunk, self.latest_seq)
                 for chunk in pack_events(self.log[seq:seq + count], HISTORY_CHUNK_BYTES)]
 
