@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from common import keylog
 from common.errors import ProtocolError
 from common.noise import TAG_BYTES  # ChaCha20-Poly1305's tag, in records and datagrams alike
 
@@ -129,6 +130,7 @@ class DatagramSealer:
         Packet numbers keep counting across epochs, so a nonce never repeats.
         """
         self.epoch, self._aead = epoch, ChaCha20Poly1305(key)
+        keylog.export_room_key(epoch, key)
 
     def seal(self, plaintext: bytes) -> bytes:
         """Return one datagram carrying ``plaintext``. Raises ProtocolError if
@@ -167,6 +169,7 @@ class DatagramOpener:
         if len(key) != 32:
             raise ProtocolError("a room key is 32 bytes")
         self._keys[epoch] = ChaCha20Poly1305(key)
+        keylog.export_room_key(epoch, key)
         for old in sorted(self._keys)[:-self.KEPT_EPOCHS]:
             del self._keys[old]
 

@@ -236,11 +236,18 @@ class HandshakeState:
         self._end_message()
         return payload
 
-    def split(self) -> tuple[CipherState, CipherState]:
-        """Return this side's (send, receive) transport ciphers; ProtocolError if incomplete."""
+    def transport_keys(self) -> tuple[bytes, bytes]:
+        """Return the raw (initiator-to-responder, responder-to-initiator) keys
+        that split() makes its ciphers from: what a key log (common/keylog.py)
+        records. ProtocolError if the handshake is incomplete."""
         if not self.complete:
             raise ProtocolError("the handshake is not complete, so there are no transport keys yet")
         initiator_to_responder, responder_to_initiator = _hkdf(self._chaining_key, b"", 2)
+        return initiator_to_responder, responder_to_initiator
+
+    def split(self) -> tuple[CipherState, CipherState]:
+        """Return this side's (send, receive) transport ciphers; ProtocolError if incomplete."""
+        initiator_to_responder, responder_to_initiator = self.transport_keys()
         if self._initiator:
             return CipherState(initiator_to_responder), CipherState(responder_to_initiator)
         return CipherState(responder_to_initiator), CipherState(initiator_to_responder)

@@ -20,7 +20,7 @@ nothing it would decrypt could be trusted.
 """
 from __future__ import annotations
 
-from common import noise
+from common import keylog, noise
 from common.errors import ProtocolError
 from common.framing import MAX_RECORD_BYTES, RecordDecoder, encode_record
 from common.messages import Goodbye, Message, decode, encode
@@ -42,8 +42,11 @@ class SecureSession:
         self._failure: str | None = None      # why the session failed, once it has
         self.closed = False
         self.outgoing = bytearray()
+        self._initiator_ephemeral = b""        # names the session in a key log (common/keylog.py)
         if initiator:
-            self.outgoing += encode_record(handshake.write_message())
+            first = handshake.write_message()
+            self._initiator_ephemeral = first[:noise.KEY_BYTES]
+            self.outgoing += encode_record(first)
 
     @classmethod
     def client(cls, psk: bytes, server_public_key: bytes) -> SecureSession:
@@ -127,9 +130,11 @@ class SecureSession:
         handshake = self._handshake
         handshake.read_message(body)   # a wrong key fails here, with a ProtocolError that says so
         if not self._initiator:
+            self._initiator_ephemeral = body[:noise.KEY_BYTES]   # the "e" of record 1 travels in clear
             self.outgoing += encode_record(handshake.write_message())
         if handshake.complete:
             self._send_cipher, self._receive_cipher = handshake.split()
+            keylog.export_session(self._initiator_ephemeral, *handshake.transport_keys())
             self._handshake = None
 
     def _open(self, body: bytes) -> Message:

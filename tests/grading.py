@@ -199,7 +199,9 @@ def _failure_text(report: pytest.TestReport) -> tuple[str, str]:
     if report.skipped and isinstance(report.longrepr, tuple):
         return report.longrepr[2], ""          # (file, line, "Skipped: why")
     crash = getattr(report.longrepr, "reprcrash", None)
-    full = report.longreprtext
+    # tests/wire_story.py adds what happened on the wire to a black-box test's failure.
+    full = report.longreprtext + "".join(f"\n--- {name}\n{text}" for name, text in report.sections
+                                         if name == "wire story")
     return (crash.message if crash else full).split("\n")[0], full
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from common.config import create_env_file
+from tests import wire_story
 
 ROOT = Path(__file__).resolve().parents[1]
 # Generous, because a loaded 2-core CI machine can be slow; a passing test
@@ -185,8 +186,10 @@ class RoleProcess(_Screen):
 
     def _collect(self, stream, lines: list[str]) -> None:
         for raw in stream:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            wire_story.watch_output_line(line)    # a port picked by the OS, before the test reads of it
             with self._changed:
-                lines.append(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+                lines.append(line)
                 self._changed.notify_all()
         with self._changed:   # end of stream: wake waiters so they can fail fast
             self._changed.notify_all()
@@ -321,6 +324,7 @@ class Processes:
         another host of a test LAN."""
         full_env = {key: value for key, value in os.environ.items()
                     if key not in _SETTING_VARIABLES}
+        full_env.update(wire_story.process_environment(list(args)))   # its key log; the capture's ports
         full_env.update(self.base_env)
         full_env.update(env or {})
         process = RoleProcess(module, list(args),
@@ -343,6 +347,8 @@ class Processes:
             pytest.skip(f"--attach: this test {why}, so it cannot use a server started by hand; "
                         f"run it without --attach")
         server = AttachedServer(module, attached)
+        wire_story.process_environment([])
+        wire_story.watch_port(attached.port)
         self.started.append(server)
         return server
 
