@@ -213,8 +213,8 @@ def test_a_failing_black_box_test_tells_what_crossed_the_wire(tmp_path):
         [sys.executable, "-m", "pytest", "-p", "tests.wire_story", "-p", "tests.grading", "-p", "no:cacheprovider",
          "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), str(tmp_path / "test_inner.py"),
          "--grade-format", "gradescope", "--grade-output", str(results)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "INNER_PASSWORD": PASSWORD}, capture_output=True, text=True,
-        timeout=DEADLINE_SECONDS * 3)
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "INNER_PASSWORD": PASSWORD},
+        capture_output=True, text=True, timeout=DEADLINE_SECONDS * 3)
     assert result.returncode == 1, result.stdout + result.stderr
     story = result.stdout.split(" wire story ")[1]
     output = json.loads(results.read_text())["tests"][0]["output"]
