@@ -156,6 +156,10 @@ def test_story_opens_room_datagrams_with_the_room_key_of_their_epoch(key_log_fil
         f"#1   127.0.0.1:45000 -> 127.255.255.255:23456  datagram {len(datagram)} B  epoch 3 packet 0  "
         "RoomBatch(events=[#1 join ana, #2 say ana 'hi'], latest_seq=2)"]
     assert tell([packet], keylog.KeyLog())[0].endswith("version 1 epoch 3 packet 0  (encrypted, no key)")
+    heartbeats = [Packet(2 + count, UDP, packet.source, packet.destination, sealer.seal(encode(RoomBatch((), 2))))
+                  for count in range(3)]
+    assert tell([packet, *heartbeats], keys)[1].endswith(
+        "epoch 3 packets 1-3  RoomBatch(events=(), latest_seq=2)  (3 alike)")   # a quiet room, in one line
 
 
 @pytest.mark.points(1)

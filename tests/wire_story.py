@@ -49,6 +49,7 @@ MAX_SHOWN_CHARACTERS = 60          # of one text field
 MAX_SHOWN_EVENTS = 4               # of one History or RoomBatch
 HIDDEN_FIELDS = ("password",)
 _DATAGRAM_HEADER = struct.Struct(">BIQ")     # version, epoch, packet number (docs/protocol.md §3)
+_PACKETS = "\0packets\0"       # where a datagram line's packet numbers go
 _LISTENING = re.compile(r"listening on \S*:(\d+)")
 _PORT_OPTIONS = ("--port", "--broadcast-port")
 
@@ -151,21 +152,49 @@ def _initiator_ephemeral(connection: Connection) -> bytes:
     return stream[2:2 + keylog.KEY_BYTES]
 
 
-def _datagram_line(packet: Packet, keys: keylog.KeyLog) -> str:
+def _datagram_line(packet: Packet, keys: keylog.KeyLog) -> _Line:
     who = f"{_address(packet.source)} -> {_address(packet.destination)}  datagram {len(packet.payload)} B"
     datagram = packet.payload
     if len(datagram) < DATAGRAM_OVERHEAD_BYTES:
-        return f"{who}  (not a room datagram: too short)"
+        return _Line(packet.index, f"{who}  (not a room datagram: too short)")
     version, epoch, number = _DATAGRAM_HEADER.unpack_from(datagram)
-    where = f"epoch {epoch} packet {number}"
+    where = f"epoch {epoch} {_PACKETS}"
     header, ciphertext = datagram[:_DATAGRAM_HEADER.size], datagram[_DATAGRAM_HEADER.size:-SIGNATURE_BYTES]
     for key in keys.room_keys.get(epoch, []):
         try:
             plaintext = ChaCha20Poly1305(key).decrypt(bytes(4) + number.to_bytes(8, "little"), ciphertext, header)
         except InvalidTag:
             continue
-        return f"{who}  {where}  {_plaintext(plaintext)}"   # the signature is not checked here
-    return f"{who}  version {version} {where}  (encrypted, no key)"
+        return _Line(packet.index, f"{who}  {where}  {_plaintext(plaintext)}", [number])   # signature unchecked
+    return _Line(packet.index, f"{who}  version {version} {where}  (encrypted, no key)", [number])
+
+
+@dataclasses.dataclass
+class _Line:
+    """One line of the story; a datagram's has a place for its packet numbers."""
+    index: int
+    text: str
+    packets: list[int] = dataclasses.field(default_factory=list)
+
+    def render(self) -> str:
+        if not self.packets:
+            return self.text
+        if len(self.packets) == 1:
+            return self.text.replace(_PACKETS, f"packet {self.packets[0]}")
+        numbers = f"packets {self.packets[0]}-{self.packets[-1]}"
+        return self.text.replace(_PACKETS, numbers) + f"  ({len(self.packets)} alike)"
+
+
+def _alike_datagrams_as_one(lines: list[_Line]) -> list[_Line]:
+    """A run of datagrams that differ only in their packet number (the
+    heartbeats of a quiet room, 4 a second) becomes one line."""
+    merged: list[_Line] = []
+    for line in lines:
+        if line.packets and merged and merged[-1].packets and merged[-1].text == line.text:
+            merged[-1].packets += line.packets
+        else:
+            merged.append(line)
+    return merged
 
 
 def tell(packets: list[Packet], keys: keylog.KeyLog, max_lines: int = MAX_LINES) -> list[str]:
@@ -183,9 +212,11 @@ def tell(packets: list[Packet], keys: keylog.KeyLog, max_lines: int = MAX_LINES)
             role = "client" if sender == connection.client else "server"
             what = "closes (FIN)" if flag == "FIN" else "resets the connection (RST)"
             events.append((index, f"{role} {_address(sender)}  {what}"))
-    events += [(packet.index, _datagram_line(packet, keys)) for packet in packets if packet.protocol == UDP]
-    events.sort(key=lambda event: event[0])    # stable: a packet's records keep their order
-    lines = [f"#{number:<3} {text}" for number, (_, text) in enumerate(events, start=1)]
+    lines = [_Line(index, text) for index, text in events]
+    lines += [_datagram_line(packet, keys) for packet in packets if packet.protocol == UDP]
+    lines.sort(key=lambda line: line.index)    # stable: a packet's records keep their order
+    lines = [f"#{number:<3} {line.render()}"
+             for number, line in enumerate(_alike_datagrams_as_one(lines), start=1)]
     if len(lines) > max_lines:
         lines = [f"... {len(lines) - max_lines} earlier lines left out"] + lines[-max_lines:]
     return lines
