@@ -102,8 +102,11 @@ class Capture:
             raise CaptureUnavailable(f"needs CAP_NET_RAW on Linux ({error})") from None
         try:
             # A big queue: the test's programs go on sending while this thread waits for the GIL.
-            sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", socket.SO_RCVBUF),
-                            _RECEIVE_BUFFER_BYTES)
+            # Past the system's rmem_max only with CAP_NET_ADMIN (SO_RCVBUFFORCE).
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, _RECEIVE_BUFFER_BYTES)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER_BYTES)
             sock.bind((interface, ETH_P_ALL))
             sock.settimeout(_POLL_SECONDS)
         except OSError as error:
@@ -144,7 +147,8 @@ class Capture:
     def _keep(self, data: bytes) -> None:
         self._seen += 1
         packet = parse_ip_packet(data, self._seen)
-        if packet is None or not {packet.source[1], packet.destination[1]} & self.ports:
+        # Lookups only: the test's threads add ports to the set while this one reads it.
+        if packet is None or not (packet.source[1] in self.ports or packet.destination[1] in self.ports):
             return
         if len(self.packets) >= MAX_PACKETS or self._payload_bytes + len(packet.payload) > MAX_PAYLOAD_BYTES:
             self.full = True
