@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 ETH_P_ALL = 0x0003                   # every protocol, as <linux/if_ether.h> names it
 PACKET_OUTGOING = 4                  # recvfrom's packet type for a packet this host sends
+SO_RCVBUFFORCE = 33                  # <asm-generic/socket.h>; Python's socket module lacks it
 TCP, UDP = 6, 17                     # IP protocol numbers
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 SEQUENCE_SPACE = 2**32
@@ -104,7 +105,7 @@ class Capture:
             # A big queue: the test's programs go on sending while this thread waits for the GIL.
             # Past the system's rmem_max only with CAP_NET_ADMIN (SO_RCVBUFFORCE).
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, _RECEIVE_BUFFER_BYTES)
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, _RECEIVE_BUFFER_BYTES)
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER_BYTES)
             sock.bind((interface, ETH_P_ALL))
