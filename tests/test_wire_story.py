@@ -46,16 +46,18 @@ def key_log_file(tmp_path):
 def segments(data: bytes, source, destination, first_sequence: int, start_index: int,
              size: int) -> list[Packet]:
     """``data`` as the TCP segments of one direction: a SYN, then pieces of
-    ``size`` bytes, each piece sent twice (a retransmission the story must drop)."""
-    packets = [Packet(start_index, TCP, source, destination, b"", first_sequence, SYN)]
+    ``size`` bytes, each piece sent twice (a retransmission the story must
+    drop), every other pair of pieces arriving in the wrong order."""
+    pieces = []
     sequence = first_sequence + 1
     for offset in range(0, len(data), size):
-        piece = data[offset:offset + size]
-        for _copy in range(2):
-            packets.append(Packet(start_index + len(packets), TCP, source, destination, piece,
-                                  sequence % 2**32, ACK))
-        sequence += len(piece)
-    return packets
+        pieces.append((sequence % 2**32, data[offset:offset + size]))
+        sequence += size
+    for at in range(0, len(pieces) - 1, 4):
+        pieces[at], pieces[at + 1] = pieces[at + 1], pieces[at]
+    sent = [(first_sequence, b"", SYN)] + [(number, piece, ACK) for number, piece in pieces for _copy in range(2)]
+    return [Packet(start_index + index, TCP, source, destination, piece, number, flags)
+            for index, (number, piece, flags) in enumerate(sent)]
 
 
 # --- The key log's format -------------------------------------------------------------------
