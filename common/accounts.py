@@ -162,6 +162,11 @@ class AccountStore:
     questions while workers register and log users in.
     """
 
+    @classmethod
+    def from_settings(cls, settings) -> "AccountStore":
+        """The store a server's settings (common/config.py) name: its file, and the cost of its hashes."""
+        return cls(settings.db_path, Argon2Cost(settings.argon2_memory_kib, settings.argon2_iterations))
+
     def __init__(
         self,
         path: str | os.PathLike,

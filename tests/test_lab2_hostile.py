@@ -33,7 +33,7 @@ from common.messages import (
 )
 from common.room import KEPT_FLOODING
 from common.session import SecureSession
-from lab2_udp.server import BUSY_WITH_LOGINS, MAX_PENDING_PER_ADDRESS, MAX_QUEUED_LOGINS_PER_ADDRESS
+from common.admission import BUSY_WITH_LOGINS, MAX_PENDING_PER_ADDRESS, MAX_QUEUED_LOGINS_PER_ADDRESS
 from tests.procs import DEADLINE_SECONDS
 from tests.raw_peer import receive_until, send_queued
 from tests.test_lab2 import BROADCAST, PASSWORD, Room, quit_and_hash, raw_member, room, wait_for_seq  # noqa: F401
