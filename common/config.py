@@ -135,7 +135,11 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
 
 def add_setting_options(parser: argparse.ArgumentParser, *names: str) -> None:
     """Give each named setting an option on the command line (SERVER_HOST is
-    --host); a value given there wins over the environment and the env file."""
+    --host); a value given there wins over the environment and the env file,
+    which --env names."""
+    parser.add_argument("--env", default=".env", metavar="FILE",
+                        help="the settings file (default: .env); a server creates it with fresh keys "
+                             "if it is missing, a client needs a copy of the server's")
     for name in names:
         option, kind, text = _OPTIONS[name]
         metavar = {int: "PORT", str: "ADDRESS"}[kind] if name != "DB_PATH" else "FILE"

@@ -57,8 +57,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="create the account first, then log in with it")
     parser.add_argument("--headless", action="store_true",
                         help="no window: chat through stdin and stdout")
-    parser.add_argument("--env", default=".env",
-                        help="settings file, copied from the server machine (default: .env)")
     return parser.parse_args(argv)
 
 

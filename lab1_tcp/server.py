@@ -69,8 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"your name in the chat (default: {DEFAULT_NAME})")
     parser.add_argument("--headless", action="store_true",
                         help="no window: chat through stdin and stdout")
-    parser.add_argument("--env", default=".env",
-                        help="settings file, created with fresh keys if missing (default: .env)")
     return parser.parse_args(argv)
 
 

@@ -58,7 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", required=True, help="your name in the room")
     parser.add_argument("--register", action="store_true", help="create the account first")
     parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
-    parser.add_argument("--env", default=".env", help="settings file: a copy of the server's .env")
     return parser.parse_args(argv)
 
 

@@ -55,7 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "MULTICAST_GROUP", "DB_PATH")
     parser.add_argument("--name", default="server", help="the server's name in the room")
     parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
-    parser.add_argument("--env", default=".env", help="settings file (created with fresh keys if missing)")
     return parser.parse_args(argv)
 
 
@@ -94,8 +93,8 @@ class RoomServer:
     # --- Connections ---------------------------------------------------------------------
 
     def on_connect(self, sock: socket.socket, addr: tuple) -> None:
-        peer = Connection(sock, SecureSession.server(self.settings.psk, self.settings.server_private_key),
-                        net.describe(addr), addr[0])
+        session = SecureSession.server(self.settings.psk, self.settings.server_private_key)
+        peer = Connection(sock, session, net.describe(addr), source=addr[0])
         for evicted in self.doorway.arrive(peer, peer.source, time.monotonic()):
             self.drop(evicted, "made room for a newer connection from the same address")
         self.peers[peer] = None
@@ -225,9 +224,8 @@ class RoomServer:
     # --- What the user does: the front end calls these ---------------------------------
 
     def show_room_state(self) -> None:
-        names = self.roster.names()
-        count = len(names) - 1
-        self.ui.set_status(f"{names[0]}: {count} member{'' if count == 1 else 's'}, encrypted; "
+        names = self.roster.names()   # the server's own name first
+        self.ui.set_status(f"{names[0]}: {len(names) - 1} member{'' if len(names) == 2 else 's'}, encrypted; "
                            f"TCP {self.address}, broadcast port {self.broadcast_to[1]}")
         self.ui.set_members(names)
 

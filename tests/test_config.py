@@ -196,7 +196,6 @@ def test_setting_options_reach_the_settings_and_only_the_ones_given(tmp_path, mo
     path = env_file_with(tmp_path, BROADCAST_PORT="7100")
     monkeypatch.setenv("SERVER_HOST", "127.0.0.5")
     parser = argparse.ArgumentParser()
-    parser.add_argument("--env")
     add_setting_options(parser, "SERVER_HOST", "LAB2_PORT", "BROADCAST_PORT")
     args = parser.parse_args(["--env", str(path), "--port", "6100"])
     assert args.port == 6100   # a port is a number from the start: argparse names a bad one
