@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = measure(args.server.resolve() if args.server else None)
     except (RuntimeError, OSError) as error:
-        print(f"leaderboard: {error}", file=sys.stderr)
+        # One line: the grader quotes the last line of stderr as the reason.
+        print(" ".join(line.strip() for line in str(error).splitlines() if line.strip()), file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(result))
