@@ -11,7 +11,9 @@ member's screen; deliveries/s counts them from the first send to the last
 delivery, and the latency of each is from its send to its delivery.
 
 The numbers rank a class against itself on one grading machine; they are not
-a measure of any other machine (docs/performance.md has the full bench).
+a measure of any other machine (docs/performance.md has the full bench). With
+``--server``, the kit's own server runs next, in the same run, as a baseline:
+the output line gives both, so a slow number on a busy machine shows as such.
 
     python bench/leaderboard.py [--server PATH] [--json]
 
@@ -32,21 +34,33 @@ MEMBERS = 8
 MESSAGES = 600      # per member: 4,800 lines, 38,400 deliveries: a few seconds
 
 
-def measure(server_file: Path | None) -> dict:
-    """One throughput run of MEMBERS members; returns deliveries/s and p99 ms."""
-    pool = lab2_fanout.ReceiverPool()
-    try:
-        with tempfile.TemporaryDirectory(prefix="leaderboard_") as workdir:
-            with lab2_fanout.Run(pool, "kit", MEMBERS, Path(workdir), server_file=server_file) as run:
-                run.connect()
-                row = run.run("throughput", MESSAGES)
-    finally:
-        pool.close()
+def _run(pool: lab2_fanout.ReceiverPool, workdir: Path, server_file: Path | None) -> dict:
+    """One throughput run of MEMBERS members against one server."""
+    with lab2_fanout.Run(pool, "kit", MEMBERS, workdir, server_file=server_file) as run:
+        run.connect()
+        row = run.run("throughput", MESSAGES)
     if row["delivered_pct"] < 100 or row["match"] != "yes":
         raise RuntimeError(f"the room delivered {row['delivered_pct']:.1f}% of the lines; "
                            f"transcripts match: {row['match']}")
-    return {"deliveries_per_s": row["pairs_per_s"], "p99_ms": row["p99_ms"],
-            "about": f"{MEMBERS} members, {MESSAGES} lines each, on loopback"}
+    return row
+
+
+def measure(server_file: Path | None) -> dict:
+    """Deliveries/s and p99 ms of the room. A student's server is measured
+    with the kit's own right after it, in the same run, as the baseline that
+    says how busy this machine was."""
+    about = f"{MEMBERS} members, {MESSAGES} lines each, on loopback"
+    pool = lab2_fanout.ReceiverPool()
+    try:
+        with tempfile.TemporaryDirectory(prefix="leaderboard_") as workdir:
+            row = _run(pool, Path(workdir), server_file)
+            if server_file:
+                baseline = _run(pool, Path(workdir), None)
+                about += (f"; the kit's server in the same run: {baseline['pairs_per_s']:,.0f} deliveries/s, "
+                          f"p99 {baseline['p99_ms']:.1f} ms")
+    finally:
+        pool.close()
+    return {"deliveries_per_s": row["pairs_per_s"], "p99_ms": row["p99_ms"], "about": about}
 
 
 def main(argv: list[str] | None = None) -> int:

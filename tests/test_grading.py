@@ -483,6 +483,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def test_a_failed_window_test_leaves_a_png_of_its_screen_in_prairielearns_results(pytester, monkeypatch):
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (apt-get install xvfb); CI installs it")
+    if not (shutil.which("import") or shutil.which("xwd") and shutil.which("convert")):
+        pytest.skip("ImageMagick is not installed (apt-get install imagemagick); CI installs it")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))   # the subprocess imports the plugin from the kit
     pytester.makeconftest('pytest_plugins = ["tests.grading"]\n'
                           'from tests.xvfb import xvfb_display  # noqa: F401  (a fixture)\n')
