@@ -39,7 +39,8 @@ Options (docs/grading.md has the commands):
 ``--grade-screenshots DIR``
     where a failed window test (``@pytest.mark.gui``) leaves a PNG of its
     Xvfb screen, taken before its teardown (default: screenshots/ beside the
-    output file); PrairieLearn's results carry it as an image.
+    output file, else chat-lab-kit-screenshots/ in the temporary folder);
+    PrairieLearn's results carry it as an image.
 ``--grade-leaderboard``
     run bench/leaderboard.py, a few seconds of a Lab 2 room (the --role
     server, if any), and put its deliveries/s and p99 latency in Gradescope's
@@ -85,6 +86,8 @@ MANIFEST_NAME = "tests/expected_tests.json"
 WRITE_MANIFEST_COMMAND = ".venv/bin/python -m tests.grading --write-manifest"
 CATEGORIES = ("lab1", "lab2", "common", "tools")
 HANDOUTS = {"lab1": "docs/lab1.md", "lab2": "docs/lab2.md"}
+# PrairieLearn takes a results.json of at most 1 MB: the screenshots get most of it, the text the rest.
+PRAIRIELEARN_IMAGE_BYTES = 700_000
 LEADERBOARD_SECONDS = 90      # the benchmark takes a few; a hung student server must not hold the grader
 
 ROLES = ("lab1_tcp.server", "lab1_tcp.client", "lab2_udp.server", "lab2_udp.client")
@@ -353,6 +356,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 # --- Screenshots of failed window tests ---------------------------------------------------------
 
+# The fixtures that hand a test its Xvfb's DISPLAY (tests/xvfb.py; tests/test_ui.py's windows in-process).
+DISPLAY_FIXTURES = ("xvfb_display", "window_display")
+
+
 def _screenshot_folder(config: pytest.Config) -> Path:
     option = config.getoption("--grade-screenshots")
     if option:
@@ -366,7 +373,8 @@ def _screenshot_folder(config: pytest.Config) -> Path:
 def _screenshot_of_failure(item: pytest.Item) -> str:
     """A PNG of the screen of a failed window test, taken while its windows
     are still open (before the fixtures' teardown); its path, or why none."""
-    display = item.funcargs.get("xvfb_display")
+    # Only a private Xvfb of the tests is ever photographed, never a real desktop.
+    display = next((item.funcargs[name] for name in DISPLAY_FIXTURES if name in item.funcargs), None)
     if display is None:
         return ""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid) + ".png"
@@ -475,7 +483,8 @@ def measure_leaderboard() -> tuple[list[dict], str]:
     try:
         stdout, stderr = process.communicate(timeout=LEADERBOARD_SECONDS)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):   # it may have ended just now
+            os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
         return [], f"leaderboard left out: the benchmark did not finish within {LEADERBOARD_SECONDS} s"
     if process.returncode != 0:
@@ -538,24 +547,25 @@ def as_gradescope(rows: list[dict], seconds: float, summary: str, leaderboard: l
     return results
 
 
-def _png_images(paths: list[str]) -> list[dict]:
-    """PrairieLearn's images: a label and the PNG as a data URL."""
-    return [{"label": f"the screen when it failed ({Path(path).name})",
-             "url": "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")}
-            for path in paths]
-
-
 def as_prairielearn(rows: list[dict], summary: str) -> dict:
     """PrairieLearn's external-grader results.json: a score from 0 to 1; a
-    failed window test carries a picture of its screen."""
+    failed window test carries a picture of its screen, as a data URL, while
+    the pictures fit in PrairieLearn's limit on the file."""
     possible = sum(row["points"] for row in rows)
+    image_bytes_left = PRAIRIELEARN_IMAGE_BYTES
     tests = []
     for row in rows:
         test = {"name": row["name"], "description": f"category {row['category']}",
                 "points": round(row["earned"], 2), "max_points": row["points"],
                 "message": row["reason"] or "passed", "output": row["details"]}
-        if row["screenshots"]:
-            test["images"] = _png_images(row["screenshots"])
+        for path in row["screenshots"]:
+            url = "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            if len(url) > image_bytes_left:
+                test["output"] += f"\n(screenshot {path} left out: the results would pass PrairieLearn's 1 MB)"
+                continue
+            image_bytes_left -= len(url)
+            test.setdefault("images", []).append({"label": f"the screen when it failed ({Path(path).name})",
+                                                  "url": url})
         tests.append(test)
     return {
         "gradable": True,
