@@ -380,6 +380,7 @@ def test_a_test_the_run_did_not_ask_for_is_not_missing(suite):
     for selection in (["test_tools_report.py"], ["-k", "test_kept or named_for"],
                       ["test_lab1_chat.py::test_kept"], ["--deselect", "test_lab1_chat.py::test_deleted_later",
                                                          "--deselect", "test_lab1_chat.py::test_renamed_later"]):
+        (suite.path / "grades.json").unlink(missing_ok=True)
         grade(suite, "--grade-manifest", "expected.json", "--grade-json", "grades.json", *selection)
         assert json.loads((suite.path / "grades.json").read_text())["missing"] == [], selection
     grade(suite, "--grade-manifest", "expected.json", "--grade-json", "grades.json", "-k", "deleted")
