@@ -354,6 +354,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 "details": "", "seconds": 0.0, "missing": True}
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # A missing test is a failed test: the run fails, as it would had the
+    # test been there and failed (CI, GitHub Classroom's pass/fail steps).
+    if session.config.stash[_MISSING_KEY] and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 # --- Screenshots of failed window tests ---------------------------------------------------------
 
 # The fixtures that hand a test its Xvfb's DISPLAY (tests/xvfb.py; tests/test_ui.py's windows in-process).

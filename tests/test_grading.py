@@ -358,6 +358,7 @@ def test_kept(): pass
 def test_renamed(): pass
 ''', test_framing="import no_such_module\n")
     result = grade(suite, "--grade-manifest", "expected.json", "--grade-json", "grades.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
     grades = json.loads((suite.path / "grades.json").read_text())
     assert sorted(grades["missing"]) == ["test_framing.py::test_in_a_file_that_breaks_later",
                                          "test_lab1_chat.py::test_deleted_later",
@@ -435,6 +436,7 @@ def test_a_test_deleted_from_a_copy_of_the_kit_costs_its_points(tmp_path):
     manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
     function = f"tests/test_noise.py::{deleted}"
     assert grades["missing"] == [function], completed.stdout
+    assert completed.returncode == 1          # every other test passed: the missing one fails the run
     assert grades["tests"][function]["outcome"] == "failed"
     assert grades["tests"][function]["points"] == manifest[function]["points"]
     assert grades["possible"] == sum(entry["points"] for name, entry in manifest.items()
