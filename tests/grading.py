@@ -443,7 +443,9 @@ def _function_scores(results: dict[str, dict], manifest: dict[str, dict]) -> lis
     """One row per test function: points earned, possible and skipped, and why not all."""
     rows = []
     for function, cases in by_function(results).items():
-        points = cases[0][1]["points"]
+        # With a manifest, it sets the points: a clone cannot raise a test's marker, and a
+        # test it added is worth nothing.
+        points = manifest[function]["points"] if function in manifest else 0 if manifest else cases[0][1]["points"]
         share = points / len(cases)
         not_passed = [(nodeid, result) for nodeid, result in cases if result["outcome"] != "passed"]
         rows.append({
@@ -453,6 +455,7 @@ def _function_scores(results: dict[str, dict], manifest: dict[str, dict]) -> lis
             "skipped": share * sum(result["outcome"] == "skipped" for _, result in cases),
             "passed": all(result["outcome"] == "passed" for _, result in cases),
             "missing": any(result.get("missing") for _, result in cases),
+            "unlisted": bool(manifest) and function not in manifest,
             "hidden": any(result["hidden"] for _, result in cases),
             "reason": "; ".join(f"{nodeid.split('::')[-1]} {result['outcome']}: {result['reason']}"
                                 for nodeid, result in not_passed),
@@ -518,7 +521,8 @@ def as_json(results: dict[str, dict], rows: list[dict], leaderboard: list[dict])
             tests[nodeid]["screenshot"] = result["screenshot"]
     report = {"earned": round(sum(row["earned"] for row in rows), 2),
               "possible": sum(row["points"] for row in rows), "categories": category_totals(rows),
-              "missing": [row["name"] for row in rows if row["missing"]], "tests": tests}
+              "missing": [row["name"] for row in rows if row["missing"]],
+              "not_graded": [row["name"] for row in rows if row["unlisted"]], "tests": tests}
     if leaderboard:
         report["leaderboard"] = leaderboard
     return report
@@ -634,6 +638,10 @@ def _report_lines(rows: list[dict]) -> list[str]:
         lines.append(f"missing ({len(missing)} of {MANIFEST_NAME}, {sum(row['points'] for row in missing):g} "
                      "points, counted as failed):")
         lines += [f"  {row['name']}  ({row['points']:g} points)" for row in missing]
+    unlisted = [row["name"] for row in rows if row["unlisted"]]
+    if unlisted:
+        lines.append(f"not graded ({len(unlisted)} not in {MANIFEST_NAME}, worth 0 points):")
+        lines += [f"  {name}" for name in unlisted]
     return lines
 
 

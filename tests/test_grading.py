@@ -347,11 +347,12 @@ def test_a_deleted_renamed_or_unloadable_test_counts_as_failed_with_its_points(s
     assert manifest["test_lab1_chat.py::test_deleted_later"] == {"points": 5, "category": "lab1", "markers": []}
     assert manifest["test_framing.py::test_in_a_file_that_breaks_later"]["category"] == "common"
     assert manifest["test_tools_report.py::test_lab2_named_for_its_lab"]["category"] == "lab2"
-    # The student's clone: one test deleted, one renamed, one file that no longer imports.
+    # The student's clone: one test deleted, one renamed, one file that no longer imports,
+    # and one test's points raised.
     suite.makepyfile(test_lab1_chat='''
 import pytest
 
-@pytest.mark.points(3)
+@pytest.mark.points(30)
 def test_kept(): pass
 
 @pytest.mark.points(2)
@@ -365,14 +366,18 @@ def test_renamed(): pass
                                          "test_lab1_chat.py::test_renamed_later"]
     deleted = grades["tests"]["test_lab1_chat.py::test_deleted_later"]
     assert deleted["outcome"] == "failed" and deleted["points"] == 5 and deleted["reason"].startswith("missing:")
-    # earned: test_kept 3 + test_renamed 2 (not in the manifest: graded by its marker) + 1
-    assert grades["earned"] == 6 and grades["possible"] == 3 + 5 + 2 + 2 + 4 + 1
-    assert grades["categories"] == {"lab1": {"earned": 5, "possible": 12},
+    # earned: test_kept 3 (the manifest's points, not the clone's 30) + 1; test_renamed is
+    # not in the manifest: it is worth nothing.
+    assert grades["not_graded"] == ["test_lab1_chat.py::test_renamed"]
+    assert grades["earned"] == 4 and grades["possible"] == 3 + 5 + 2 + 4 + 1
+    assert grades["categories"] == {"lab1": {"earned": 3, "possible": 10},
                                     "lab2": {"earned": 1, "possible": 1},
                                     "common": {"earned": 0, "possible": 4}}
-    result.stdout.fnmatch_lines(["*category lab1*5.0 / 12*", "*category common*0.0 / 4*",
+    result.stdout.fnmatch_lines(["*category lab1*3.0 / 10*", "*category common*0.0 / 4*",
                                  "missing (3 of tests/expected_tests.json, 11 points, counted as failed):",
-                                 "*test_lab1_chat.py::test_deleted_later  (5 points)"])
+                                 "*test_lab1_chat.py::test_deleted_later  (5 points)",
+                                 "not graded (1 not in tests/expected_tests.json, worth 0 points):",
+                                 "*test_lab1_chat.py::test_renamed"])
 
 
 @pytest.mark.points(2)
