@@ -119,6 +119,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--grade-manifest", metavar="FILE",
                     help=f"the tests the suite must hold (default: {MANIFEST_NAME}, if it exists): "
                          "one not collected counts as failed, named missing")
+    group.addoption("--grade-category", action="append", metavar="NAME", choices=CATEGORIES,
+                    help="run only the tests of this category (" + ", ".join(CATEGORIES) + "; "
+                         "may be given again), as the manifest or the test's name and file say")
     group.addoption("--write-manifest", metavar="FILE",
                     help=f"write the collected tests' points and categories to FILE (with --collect-only; "
                          f"{WRITE_MANIFEST_COMMAND} writes {MANIFEST_NAME} and the handouts' rubrics)")
@@ -253,6 +256,7 @@ def pytest_runtest_teardown(item: pytest.Item):
 # A test's category is its lab when its name says so (test_lab1_..., test_lab2_...), else its file's.
 CORE_TESTS_WITHOUT_A_MODULE = ("test_conversation",)   # the core's whole conversation, without sockets
 MANIFEST_MARKERS = ("network", "gui", "hidden")       # the markers -m may select on
+CATEGORIES = ("lab1", "lab2", "common", "tools")
 
 
 def category_of(nodeid: str) -> str:
@@ -300,10 +304,14 @@ def manifest_text(items: list[pytest.Item]) -> str:
             + ",\n".join(lines) + "\n }\n}\n")
 
 
-def _asked_for(config: pytest.Config, function: str, markers: list[str]) -> bool:
+def _asked_for(config: pytest.Config, function: str, entry: dict) -> bool:
     """Whether this run asked for a test: its file, or the test itself, is
     among the run's arguments, no --ignore or --deselect leaves it out, and
-    it matches -k and -m. A test that was not asked for is not missing."""
+    it matches -k, -m and --grade-category. A test that was not asked for is
+    not missing."""
+    categories, markers = config.getoption("--grade-category"), entry["markers"]
+    if categories and entry["category"] not in categories:
+        return False
     path, _, name = function.partition("::")
     file = (config.rootpath / path).resolve()
     here = config.invocation_params.dir
@@ -329,6 +337,24 @@ def _asked_for(config: pytest.Config, function: str, markers: list[str]) -> bool
     return not marks or Expression.compile(marks).evaluate(lambda mark, **_: mark in markers)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--grade-category: leave out the tests of the other categories."""
+    categories = config.getoption("--grade-category")
+    if not categories:
+        return
+    manifest = config.stash[_MANIFEST_KEY]
+
+    def category(item: pytest.Item) -> str:
+        function = item.nodeid.split("[")[0]
+        return manifest[function]["category"] if function in manifest else category_of(function)
+
+    left_out = [item for item in items if category(item) not in categories]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if category(item) in categories]
+
+
 def pytest_deselected(items: list[pytest.Item]) -> None:
     if items:
         items[0].config.stash[_DESELECTED_KEY].extend(item.nodeid for item in items)
@@ -346,7 +372,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     collected = {nodeid.split("[")[0] for nodeid in
                  [*(item.nodeid for item in session.items), *config.stash[_DESELECTED_KEY]]}
     for function, entry in config.stash[_MANIFEST_KEY].items():
-        if function not in collected and _asked_for(config, function, entry["markers"]):
+        if function not in collected and _asked_for(config, function, entry):
             config.stash[_MISSING_KEY][function] = {
                 "points": entry["points"], "outcome": "failed", "hidden": "hidden" in entry["markers"],
                 "reason": f"missing: in {MANIFEST_NAME} but not collected (deleted, renamed, or its file "

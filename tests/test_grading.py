@@ -257,7 +257,7 @@ def run_autograder(root, *pytest_args: str) -> dict:
 
 # A fast subset of Lab 2's tests: enough to tell a good client from a broken one.
 LAB2_SUBSET = ("-k", "test_own_message_appears_only_when_numbered_by_the_server or test_dm_reaches_only_its_recipient"
-                     " or test_role_file_reads_in_at_most_350_lines")
+                     " or test_server_quits_cleanly_while_a_connection_is_in_its_handshake")   # test_lab2_hostile.py
 
 
 @pytest.mark.network
@@ -385,12 +385,16 @@ def test_a_test_the_run_did_not_ask_for_is_not_missing(suite):
     suite.makepyfile(test_lab1_chat="import pytest\n\n@pytest.mark.points(3)\ndef test_kept(): pass\n")
     for selection in (["test_tools_report.py"], ["-k", "test_kept or named_for"],
                       ["test_lab1_chat.py::test_kept"], ["--deselect", "test_lab1_chat.py::test_deleted_later",
-                                                         "--deselect", "test_lab1_chat.py::test_renamed_later"]):
+                                                         "--deselect", "test_lab1_chat.py::test_renamed_later"],
+                      ["--grade-category", "lab2"]):
         (suite.path / "grades.json").unlink(missing_ok=True)
         grade(suite, "--grade-manifest", "expected.json", "--grade-json", "grades.json", *selection)
         assert json.loads((suite.path / "grades.json").read_text())["missing"] == [], selection
     grade(suite, "--grade-manifest", "expected.json", "--grade-json", "grades.json", "-k", "deleted")
     assert json.loads((suite.path / "grades.json").read_text())["missing"] == ["test_lab1_chat.py::test_deleted_later"]
+    grade(suite, "--grade-manifest", "expected.json", "--grade-json", "grades.json", "--grade-category", "lab2")
+    assert list(json.loads((suite.path / "grades.json").read_text())["tests"]) == [
+        "test_tools_report.py::test_lab2_named_for_its_lab"]   # its name puts it in lab2, not its file
 
 
 @pytest.mark.points(2)
