@@ -451,6 +451,9 @@ def pytest_runtest_makereport(item: pytest.Item, call):
             result["outcome"] = "skipped"
         result["reason"] = result["reason"] or f"{report.when}: {reason}"
         result["details"] += details
+        for name, text in report.sections:
+            if name == "wire story":    # tests/wire_story.py: what the black-box test saw on the wire
+                result["wire_story"] = text
     if report.when == "call" and report.failed and item.get_closest_marker("gui"):
         shot = _screenshot_of_failure(item)
         if shot.endswith(".png"):
@@ -547,6 +550,8 @@ def as_json(results: dict[str, dict], rows: list[dict], leaderboard: list[dict])
             tests[nodeid]["reason"] = result["reason"]
         if "screenshot" in result:
             tests[nodeid]["screenshot"] = result["screenshot"]
+        if "wire_story" in result:
+            tests[nodeid]["wire_story"] = result["wire_story"]
     report = {"earned": round(sum(row["earned"] for row in rows), 2),
               "possible": sum(row["points"] for row in rows), "categories": category_totals(rows),
               "missing": [row["name"] for row in rows if row["missing"]],

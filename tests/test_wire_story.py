@@ -219,13 +219,15 @@ def test_a_failing_black_box_test_tells_what_crossed_the_wire(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.wire_story", "-p", "tests.grading", "-p", "no:cacheprovider",
          "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), str(tmp_path / "test_inner.py"),
-         "--grade-format", "gradescope", "--grade-output", str(results)],
+         "--grade-format", "gradescope", "--grade-output", str(results), "--grade-json", str(tmp_path / "grades.json")],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "INNER_PASSWORD": PASSWORD},
         capture_output=True, text=True, timeout=DEADLINE_SECONDS * 3)
     assert result.returncode == 1, result.stdout + result.stderr
     story = result.stdout.split(" wire story ")[1]
     output = json.loads(results.read_text())["tests"][0]["output"]
-    assert "--- wire story" in output and "expected:" in output     # in the grade output too
+    assert "--- wire story" in output and "expected:" in output     # in the grade outputs too
+    (graded,) = json.loads((tmp_path / "grades.json").read_text())["tests"].values()
+    assert graded["wire_story"] == story.split("\n", 1)[1].split("\n=====")[0] + "\n"
     assert PASSWORD not in result.stdout and PASSWORD not in output
     if not capture_available():
         assert "no capture: needs CAP_NET_RAW" in story
