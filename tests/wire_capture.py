@@ -24,6 +24,7 @@ import ipaddress
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 
 ETH_P_ALL = 0x0003                   # every protocol, as <linux/if_ether.h> names it
@@ -39,6 +40,7 @@ MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 MAX_WAITING_SEGMENTS = 1000          # out-of-order segments held per direction
 _RECEIVE_BUFFER_BYTES = 16 * 1024 * 1024
 _POLL_SECONDS = 0.05
+_DRAIN_SECONDS = 1.0
 
 
 class CaptureUnavailable(Exception):
@@ -133,14 +135,20 @@ class Capture:
         return self.packets
 
     def _run(self) -> None:
+        drain_until = None
         while True:
-            if self._stopping.is_set():
-                self._sock.setblocking(False)    # drain: whatever is queued, then stop
+            if self._stopping.is_set() and drain_until is None:
+                # Drain: whatever is queued, then stop; other programs' traffic
+                # on lo must not keep us reading for ever.
+                self._sock.setblocking(False)
+                drain_until = time.monotonic() + _DRAIN_SECONDS
             try:
                 data, address = self._sock.recvfrom(65535)
             except TimeoutError:
                 continue
             except BlockingIOError:
+                return
+            if drain_until is not None and time.monotonic() > drain_until:
                 return
             if address[2] != PACKET_OUTGOING:
                 self._keep(data)

@@ -8,11 +8,12 @@ program the test starts, and the test process itself, one key log
 section ``wire story``: every connection, record and datagram on the test's
 ports, in order and numbered, decoded by the kit's own codec::
 
-    #1  client 127.0.0.1:40122 -> server :5001  connect
-    #2  client 127.0.0.1:40122 -> server :5001  record 50 B  handshake 1 (initiator's key 3f2a9c01...)
-    #3  server 127.0.0.1:5001 -> client :40122  record 50 B  handshake 2
-    #4  client 127.0.0.1:40122 -> server :5001  record 83 B  Login(name='ana', password=***)
-    expected: AssertionError: lab1_tcp.client: timed out waiting for ...
+    #1   client 127.0.0.1:40122 -> server :5001  connect
+    #2   client 127.0.0.1:40122 -> server :5001  record 50 B  handshake 1 (initiator's key 3f2a9c01...)
+    #3   server 127.0.0.1:5001 -> client :40122  record 50 B  handshake 2
+    #4   client 127.0.0.1:40122 -> server :5001  record 47 B  Register(name='ana', password=***)
+    expected:
+        AssertionError: lab1_tcp.server: timed out waiting for ...
 
 Records are decrypted as the receiver would: the session's keys are found
 in the key log by the initiator's ephemeral key (the first 32 bytes of
