@@ -147,6 +147,18 @@ def test_story_decrypts_each_record_with_the_logged_session_keys(key_log_file):
 
 
 @pytest.mark.points(1)
+def test_story_says_where_a_stream_stops_being_records_or_the_capture_lost_bytes():
+    garbage = segments(b"\x00\x00garbage", CLIENT, SERVER, 7, 0, 100)
+    assert tell(garbage, keylog.KeyLog())[1:] == [
+        "#2   client 127.0.0.1:40122 -> server :5001  not a record: record length 0 is outside 1..16384; "
+        "the rest of this direction is not decoded"]
+    first, *_, lost = segments(bytes(4000), CLIENT, SERVER, 7, 0, 1000)[::2]   # only the SYN and the last piece
+    assert tell([first, lost], keylog.KeyLog())[-1] == (
+        "#2   client 127.0.0.1:40122 -> server :5001  (the capture missed some bytes here: later records "
+        "are not shown)")
+
+
+@pytest.mark.points(1)
 def test_story_opens_room_datagrams_with_the_room_key_of_their_epoch(key_log_file):
     sealer = DatagramSealer(Ed25519PrivateKey.generate())
     sealer.set_room_key(3, os.urandom(32))
