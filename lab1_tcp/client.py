@@ -29,7 +29,7 @@ import selectors
 import socket
 import sys
 
-from common import net
+from common import keylog, net
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
 from common.messages import (
@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="create the account first, then log in with it")
     parser.add_argument("--headless", action="store_true",
                         help="no window: chat through stdin and stdout")
+    keylog.add_option(parser)    # --keylog FILE: the keys of each session, for the tests' wire story
     return parser.parse_args(argv)
 
 

@@ -30,7 +30,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 
-from common import net
+from common import keylog, net
 from common.net import Connection, Phase
 from common.accounts import AccountStore, normalise_name
 from common.admission import LoginQueue, NoteBudget
@@ -71,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"your name in the chat (default: {DEFAULT_NAME})")
     parser.add_argument("--headless", action="store_true",
                         help="no window: chat through stdin and stdout")
+    keylog.add_option(parser)    # --keylog FILE: the keys of each session, for the tests' wire story
     return parser.parse_args(argv)
 
 

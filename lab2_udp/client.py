@@ -27,7 +27,7 @@ import selectors
 import sys
 import time
 
-from common import net
+from common import keylog, net
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
 from common.framing import DatagramOpener
@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", required=True, help="your name in the room")
     parser.add_argument("--register", action="store_true", help="create the account first")
     parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
+    keylog.add_option(parser)    # --keylog FILE: the keys of each session, for the tests' wire story
     return parser.parse_args(argv)
 
 

@@ -28,7 +28,7 @@ import time
 from concurrent.futures import Future
 from functools import partial
 
-from common import net
+from common import keylog, net
 from common.net import Connection, Phase
 from common.accounts import AccountStore
 from common.admission import BUSY_WITH_LOGINS, Doorway, NoteBudget
@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "MULTICAST_GROUP", "DB_PATH")
     parser.add_argument("--name", default="server", help="the server's name in the room")
     parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
+    keylog.add_option(parser)    # --keylog FILE: the keys of each session, for the tests' wire story
     return parser.parse_args(argv)
 
 

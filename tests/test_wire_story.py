@@ -27,6 +27,7 @@ from common.messages import ChatMessage, EventKind, LoginAccepted, Register, Roo
 from common.session import SecureSession
 from tests.procs import DEADLINE_SECONDS, ROOT, Processes, create_test_env_file, free_port
 from tests.raw_peer import receive_until, register_raw
+from tests.test_lab1 import role_module
 from tests.wire_capture import ACK, SYN, TCP, UDP, Capture, CaptureUnavailable, Packet, parse_ip_packet
 from tests.wire_story import tell
 
@@ -94,6 +95,19 @@ def test_chat_keylog_switches_the_log_on_and_nothing_is_written_without_it(tmp_p
     text = path.read_text()
     assert text.startswith("# chat lab kit key log: anyone who holds this file can read")
     assert list(keylog.parse(text).sessions) == [upstream[2:34]]   # named by record 1's ephemeral key
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("module", ["lab1_tcp.server", "lab1_tcp.client", "lab2_udp.server", "lab2_udp.client"])
+def test_every_role_takes_keylog_and_opens_the_file_as_it_reads_its_options(tmp_path, module):
+    path = tmp_path / "keys.log"
+    try:
+        args = role_module(module).parse_args(["--name", "alice", "--keylog", str(path)])
+        keylog.export_room_key(1, bytes(32))
+    finally:
+        keylog.close_key_log()
+    assert args.keylog.path == str(path)
+    assert keylog.parse(path.read_text()).room_keys == {1: [bytes(32)]}
 
 
 # --- Decoding a capture ------------------------------------------------------------------------
