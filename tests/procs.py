@@ -5,6 +5,9 @@ command-line contract: lines in on stdin, transcript lines out on stdout,
 status on stderr, an exit code at the end. Nothing here sleeps: every wait
 is a condition with a deadline, so a busy machine only makes a test slower,
 never wrong, and a broken program fails with its output in the message.
+Every program a test starts writes its keys to the test's key log, and its
+ports are captured, so a failing test tells its wire story
+(tests/wire_story.py).
 
     with Processes() as processes:
         server = processes.start("lab1_tcp.server", "--port", "0", "--headless")
