@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import stat
 import struct
 import subprocess
 import sys
-import socket
 import textwrap
 
 import pytest
@@ -237,24 +238,34 @@ def capture_available() -> bool:
     return True
 
 
-@pytest.mark.network
-@pytest.mark.points(3)
-def test_a_failing_black_box_test_tells_what_crossed_the_wire(tmp_path):
+def run_failing_test(tmp_path, prefix: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess, str, str]:
+    """Run FAILING_TEST in a pytest of its own (after ``prefix``); return the
+    run, its terminal's wire story, and the story in the Gradescope output,
+    after checking that the JSON report holds the same story."""
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(FAILING_TEST))
     results = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.wire_story", "-p", "tests.grading", "-p", "no:cacheprovider",
-         "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), str(tmp_path / "test_inner.py"),
-         "--grade-format", "gradescope", "--grade-output", str(results), "--grade-json", str(tmp_path / "grades.json")],
+        [*prefix, sys.executable, "-m", "pytest", "-p", "tests.wire_story", "-p", "tests.grading",
+         "-p", "no:cacheprovider", "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
+         str(tmp_path / "test_inner.py"), "--grade-format", "gradescope", "--grade-output", str(results),
+         "--grade-json", str(tmp_path / "grades.json")],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "INNER_PASSWORD": PASSWORD},
         capture_output=True, text=True, timeout=DEADLINE_SECONDS * 3)
     assert result.returncode == 1, result.stdout + result.stderr
     story = result.stdout.split(" wire story ")[1]
-    output = json.loads(results.read_text())["tests"][0]["output"]
-    assert "--- wire story" in output and "expected:" in output     # in the grade outputs too
     (graded,) = json.loads((tmp_path / "grades.json").read_text())["tests"].values()
     assert graded["wire_story"] == story.split("\n", 1)[1].split("\n=====")[0] + "\n"
+    assert graded["reason"].startswith("call: AssertionError: bob never answered")   # failed for its own reason
+    output = json.loads(results.read_text())["tests"][0]["output"]
     assert PASSWORD not in result.stdout and PASSWORD not in output
+    return result, story, output
+
+
+@pytest.mark.network
+@pytest.mark.points(3)
+def test_a_failing_black_box_test_tells_what_crossed_the_wire(tmp_path):
+    _, story, output = run_failing_test(tmp_path)
+    assert "--- wire story" in output and "expected:" in output     # in the grade outputs too
     if not capture_available():
         assert "no capture: needs CAP_NET_RAW" in story
         return
@@ -268,6 +279,18 @@ def test_a_failing_black_box_test_tells_what_crossed_the_wire(tmp_path):
                for line in lines)
     assert "(encrypted, no key)" not in story
     assert "expected:\n    AssertionError: bob never answered" in story
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_without_the_capability_to_capture_the_story_says_so_in_one_line(tmp_path):
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not capture_available():
+        pytest.skip("needs setpriv (util-linux) and CAP_NET_RAW to take away")
+    _, story, output = run_failing_test(tmp_path, (setpriv, "--bounding-set=-net_raw", "--inh-caps=-net_raw", "--"))
+    assert story.splitlines()[1].startswith("no capture: needs CAP_NET_RAW")
+    assert "expected:\n    AssertionError: bob never answered" in story
+    assert "no capture: needs CAP_NET_RAW" in output
 
 
 @pytest.mark.network
