@@ -118,7 +118,8 @@ def describe(content: Message | str | None) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     if isinstance(content, (History, RoomBatch)):
-        events = f"events {seq_ranges(event.seq for event in content.events)}" if content.events else "heartbeat"
+        quiet = "heartbeat" if isinstance(content, RoomBatch) else "no events"
+        events = f"events {seq_ranges(event.seq for event in content.events)}" if content.events else quiet
         return f"{type(content).__name__}({events}, latest {content.latest_seq})"
     shown = (f"{item.name}={_value(item.name, getattr(content, item.name))}" for item in fields(content))
     return f"{type(content).__name__}({', '.join(shown)})"

@@ -356,12 +356,12 @@ def test_lab2_client_with_wire_marks_a_gap_its_repair_a_duplicate_and_a_forgery(
         forged = forger.seal(encode(RoomBatch((RoomEvent(lost + 2, "say", "server", "forged"),), lost + 2)))
         sender.sendto(forged, ("127.0.0.1", room.client_broadcast_port))
         alice.wait_for_stdout(r"^wire: <~ .*  \[rejected: integrity check failed: bad signature, not the server's\]$")
+        # The wire lines are for the eyes: the transcript and its hash are everyone's.
+        assert hash_at(alice, lost + 1) == hash_at(server, lost + 1)
     finally:
         sender.close()
         relay.stop()
         mallory.close()
-    # The wire lines are for the eyes: the transcript and its hash are everyone's.
-    assert hash_at(alice, lost + 1) == hash_at(server, lost + 1)
     assert [line for line in alice.stdout_lines if line.startswith("#")][-2:] == [
         f"#{lost} server: this one is lost", f"#{lost + 1} server: after the loss"]
     assert not any("forged" in line for line in alice.stdout_lines if not line.startswith(ui.WIRE_PREFIX))
