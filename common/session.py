@@ -17,6 +17,10 @@ nothing it would decrypt could be trusted.
    direction. The record's length prefix is authenticated as associated
    data, and the implicit counter nonce makes a replayed, dropped or
    reordered record fail to decrypt.
+
+With the wire view on (common/wire.py), every record is also shown, one
+line each, as it is queued or as it arrives: a handshake record as its step,
+any other with the message it carries.
 """
 from __future__ import annotations
 

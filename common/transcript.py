@@ -152,7 +152,8 @@ class Transcript:
     def receive(self, events: Iterable[RoomEvent], latest_seq: int = 0) -> list[RoomEvent]:
         """Take events in any order, with duplicates, and the server's newest
         number; return the events that can now be shown, in order."""
-        if wire.tap is not None:   # the wire view is on: which of these we had already
+        tap = wire.tap
+        if tap is not None:   # the wire view is on: which of these we had already
             events = tuple(events)   # the same tuple, if it was one: the tap knows it by that
             duplicates = [event.seq for event in events
                           if event.seq <= self.delivered_seq or event.seq in self._early]
@@ -169,8 +170,8 @@ class Transcript:
             ready.append(event)
         if ready:   # progress: a gap that remains gets a fresh grace period
             self._gap_since, self._wait_seconds = None, REPAIR_GRACE_SECONDS
-        if wire.tap is not None:
-            wire.tap.delivered(events, duplicates, self.first_gap())
+        if tap is not None:
+            tap.delivered(events, duplicates, self.first_gap())
         return ready
 
     def first_gap(self) -> tuple[int, int] | None:
