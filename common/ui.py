@@ -425,7 +425,7 @@ class ChatWindow(_FrontEnd):
                                        font=("TkDefaultFont", 10, "italic"))
         self._transcript.tag_configure("hidden", foreground="grey55",
                                        font=("TkDefaultFont", 11, "italic"))
-        self._transcript.tag_configure("wire", foreground="grey50", font=("TkFixedFont", 9))
+        self._transcript.tag_configure("wire", foreground="grey40", font=("Courier", 9))
         for index, colour in enumerate(SENDER_COLOURS):
             self._transcript.tag_configure(f"sender{index}", foreground=colour,
                                            font=("TkDefaultFont", 11, "bold"))
