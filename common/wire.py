@@ -30,17 +30,21 @@ The fields, left to right:
   a screen. Long text is cut to its start.
 - marks, in brackets, for what the receiver made of it:
 
-  ============================== ==============================================
-  ``[gap 38-39]``                 events the server has logged that we have not
-                                  (a datagram was lost): a repair will ask
-  ``[duplicate 40-42]``           events we had already: dropped
-  ``[repair over TCP: 38-39]``    a History that answered our RepairRequest
-                                  delivered these (``history over TCP`` at login)
-  ``[duplicate: packet 17 ...]``  a copy of a datagram we had opened: the replay
-                                  window drops it before any costly check
-  ``[rejected: REASON]``          it failed a check (a member's forgery: ``bad signature``)
-  ``[ignored unopened: REASON]``  not worth a signature check (DatagramGate)
-  ============================== ==============================================
+  - ``[gap 38-39]``: events the server has logged and we lack (a datagram
+    was lost); a RepairRequest will ask for them;
+  - ``[repair over TCP: 38-39]``: a History answering our RepairRequest
+    delivered these (``history over TCP``: the history sent at login);
+  - ``[duplicate 40-42]``: events we had already, dropped (a datagram that
+    came late, after its repair);
+  - ``[duplicate: packet 17 is a replay or too old]``: a copy of a datagram
+    we had opened; the replay window drops it before any costly check;
+  - ``[rejected: REASON]``: it failed a check; a member's forgery, sealed
+    with the room key but not signed by the server, says ``bad signature``;
+  - ``[ignored unopened: REASON]``: not worth a signature check (see
+    DatagramGate in common/transcript.py).
+
+  A datagram that arrives before the client has the room key is dropped
+  unseen by the role file, before any of these steps: it has no line.
 
 Theory of operation. One ``WireTap`` per process, in ``tap``, like a packet
 capture on an interface: the session (common/session.py), the datagram
