@@ -405,6 +405,8 @@ class ChatWindow(_FrontEnd):
     Lab 2 a member list at the right.
 
     Enter sends the line; Ctrl-X, closing the window, Ctrl-C or SIGTERM quits.
+    F2, or the "Show the wire" box beside the status line, shows or hides the
+    wire view (common/wire.py) in the transcript.
     Raises tkinter.TclError if no window can be opened.
     """
 
