@@ -119,7 +119,7 @@ class LoginQueue:
             return False
         if len(self) >= self.max_queued:
             busiest = max(self._waiting, key=lambda s: len(self._waiting[s]))
-            if len(self._waiting[busiest]) <= own + 1:
+            if len(self._waiting[busiest]) <= own:
                 return False
             evicted_owner, _call, _on_done = self._waiting[busiest].pop()
             self._on_evicted(evicted_owner)
