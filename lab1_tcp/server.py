@@ -33,7 +33,7 @@ from functools import partial
 from common import net
 from common.net import Connection, Phase
 from common.accounts import AccountStore, normalise_name
-from common.admission import LoginQueue
+from common.admission import LoginQueue, NoteBudget
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
 from common.messages import ChatMessage, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text
@@ -58,6 +58,7 @@ MAX_CONNECTIONS = 64             # open connections in all, the chat included
 MAX_WAITING_PER_ADDRESS = 8      # from one address, connections not logged in yet
 MAX_OUTGOING_BYTES = 1 << 20     # a peer this far behind has stopped reading: drop it
 TICK_INTERVAL_MS = 500
+NOTES_PER_SECOND = 10            # notes about connections other than the partner's
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,6 +101,7 @@ class ChatServer:
         self.acceptor = net.Acceptor(self.selector, listener, self.admit, self.on_connection,
                                      self.ui.show_note)
         self.password_checks = net.BackgroundWork(self.selector, PASSWORD_WORKERS)
+        self.notes = NoteBudget(self.ui.show_note, NOTES_PER_SECOND, time.monotonic())
         # Checks wait their turn here, fairly between addresses; a connection that closes
         # takes its check with it, so a Login-and-close loop cannot queue hashes without end.
         self.logins = LoginQueue(self.password_checks.submit, PASSWORD_WORKERS, MAX_CONNECTIONS,
@@ -246,16 +248,19 @@ class ChatServer:
         self.peers.discard(peer)
         self.logins.discard(peer)
         peer.close(self.selector)
-        self.ui.show_note(f"{peer.name or peer.address} {why}")
         if peer is self.partner:
+            self.ui.show_note(f"{peer.name} {why}")
             self.partner = None
             self.ui.set_status(self.waiting_status())
+        else:   # anyone else: a flood of connections must not become a flood of notes
+            self.notes.note(f"{peer.name or peer.address} {why}", time.monotonic())
 
     def on_tick(self) -> None:
         """Every TICK_INTERVAL_MS: drop each connection that is late with its
         handshake or its login, and let the acceptor resume after a pause."""
         self.acceptor.tick()
         now = time.monotonic()
+        self.notes.tick(now)
         for peer in list(self.peers):
             if peer.phase in (Phase.HANDSHAKE, Phase.LOGIN) and now > peer.deadline:
                 self.drop(peer, f"did not complete the handshake within {HANDSHAKE_TIMEOUT_SECONDS} s"

@@ -117,6 +117,14 @@ MUTANTS = (
         "a closed connection's password check stays queued: a Login-and-close loop fills the queue",
     ),
     Mutant(
+        "lab1 server notes every stranger",
+        "lab1_tcp.server",
+        "self.notes.note(f\"{peer.name or peer.address} {why}\", time.monotonic())",
+        "self.ui.show_note(f\"{peer.name or peer.address} {why}\")",
+        f"{LAB1}::test_a_flood_of_strangers_does_not_become_a_flood_of_notes",
+        "every closed connection is a line in the log: a stranger's flood fills the disk",
+    ),
+    Mutant(
         "lab1 server lets a second client in",
         "lab1_tcp.server",
         "        peer.session.send(Goodbye(BUSY_REASON))\n"

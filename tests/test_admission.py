@@ -4,7 +4,8 @@ from concurrent.futures import Future
 import pytest
 
 from common.admission import (
-    HANDSHAKE_TIMEOUT_SECONDS, LOGIN_TIMEOUT_SECONDS, Doorway, LoginQueue, PendingConnections, TokenBucket,
+    HANDSHAKE_TIMEOUT_SECONDS, LOGIN_TIMEOUT_SECONDS, Doorway, LoginQueue, NoteBudget, PendingConnections,
+    TokenBucket,
 )
 
 
@@ -133,3 +134,17 @@ def test_the_doorway_gives_a_deadline_per_step_and_frees_a_queued_login_from_it(
     doorway.leave("stranger")
     doorway.leave("slow")
     assert doorway.late(now=1000) == []
+
+
+@pytest.mark.points(1)
+def test_notes_beyond_the_budget_are_counted_and_said_in_one_line():
+    said = []
+    notes = NoteBudget(said.append, rate=2, now=0)
+    for i in range(5):
+        notes.note(f"stranger {i} closed", now=0)
+    assert said == ["stranger 0 closed", "stranger 1 closed"] and notes.held_back == 3
+    notes.tick(now=0.1)   # no room yet: nothing more is said
+    assert len(said) == 2
+    notes.tick(now=1.0)
+    assert said[2] == "3 more notes about connections held back (at most 2 a second)"
+    assert notes.held_back == 0

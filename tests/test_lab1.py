@@ -426,6 +426,22 @@ def test_idle_connections_without_the_key_neither_keep_a_member_out_nor_stay_ope
 
 @pytest.mark.network
 @pytest.mark.points(2)
+def test_a_flood_of_strangers_does_not_become_a_flood_of_notes(lab):
+    server = lab.start_server()
+    for _ in range(200):   # no key: garbage, and gone
+        sock = idle_connection(lab, "127.0.0.2")
+        sock.sendall(b"\x00\x40" + bytes(64))
+        sock.close()
+    server.wait_for_stderr(r"^\d+ more notes about connections held back \(at most 10 a second\)$")
+    alice = lab.logged_in_client("alice", "--register")   # the chat is not held back
+    alice.send_line("hello")
+    server.wait_for_stdout(r"^alice: hello$")
+    about_strangers = [line for line in server.stderr_lines if line.startswith("127.0.0.2:")]
+    assert len(about_strangers) < 100, server.output()
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
 def test_a_login_and_close_loop_leaves_no_password_checks_queued_behind_it(lab):
     with open(lab.env_file, "a", encoding="utf-8") as env_file:
         env_file.write("ARGON2_MEMORY_KIB=131072\n")   # a slow hash, so that checks would queue up
