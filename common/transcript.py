@@ -49,7 +49,7 @@ REPAIR_RETRY_SECONDS = 0.25   # ask again if a repair has not arrived by then
 # (at 20% loss, 6 in a row happens about once in 4 hours of heartbeats).
 DEAF_AFTER_SECONDS = 1.5
 MAX_EARLY_EVENTS = 10000      # a bound on what waits for a gap to fill
-FAILURES_PER_SOURCE_PER_SECOND = 10   # forgeries opened from one unproven source
+UNPROVEN_OPENS_PER_SECOND = 10   # datagrams opened from all sources but the proven one, together
 
 
 def read_room_datagram(opener: DatagramOpener, datagram: bytes) -> RoomBatch:
@@ -243,24 +243,22 @@ class DatagramGate:
     def __init__(self) -> None:
         self.server_host: str | None = None       # the server's IP address, once connected
         self.server_source: tuple | None = None   # (address, port) of the last genuine datagram
-        self._budgets: dict[tuple, TokenBucket] = {}
+        self._unproven: TokenBucket | None = None   # one budget for every other source
         self.counts = {"opened": 0, "rejected": 0, "ignored": 0}
 
     def worth_opening(self, source: tuple, now: float) -> bool:
         """Whether to open a datagram from ``source``: yes from the server's
-        source; from other ports of the server's host within their budget;
-        never from another host."""
+        source; from other ports of the server's host within one shared
+        budget (a budget per port would let a sender that changes its port
+        each time have them all); never from another host."""
         refusal = None   # why it is not worth opening
         if self.server_host is not None and not _same_host(source[0], self.server_host):
             refusal = "not from the server's host"
         elif source != self.server_source:
-            budget = self._budgets.get(source)
-            if budget is None:
-                if len(self._budgets) > 1000:   # many sources: forget them, bounded memory
-                    self._budgets.clear()
-                budget = self._budgets[source] = TokenBucket(FAILURES_PER_SOURCE_PER_SECOND, now)
-            if budget.available(now) < 1:
-                refusal = "its source failed too often this second"
+            if self._unproven is None:
+                self._unproven = TokenBucket(UNPROVEN_OPENS_PER_SECOND, now)
+            if self._unproven.available(now) < 1:
+                refusal = "other sources failed too often this second"
         if refusal is not None:
             self.counts["ignored"] += 1
             if wire.tap is not None:   # the wire view is on (common/wire.py)
@@ -275,10 +273,11 @@ class DatagramGate:
             wire.tap.datagram_from(source)
 
     def rejected(self, source: tuple, now: float) -> None:
-        """A datagram from ``source`` failed a check: it spends that source's budget."""
+        """A datagram from ``source`` failed a check: unless it came from the
+        server's source, it spends the other sources' budget."""
         self.counts["rejected"] += 1
-        if source in self._budgets:
-            self._budgets[source].take(now)
+        if source != self.server_source and self._unproven is not None:
+            self._unproven.take(now)
         if wire.tap is not None:
             wire.tap.datagram_from(source)
 

@@ -234,7 +234,7 @@ def test_replays_forgeries_and_floods_are_marked_as_dropped(room_pair, wire_line
     assert wire_lines[-1] == "<~ 10.9.8.7:5061  datagram  [ignored unopened: not from the server's host]"
     for _ in range(20):                                       # one source, many failures within a second
         listener.hear(b"\x00" * 50, ("127.0.0.1", 7777), now=1.0)
-    assert wire_lines[-1].endswith("[ignored unopened: its source failed too often this second]")
+    assert wire_lines[-1].endswith("[ignored unopened: other sources failed too often this second]")
     assert not any("you are banned" in line for line in wire_lines)
 
 
