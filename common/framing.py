@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from common import keylog
+from common import keylog, wire
 from common.errors import ProtocolError
 from common.noise import TAG_BYTES  # ChaCha20-Poly1305's tag, in records and datagrams alike
 
@@ -146,7 +146,10 @@ class DatagramSealer:
         ciphertext = self._aead.encrypt(_nonce(self._next_packet_number), plaintext, header)
         self._next_packet_number += 1
         signed = header + ciphertext
-        return signed + self._signing_key.sign(signed)
+        datagram = signed + self._signing_key.sign(signed)
+        if wire.tap is not None:   # the wire view is on (common/wire.py)
+            wire.tap.datagram_sent(datagram, plaintext)
+        return datagram
 
 
 class DatagramOpener:
@@ -198,9 +201,12 @@ class DatagramOpener:
         signed, signature = datagram[:-SIGNATURE_BYTES], datagram[-SIGNATURE_BYTES:]
         try:
             plaintext = aead.decrypt(_nonce(number), signed[_HEADER.size:], signed[:_HEADER.size])
+        except InvalidTag:
+            raise ProtocolError("integrity check failed: bad tag, not sealed with the room key") from None
+        try:
             self._verify_key.verify(signature, signed)
-        except (InvalidTag, InvalidSignature):
-            raise ProtocolError("datagram failed its integrity check") from None
+        except InvalidSignature:   # a member knows the room key, but only the server can sign
+            raise ProtocolError("integrity check failed: bad signature, not the server's") from None
         self.window.accept(number)
         return plaintext
 

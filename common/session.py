@@ -17,10 +17,14 @@ nothing it would decrypt could be trusted.
    direction. The record's length prefix is authenticated as associated
    data, and the implicit counter nonce makes a replayed, dropped or
    reordered record fail to decrypt.
+
+With the wire view on (common/wire.py), every record is also shown, one
+line each, as it is queued or as it arrives: a handshake record as its step,
+any other with the message it carries.
 """
 from __future__ import annotations
 
-from common import keylog, noise
+from common import keylog, noise, wire
 from common.errors import ProtocolError
 from common.framing import MAX_RECORD_BYTES, RecordDecoder, encode_record
 from common.messages import Goodbye, Message, decode, encode
@@ -28,12 +32,15 @@ from common.messages import Goodbye, Message, decode, encode
 # Both ends mix this into the handshake, so a peer speaking another protocol
 # (or another version of this one) fails the handshake instead of misreading us.
 PROLOGUE = b"chat-lab-kit/1"
+# What each handshake record carries, as the wire view names it (common/wire.py).
+HANDSHAKE_STEPS = ("handshake 1/2: psk, e, es", "handshake 2/2: e, ee")
 
 
 class SecureSession:
     """A sans-IO encrypted session: handshake first, then messages."""
 
-    def __init__(self, handshake: noise.HandshakeState, initiator: bool) -> None:
+    def __init__(self, handshake: noise.HandshakeState, initiator: bool, peer: str = "") -> None:
+        self.peer = peer or ("server" if initiator else "client")   # the other end, for the wire view
         self._handshake: noise.HandshakeState | None = handshake
         self._initiator = initiator
         self._decoder = RecordDecoder()
@@ -46,17 +53,19 @@ class SecureSession:
         if initiator:
             first = handshake.write_message()
             self._initiator_ephemeral = first[:noise.KEY_BYTES]
-            self.outgoing += encode_record(first)
+            self._queue(encode_record(first), HANDSHAKE_STEPS[0])
 
     @classmethod
-    def client(cls, psk: bytes, server_public_key: bytes) -> SecureSession:
-        """The connecting side. Its first handshake record is already in ``outgoing``."""
-        return cls(noise.initiator(psk, server_public_key, PROLOGUE), initiator=True)
+    def client(cls, psk: bytes, server_public_key: bytes, peer: str = "") -> SecureSession:
+        """The connecting side. Its first handshake record is already in ``outgoing``.
+        ``peer`` names the server in the wire view (common/wire.py)."""
+        return cls(noise.initiator(psk, server_public_key, PROLOGUE), initiator=True, peer=peer)
 
     @classmethod
-    def server(cls, psk: bytes, server_private_key: bytes) -> SecureSession:
-        """The accepting side: it waits for the client's first record."""
-        return cls(noise.responder(psk, server_private_key, PROLOGUE), initiator=False)
+    def server(cls, psk: bytes, server_private_key: bytes, peer: str = "") -> SecureSession:
+        """The accepting side: it waits for the client's first record.
+        ``peer`` names the client in the wire view (common/wire.py)."""
+        return cls(noise.responder(psk, server_private_key, PROLOGUE), initiator=False, peer=peer)
 
     @property
     def established(self) -> bool:
@@ -80,9 +89,14 @@ class SecureSession:
         try:
             for body in self._decoder.feed(data):
                 if self._handshake is not None:
+                    if wire.tap is not None:   # the wire view is on: show it before it is checked
+                        wire.tap.record(wire.RECEIVED_RECORD, self.peer, encode_record(body),
+                                        HANDSHAKE_STEPS[self._initiator])
                     self._continue_handshake(body)
                 else:
                     messages.append(self._open(body))
+                    if wire.tap is not None:
+                        wire.tap.record(wire.RECEIVED_RECORD, self.peer, encode_record(body), messages[-1])
         except ProtocolError as error:
             self._failure = str(error)
             raise
@@ -98,7 +112,7 @@ class SecureSession:
         if length > MAX_RECORD_BYTES:
             raise ProtocolError(f"{type(message).__name__} is too long for one record")
         header = length.to_bytes(2, "big")
-        self.outgoing += header + self._send_cipher.encrypt(plaintext, ad=header)
+        self._queue(header + self._send_cipher.encrypt(plaintext, ad=header), message)
 
     def close(self, reason: str) -> None:
         """End the session: queue ``Goodbye(reason)`` in ``outgoing`` if the peer
@@ -131,11 +145,16 @@ class SecureSession:
         handshake.read_message(body)   # a wrong key fails here, with a ProtocolError that says so
         if not self._initiator:
             self._initiator_ephemeral = body[:noise.KEY_BYTES]   # the "e" of record 1 travels in clear
-            self.outgoing += encode_record(handshake.write_message())
+            self._queue(encode_record(handshake.write_message()), HANDSHAKE_STEPS[1])
         if handshake.complete:
             self._send_cipher, self._receive_cipher = handshake.split()
             keylog.export_session(self._initiator_ephemeral, *handshake.transport_keys())
             self._handshake = None
+
+    def _queue(self, record: bytes, content: Message | str) -> None:
+        self.outgoing += record
+        if wire.tap is not None:   # the wire view is on (common/wire.py)
+            wire.tap.record(wire.SENT_RECORD, self.peer, record, content)
 
     def _open(self, body: bytes) -> Message:
         header = len(body).to_bytes(2, "big")

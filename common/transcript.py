@@ -37,6 +37,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable
 
+from common import wire
 from common.admission import TokenBucket
 from common.errors import ProtocolError
 from common.framing import DatagramOpener
@@ -48,16 +49,32 @@ REPAIR_RETRY_SECONDS = 0.25   # ask again if a repair has not arrived by then
 # (at 20% loss, 6 in a row happens about once in 4 hours of heartbeats).
 DEAF_AFTER_SECONDS = 1.5
 MAX_EARLY_EVENTS = 10000      # a bound on what waits for a gap to fill
-FAILURES_PER_SOURCE_PER_SECOND = 10   # forgeries opened from one unproven source
+UNPROVEN_OPENS_PER_SECOND = 10   # datagrams opened from all sources but the proven one, together
 
 
 def read_room_datagram(opener: DatagramOpener, datagram: bytes) -> RoomBatch:
     """Check, decrypt and decode one room datagram. Raises ProtocolError if
     it is not an authentic, fresh RoomBatch from the server."""
-    batch = decode(opener.open(datagram))
-    if not isinstance(batch, RoomBatch):
-        raise ProtocolError(f"a room datagram holds a RoomBatch, not a {type(batch).__name__}")
+    try:
+        batch = decode(opener.open(datagram))
+        if not isinstance(batch, RoomBatch):
+            raise ProtocolError(f"a room datagram holds a RoomBatch, not a {type(batch).__name__}")
+    except ProtocolError as error:
+        if wire.tap is not None:   # the wire view is on (common/wire.py): say why it was dropped
+            wire.tap.datagram_refused(datagram, _refusal(opener, datagram, error))
+        raise
+    if wire.tap is not None:
+        wire.tap.datagram_opened(datagram, batch)
     return batch
+
+
+def _refusal(opener: DatagramOpener, datagram: bytes, error: ProtocolError) -> str:
+    """The wire view's mark for a refused datagram: a packet number the
+    replay window has seen is a copy (a duplicate); anything else failed a check."""
+    number = wire.packet_number(datagram)
+    if number is not None and not opener.window.is_fresh(number):
+        return f"duplicate: {error}"
+    return f"rejected: {error}"
 
 
 def format_event(event: RoomEvent) -> str:
@@ -149,6 +166,11 @@ class Transcript:
     def receive(self, events: Iterable[RoomEvent], latest_seq: int = 0) -> list[RoomEvent]:
         """Take events in any order, with duplicates, and the server's newest
         number; return the events that can now be shown, in order."""
+        tap = wire.tap
+        if tap is not None:   # the wire view is on: which of these we had already
+            events = tuple(events)   # the same tuple, if it was one: the tap knows it by that
+            duplicates = [event.seq for event in events
+                          if event.seq <= self.delivered_seq or event.seq in self._early]
         self.latest_known_seq = max(self.latest_known_seq, latest_seq)
         for event in events:
             self.latest_known_seq = max(self.latest_known_seq, event.seq)
@@ -162,7 +184,17 @@ class Transcript:
             ready.append(event)
         if ready:   # progress: a gap that remains gets a fresh grace period
             self._gap_since, self._wait_seconds = None, REPAIR_GRACE_SECONDS
+        if tap is not None:
+            tap.delivered(events, duplicates, self.first_gap())
         return ready
+
+    def first_gap(self) -> tuple[int, int] | None:
+        """The first run of numbers the server has logged and we lack, as
+        (first, last); None if we lack nothing."""
+        if not self.has_gap:
+            return None
+        first = self.delivered_seq + 1
+        return first, (min(self._early) - 1 if self._early else self.latest_known_seq)
 
     @property
     def has_gap(self) -> bool:
@@ -211,38 +243,43 @@ class DatagramGate:
     def __init__(self) -> None:
         self.server_host: str | None = None       # the server's IP address, once connected
         self.server_source: tuple | None = None   # (address, port) of the last genuine datagram
-        self._budgets: dict[tuple, TokenBucket] = {}
+        self._unproven: TokenBucket | None = None   # one budget for every other source
         self.counts = {"opened": 0, "rejected": 0, "ignored": 0}
 
     def worth_opening(self, source: tuple, now: float) -> bool:
         """Whether to open a datagram from ``source``: yes from the server's
-        source; from other ports of the server's host within their budget;
-        never from another host."""
+        source; from other ports of the server's host within one shared
+        budget (a budget per port would let a sender that changes its port
+        each time have them all); never from another host."""
+        refusal = None   # why it is not worth opening
         if self.server_host is not None and not _same_host(source[0], self.server_host):
-            worth = False
-        elif source == self.server_source:
-            worth = True
-        else:
-            budget = self._budgets.get(source)
-            if budget is None:
-                if len(self._budgets) > 1000:   # many sources: forget them, bounded memory
-                    self._budgets.clear()
-                budget = self._budgets[source] = TokenBucket(FAILURES_PER_SOURCE_PER_SECOND, now)
-            worth = budget.available(now) >= 1
-        if not worth:
+            refusal = "not from the server's host"
+        elif source != self.server_source:
+            if self._unproven is None:
+                self._unproven = TokenBucket(UNPROVEN_OPENS_PER_SECOND, now)
+            if self._unproven.available(now) < 1:
+                refusal = "other sources failed too often this second"
+        if refusal is not None:
             self.counts["ignored"] += 1
-        return worth
+            if wire.tap is not None:   # the wire view is on (common/wire.py)
+                wire.tap.datagram_ignored(source, refusal)
+        return refusal is None
 
     def opened(self, source: tuple) -> None:
         """A datagram from ``source`` proved genuine: it is the server's source."""
         self.counts["opened"] += 1
         self.server_source = source
+        if wire.tap is not None:   # the wire view is on: it learns where the datagram came from
+            wire.tap.datagram_from(source)
 
     def rejected(self, source: tuple, now: float) -> None:
-        """A datagram from ``source`` failed a check: it spends that source's budget."""
+        """A datagram from ``source`` failed a check: unless it came from the
+        server's source, it spends the other sources' budget."""
         self.counts["rejected"] += 1
-        if source in self._budgets:
-            self._budgets[source].take(now)
+        if source != self.server_source and self._unproven is not None:
+            self._unproven.take(now)
+        if wire.tap is not None:
+            wire.tap.datagram_from(source)
 
     def summary(self) -> str:
         """'datagrams: N opened, N rejected, N ignored unopened'."""

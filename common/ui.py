@@ -14,6 +14,13 @@ Both have one interface, so a role file never asks which one it has::
     ui.run(selector, turn, tick=..., tick_interval_ms=...)   # until stop() or quit
     ui.stop()
 
+The wire view (common/wire.py) shows every record and datagram as it crosses
+the wire. A role's command line gets ``--wire`` from ``add_wire_option(parser)``:
+given, the view is on from the start, its lines on stdout as "wire: ..." (in
+both front ends: a test that reads chat lines skips them by that prefix). A
+window also has a toggle, "Show the wire" (or F2), and shows the lines in
+its transcript in small grey type. They never count as transcript lines.
+
 ``on_submit(text)`` runs when the user enters a line; ``on_quit()`` when the
 user leaves (Ctrl-X, closing the window, a line "/quit", the end of stdin,
 Ctrl-C or SIGTERM); the loop ends right after it.
@@ -43,6 +50,7 @@ from stdin, as the terminal does, so a script can type into it.
 """
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 import re
@@ -56,6 +64,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 
+from common import wire
 from common.errors import ProtocolError
 
 try:
@@ -87,6 +96,31 @@ WINDOW_STDIN_VARIABLE = "CHAT_WINDOW_STDIN"
 # Tk 8.6 stores text as UTF-16 and cannot draw a character beyond U+FFFF (most
 # emoji): the window shows "[U+1F600]" instead. stdout keeps the real text.
 TK_SHOWS_ALL_CHARACTERS = tk is not None and tk.TkVersion >= 8.7
+WIRE_PREFIX = "wire: "     # every wire line on stdout starts so: never a chat line's start
+WIRE_TOGGLE_KEY = "<F2>"
+
+
+def add_wire_option(parser: argparse.ArgumentParser) -> None:
+    """Give a role's command line ``--wire``: show every record and datagram as
+    it crosses the wire (common/wire.py), from the very first handshake record."""
+    parser.add_argument("--wire", action=_WireOption, nargs=0, default=False,
+                        help="show every record and datagram as it crosses the wire (lines 'wire: ...' "
+                             "on stdout; a window's F2 toggles it)")
+
+
+class _WireOption(argparse.Action):
+    """--wire turns the wire view on as the command line is read: the first
+    records go out before any front end exists. A window takes it over."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, True)
+        wire.turn_on(show_wire_on_stdout)
+
+
+def show_wire_on_stdout(line: str) -> None:
+    """Print one wire line, with its prefix, and flush it at once."""
+    print(WIRE_PREFIX + line, flush=True)
 
 
 def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callable[[], None],
@@ -232,6 +266,7 @@ class _FrontEnd:
         for signal_number, handler in self._previous_handlers.items():
             signal.signal(signal_number, handler)
         self._previous_handlers.clear()
+        wire.flush()
         self._selector.unregister(self._wakeup_receive)
         self._wakeup_receive.close()
         self._wakeup_send.close()
@@ -255,6 +290,7 @@ class _FrontEnd:
             callback(*args)
         except Exception as error:   # deliberately broad: this is the last boundary
             self._report(getattr(callback, "__qualname__", repr(callback)), error)
+        wire.flush()   # wire lines still waiting for a step that did not come (common/wire.py)
 
     def _report(self, where: str, error: BaseException) -> None:
         if (where, type(error).__name__) in self._reported:
@@ -369,6 +405,8 @@ class ChatWindow(_FrontEnd):
     Lab 2 a member list at the right.
 
     Enter sends the line; Ctrl-X, closing the window, Ctrl-C or SIGTERM quits.
+    F2, or the "Show the wire" box beside the status line, shows or hides the
+    wire view (common/wire.py) in the transcript.
     Raises tkinter.TclError if no window can be opened.
     """
 
@@ -389,6 +427,7 @@ class ChatWindow(_FrontEnd):
                                        font=("TkDefaultFont", 10, "italic"))
         self._transcript.tag_configure("hidden", foreground="grey55",
                                        font=("TkDefaultFont", 11, "italic"))
+        self._transcript.tag_configure("wire", foreground="grey40", font=("Courier", 9))
         for index, colour in enumerate(SENDER_COLOURS):
             self._transcript.tag_configure(f"sender{index}", foreground=colour,
                                            font=("TkDefaultFont", 11, "bold"))
@@ -397,14 +436,24 @@ class ChatWindow(_FrontEnd):
         self._transcript.tag_configure("line", lmargin2=WRAP_INDENT_PIXELS)
         self._members: tk.Listbox | None = None   # see set_members()
         self._entry = tk.Entry(self._root, font=("TkDefaultFont", 11))
-        self._status_line = tk.Label(self._root, anchor="w", relief="sunken", padx=4)
-        self._status_line.pack(side="bottom", fill="x")
+        bottom = tk.Frame(self._root)
+        self._status_line = tk.Label(bottom, anchor="w", relief="sunken", padx=4)
+        # --wire (add_wire_option) turned the view on before the window existed.
+        self._wire_shown = tk.BooleanVar(self._root, value=wire.tap is not None)
+        self._wire_toggle = tk.Checkbutton(bottom, text="Show the wire (F2)", takefocus=0,
+                                           variable=self._wire_shown, command=self._on_wire_toggled)
+        self._wire_toggle.pack(side="right")
+        self._status_line.pack(side="left", fill="x", expand=True)
+        bottom.pack(side="bottom", fill="x")
+        if self._wire_shown.get():
+            wire.turn_on(self.show_wire)
         self._entry.pack(side="bottom", fill="x", padx=4, pady=4)
         self._transcript.pack(side="top", fill="both", expand=True, padx=4, pady=(4, 0))
         self._entry.bind("<Return>", self._on_return)
         # Bound on the toplevel, so the keys work whichever widget has the focus.
         self._root.bind("<Control-x>", lambda _event: self._quit())
         self._root.bind("<Control-X>", lambda _event: self._quit())
+        self._root.bind(WIRE_TOGGLE_KEY, self._on_wire_key)
         self._root.protocol("WM_DELETE_WINDOW", self._quit)
         self._entry.focus_set()
 
@@ -427,6 +476,11 @@ class ChatWindow(_FrontEnd):
     def show_note(self, text: str) -> None:
         super().show_note(text)
         self._append((f"{text}\n", "note"))
+
+    def show_wire(self, line: str) -> None:
+        """One wire line: on stdout, and in the transcript in small grey type."""
+        show_wire_on_stdout(line)
+        self._append((f"{line}\n", "wire"))
 
     def set_status(self, text: str) -> None:
         super().set_status(text)
@@ -524,11 +578,24 @@ class ChatWindow(_FrontEnd):
                 self._root.mainloop()
         finally:
             self._finish()
+            if self._wire_shown.get():   # the window goes: its wire view goes with it
+                wire.turn_off()
             self._root.destroy()
 
     def stop(self) -> None:
         super().stop()
         self._root.quit()   # ends mainloop() once the current callback returns
+
+    def _on_wire_key(self, _event: tk.Event) -> None:
+        self._wire_shown.set(not self._wire_shown.get())
+        self._on_wire_toggled()
+
+    def _on_wire_toggled(self) -> None:
+        if self._wire_shown.get():
+            wire.turn_on(self.show_wire)
+            self.show_note("showing the wire: each record and datagram as it crosses it (F2 hides it)")
+        else:
+            wire.turn_off()
 
     def _on_return(self, _event: tk.Event) -> None:
         if not self._input_enabled:   # a disabled Entry still delivers its key bindings

@@ -36,7 +36,7 @@ from common.messages import (
     ChatMessage, ErrorNotice, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text,
 )
 from common.session import SecureSession
-from common.ui import open_front_end
+from common.ui import add_wire_option, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
 
@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="create the account first, then log in with it")
     parser.add_argument("--headless", action="store_true",
                         help="no window: chat through stdin and stdout")
+    add_wire_option(parser)   # --wire: every record and datagram, as it crosses the wire
     keylog.add_option(parser)    # --keylog FILE: the keys of each session, for the tests' wire story
     return parser.parse_args(argv)
 

@@ -38,7 +38,7 @@ from common.config import ConfigError, Settings, add_setting_options, settings_f
 from common.errors import ProtocolError
 from common.messages import ChatMessage, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text
 from common.session import SecureSession
-from common.ui import open_front_end
+from common.ui import add_wire_option, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
 
@@ -71,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"your name in the chat (default: {DEFAULT_NAME})")
     parser.add_argument("--headless", action="store_true",
                         help="no window: chat through stdin and stdout")
+    add_wire_option(parser)   # --wire: every record and datagram, as it crosses the wire
     keylog.add_option(parser)    # --keylog FILE: the keys of each session, for the tests' wire story
     return parser.parse_args(argv)
 
@@ -119,7 +120,7 @@ class ChatServer:
         return None
 
     def on_connection(self, sock: socket.socket, addr: tuple) -> None:
-        peer = Peer(sock, SecureSession.server(self.settings.psk, self.settings.server_private_key),
+        peer = Peer(sock, SecureSession.server(self.settings.psk, self.settings.server_private_key, net.describe(addr)),
                     net.describe(addr), addr[0])
         self.peers.add(peer)
         self.selector.register(sock, selectors.EVENT_READ, partial(self.on_peer_event, peer))

@@ -39,7 +39,7 @@ from common.messages import Goodbye, Login, LoginRejected, Register, RoomBatch, 
 from common.room import BATCH_WINDOW_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room
 from common.session import SecureSession
 from common.transcript import Roster, Transcript, show_events
-from common.ui import open_front_end
+from common.ui import add_wire_option, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
 
@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "MULTICAST_GROUP", "DB_PATH")
     parser.add_argument("--name", default="server", help="the server's name in the room")
     parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
+    add_wire_option(parser)   # --wire: every record and datagram, as it crosses the wire
     keylog.add_option(parser)    # --keylog FILE: the keys of each session, for the tests' wire story
     return parser.parse_args(argv)
 
@@ -96,7 +97,7 @@ class RoomServer:
     # --- Connections ---------------------------------------------------------------------
 
     def on_connect(self, sock: socket.socket, addr: tuple) -> None:
-        session = SecureSession.server(self.settings.psk, self.settings.server_private_key)
+        session = SecureSession.server(self.settings.psk, self.settings.server_private_key, net.describe(addr))
         peer = Connection(sock, session, net.describe(addr), source=addr[0])
         for evicted in self.doorway.arrive(peer, peer.source, time.monotonic()):
             self.drop(evicted, "made room for a newer connection from the same address")

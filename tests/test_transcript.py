@@ -148,3 +148,17 @@ def test_a_screen_hides_an_ignored_account_under_its_new_name_and_notes_member_c
     assert screen.lines == ["#1 * mallory joined", "#2 * mallory is now mal",
                             "~#3 (hidden: a message from someone you ignore)", "#4 server: hello"]
     assert roster.names() == ["server", "mal"]
+
+
+@pytest.mark.points(1)
+def test_a_sender_changing_its_port_each_time_shares_one_budget_with_every_other_port():
+    gate = DatagramGate()
+    gate.server_host = "10.0.0.1"
+    gate.opened(("10.0.0.1", 5555))                                        # the server's proven source
+    opened = 0
+    for port in range(20000, 23000):                                       # a fresh port per forgery
+        if gate.worth_opening(("10.0.0.1", port), now=0.0):
+            gate.rejected(("10.0.0.1", port), now=0.0)
+            opened += 1
+    assert opened <= 10                                                    # one second's budget, not 3000
+    assert gate.worth_opening(("10.0.0.1", 5555), now=0.0)                 # the server is still heard

@@ -38,7 +38,7 @@ RUN_TIMEOUT_SECONDS = 60 * 60
 
 def _autograder_script():
     """tools/autograder/run_autograder, imported: it knows the role files and
-    each lab's test files, and how to find them in a submission."""
+    how to find them in a submission."""
     path = ROOT / "tools" / "autograder" / "run_autograder"
     loader = importlib.machinery.SourceFileLoader("run_autograder", str(path))
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
@@ -48,7 +48,9 @@ def _autograder_script():
 
 _AUTOGRADER = _autograder_script()
 submitted_roles = _AUTOGRADER.submitted_roles
-TESTS_OF_LAB: dict[str, list[str]] = _AUTOGRADER.TESTS_OF_LAB
+# A pairing runs each lab's main black-box file: the matrix stays quick for a class (the
+# autograder grades a lab's whole category, hostile peers included).
+TESTS_OF_LAB: dict[str, list[str]] = {"lab1_tcp": ["tests/test_lab1.py"], "lab2_udp": ["tests/test_lab2.py"]}
 
 
 @dataclass
