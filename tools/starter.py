@@ -10,7 +10,7 @@ block of whole statements between the comment lines BEGIN and END below, both
 at the block's indentation; the PROMPT line (or lines) right after BEGIN says
 what to write. In the starter the region becomes, at the same indentation, a
 TODO comment with the prompt and ``raise NotImplementedError("...")`` with
-the prompt's first clause. In a .md file, the lines from MARKDOWN_BEGIN to
+the prompt's first clause (up to its first '; ', ': ', '. ' or ' ('). In a .md file, the lines from MARKDOWN_BEGIN to
 MARKDOWN_END go: notes for the instructor only.
 
 A marker that opens no region or closes none, a region without a prompt, a
@@ -67,7 +67,7 @@ class Region:
     def short_prompt(self) -> str:
         """The prompt's first clause: the text of the NotImplementedError."""
         first = self.prompt[0]
-        cut = min((first.find(mark) for mark in ("; ", ": ", ". ") if mark in first), default=len(first))
+        cut = min((first.find(mark) for mark in ("; ", ": ", ". ", " (") if mark in first), default=len(first))
         return first[:cut].rstrip(";:. ") or first
 
 
