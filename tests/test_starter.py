@@ -172,6 +172,18 @@ def test_the_starter_leaves_out_secrets_caches_and_the_default_starter_folder(tm
 
 
 @pytest.mark.points(1)
+def test_in_a_git_checkout_only_what_git_tracks_goes_into_the_starter(tmp_path):
+    kit = tmp_path / "kit"
+    for name in ("lab/role.py", "submissions/alice/client.py", "notes.txt"):
+        (kit / name).parent.mkdir(parents=True, exist_ok=True)
+        (kit / name).write_text(SOURCE, encoding="utf-8")
+    subprocess.run(["git", "init", "-q"], cwd=kit, check=True)
+    subprocess.run(["git", "add", "lab/role.py"], cwd=kit, check=True)
+    assert write_starter(tmp_path / "out", kit) == {"lab/role.py": 2}
+    assert [path.name for path in (tmp_path / "out").rglob("*") if path.is_file()] == ["role.py"]
+
+
+@pytest.mark.points(1)
 def test_a_bad_marker_writes_nothing(tmp_path):
     kit = tmp_path / "kit"
     kit.mkdir()

@@ -17,16 +17,18 @@ A marker that opens no region or closes none, a region without a prompt, a
 region inside another, markers at different depths, code shallower than its
 markers, or a starter file that does not compile stops the tool with the file
 and line, before anything is written; no marker text survives into the
-starter. The starter is the kit as it is on disk, without what is not the
-kit's to give (.git, .venv, caches, .env with the server's private key,
-databases, autograder.zip, the starter folder) and without
-tests/test_starter.py, which checks this tool against the solution.
+starter. The starter is the kit as git tracks it, as it is on disk now (or,
+outside a git checkout, every file), without what is not the kit's to give
+(.git, .venv, caches, .env with the server's private key, databases,
+autograder.zip, the starter folder) and without tests/test_starter.py, which
+checks this tool against the solution.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,12 +205,29 @@ def starter_text(text: str, path: str) -> str:
     return text
 
 
+def _tracked(root: Path) -> list[Path] | None:
+    """The files git tracks in ``root``, or None if it is no git checkout of its own."""
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
+            return None
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True)
+    except OSError:   # no git on this machine
+        return None
+    return [Path(name) for name in listed.stdout.decode("utf-8").split("\0") if name]
+
+
 def kit_files(root: Path, out: Path) -> list[Path]:
-    """The files the starter holds, relative to ``root``."""
+    """The files the starter holds, relative to ``root``: in a git checkout
+    the files git tracks, as they are on disk now (as make autograder takes
+    them: a submissions/ folder or a note of your own stays out), else every
+    file; never what LEFT_OUT_* names."""
+    tracked = _tracked(root)
+    candidates = sorted(root.rglob("*")) if tracked is None else [root / name for name in tracked]
     files = []
-    for path in sorted(root.rglob("*")):
+    for path in candidates:
         relative = path.relative_to(root)
-        if (path.is_dir() or path == out or out in path.parents
+        if (not path.is_file() or path == out or out in path.parents
                 or any(part in LEFT_OUT_NAMES or part.endswith(LEFT_OUT_SUFFIXES) for part in relative.parts)
                 or {relative.as_posix(), *(parent.as_posix() for parent in relative.parents)} & LEFT_OUT_PATHS):
             continue
