@@ -94,7 +94,8 @@ START_DELAY_SECONDS = 0.3      # every process starts sending at the same moment
 PASSWORD = "bench password 1"
 # The rate limit (20 messages/s per member) would refuse the throughput runs:
 # the bench raises it, and room enough for every member.
-FAST_ROOM = "MAX_MESSAGES_PER_SECOND=1000000\nMAX_CLIENTS=500\nMAX_CLIENTS_PER_ADDRESS=500\n"
+FAST_ROOM = ("MAX_MESSAGES_PER_SECOND=1000000\nMAX_CLIENTS=500\nMAX_CLIENTS_PER_ADDRESS=500\n"
+             "MAX_NEW_ACCOUNTS_PER_HOUR=1000\n")
 # A hash cheap enough that 500 registrations take a moment, not minutes; the
 # login storm keeps the real (default) cost.
 CHEAP_HASHES = "ARGON2_MEMORY_KIB=8\nARGON2_ITERATIONS=1\n"
@@ -185,8 +186,8 @@ class ServerProcess:
     """A server as a child process: stdin kept open, stderr collected line by line,
     its CPU time and memory read from /proc."""
 
-    def __init__(self, command: list[str]) -> None:
-        env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
+    def __init__(self, command: list[str], env: dict[str, str] | None = None) -> None:
+        env = {**{key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}, **(env or {})}
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.PIPE,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.lines: list[str] = []
@@ -199,6 +200,7 @@ class ServerProcess:
             with self.changed:
                 self.lines.append(raw.decode("utf-8", errors="replace").rstrip())
                 self.changed.notify_all()
+        self.process.wait()   # stderr closed: the server is ending; a waiter then sees it ended
         with self.changed:
             self.changed.notify_all()
 
@@ -248,9 +250,12 @@ def raise_open_file_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def start_kit_server(workdir: Path, settings: str, batch_window_ms: float | None = None) -> dict:
+def start_kit_server(workdir: Path, settings: str, batch_window_ms: float | None = None,
+                     server_file: Path | None = None) -> dict:
     """The real Lab 2 server with a fresh .env and database. With
-    ``batch_window_ms`` it runs with that batching window instead of its own."""
+    ``batch_window_ms`` it runs with that batching window instead of its own;
+    with ``server_file``, that file (a student's copy of lab2_udp/server.py)
+    runs instead, importing the kit's common/."""
     env_file = workdir / f"{time.monotonic_ns()}.env"
     create_env_file(env_file)
     with open(env_file, "a", encoding="utf-8") as settings_file:
@@ -259,15 +264,20 @@ def start_kit_server(workdir: Path, settings: str, batch_window_ms: float | None
     arguments = ["--headless", "--host", HOST, "--port", "0", "--broadcast-addr", BROADCAST_ADDR,
                  "--broadcast-port", str(broadcast_port), "--env", str(env_file),
                  "--db", str(env_file.with_suffix(".db"))]
-    if batch_window_ms is None:
+    env = None
+    if server_file is not None:
+        command = [sys.executable, str(server_file), *arguments]
+        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    elif batch_window_ms is None:
         command = [sys.executable, "-m", "lab2_udp.server", *arguments]
     else:   # the room reads BATCH_WINDOW_SECONDS at every tick; the server ticks that often
         command = [sys.executable, "-c", "import sys, common.room as r, lab2_udp.server as s; "
                    f"r.BATCH_WINDOW_SECONDS = s.BATCH_WINDOW_SECONDS = {batch_window_ms / 1000}; "
                    "sys.exit(s.main(sys.argv[1:]))", *arguments]
-    server = ServerProcess(command)
+    server = ServerProcess(command, env)
     listening = server.wait_for(r"^listening on 127\.0\.0\.1:(\d+)")
     if not listening:
+        server.stop()
         raise RuntimeError("the server did not start:\n" + "\n".join(server.lines[-20:]))
     return {"server": server, "address": (HOST, int(listening.group(1))),
             "broadcast_port": broadcast_port, "env_file": str(env_file)}
@@ -743,9 +753,10 @@ class Run:
     """One system, N members spread over the receiver processes."""
 
     def __init__(self, pool: ReceiverPool, system: str, members: int, workdir: Path,
-                 settings: str = FAST_ROOM + CHEAP_HASHES, batch_window_ms: float | None = None) -> None:
+                 settings: str = FAST_ROOM + CHEAP_HASHES, batch_window_ms: float | None = None,
+                 server_file: Path | None = None) -> None:
         self.pool, self.system, self.members = pool, system, members
-        self.room = (start_kit_server(workdir, settings, batch_window_ms) if system == "kit"
+        self.room = (start_kit_server(workdir, settings, batch_window_ms, server_file) if system == "kit"
                      else start_raw_relay(workdir))
         self.server: ServerProcess = self.room["server"]
         self.storm: list[StormLogin] = []

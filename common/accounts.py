@@ -32,6 +32,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,6 +62,13 @@ FAILURES_BEFORE_LOCK = 5
 MAX_THROTTLED = 10000   # (account, address) pairs whose failures are remembered
 FIRST_LOCK_SECONDS = 2.0
 MAX_LOCK_SECONDS = 60.0
+
+# New accounts: every one is a row kept for good, so one address may make only so many an
+# hour (by default; the setting MAX_NEW_ACCOUNTS_PER_HOUR); a program registering names in a
+# loop cannot fill the server's disk.
+MAX_NEW_ACCOUNTS_PER_ADDRESS = 100
+NEW_ACCOUNTS_WINDOW_SECONDS = 3600.0
+TOO_MANY_NEW_ACCOUNTS = "too many new accounts from your address; try again later"
 
 # An ignore list is sent whole at every login, in one record: the cap keeps it far inside
 # one, and bounds the rows one member can add to the database.
@@ -162,11 +170,18 @@ class AccountStore:
     questions while workers register and log users in.
     """
 
+    @classmethod
+    def from_settings(cls, settings) -> "AccountStore":
+        """The store a server's settings (common/config.py) name: its file, and the cost of its hashes."""
+        return cls(settings.db_path, Argon2Cost(settings.argon2_memory_kib, settings.argon2_iterations),
+                   max_new_accounts_per_address=settings.max_new_accounts_per_hour)
+
     def __init__(
         self,
         path: str | os.PathLike,
         cost: Argon2Cost = Argon2Cost(),
         *,
+        max_new_accounts_per_address: int = MAX_NEW_ACCOUNTS_PER_ADDRESS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Open (or create) the database at path; ":memory:" keeps it in RAM only.
@@ -187,6 +202,10 @@ class AccountStore:
         # itself out, never the owner logging in from another machine. We count only
         # names that have an account, and keep at most MAX_THROTTLED entries.
         self._failures: dict[tuple[str, str], _FailedLogins] = {}
+        # When each address made its recent new accounts, oldest first (at most
+        # max_new_accounts_per_address each, at most MAX_THROTTLED addresses).
+        self._new_accounts: dict[str, deque[float]] = {}
+        self.max_new_accounts_per_address = max_new_accounts_per_address
         # sqlite3 normally refuses a connection used from a thread other than the one
         # that made it. Logins run in worker threads, so we switch that check off. In
         # its place self._lock lets one thread at a time use the connection.
@@ -211,12 +230,20 @@ class AccountStore:
         password, just logs in: a student who registered in Lab 1 can follow
         Lab 2's first command as written. With another password it fails as
         "that name is taken", and counts as a failed login (see login()).
-        Raises ProtocolError if the name is malformed or taken, or if the password is
-        shorter than MIN_PASSWORD_CHARS or longer than MAX_PASSWORD_BYTES.
+        Raises ProtocolError if the name is malformed or taken, if the password is
+        shorter than MIN_PASSWORD_CHARS or longer than MAX_PASSWORD_BYTES, or if
+        ``source`` made max_new_accounts_per_address accounts within the last
+        NEW_ACCOUNTS_WINDOW_SECONDS.
         """
         user = normalise_name(name)
         if len(password) < MIN_PASSWORD_CHARS:
             raise ProtocolError(f"passwords need at least {MIN_PASSWORD_CHARS} characters")
+        with self._lock:   # checked before the slow hash, so a refusal costs nothing
+            at_limit = self._new_accounts_of(source) >= self.max_new_accounts_per_address
+        if at_limit:
+            if self.exists(user):
+                return self.login(user, password, source)   # not a new account: a login
+            raise ProtocolError(TOO_MANY_NEW_ACCOUNTS)
         # Hash before taking the lock: hashing is the slow part, and no other call should
         # wait on the lock for it.
         phc = _hash_password(_password_bytes(password), self._cost)
@@ -225,9 +252,13 @@ class AccountStore:
         # decide, in one step.
         try:
             with self._locked(transaction=True):  # one transaction: committed whole, or not at all
+                # Again, under the lock: two workers may have passed the check above at once.
+                if self._new_accounts_of(source) >= self.max_new_accounts_per_address:
+                    raise ProtocolError(TOO_MANY_NEW_ACCOUNTS)
                 self._conn.execute(
                     "INSERT INTO users (name, password_phc) VALUES (?, ?)", (user, phc)
                 )
+                self._count_new_account(source)
         except sqlite3.IntegrityError:
             try:
                 return self.login(user, password, source)   # throttled like any login
@@ -343,6 +374,22 @@ class AccountStore:
                 (user, MAX_IGNORED_NAMES),
             ).fetchall()
         return frozenset(target for (target,) in rows)
+
+    def _new_accounts_of(self, source: str) -> int:
+        """How many accounts ``source`` made in the last window. The lock must be held."""
+        made = self._new_accounts.get(source, ())
+        while made and made[0] <= self._clock() - NEW_ACCOUNTS_WINDOW_SECONDS:
+            made.popleft()
+        return len(made)
+
+    def _count_new_account(self, source: str) -> None:
+        """Count an account ``source`` made just now. The lock must be held."""
+        if source not in self._new_accounts and len(self._new_accounts) >= MAX_THROTTLED:
+            del self._new_accounts[next(iter(self._new_accounts))]   # forget the longest-known address
+        made = self._new_accounts.setdefault(source, deque())
+        made.append(self._clock())
+        while len(made) > self.max_new_accounts_per_address:
+            made.popleft()
 
     def exists(self, name: str) -> bool:
         """Return whether ``name`` (already normalised) has an account."""

@@ -17,6 +17,9 @@ must not be able to use those up and lock the members out. So:
   flood of logins from one address delays another address's login only by
   the checks already running, and past its cap is refused at once.
 
+``Doorway`` puts the two together, with Lab 2's numbers: all that a
+server gives a connection between its arrival and its first room message.
+
 A server counts a source by IP address. Behind a NAT, or in a demo on one
 machine, many honest clients share one address: the caps leave them room.
 """
@@ -150,6 +153,47 @@ class LoginQueue:
         self.running -= 1
         self._start()
         on_done(future)
+
+
+HANDSHAKE_TIMEOUT_SECONDS = 5   # a peer that cannot finish the handshake by then has no key
+LOGIN_TIMEOUT_SECONDS = 10      # after the handshake, to send Login or Register
+MAX_PENDING_CONNECTIONS, MAX_PENDING_PER_ADDRESS = 128, 32   # not logged in yet
+MAX_QUEUED_LOGINS, MAX_QUEUED_LOGINS_PER_ADDRESS = 64, 8
+BUSY_WITH_LOGINS = "the server is busy with other logins; try again in a moment"
+
+
+class Doorway:
+    """A connection's way in: a place among the pending connections with a
+    deadline for each step (handshake, then login), then a place in the
+    login queue. ``late(now)`` lists who missed a deadline; ``leave(conn)``
+    frees what a closed connection held."""
+
+    def __init__(self, submit: Callable[[Callable, Callable], None], workers: int,
+                 on_evicted: Callable[[Hashable], None]) -> None:
+        self.pending = PendingConnections(MAX_PENDING_CONNECTIONS, MAX_PENDING_PER_ADDRESS)
+        self.logins = LoginQueue(submit, workers, MAX_QUEUED_LOGINS, MAX_QUEUED_LOGINS_PER_ADDRESS, on_evicted)
+
+    def arrive(self, conn: Hashable, source: str, now: float) -> list[Hashable]:
+        """A new connection: returns the older ones to close to make room (see PendingConnections)."""
+        return self.pending.admit(conn, source, now + HANDSHAKE_TIMEOUT_SECONDS)
+
+    def handshake_done(self, conn: Hashable, now: float) -> None:
+        self.pending.extend(conn, now + LOGIN_TIMEOUT_SECONDS)
+
+    def check_password(self, conn: Hashable, source: str, call: Callable, on_done: Callable) -> bool:
+        """Queue the password check ``call``; False if ``source`` has too many
+        waiting. Once queued, the login queue bounds it, no longer a deadline."""
+        if not self.logins.add(source, conn, call, on_done):
+            return False
+        self.pending.forget(conn)
+        return True
+
+    def late(self, now: float) -> list[Hashable]:
+        return self.pending.expired(now)
+
+    def leave(self, conn: Hashable) -> None:
+        self.pending.forget(conn)
+        self.logins.discard(conn)
 
 
 class TokenBucket:

@@ -1,7 +1,8 @@
 """Settings: keys, addresses and limits, read from .env, the environment and the command line.
 
-A role script loads its settings once, at the top:
-    SETTINGS = load_settings(overrides=command_line_options)
+A role script names the settings its command line may set, and loads them once:
+    add_setting_options(parser, "SERVER_HOST", "LAB1_PORT")   # --host, --port
+    settings = settings_from(parser.parse_args())
 
 A value is looked up in four places, and the first one that sets it wins:
     1. the command line (overrides),
@@ -17,6 +18,7 @@ class gets its own. Clients need the server's keys, so a client passes create=Fa
 uses a copy of the server's file.
 """
 
+import argparse
 import ipaddress
 import os
 import sys
@@ -65,6 +67,9 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
      "Most of them from one IP address, so that one machine cannot fill the room. A class "
      "on one machine (everyone on 127.0.0.1), or behind one NAT router, needs it raised."),
     ("MAX_MESSAGES_PER_SECOND", "20", "Most messages one client may send per second."),
+    ("MAX_NEW_ACCOUNTS_PER_HOUR", "100",
+     "Most accounts one IP address may register in an hour (both labs), so that a program "
+     "registering names in a loop cannot fill the server's disk."),
     ("ARGON2_MEMORY_KIB", "19456",
      "Password-hash cost: memory per Argon2id hash, in KiB. OWASP's minimum is 19456 "
      "KiB, or 19 MiB. A change affects new hashes only; old ones keep their cost."),
@@ -108,6 +113,7 @@ class Settings:
     max_clients: int
     max_clients_per_address: int
     max_messages_per_second: int
+    max_new_accounts_per_hour: int
     argon2_memory_kib: int
     argon2_iterations: int
 
@@ -117,11 +123,46 @@ def _print_to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+# The settings a role may also take on its command line: setting -> (option, type, help).
+_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "SERVER_HOST": ("--host", str, "the server's address: where a server listens (0.0.0.0: every IPv4 "
+                    "interface, for a LAN; ::, every IPv6 and IPv4 one), what a client reaches (each "
+                    "address a host name stands for, in turn)"),
+    "LAB1_PORT": ("--port", int, "the server's TCP port; 0 lets the server's OS pick a free one"),
+    "LAB2_PORT": ("--port", int, "the server's TCP port; 0 lets the server's OS pick a free one"),
+    "BROADCAST_ADDR": ("--broadcast-addr", str, "where the server sends room datagrams"),
+    "BROADCAST_PORT": ("--broadcast-port", int, "the UDP port the room is heard on"),
+    "MULTICAST_GROUP": ("--multicast", str, "send and hear the room on this multicast group instead"),
+    "DB_PATH": ("--db", str, "the sqlite3 file of the accounts"),
+}
+
+
+def add_setting_options(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Give each named setting an option on the command line (SERVER_HOST is
+    --host); a value given there wins over the environment and the env file,
+    which --env names."""
+    parser.add_argument("--env", default=".env", metavar="FILE",
+                        help="the settings file (default: .env); a server creates it with fresh keys "
+                             "if it is missing, a client needs a copy of the server's")
+    for name in names:
+        option, kind, text = _OPTIONS[name]
+        metavar = {int: "PORT", str: "ADDRESS"}[kind] if name != "DB_PATH" else "FILE"
+        parser.add_argument(option, type=kind, metavar=metavar, help=f"{text} (default: {name})")
+    parser.set_defaults(setting_options=names)
+
+
+def settings_from(args: argparse.Namespace, *, create: bool = True, for_server: bool = False) -> Settings:
+    """load_settings() from ``args.env``, with the options add_setting_options() gave."""
+    overrides = {name: getattr(args, _OPTIONS[name][0][2:].replace("-", "_")) for name in args.setting_options}
+    return load_settings(args.env, overrides, create=create, for_server=for_server)
+
+
 def load_settings(
     env_file: str | os.PathLike = ".env",
-    overrides: Mapping[str, str | None] | None = None,
+    overrides: Mapping[str, object] | None = None,
     *,
     create: bool = True,
+    for_server: bool = False,
     announce: Callable[[str], None] = _print_to_stderr,
 ) -> Settings:
     """Read the settings and return them, checked and parsed.
@@ -131,7 +172,8 @@ def load_settings(
     with fresh keys is written first and announce() reports it.
     Raises ConfigError if env_file is missing and create is false (a client must use
     the server's keys, not make its own), for an unknown override name, for a missing
-    or malformed value, and if SERVER_PRIVATE_KEY does not match SERVER_PUBLIC_KEY.
+    or malformed value, if SERVER_PRIVATE_KEY does not match SERVER_PUBLIC_KEY, and,
+    for_server, if there is no SERVER_PRIVATE_KEY.
     """
     path = Path(env_file)
     if not path.exists():
@@ -145,7 +187,7 @@ def load_settings(
             f"created {path} with fresh random keys; copy it to every client machine "
             "(clients don't need SERVER_PRIVATE_KEY)"
         )
-    overrides = overrides or {}
+    overrides = {name: None if value is None else str(value) for name, value in (overrides or {}).items()}
     unknown = sorted(overrides.keys() - _DEFAULTS.keys())
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
@@ -175,10 +217,13 @@ def load_settings(
         max_clients=sources.integer("MAX_CLIENTS", minimum=1, maximum=500),
         max_clients_per_address=sources.integer("MAX_CLIENTS_PER_ADDRESS", minimum=1),
         max_messages_per_second=sources.integer("MAX_MESSAGES_PER_SECOND", minimum=1),
+        max_new_accounts_per_hour=sources.integer("MAX_NEW_ACCOUNTS_PER_HOUR", minimum=1),
         # Argon2 refuses less than 8 KiB of memory per lane; the kit uses one lane.
         argon2_memory_kib=sources.integer("ARGON2_MEMORY_KIB", minimum=8),
         argon2_iterations=sources.integer("ARGON2_ITERATIONS", minimum=1),
     )
+    if for_server and settings.server_private_key is None:
+        raise ConfigError(f"SERVER_PRIVATE_KEY is not set in {path}: the server needs it (is this a client's copy?)")
     # Two keys that are not a pair would only show up later, as a failed handshake on
     # every client. Checking here gives the real cause instead.
     if settings.server_private_key is not None:

@@ -117,8 +117,10 @@ class ReplayWindow:
 class DatagramSealer:
     """The server's side: seal and sign room datagrams under the current key."""
 
-    def __init__(self, signing_key: Ed25519PrivateKey) -> None:
-        self._signing_key = signing_key
+    def __init__(self, signing_key: Ed25519PrivateKey | None = None) -> None:
+        # By default a fresh signing key, for this run only: members get its public half at login.
+        self._signing_key = signing_key or Ed25519PrivateKey.generate()
+        self.signing_public_key = self._signing_key.public_key().public_bytes_raw()
         self._next_packet_number = 0
         self.epoch = 0
         self._aead: ChaCha20Poly1305 | None = None

@@ -19,6 +19,7 @@ calls in threads and hands their results back to the loop.
 """
 from __future__ import annotations
 
+import enum
 import errno
 import ipaddress
 import os
@@ -31,6 +32,11 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from common.errors import ProtocolError
+from common.messages import Message
+from common.session import SecureSession
 
 LISTEN_BACKLOG = 128   # a class connecting at once must not be turned away
 RECV_BYTES = 65536
@@ -336,6 +342,49 @@ def describe(addr: tuple) -> str:
     """'host:port' for an address tuple, with brackets around an IPv6 host."""
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Phase(enum.Enum):
+    """Where a server's connection is in its life; each phase allows other messages."""
+    HANDSHAKE = "handshake"   # proving it knows the pre-shared key
+    LOGIN = "login"           # encrypted, waiting for Login or Register
+    CHECKING = "checking"     # its password is queued for, or in, a worker
+    MEMBER = "member"         # logged in: the chat partner, or a member of the room
+
+
+@dataclass(eq=False)   # eq=False: two connections are equal only if they are the same object
+class Connection:
+    """A server's end of one client's TCP connection and the encrypted session it carries."""
+    sock: socket.socket
+    session: SecureSession
+    address: str               # "host:port", for notes
+    source: str                # the host alone: limits count per source address
+    phase: Phase = Phase.HANDSHAKE
+
+    def read(self) -> list[Message]:
+        """Take what arrived and return the messages it completes. Raises
+        ProtocolError when the peer closed its end (an empty read) or broke the
+        protocol, OSError when the connection broke."""
+        data = receive(self.sock)
+        if not data:
+            midway = " in the middle of a record" if self.session.in_the_middle_of_a_record else ""
+            raise ProtocolError(f"closed the connection{midway}")
+        return self.session.receive(data)
+
+    def flush(self, selector: selectors.BaseSelector, max_unsent: int) -> None:
+        """Send what is queued. Raises OSError if the connection broke, or if
+        ``max_unsent`` bytes wait: a peer that never reads would otherwise make
+        the server keep everything said to it, and its memory grow without end."""
+        send_pending(selector, self.sock, self.session.outgoing)
+        if len(self.session.outgoing) > max_unsent:
+            unsent = len(self.session.outgoing)
+            self.session.outgoing.clear()
+            raise OSError(f"stopped reading: dropped with {unsent} bytes unsent (the limit is {max_unsent})")
+
+    def close(self, selector: selectors.BaseSelector) -> None:
+        """Stop watching the socket; send the last words queued (a Goodbye, a refusal), then close."""
+        selector.unregister(self.sock)
+        send_last_words_and_close(self.sock, self.session.outgoing)
 
 
 def _prepare(sock: socket.socket) -> None:

@@ -75,6 +75,20 @@ def format_hidden(event: RoomEvent) -> str:
     return f"~#{event.seq} (hidden: a message from someone you ignore)"
 
 
+def show_events(screen, roster: Roster, events: Iterable[RoomEvent], ignored: frozenset[str] = frozenset()) -> bool:
+    """Show room events on ``screen`` (a front end from common/ui.py) in order,
+    following them in ``roster``; a SAY from an ignored account shows as its
+    placeholder (an ignore is of an account: a member who renames stays
+    hidden). True if the member list changed: a join, a leave or a rename."""
+    changed = False
+    for event in events:
+        hidden = event.kind is EventKind.SAY and roster.account_of(event.sender) in ignored
+        screen.show_text(format_hidden(event) if hidden else format_event(event), event.sender)
+        roster.apply(event)
+        changed = changed or event.kind is not EventKind.SAY
+    return changed
+
+
 def format_private(message: PrivateMessage) -> str:
     """A DM line: it starts with "@", so it is never mistaken for a room line."""
     return f"@{message.sender} -> {message.recipient}: {message.text}"

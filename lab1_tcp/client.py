@@ -30,7 +30,7 @@ import socket
 import sys
 
 from common import net
-from common.config import ConfigError, Settings, load_settings
+from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
 from common.messages import (
     ChatMessage, ErrorNotice, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text,
@@ -51,16 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Lab 1 client: one-to-one encrypted chat over TCP. Settings not given "
                     f"here come from the environment, then from the env file. The password "
                     f"comes from ${PASSWORD_VARIABLE}, else from a prompt.")
-    parser.add_argument("--host", help="the server's address or host name; every address a "
-                                       "name stands for is tried in turn (default: SERVER_HOST)")
-    parser.add_argument("--port", type=int, help="the server's TCP port (default: LAB1_PORT)")
+    add_setting_options(parser, "SERVER_HOST", "LAB1_PORT")
     parser.add_argument("--name", required=True, help="your account name (3-20 of a-z, 0-9, _)")
     parser.add_argument("--register", action="store_true",
                         help="create the account first, then log in with it")
     parser.add_argument("--headless", action="store_true",
                         help="no window: chat through stdin and stdout")
-    parser.add_argument("--env", default=".env",
-                        help="settings file, copied from the server machine (default: .env)")
     return parser.parse_args(argv)
 
 
@@ -248,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         # create=False: a client must use the server's keys, never make its own.
-        settings = load_settings(args.env, create=False, overrides={
-            "SERVER_HOST": args.host, "LAB1_PORT": None if args.port is None else str(args.port)})
+        settings = settings_from(args, create=False)
     except ConfigError as error:
         print(f"client: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -21,7 +21,6 @@ Run it:  python -m lab1_tcp.server [--port 0] [--headless]   (--help lists every
 from __future__ import annotations
 
 import argparse
-import enum
 import selectors
 import socket
 import sys
@@ -32,8 +31,9 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from common import net
-from common.accounts import AccountStore, Argon2Cost, normalise_name
-from common.config import ConfigError, Settings, load_settings
+from common.net import Connection, Phase
+from common.accounts import AccountStore, normalise_name
+from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
 from common.messages import ChatMessage, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text
 from common.session import SecureSession
@@ -64,39 +64,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m lab1_tcp.server",
         description="Lab 1 server: one-to-one encrypted chat over TCP. Settings not given "
                     "here come from the environment, then from the env file.")
-    parser.add_argument("--host", help="address to listen on (default: SERVER_HOST; 0.0.0.0: "
-                                       "every IPv4 interface, for a LAN; :: every IPv6 and IPv4 "
-                                       "one; ::1 the IPv6 loopback)")
-    parser.add_argument("--port", type=int, help="TCP port (default: LAB1_PORT); "
-                                                 "0 lets the OS pick a free one")
+    add_setting_options(parser, "SERVER_HOST", "LAB1_PORT", "DB_PATH")
     parser.add_argument("--name", default=DEFAULT_NAME,
                         help=f"your name in the chat (default: {DEFAULT_NAME})")
     parser.add_argument("--headless", action="store_true",
                         help="no window: chat through stdin and stdout")
-    parser.add_argument("--env", default=".env",
-                        help="settings file, created with fresh keys if missing (default: .env)")
-    parser.add_argument("--db", help="sqlite3 file of the accounts (default: DB_PATH)")
     return parser.parse_args(argv)
 
 
 # --- Sockets and state ---------------------------------------------------------------
 
-class Phase(enum.Enum):
-    """Where a connection is in its life; each phase allows other messages."""
-    HANDSHAKE = "handshake"   # proving it knows the pre-shared key
-    LOGIN = "login"           # encrypted, waiting for Login or Register
-    CHECKING = "checking"     # its password is being checked in the worker
-    CHATTING = "chatting"     # logged in: our partner
-
-
-@dataclass(eq=False)   # eq=False: two peers are equal only if they are the same object
-class Peer:
-    """One TCP connection and the encrypted session it carries."""
-    sock: socket.socket
-    host: str                          # the source address, for the per-address limit
-    address: str                       # host:port, for notes
-    session: SecureSession
-    phase: Phase = Phase.HANDSHAKE
+@dataclass(eq=False)
+class Peer(Connection):
+    """One TCP connection (its socket, its session, its phase: common/net.py), and:"""
     name: str | None = None            # set once logged in
     # When the current step (handshake, then login) must be done by.
     deadline: float = field(default_factory=lambda: time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS)
@@ -125,14 +105,14 @@ class ChatServer:
         before anything is spent on it: no session, no key exchange."""
         if len(self.peers) >= MAX_CONNECTIONS:
             return f"{MAX_CONNECTIONS} connections are open already"
-        waiting = sum(1 for peer in self.peers if peer.host == addr[0] and peer.phase is not Phase.CHATTING)
+        waiting = sum(1 for peer in self.peers if peer.source == addr[0] and peer.phase is not Phase.MEMBER)
         if waiting >= MAX_WAITING_PER_ADDRESS:
             return f"{waiting} connections from there have not logged in yet"
         return None
 
     def on_connection(self, sock: socket.socket, addr: tuple) -> None:
-        peer = Peer(sock, addr[0], net.describe(addr),
-                    SecureSession.server(self.settings.psk, self.settings.server_private_key))
+        peer = Peer(sock, SecureSession.server(self.settings.psk, self.settings.server_private_key),
+                    net.describe(addr), addr[0])
         self.peers.add(peer)
         self.selector.register(sock, selectors.EVENT_READ, partial(self.on_peer_event, peer))
 
@@ -193,7 +173,7 @@ class ChatServer:
             raise ProtocolError("a second login on one connection")
         peer.phase = Phase.CHECKING
         check = self.accounts.register if isinstance(message, Register) else self.accounts.login
-        self.password_checks.submit(partial(check, message.name, message.password, peer.host),
+        self.password_checks.submit(partial(check, message.name, message.password, peer.source),
                                     partial(self.on_password_checked, peer))
 
     def on_password_checked(self, peer: Peer, result: Future) -> None:
@@ -205,18 +185,18 @@ class ChatServer:
             name = result.result()
         except ProtocolError as error:   # the reason is written for the user to read
             peer.session.send(LoginRejected(str(error)))
-            self.drop(peer, f"login refused: {error}", last_words=True)
+            self.drop(peer, f"login refused: {error}")
             return
         if self.partner is not None:   # another client logged in while we checked
             self.turn_away(peer)
             return
-        peer.phase, peer.name, self.partner = Phase.CHATTING, name, peer   # a login takes the slot, never a connection
+        peer.phase, peer.name, self.partner = Phase.MEMBER, name, peer   # a login takes the slot, never a connection
         peer.session.send(LoginAccepted(peer.name, self.name))
         self.ui.show_note(f"{peer.name} logged in from {peer.address}")
         self.ui.set_status(f"chatting with {peer.name} at {peer.address}, encrypted (Noise NKpsk0)")
 
     def handle_chat(self, peer: Peer, message: ChatMessage) -> None:
-        if peer.phase is not Phase.CHATTING:
+        if peer.phase is not Phase.MEMBER:
             raise ProtocolError("a chat message before logging in")
         # The sender is the name that logged in, whatever the message claims.
         self.ui.show_line(peer.name, checked_text(message.text))
@@ -233,7 +213,7 @@ class ChatServer:
 
     def turn_away(self, peer: Peer) -> None:
         peer.session.send(Goodbye(BUSY_REASON))
-        self.drop(peer, "told that we are busy", last_words=True)
+        self.drop(peer, "told that we are busy")
 
     def flush(self, peer: Peer) -> None:
         """Send what is queued for ``peer``; drop it if its connection broke,
@@ -254,14 +234,11 @@ class ChatServer:
             self.drop(peer, f"stopped reading: dropped with {unsent} bytes unsent "
                             f"(the limit is {MAX_OUTGOING_BYTES})")
 
-    def drop(self, peer: Peer, why: str, last_words: bool = False) -> None:
-        """Close one connection; if it was our partner, wait for the next client."""
+    def drop(self, peer: Peer, why: str) -> None:
+        """Close one connection, with what is queued for it as last words (a
+        refusal, a Goodbye); if it was our partner, wait for the next client."""
         self.peers.discard(peer)
-        self.selector.unregister(peer.sock)
-        if last_words:
-            net.send_last_words_and_close(peer.sock, peer.session.outgoing)
-        else:
-            peer.sock.close()
+        peer.close(self.selector)
         self.ui.show_note(f"{peer.name or peer.address} {why}")
         if peer is self.partner:
             self.partner = None
@@ -297,7 +274,7 @@ class ChatServer:
         """The user quits: tell every connected client why, then close everything."""
         for peer in list(self.peers):
             peer.session.close(SHUTDOWN_REASON)   # a Goodbye, if it can read one
-            self.drop(peer, "disconnected: we are shutting down", last_words=True)
+            self.drop(peer, "disconnected: we are shutting down")
         self.ui.set_status("shutting down")
 
     # --- The loop: one thread, one selector, every socket ----------------------------------
@@ -325,15 +302,9 @@ class ChatServer:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = load_settings(args.env, overrides={
-            "SERVER_HOST": args.host, "DB_PATH": args.db,
-            "LAB1_PORT": None if args.port is None else str(args.port)})
+        settings = settings_from(args, for_server=True)
         name = normalise_name(args.name)
-        cost = Argon2Cost(memory_kib=settings.argon2_memory_kib,
-                          iterations=settings.argon2_iterations)
-        if settings.server_private_key is None:
-            raise ConfigError(f"SERVER_PRIVATE_KEY is not set in {args.env}: the server needs it")
-        accounts = AccountStore(settings.db_path, cost)
+        accounts = AccountStore.from_settings(settings)
         listener = net.listening_socket(settings.host, settings.lab1_port)
     except (ConfigError, ProtocolError, OSError) as error:
         print(f"server: {error}", file=sys.stderr)

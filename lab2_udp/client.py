@@ -28,19 +28,16 @@ import sys
 import time
 
 from common import net
-from common.config import ConfigError, Settings, load_settings
+from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
 from common.framing import DatagramOpener
 from common.messages import (
-    ChangeName, ErrorNotice, EventKind, Goodbye, History, IgnoreList, IgnoreUser, Login,
+    ChangeName, ErrorNotice, Goodbye, History, IgnoreList, IgnoreUser, Login,
     LoginAccepted, LoginRejected, MemberList, PrivateMessage, Register, RepairRequest, RoomKey, Say,
     UnignoreUser, WhoRequest, checked_text, typed_text,
 )
 from common.session import SecureSession
-from common.transcript import (
-    DatagramGate, Roster, Transcript, format_event, format_hidden, format_private,
-    read_room_datagram,
-)
+from common.transcript import DatagramGate, Roster, Transcript, format_private, read_room_datagram, show_events
 from common.ui import ChatWindow, TerminalChat, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
@@ -57,15 +54,10 @@ EXIT_OK, EXIT_FAILED = 0, 1
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lab2_udp.client", description=__doc__.split("\n")[0],
                                      epilog="The password comes from CHAT_PASSWORD, or a prompt.")
-    parser.add_argument("--host", help="the server's address (default: SERVER_HOST from .env)")
-    parser.add_argument("--port", type=int, help="the server's TCP port (default: LAB2_PORT)")
-    parser.add_argument("--broadcast-port", type=int, help="UDP port the room is heard on (default: BROADCAST_PORT)")
-    parser.add_argument("--multicast", metavar="GROUP",
-                        help="hear the room on this multicast group (default: MULTICAST_GROUP)")
+    add_setting_options(parser, "SERVER_HOST", "LAB2_PORT", "BROADCAST_PORT", "MULTICAST_GROUP")
     parser.add_argument("--name", required=True, help="your name in the room")
     parser.add_argument("--register", action="store_true", help="create the account first")
     parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
-    parser.add_argument("--env", default=".env", help="settings file: a copy of the server's .env")
     return parser.parse_args(argv)
 
 
@@ -221,15 +213,8 @@ class RoomClient:
             self.show(self.transcript.receive(batch.events, batch.latest_seq))
 
     def show(self, events) -> None:
-        for event in events:
-            # An ignore is of an account: a member who renames stays hidden.
-            if event.kind is EventKind.SAY and self.roster.account_of(event.sender) in self.ignored:
-                self.ui.show_text(format_hidden(event), event.sender)
-            else:
-                self.ui.show_text(format_event(event), event.sender)
-            self.roster.apply(event)
-        if any(event.kind is not EventKind.SAY for event in events):   # once per batch, not per event
-            self.show_room_state()
+        if show_events(self.ui, self.roster, events, self.ignored):
+            self.show_room_state()   # once per batch, not once per event
 
     def show_room_state(self) -> None:
         self.ui.set_status(f"{self.name} in {self.roster.server_name}'s room at {net.describe(self.server)}, encrypted")
@@ -300,11 +285,8 @@ class RoomClient:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {"SERVER_HOST": args.host, "LAB2_PORT": args.port, "BROADCAST_PORT": args.broadcast_port,
-                 "MULTICAST_GROUP": args.multicast}
     try:
-        settings = load_settings(args.env, {k: None if v is None else str(v) for k, v in overrides.items()},
-                                 create=False)
+        settings = settings_from(args, create=False)   # a client uses the server's keys, never its own
     except ConfigError as error:
         print(f"cannot start: {error}", file=sys.stderr)
         return EXIT_FAILED

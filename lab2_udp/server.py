@@ -12,84 +12,53 @@ What this file demonstrates:
   copy for every client. Datagrams are sealed with a room key only members
   get (a new one when a member leaves), and signed, so no member can forge
   the server's events.
-- Password hashes are slow on purpose: logins run in worker threads, fairly
-  between source addresses (common/admission.py), and the room never stalls.
-- Nobody who has not logged in can hold much (docs/lab2.md, "What a member can
-  and cannot do to the room"): a few seconds, a few connections, a few logins.
+- Password hashes are slow on purpose: logins run in worker threads, and the
+  room never stalls. Nobody who has not logged in can hold much: a few
+  seconds, connections and queued logins per address (common/admission.py).
 - The server takes part: what you type is a numbered room message. Commands:
   /who, /nick NEWNAME, /hash, /quit (or Ctrl-X).
 """
 from __future__ import annotations
 
 import argparse
-import enum
 import selectors
 import socket
 import sys
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 from functools import partial
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from common import net
-from common.accounts import AccountStore, Argon2Cost
-from common.admission import LoginQueue, PendingConnections
-from common.config import ConfigError, Settings, load_settings
+from common.net import Connection, Phase
+from common.accounts import AccountStore
+from common.admission import BUSY_WITH_LOGINS, Doorway
+from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
 from common.framing import DatagramSealer
-from common.messages import EventKind, Goodbye, Login, LoginRejected, Register, RoomBatch, encode, typed_text
+from common.messages import Goodbye, Login, LoginRejected, Register, RoomBatch, encode, typed_text
 from common.room import BATCH_WINDOW_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room
 from common.session import SecureSession
-from common.transcript import Roster, Transcript, format_event
+from common.transcript import Roster, Transcript, show_events
 from common.ui import open_front_end
 
 # --- Settings ------------------------------------------------------------------------
 
-HANDSHAKE_TIMEOUT_SECONDS = 5  # a peer that cannot finish the handshake by then has no key
-LOGIN_TIMEOUT_SECONDS = 10     # after the handshake, to send Login or Register
+# The limits on connections that have not logged in yet are in common/admission.py.
 LOGIN_WORKERS = 2              # password hashes run here, off the event loop
-MAX_QUEUED_LOGINS, MAX_QUEUED_LOGINS_PER_ADDRESS = 64, 8
-MAX_PENDING_CONNECTIONS, MAX_PENDING_PER_ADDRESS = 128, 32   # not logged in yet
 MAX_OUTGOING_BYTES = 1 << 20   # a client this far behind is not reading: drop it
-BUSY_WITH_LOGINS = "the server is busy with other logins; try again in a moment"
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lab2_udp.server", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", help="address to listen on (default: SERVER_HOST from .env)")
-    parser.add_argument("--port", type=int, help="TCP port; 0 lets the OS pick (default: LAB2_PORT)")
-    parser.add_argument("--broadcast-addr", help="where room datagrams go (default: BROADCAST_ADDR)")
-    parser.add_argument("--broadcast-port", type=int, help="their UDP port (default: BROADCAST_PORT)")
-    parser.add_argument("--multicast", metavar="GROUP", help="send to this multicast group (default: MULTICAST_GROUP)")
+    add_setting_options(parser, "SERVER_HOST", "LAB2_PORT", "BROADCAST_ADDR", "BROADCAST_PORT",
+                        "MULTICAST_GROUP", "DB_PATH")
     parser.add_argument("--name", default="server", help="the server's name in the room")
     parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
-    parser.add_argument("--env", default=".env", help="settings file (created with fresh keys if missing)")
-    parser.add_argument("--db", help="sqlite3 file of accounts (default: DB_PATH)")
     return parser.parse_args(argv)
 
 
 # --- Sockets and state ---------------------------------------------------------------
-
-class Phase(enum.Enum):
-    """Where a connection is in its life; each phase allows other messages."""
-    HANDSHAKE = "handshake"   # proving it knows the pre-shared key
-    LOGIN = "login"           # encrypted, waiting for Login or Register
-    CHECKING = "checking"     # its password is queued for, or in, a worker
-    MEMBER = "member"         # in the room
-
-
-@dataclass(eq=False)
-class Peer:
-    """One client's TCP connection and its encrypted session."""
-    sock: socket.socket
-    session: SecureSession
-    address: str               # "host:port", for notes
-    source: str                # the host alone: limits count per source address
-    phase: Phase = Phase.HANDSHAKE
-
 
 class RoomServer:
     """The loop's state: sockets, peers, the room and the datagram sealer."""
@@ -99,28 +68,23 @@ class RoomServer:
         self.selector = selectors.DefaultSelector()
         self.listener = net.listening_socket(settings.host, settings.lab2_port)
         self.address = net.describe(self.listener.getsockname())
-        # Every connection is taken; the pending limits below decide who must make room.
+        # Every connection is taken; the doorway below decides who must make room.
         self.acceptor = net.Acceptor(self.selector, self.listener, lambda addr: None, self.on_connect,
                                      note=lambda text: self.ui.show_note(text))
         # UDP needs no connection: one socket, allowed to send to a broadcast address (or a group).
         group = settings.multicast_group
         self.broadcaster = net.multicast_sender(settings.host) if group else net.broadcast_sender()
         self.broadcast_to = (group or settings.broadcast_addr, settings.broadcast_port)
-        self.accounts = AccountStore(settings.db_path, Argon2Cost(
-            memory_kib=settings.argon2_memory_kib, iterations=settings.argon2_iterations))
-        # A fresh signing key every run: clients get its public half at login.
-        signing_key = Ed25519PrivateKey.generate()
-        self.room = Room(args.name, self.accounts, signing_key.public_key().public_bytes_raw(),
-                         max_members=settings.max_clients, max_messages_per_second=settings.max_messages_per_second,
-                         max_members_per_source=settings.max_clients_per_address)
-        self.sealer = DatagramSealer(signing_key)
+        self.accounts = AccountStore.from_settings(settings)
+        self.sealer = DatagramSealer()   # signs every datagram with a key made for this run
+        self.room = Room(args.name, self.accounts, self.sealer.signing_public_key, max_members=settings.max_clients,
+                         max_members_per_source=settings.max_clients_per_address,
+                         max_messages_per_second=settings.max_messages_per_second)
         self.sealer.set_room_key(self.room.epoch, self.room.room_key)
         self.workers = net.BackgroundWork(self.selector, LOGIN_WORKERS)
-        self.logins = LoginQueue(self.workers.submit, LOGIN_WORKERS, MAX_QUEUED_LOGINS,
-                                 MAX_QUEUED_LOGINS_PER_ADDRESS, on_evicted=self.refuse_busy)
-        self.pending = PendingConnections(MAX_PENDING_CONNECTIONS, MAX_PENDING_PER_ADDRESS)
-        self.peers: dict[Peer, None] = {}
-        self.doomed: dict[Peer, str] = {}     # peers to drop once this round is done
+        self.doorway = Doorway(self.workers.submit, LOGIN_WORKERS, on_evicted=self.refuse_busy)
+        self.peers: dict[Connection, None] = {}
+        self.doomed: dict[Connection, str] = {}     # peers to drop once this round is done
         self.reported: set[str] = set()       # errors said once, not once per attempt
         self.transcript = Transcript()        # the server's own screen, hashed like a client's
         self.roster = Roster(self.room.server_name)   # and its member list, from the same events
@@ -129,63 +93,57 @@ class RoomServer:
     # --- Connections ---------------------------------------------------------------------
 
     def on_connect(self, sock: socket.socket, addr: tuple) -> None:
-        peer = Peer(sock, SecureSession.server(self.settings.psk, self.settings.server_private_key),
-                    net.describe(addr), addr[0])
-        for evicted in self.pending.admit(peer, peer.source, time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS):
+        session = SecureSession.server(self.settings.psk, self.settings.server_private_key)
+        peer = Connection(sock, session, net.describe(addr), source=addr[0])
+        for evicted in self.doorway.arrive(peer, peer.source, time.monotonic()):
             self.drop(evicted, "made room for a newer connection from the same address")
         self.peers[peer] = None
         self.selector.register(sock, selectors.EVENT_READ, partial(self.on_peer_ready, peer))
 
-    def on_peer_ready(self, peer: Peer, mask: int) -> None:
+    def on_peer_ready(self, peer: Connection, mask: int) -> None:
         # One bad client must never stop the server: whatever goes wrong with
         # this peer (a broken frame, a wrong key, a reset), we drop this peer.
         if peer not in self.peers:   # dropped earlier in this round of events
             return
-        try:
+        try:   # a writable socket needs nothing here: after_round() sends what is queued
             if mask & selectors.EVENT_READ:
-                data = net.receive(peer.sock)
-                if not data:   # an empty recv() means the peer closed its end
-                    midway = " mid-record" if peer.session.in_the_middle_of_a_record else ""
-                    return self.drop(peer, f"closed the connection{midway}")
-                messages = peer.session.receive(data)
+                messages = peer.read()   # an empty read (the peer closed its end) raises
                 if peer.phase is Phase.HANDSHAKE and peer.session.established:
                     peer.phase = Phase.LOGIN
-                    self.pending.extend(peer, time.monotonic() + LOGIN_TIMEOUT_SECONDS)
+                    self.doorway.handshake_done(peer, time.monotonic())
                 for message in messages:
                     self.handle_message(peer, message)
                     if peer not in self.peers or peer in self.doomed:   # a Goodbye or a refusal ended it
                         return
-            self.flush(peer)
         except (ProtocolError, OSError) as error:
             self.drop(peer, str(error))
 
-    def handle_message(self, peer: Peer, message) -> None:
+    def handle_message(self, peer: Connection, message) -> None:
         handler = self.HANDLERS.get(type(message))
         if handler is not None:
             handler(self, peer, message)
         else:   # a request to the room: common/room.py raises if the peer is no member
             self.carry_out(self.room.handle(peer, message))
 
-    def handle_goodbye(self, peer: Peer, message: Goodbye) -> None:
+    def handle_goodbye(self, peer: Connection, message: Goodbye) -> None:
         self.drop(peer, "left")
 
-    def handle_login(self, peer: Peer, message: Login | Register) -> None:
+    def handle_login(self, peer: Connection, message: Login | Register) -> None:
         if peer.phase is not Phase.LOGIN:
             raise ProtocolError("one login per connection")
         check = self.accounts.register if isinstance(message, Register) else self.accounts.login
-        if not self.logins.add(peer.source, peer, partial(check, message.name, message.password, peer.source),
-                               partial(self.on_password_checked, peer)):
+        if not self.doorway.check_password(peer, peer.source, partial(check, message.name, message.password,
+                                           peer.source), partial(self.on_password_checked, peer)):
             return self.refuse_busy(peer)
         peer.phase = Phase.CHECKING
-        self.pending.forget(peer)   # it proved the key; the login queue bounds this phase
 
     HANDLERS = {Goodbye: handle_goodbye, Login: handle_login, Register: handle_login}
 
-    def refuse_busy(self, peer: Peer) -> None:   # dropped at the end of the round, with these last words
+    def refuse_busy(self, peer: Connection) -> None:   # dropped at the end of the round, with these last words
         peer.session.send(LoginRejected(BUSY_WITH_LOGINS))
         self.doomed[peer] = "refused: too many logins at once"
 
-    def on_password_checked(self, peer: Peer, future: Future) -> None:
+    def on_password_checked(self, peer: Connection, future: Future) -> None:
         """Back on the loop's thread: a worker has checked a password."""
         if peer not in self.peers:
             return   # gave up while we were hashing
@@ -201,16 +159,14 @@ class RoomServer:
                 peer.session.send(LoginRejected(str(error)))
             self.drop(peer, f"login refused: {error}")
 
-    def drop(self, peer: Peer, reason: str) -> None:
+    def drop(self, peer: Connection, reason: str) -> None:
         """Close one client; if it was a member, the room sees it leave."""
         self.doomed.pop(peer, None)
         if peer not in self.peers:
             return
         del self.peers[peer]
-        self.pending.forget(peer)
-        self.logins.discard(peer)
-        self.selector.unregister(peer.sock)
-        net.send_last_words_and_close(peer.sock, peer.session.outgoing)
+        self.doorway.leave(peer)
+        peer.close(self.selector)
         name = self.room.members.get(peer)
         if name is not None:
             self.ui.show_note(f"{name} ({peer.address}) {reason}")
@@ -223,7 +179,7 @@ class RoomServer:
     def carry_out(self, instructions: list[Instruction]) -> None:
         for instruction in instructions:
             if isinstance(instruction, Delivery) and instruction.to in self.peers:
-                instruction.to.session.send(instruction.message)   # queued: flush() sends it
+                instruction.to.session.send(instruction.message)   # queued: after_round() sends it
             elif isinstance(instruction, Broadcast):
                 self.broadcast(instruction.batch)
             elif isinstance(instruction, NewRoomKey):
@@ -236,33 +192,22 @@ class RoomServer:
             if str(error) not in self.reported:   # once, not once per datagram
                 self.reported.add(str(error))
                 self.ui.show_note(f"broadcast failed: {error}; clients will repair over TCP")
-        events = self.transcript.receive(batch.events, batch.latest_seq)
-        for event in events:   # our own screen shows what the clients' do, as they do
-            self.ui.show_text(format_event(event), event.sender)
-            self.roster.apply(event)
-        if any(event.kind is not EventKind.SAY for event in events):
+        # Our own screen shows what the clients' do, as they do.
+        if show_events(self.ui, self.roster, self.transcript.receive(batch.events, batch.latest_seq)):
             self.show_room_state()
 
-    def flush(self, peer: Peer) -> None:
-        """Send what is queued for ``peer``. A peer that broke or stopped
-        reading is only marked here, and dropped once the round is done: a
-        drop sends to others (a new room key), which may fail in turn."""
-        try:
-            net.send_pending(self.selector, peer.sock, peer.session.outgoing)
-        except OSError as error:
-            self.doomed[peer] = str(error)
-            return
-        if len(peer.session.outgoing) > MAX_OUTGOING_BYTES:
-            self.doomed[peer] = "was dropped: it stopped reading its messages"
-
     def after_round(self) -> None:
-        """After every round of events: broadcast, flush, drop the doomed; repeat
-        until nothing is left to do. A loop, not recursion: hundreds of members
-        leaving at once cost one more turn, not one more stack frame each."""
+        """After every round of events: broadcast, send what is queued, drop the
+        doomed; repeat until nothing is left to do. A loop, not recursion:
+        hundreds of members leaving at once cost one more turn, not one more
+        stack frame each."""
         while True:
             self.carry_out(self.room.tick())
             for peer in [p for p in self.peers if p.session.outgoing]:
-                self.flush(peer)
+                try:
+                    peer.flush(self.selector, MAX_OUTGOING_BYTES)
+                except OSError as error:   # only marked: a drop sends to others (a new key), which may fail too
+                    self.doomed[peer] = str(error)
             if not self.doomed:
                 return
             for peer, reason in list(self.doomed.items()):
@@ -272,16 +217,15 @@ class RoomServer:
         self.acceptor.tick()   # accepting again after running out of file descriptors
         # A connection that never logs in (a port scanner, a stranger without
         # the key, a stuck program) would hold a socket forever.
-        for peer in self.pending.expired(time.monotonic()):
+        for peer in self.doorway.late(time.monotonic()):
             self.drop(peer, f"did not finish its {peer.phase.value} in time")
         self.after_round()
 
     # --- What the user does: the front end calls these ---------------------------------
 
     def show_room_state(self) -> None:
-        names = self.roster.names()
-        count = len(names) - 1
-        self.ui.set_status(f"{names[0]}: {count} member{'' if count == 1 else 's'}, encrypted; "
+        names = self.roster.names()   # the server's own name first
+        self.ui.set_status(f"{names[0]}: {len(names) - 1} member{'' if len(names) == 2 else 's'}, encrypted; "
                            f"TCP {self.address}, broadcast port {self.broadcast_to[1]}")
         self.ui.set_members(names)
 
@@ -303,8 +247,7 @@ class RoomServer:
         self.carry_out(self.room.tick(force=True))   # what was said goes out first
         for peer in list(self.peers):
             peer.session.close("the server is shutting down")   # a Goodbye, if it can read one
-            self.selector.unregister(peer.sock)
-            net.send_last_words_and_close(peer.sock, peer.session.outgoing)
+            peer.close(self.selector)
         self.peers.clear()
 
     # --- The loop: one thread, one selector, every socket ----------------------------------
@@ -321,12 +264,8 @@ class RoomServer:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {"SERVER_HOST": args.host, "LAB2_PORT": args.port, "BROADCAST_ADDR": args.broadcast_addr,
-                 "BROADCAST_PORT": args.broadcast_port, "DB_PATH": args.db, "MULTICAST_GROUP": args.multicast}
     try:
-        settings = load_settings(args.env, {k: None if v is None else str(v) for k, v in overrides.items()})
-        if settings.server_private_key is None:
-            raise ConfigError(f"{args.env} has no SERVER_PRIVATE_KEY: is this a client's copy?")
+        settings = settings_from(args, for_server=True)
         server = RoomServer(args, settings)
     except (ConfigError, OSError, ProtocolError) as error:
         print(f"cannot start the server: {error}", file=sys.stderr)

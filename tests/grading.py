@@ -29,15 +29,39 @@ Options (docs/grading.md has the commands):
     that test's points and never hangs the grader. ``@pytest.mark.deadline(n)``
     gives one slow test its own deadline.
 
+``--grade-manifest FILE`` (default: tests/expected_tests.json, when it exists)
+    the tests the suite must hold, with their points and categories (lab1,
+    lab2, common, tools): a test of the manifest that was not collected
+    (deleted, renamed, or in a file that failed to load) counts as failed,
+    with its points, and the report names it "missing". Every format gives
+    the totals per category. ``python -m tests.grading --write-manifest``
+    writes the manifest, and the rubric at the end of each handout, anew.
+``--grade-screenshots DIR``
+    where a failed window test (``@pytest.mark.gui``) leaves a PNG of its
+    Xvfb screen, taken before its teardown (default: screenshots/ beside the
+    output file, else chat-lab-kit-screenshots/ in the temporary folder);
+    PrairieLearn's results carry it as an image.
+``--grade-leaderboard``
+    run bench/leaderboard.py, a few seconds of a Lab 2 room (the --role
+    server, if any), and put its deliveries/s and p99 latency in Gradescope's
+    leaderboard; if it fails, the report says why and no points change.
+
 ``@pytest.mark.hidden`` marks a test whose result students see only after the
 due date (Gradescope's ``after_due_date``).
 """
 from __future__ import annotations
 
+import argparse
+import base64
 import contextlib
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
@@ -45,12 +69,26 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from _pytest.mark.expression import Expression
 
 from tests.procs import ATTACH_VARIABLE, ROLE_OVERRIDES_VARIABLE, Attachment, parse_attach, role_overrides
+from tests.xvfb import screenshot
 
 _RESULTS_KEY = pytest.StashKey[dict]()
 _STARTED_KEY = pytest.StashKey[float]()
 _DEADLINE_KEY = pytest.StashKey[float]()
+_MANIFEST_KEY = pytest.StashKey[dict]()      # the manifest's tests, or {} when there is none
+_MISSING_KEY = pytest.StashKey[dict]()       # results of the manifest's tests not collected
+_DESELECTED_KEY = pytest.StashKey[list]()    # node ids that -k, -m or --deselect left out
+
+KIT_ROOT = Path(__file__).resolve().parents[1]
+MANIFEST_NAME = "tests/expected_tests.json"
+WRITE_MANIFEST_COMMAND = ".venv/bin/python -m tests.grading --write-manifest"
+CATEGORIES = ("lab1", "lab2", "common", "tools")
+HANDOUTS = {"lab1": "docs/lab1.md", "lab2": "docs/lab2.md"}
+# PrairieLearn takes a results.json of at most 1 MB: the screenshots get most of it, the text the rest.
+PRAIRIELEARN_IMAGE_BYTES = 700_000
+LEADERBOARD_SECONDS = 90      # the benchmark takes a few; a hung student server must not hold the grader
 
 ROLES = ("lab1_tcp.server", "lab1_tcp.client", "lab2_udp.server", "lab2_udp.client")
 FORMATS = ("json", "gradescope", "prairielearn", "junit")
@@ -78,6 +116,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--test-deadline", type=float, metavar="SECONDS",
                     help=f"fail any test still running after SECONDS (default: {DEFAULT_TEST_DEADLINE_SECONDS:g}, "
                          "or none with --attach; 0: never)")
+    group.addoption("--grade-manifest", metavar="FILE",
+                    help=f"the tests the suite must hold (default: {MANIFEST_NAME}, if it exists): "
+                         "one not collected counts as failed, named missing")
+    group.addoption("--grade-category", action="append", metavar="NAME", choices=CATEGORIES,
+                    help="run only the tests of this category (" + ", ".join(CATEGORIES) + "; "
+                         "may be given again), as the manifest or the test's name and file say")
+    group.addoption("--write-manifest", metavar="FILE",
+                    help=f"write the collected tests' points and categories to FILE (with --collect-only; "
+                         f"{WRITE_MANIFEST_COMMAND} writes {MANIFEST_NAME} and the handouts' rubrics)")
+    group.addoption("--grade-screenshots", metavar="DIR",
+                    help="where a failed @pytest.mark.gui test leaves a PNG of its screen "
+                         "(default: screenshots/ beside --grade-output or --grade-json)")
+    group.addoption("--grade-leaderboard", action="store_true",
+                    help="measure the Lab 2 room (bench/leaderboard.py) for Gradescope's leaderboard")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -85,6 +137,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "hidden: students see this result only after the due date")
     config.stash[_RESULTS_KEY] = {}
     config.stash[_STARTED_KEY] = time.monotonic()
+    config.stash[_MISSING_KEY] = {}
+    config.stash[_DESELECTED_KEY] = []
+    config.stash[_MANIFEST_KEY] = _read_manifest(config)
+    if config.stash[_MANIFEST_KEY]:
+        # A test file that fails to load costs its own tests' points, not the
+        # whole run: the other files still run.
+        config.option.continue_on_collection_errors = True
     overrides = []
     for item in config.getoption("--role"):
         module, _, path = item.partition("=")
@@ -192,6 +251,172 @@ def pytest_runtest_teardown(item: pytest.Item):
         yield
 
 
+# --- The manifest: the tests the suite must hold ----------------------------------------------
+
+# A test's category is its lab when its name says so (test_lab1_..., test_lab2_...), else its file's.
+CORE_TESTS_WITHOUT_A_MODULE = ("test_conversation",)   # the core's whole conversation, without sockets
+MANIFEST_MARKERS = ("network", "gui", "hidden")       # the markers -m may select on
+CATEGORIES = ("lab1", "lab2", "common", "tools")
+
+
+def category_of(nodeid: str) -> str:
+    """lab1, lab2, common or tools. A test named test_lab1_... or test_lab2_...
+    grades that lab wherever it is; otherwise its file says: test_lab1*.py,
+    test_lab2*.py and test_lan.py grade a lab, a file named for a module of
+    common/ grades the core, and the rest grade the kit's shape and tools."""
+    path, _, name = nodeid.partition("::")
+    stem = Path(path).stem
+    for lab in ("lab1", "lab2"):
+        if name.startswith(f"test_{lab}_"):
+            return lab
+    for lab in ("lab1", "lab2"):
+        if stem.startswith(f"test_{lab}"):
+            return lab
+    if stem == "test_lan":
+        return "lab2"
+    if stem in CORE_TESTS_WITHOUT_A_MODULE or (KIT_ROOT / "common" / f"{stem.removeprefix('test_')}.py").exists():
+        return "common"
+    return "tools"
+
+
+def _read_manifest(config: pytest.Config) -> dict[str, dict]:
+    """The manifest's tests by function node id; {} when this run has none."""
+    option = config.getoption("--grade-manifest")
+    path = Path(option).resolve() if option else config.rootpath / MANIFEST_NAME
+    if option and not path.is_file():
+        raise pytest.UsageError(f"--grade-manifest {option}: no such file")
+    if config.getoption("--write-manifest") or not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))["tests"]
+
+
+def manifest_text(items: list[pytest.Item]) -> str:
+    """The manifest of these collected tests, one test a line (diffs stay readable)."""
+    tests = {}
+    for item in items:
+        function = item.nodeid.split("[")[0]
+        marker = item.get_closest_marker("points")
+        markers = sorted({mark.name for mark in item.iter_markers()} & set(MANIFEST_MARKERS))
+        tests[function] = {"points": marker.args[0] if marker else 1, "category": category_of(function),
+                           "markers": markers}
+    lines = [f"  {json.dumps(function)}: {json.dumps(entry)}" for function, entry in sorted(tests.items())]
+    return ('{\n "written by": ' + json.dumps(WRITE_MANIFEST_COMMAND) + ',\n "tests": {\n'
+            + ",\n".join(lines) + "\n }\n}\n")
+
+
+def _asked_for(config: pytest.Config, function: str, entry: dict) -> bool:
+    """Whether this run asked for a test: its file, or the test itself, is
+    among the run's arguments, no --ignore or --deselect leaves it out, and
+    it matches -k, -m and --grade-category. A test that was not asked for is
+    not missing."""
+    categories, markers = config.getoption("--grade-category"), entry["markers"]
+    if categories and entry["category"] not in categories:
+        return False
+    path, _, name = function.partition("::")
+    file = (config.rootpath / path).resolve()
+    here = config.invocation_params.dir
+
+    def covers(argument: str) -> bool:
+        argument_path, _, argument_name = argument.partition("::")
+        target = (here / argument_path).resolve()
+        if argument_name:
+            return file == target and argument_name.split("[")[0] == name
+        return file == target or target in file.parents
+
+    if not any(map(covers, config.args)):
+        return False
+    if any(covers(ignored) for ignored in config.getoption("ignore") or []):
+        return False
+    if any(function == deselected.split("[")[0] for deselected in config.getoption("deselect") or []):
+        return False
+    names = [name, Path(path).name, *Path(path).parent.parts, *markers]
+    keyword, marks = config.option.keyword, config.option.markexpr
+    if keyword and not Expression.compile(keyword).evaluate(
+            lambda word, **_: any(word.lower() in candidate.lower() for candidate in names)):
+        return False
+    return not marks or Expression.compile(marks).evaluate(lambda mark, **_: mark in markers)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--grade-category: leave out the tests of the other categories."""
+    categories = config.getoption("--grade-category")
+    if not categories:
+        return
+    manifest = config.stash[_MANIFEST_KEY]
+
+    def category(item: pytest.Item) -> str:
+        function = item.nodeid.split("[")[0]
+        return manifest[function]["category"] if function in manifest else category_of(function)
+
+    left_out = [item for item in items if category(item) not in categories]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if category(item) in categories]
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        items[0].config.stash[_DESELECTED_KEY].extend(item.nodeid for item in items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    output = config.getoption("--write-manifest")
+    if output:
+        if session.testsfailed:
+            pytest.exit(f"--write-manifest: {session.testsfailed} file(s) failed to collect; fix them first",
+                        returncode=pytest.ExitCode.USAGE_ERROR)
+        Path(output).write_text(manifest_text(session.items), encoding="utf-8")
+        return
+    collected = {nodeid.split("[")[0] for nodeid in
+                 [*(item.nodeid for item in session.items), *config.stash[_DESELECTED_KEY]]}
+    for function, entry in config.stash[_MANIFEST_KEY].items():
+        if function not in collected and _asked_for(config, function, entry):
+            config.stash[_MISSING_KEY][function] = {
+                "points": entry["points"], "outcome": "failed", "hidden": "hidden" in entry["markers"],
+                "reason": f"missing: in {MANIFEST_NAME} but not collected (deleted, renamed, or its file "
+                          "failed to load)",
+                "details": "", "seconds": 0.0, "missing": True}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # A missing test is a failed test: the run fails, as it would had the
+    # test been there and failed (CI, GitHub Classroom's pass/fail steps).
+    if session.config.stash[_MISSING_KEY] and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- Screenshots of failed window tests ---------------------------------------------------------
+
+# The fixtures that hand a test its Xvfb's DISPLAY (tests/xvfb.py; tests/test_ui.py's windows in-process).
+DISPLAY_FIXTURES = ("xvfb_display", "window_display")
+
+
+def _screenshot_folder(config: pytest.Config) -> Path:
+    option = config.getoption("--grade-screenshots")
+    if option:
+        return Path(option)
+    output = config.getoption("--grade-output") or config.getoption("--grade-json")
+    if output:
+        return Path(output).resolve().parent / "screenshots"
+    return Path(tempfile.gettempdir()) / "chat-lab-kit-screenshots"
+
+
+def _screenshot_of_failure(item: pytest.Item) -> str:
+    """A PNG of the screen of a failed window test, taken while its windows
+    are still open (before the fixtures' teardown); its path, or why none."""
+    # Only a private Xvfb of the tests is ever photographed, never a real desktop.
+    display = next((item.funcargs[name] for name in DISPLAY_FIXTURES if name in item.funcargs), None)
+    if display is None:
+        return ""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid) + ".png"
+    try:
+        return str(screenshot(display, _screenshot_folder(item.config) / name))
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"(no screenshot: {error})"
+
+
 # --- Collecting results ---------------------------------------------------------------------
 
 def _failure_text(report: pytest.TestReport) -> tuple[str, str]:
@@ -224,6 +449,12 @@ def pytest_runtest_makereport(item: pytest.Item, call):
             result["outcome"] = "skipped"
         result["reason"] = result["reason"] or f"{report.when}: {reason}"
         result["details"] += details
+    if report.when == "call" and report.failed and item.get_closest_marker("gui"):
+        shot = _screenshot_of_failure(item)
+        if shot.endswith(".png"):
+            result["screenshot"] = shot
+        if shot:
+            result["details"] += f"\nscreenshot of the screen when it failed: {shot}\n"
 
 
 def by_function(results: dict[str, dict]) -> dict[str, list[tuple[str, dict]]]:
@@ -234,38 +465,93 @@ def by_function(results: dict[str, dict]) -> dict[str, list[tuple[str, dict]]]:
     return cases
 
 
-def _function_scores(results: dict[str, dict]) -> list[dict]:
+def _function_scores(results: dict[str, dict], manifest: dict[str, dict]) -> list[dict]:
     """One row per test function: points earned, possible and skipped, and why not all."""
     rows = []
     for function, cases in by_function(results).items():
-        points = cases[0][1]["points"]
+        # With a manifest, it sets the points: a clone cannot raise a test's marker, and a
+        # test it added is worth nothing.
+        points = manifest[function]["points"] if function in manifest else 0 if manifest else cases[0][1]["points"]
         share = points / len(cases)
         not_passed = [(nodeid, result) for nodeid, result in cases if result["outcome"] != "passed"]
         rows.append({
             "name": function, "points": points,
+            "category": manifest[function]["category"] if function in manifest else category_of(function),
             "earned": share * sum(result["outcome"] == "passed" for _, result in cases),
             "skipped": share * sum(result["outcome"] == "skipped" for _, result in cases),
             "passed": all(result["outcome"] == "passed" for _, result in cases),
+            "missing": any(result.get("missing") for _, result in cases),
+            "unlisted": bool(manifest) and function not in manifest,
             "hidden": any(result["hidden"] for _, result in cases),
             "reason": "; ".join(f"{nodeid.split('::')[-1]} {result['outcome']}: {result['reason']}"
                                 for nodeid, result in not_passed),
             "details": "\n".join(result["details"] for _, result in not_passed),
+            "screenshots": [result["screenshot"] for _, result in not_passed if "screenshot" in result],
         })
     return rows
 
 
+def category_totals(rows: list[dict]) -> dict[str, dict]:
+    """Points earned and possible per category (lab1, lab2, common, tools)."""
+    totals: dict[str, dict] = {}
+    for row in rows:
+        total = totals.setdefault(row["category"], {"earned": 0.0, "possible": 0})
+        total["earned"] += row["earned"]
+        total["possible"] += row["points"]
+    return {category: {"earned": round(totals[category]["earned"], 2), "possible": totals[category]["possible"]}
+            for category in CATEGORIES if category in totals}
+
+
+# --- The leaderboard: a few seconds of the student's room ---------------------------------------
+
+def measure_leaderboard() -> tuple[list[dict], str]:
+    """Run bench/leaderboard.py on the Lab 2 server being graded (the --role
+    one, else the kit's); return Gradescope's leaderboard and a line saying
+    what it measured, or no leaderboard and why. It never costs points."""
+    command = [sys.executable, str(KIT_ROOT / "bench" / "leaderboard.py"), "--json"]
+    server = role_overrides().get("lab2_udp.server")
+    if server:
+        command += ["--server", str(server)]
+    # Its own session: on a timeout the whole group goes (the server and the
+    # simulated members are its children).
+    process = subprocess.Popen(command, cwd=KIT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=LEADERBOARD_SECONDS)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):   # it may have ended just now
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return [], f"leaderboard left out: the benchmark did not finish within {LEADERBOARD_SECONDS} s"
+    if process.returncode != 0:
+        last = next((line for line in reversed(stderr.splitlines()) if line.strip()), "no output")
+        return [], f"leaderboard left out: the benchmark failed: {last}"
+    measured = json.loads(stdout.splitlines()[-1])
+    board = [{"name": "deliveries/s", "value": round(measured["deliveries_per_s"]), "order": "desc"},
+             {"name": "p99 ms", "value": round(measured["p99_ms"], 1), "order": "asc"}]
+    return board, (f"leaderboard: {board[0]['value']} deliveries/s, p99 {board[1]['value']} ms "
+                   f"({measured['about']})")
+
+
 # --- The formats -------------------------------------------------------------------------------
 
-def as_json(results: dict[str, dict], rows: list[dict]) -> dict:
-    """The kit's own format: totals, and every case's points and outcome
-    (and, unless it passed, why not in one line)."""
+def as_json(results: dict[str, dict], rows: list[dict], leaderboard: list[dict]) -> dict:
+    """The kit's own format: totals, per category, and every case's points
+    and outcome (and, unless it passed, why not in one line)."""
     tests = {}
     for nodeid, result in results.items():
         tests[nodeid] = {"points": result["points"], "outcome": result["outcome"]}
         if result["outcome"] != "passed":
             tests[nodeid]["reason"] = result["reason"]
-    return {"earned": round(sum(row["earned"] for row in rows), 2),
-            "possible": sum(row["points"] for row in rows), "tests": tests}
+        if "screenshot" in result:
+            tests[nodeid]["screenshot"] = result["screenshot"]
+    report = {"earned": round(sum(row["earned"] for row in rows), 2),
+              "possible": sum(row["points"] for row in rows), "categories": category_totals(rows),
+              "missing": [row["name"] for row in rows if row["missing"]],
+              "not_graded": [row["name"] for row in rows if row["unlisted"]], "tests": tests}
+    if leaderboard:
+        report["leaderboard"] = leaderboard
+    return report
 
 
 def _markdown(row: dict) -> str:
@@ -276,49 +562,77 @@ def _markdown(row: dict) -> str:
     return row["reason"] + details
 
 
-def as_gradescope(rows: list[dict], seconds: float, summary: str) -> dict:
-    """Gradescope's results.json: one entry per test function; a test marked
-    hidden shows its result only after the due date."""
-    return {
+def as_gradescope(rows: list[dict], seconds: float, summary: str, leaderboard: list[dict]) -> dict:
+    """Gradescope's results.json: one entry per test function, tagged with its
+    category; a test marked hidden shows its result only after the due date."""
+    results = {
         "score": round(sum(row["earned"] for row in rows), 2),
         "execution_time": round(seconds),
         "output": summary,
         "output_format": "md",
+        "extra_data": {"categories": category_totals(rows)},
         "tests": [{
             "name": row["name"], "number": str(number),
             "score": round(row["earned"], 2), "max_score": row["points"],
             "status": "passed" if row["passed"] else "failed",
-            "output": _markdown(row),
+            "output": _markdown(row), "tags": [row["category"]],
             "visibility": "after_due_date" if row["hidden"] else "visible",
         } for number, row in enumerate(rows, start=1)],
     }
+    if leaderboard:
+        results["leaderboard"] = leaderboard
+    return results
 
 
 def as_prairielearn(rows: list[dict], summary: str) -> dict:
-    """PrairieLearn's external-grader results.json: a score from 0 to 1."""
+    """PrairieLearn's external-grader results.json: a score from 0 to 1; a
+    failed window test carries a picture of its screen, as a data URL, while
+    the pictures fit in PrairieLearn's limit on the file."""
     possible = sum(row["points"] for row in rows)
+    image_bytes_left = PRAIRIELEARN_IMAGE_BYTES
+    tests = []
+    for row in rows:
+        test = {"name": row["name"], "description": f"category {row['category']}",
+                "points": round(row["earned"], 2), "max_points": row["points"],
+                "message": row["reason"] or "passed", "output": row["details"]}
+        for path in row["screenshots"]:
+            url = "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            if len(url) > image_bytes_left:
+                test["output"] += f"\n(screenshot {path} left out: the results would pass PrairieLearn's 1 MB)"
+                continue
+            image_bytes_left -= len(url)
+            test.setdefault("images", []).append({"label": f"the screen when it failed ({Path(path).name})",
+                                                  "url": url})
+        tests.append(test)
     return {
         "gradable": True,
         "score": sum(row["earned"] for row in rows) / possible if possible else 0.0,
         "message": summary,
         "output": summary,
-        "tests": [{"name": row["name"], "points": round(row["earned"], 2), "max_points": row["points"],
-                   "message": row["reason"] or "passed", "output": row["details"]} for row in rows],
+        "categories": category_totals(rows),
+        "tests": tests,
     }
 
 
-def as_junit(results: dict[str, dict], seconds: float) -> bytes:
-    """JUnit XML: one testcase per case, with its points as a property."""
+def as_junit(results: dict[str, dict], rows: list[dict], seconds: float) -> bytes:
+    """JUnit XML: one testcase per case, with its points and category as
+    properties; the suite's properties hold the totals per category."""
     outcomes = [result["outcome"] for result in results.values()]
     suite = ElementTree.Element("testsuite", name="chat-lab-kit", tests=str(len(outcomes)),
                                 failures=str(outcomes.count("failed")), errors="0",
                                 skipped=str(outcomes.count("skipped")), time=f"{seconds:.3f}")
+    totals = ElementTree.SubElement(suite, "properties")
+    for category, total in category_totals(rows).items():
+        ElementTree.SubElement(totals, "property", name=f"points {category}",
+                               value=f"{total['earned']:g}/{total['possible']:g}")
+    category = {row["name"]: row["category"] for row in rows}
     for nodeid, result in results.items():
         path, _, name = nodeid.partition("::")
         case = ElementTree.SubElement(suite, "testcase", classname=path.removesuffix(".py").replace("/", "."),
                                       name=name, time=f"{result['seconds']:.3f}")
         properties = ElementTree.SubElement(case, "properties")
         ElementTree.SubElement(properties, "property", name="points", value=str(result["points"]))
+        ElementTree.SubElement(properties, "property", name="category", value=category[nodeid.split("[")[0]])
         if result["outcome"] != "passed":
             tag = "failure" if result["outcome"] == "failed" else "skipped"
             element = ElementTree.SubElement(case, tag, message=result["reason"])
@@ -326,25 +640,47 @@ def as_junit(results: dict[str, dict], seconds: float) -> bytes:
     return ElementTree.tostring(suite, encoding="utf-8", xml_declaration=True)
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
-    results = config.stash[_RESULTS_KEY]
-    if not results:
-        return
-    rows = _function_scores(results)
+def _report_lines(rows: list[dict]) -> list[str]:
+    """The grading section: points per file, per category, in all, and every missing test."""
     by_file: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])   # earned, possible, skipped
     for row in rows:
         file_row = by_file[row["name"].split("::")[0]]
         file_row[0] += row["earned"]
         file_row[1] += row["points"]
         file_row[2] += row["skipped"]
+    categories = category_totals(rows)
     lines = [f"{module} graded from {path}" for module, path in role_overrides().items()]
-    width = max(map(len, by_file))
+    width = max(map(len, [*by_file, *(f"category {name}" for name in categories)]))
     for path, (earned, possible, skipped) in sorted(by_file.items()):
         note = f"  ({skipped:g} skipped)" if skipped else ""
         lines.append(f"{path:<{width}}  {earned:>6.1f} / {possible:<4g}{note}")
+    for name, total in categories.items():
+        lines.append(f"{'category ' + name:<{width}}  {total['earned']:>6.1f} / {total['possible']:<4g}")
     earned = sum(row["earned"] for row in rows)
     possible = sum(row["points"] for row in rows)
     lines.append(f"{'total':<{width}}  {earned:>6.1f} / {possible:<4g}")
+    missing = [row for row in rows if row["missing"]]
+    if missing:
+        lines.append(f"missing ({len(missing)} of {MANIFEST_NAME}, {sum(row['points'] for row in missing):g} "
+                     "points, counted as failed):")
+        lines += [f"  {row['name']}  ({row['points']:g} points)" for row in missing]
+    unlisted = [row["name"] for row in rows if row["unlisted"]]
+    if unlisted:
+        lines.append(f"not graded ({len(unlisted)} not in {MANIFEST_NAME}, worth 0 points):")
+        lines += [f"  {name}" for name in unlisted]
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    results = {**config.stash[_RESULTS_KEY], **config.stash[_MISSING_KEY]}
+    if not results or config.option.collectonly:
+        return
+    rows = _function_scores(results, config.stash[_MANIFEST_KEY])
+    lines = _report_lines(rows)
+    leaderboard: list[dict] = []
+    if config.getoption("--grade-leaderboard"):
+        leaderboard, said = measure_leaderboard()
+        lines.append(said)
     terminalreporter.section("grading")
     for line in lines:
         terminalreporter.write_line(line)
@@ -352,10 +688,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     seconds = time.monotonic() - config.stash[_STARTED_KEY]
     summary = "```\n" + "\n".join(lines) + "\n```\n"
     writers = {
-        "json": lambda: json.dumps(as_json(results, rows), indent=1),
-        "gradescope": lambda: json.dumps(as_gradescope(rows, seconds, summary), indent=1),
+        "json": lambda: json.dumps(as_json(results, rows, leaderboard), indent=1),
+        "gradescope": lambda: json.dumps(as_gradescope(rows, seconds, summary, leaderboard), indent=1),
         "prairielearn": lambda: json.dumps(as_prairielearn(rows, summary), indent=1),
-        "junit": lambda: as_junit(results, seconds).decode("utf-8"),
+        "junit": lambda: as_junit(results, rows, seconds).decode("utf-8"),
     }
     outputs = [(config.getoption("--grade-json"), "json"),
                (config.getoption("--grade-output"), config.getoption("--grade-format"))]
@@ -363,3 +699,71 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         if path:
             with open(path, "w", encoding="utf-8") as report:
                 report.write(writers[kind]())
+
+
+# --- The handouts' rubrics, from the manifest ------------------------------------------------------
+
+RUBRIC_START = "<!-- rubric: written from tests/expected_tests.json by `python -m tests.grading --write-manifest` -->"
+RUBRIC_END = "<!-- end of rubric -->"
+
+
+def rubric(manifest: dict[str, dict], lab: str) -> str:
+    """The rubric a handout ends with: the points of its lab's tests, file by
+    file, then every category of the whole suite."""
+    def tally(entries) -> tuple[int, float]:
+        entries = list(entries)
+        return len(entries), sum(entry["points"] for entry in entries)
+
+    files: dict[str, list[dict]] = defaultdict(list)
+    for function, entry in manifest.items():
+        if entry["category"] == lab:
+            files[function.split("::")[0]].append(entry)
+    about = textwrap.fill(
+        f"Points come from the tests, each worth the points of its `@pytest.mark.points` marker; these are "
+        f"the tests of the category `{lab}` in `{MANIFEST_NAME}`. A test of the manifest that a clone does "
+        "not have (deleted, renamed, or in a file that fails to load) counts as failed, with its points, "
+        "and the report names it missing.", width=100)
+    lines = [RUBRIC_START, "## Rubric", "", about, "", "| tests | count | points |", "|---|---:|---:|"]
+    for path, entries in sorted(files.items()):
+        count, points = tally(entries)
+        lines.append(f"| `{path}` | {count} | {points:g} |")
+    count, points = tally(entry for entries in files.values() for entry in entries)
+    lines += [f"| **{lab}** | **{count}** | **{points:g}** |", "",
+              "The whole suite (`make test`), by category:", "",
+              "| category | count | points |", "|---|---:|---:|"]
+    for category in CATEGORIES:
+        count, points = tally(entry for entry in manifest.values() if entry["category"] == category)
+        lines.append(f"| {category} | {count} | {points:g} |")
+    count, points = tally(manifest.values())
+    lines += [f"| **total** | **{count}** | **{points:g}** |", RUBRIC_END, ""]
+    return "\n".join(lines)
+
+
+def with_rubric(handout: str, text: str) -> str:
+    """The handout with its rubric replaced, or added at its end."""
+    before, found, _after = handout.partition(RUBRIC_START)
+    return (before if found else handout.rstrip("\n") + "\n\n") + text
+
+
+def write_manifest() -> int:
+    """Collect the whole suite into tests/expected_tests.json, then rewrite the
+    rubric at the end of each handout from it."""
+    manifest_file = KIT_ROOT / MANIFEST_NAME
+    code = pytest.main(["--collect-only", "-qq", "-p", "no:cacheprovider", f"--rootdir={KIT_ROOT}",
+                        f"--write-manifest={manifest_file}", str(KIT_ROOT / "tests")])
+    if code != pytest.ExitCode.OK:
+        return int(code)
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))["tests"]
+    for lab, handout in HANDOUTS.items():
+        path = KIT_ROOT / handout
+        path.write_text(with_rubric(path.read_text(encoding="utf-8"), rubric(manifest, lab)), encoding="utf-8")
+    print(f"wrote {MANIFEST_NAME} ({len(manifest)} tests) and the rubrics of {', '.join(HANDOUTS.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="The grader's manifest of tests (docs/grading.md).")
+    parser.add_argument("--write-manifest", action="store_true", required=True,
+                        help=f"collect the suite into {MANIFEST_NAME} and rewrite the handouts' rubrics")
+    parser.parse_args()
+    sys.exit(write_manifest())

@@ -18,8 +18,11 @@ from common.accounts import (
     MAX_IGNORED_NAMES,
     MAX_LOCK_SECONDS,
     MAX_PASSWORD_BYTES,
+    MAX_NEW_ACCOUNTS_PER_ADDRESS,
     MIN_PASSWORD_CHARS,
     NAME_PATTERN,
+    NEW_ACCOUNTS_WINDOW_SECONDS,
+    TOO_MANY_NEW_ACCOUNTS,
     AccountStore,
     Argon2Cost,
     normalise_name,
@@ -418,3 +421,16 @@ def test_a_failing_database_is_a_protocol_error_not_a_crash(tmp_path):
         store.ignored_by("alice")
     with pytest.raises(ProtocolError, match="account store failed"):
         store.register("bobby", "another long password")
+
+
+@pytest.mark.points(2)
+def test_one_address_makes_only_so_many_new_accounts_an_hour(store, clock):
+    for i in range(MAX_NEW_ACCOUNTS_PER_ADDRESS):
+        store.register(f"bot{i}", "password1", "10.0.0.9")
+    with pytest.raises(ProtocolError, match=f"^{re.escape(TOO_MANY_NEW_ACCOUNTS)}$"):
+        store.register("bot_extra", "password1", "10.0.0.9")
+    assert not store.exists("bot_extra")
+    assert store.register("bot0", "password1", "10.0.0.9") == "bot0"   # an existing account still logs in
+    assert store.register("alice", "password1", "10.0.0.10") == "alice"   # another address is not held back
+    clock.advance(NEW_ACCOUNTS_WINDOW_SECONDS)
+    assert store.register("bot_extra", "password1", "10.0.0.9") == "bot_extra"   # an hour on, room again

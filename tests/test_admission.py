@@ -3,7 +3,9 @@ from concurrent.futures import Future
 
 import pytest
 
-from common.admission import LoginQueue, PendingConnections, TokenBucket
+from common.admission import (
+    HANDSHAKE_TIMEOUT_SECONDS, LOGIN_TIMEOUT_SECONDS, Doorway, LoginQueue, PendingConnections, TokenBucket,
+)
 
 
 @pytest.mark.points(2)
@@ -97,3 +99,20 @@ def test_when_the_queue_is_full_the_source_with_the_most_waiting_gives_way():
     assert queue.add("10.0.0.4", "alice", lambda: None, lambda f: None)   # full: flood2 gives way
     assert evicted == ["flood2"]
     assert not queue.add("10.0.0.4", "alice_again", lambda: None, lambda f: None)   # 2 vs 2: no
+
+
+@pytest.mark.points(2)
+def test_the_doorway_gives_a_deadline_per_step_and_frees_a_queued_login_from_it():
+    workers = ManualWorkers()
+    doorway = Doorway(workers.submit, workers=1, on_evicted=lambda owner: None)
+    for conn in ("stranger", "slow", "quick"):
+        assert doorway.arrive(conn, "10.0.0.1", now=0) == []
+    doorway.handshake_done("slow", now=1)
+    doorway.handshake_done("quick", now=1)
+    assert doorway.check_password("quick", "10.0.0.1", lambda: "quick", lambda future: None)
+    assert doorway.late(now=HANDSHAKE_TIMEOUT_SECONDS) == ["stranger"]
+    # Queued, "quick" has no deadline: the login queue bounds it instead.
+    assert doorway.late(now=1 + LOGIN_TIMEOUT_SECONDS) == ["stranger", "slow"]
+    doorway.leave("stranger")
+    doorway.leave("slow")
+    assert doorway.late(now=1000) == []

@@ -1,5 +1,6 @@
 """Settings: first-run key generation, precedence, and clear errors for bad values."""
 
+import argparse
 import re
 import stat
 import sys
@@ -10,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from dotenv import dotenv_values
 
 from common.accounts import Argon2Cost
-from common.config import ConfigError, create_env_file, load_settings
+from common.config import ConfigError, add_setting_options, create_env_file, load_settings, settings_from
 
 SETTING_NAMES = [
     "CHAT_PSK",
@@ -27,6 +28,7 @@ SETTING_NAMES = [
     "MAX_CLIENTS",
     "MAX_CLIENTS_PER_ADDRESS",
     "MAX_MESSAGES_PER_SECOND",
+    "MAX_NEW_ACCOUNTS_PER_HOUR",
     "ARGON2_MEMORY_KIB",
     "ARGON2_ITERATIONS",
 ]
@@ -181,6 +183,27 @@ def test_an_option_not_given_on_the_command_line_changes_nothing(tmp_path, monke
 def test_a_client_without_the_private_key_gets_none(tmp_path):
     path = env_file_with(tmp_path, SERVER_PRIVATE_KEY="")
     assert load_settings(path, announce=ignore_announcement).server_private_key is None
+
+
+@pytest.mark.points(1)
+def test_a_server_without_the_private_key_is_refused_by_name(tmp_path):
+    path = env_file_with(tmp_path, SERVER_PRIVATE_KEY="")
+    with pytest.raises(ConfigError, match=r"^SERVER_PRIVATE_KEY is not set in .*: the server needs it"):
+        load_settings(path, for_server=True, announce=ignore_announcement)
+
+
+@pytest.mark.points(1)
+def test_setting_options_reach_the_settings_and_only_the_ones_given(tmp_path, monkeypatch):
+    path = env_file_with(tmp_path, BROADCAST_PORT="7100")
+    monkeypatch.setenv("SERVER_HOST", "127.0.0.5")
+    parser = argparse.ArgumentParser()
+    add_setting_options(parser, "SERVER_HOST", "LAB2_PORT", "BROADCAST_PORT")
+    args = parser.parse_args(["--env", str(path), "--port", "6100"])
+    assert args.port == 6100   # a port is a number from the start: argparse names a bad one
+    settings = settings_from(args, create=False)
+    assert (settings.lab2_port, settings.host, settings.broadcast_port) == (6100, "127.0.0.5", 7100)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--db", "x.sqlite3"])   # not one of this role's options
 
 
 @pytest.mark.points(1)

@@ -5,18 +5,22 @@ Each format is checked against rules written here from the platform's public
 documentation (no network at test time):
 
 - Gradescope, "Autograder Specifications", results.json: ``score``,
-  ``execution_time``, ``output``, ``output_format``; ``tests[]`` with
-  ``name``, ``number``, ``score``, ``max_score``, ``status`` ("passed" or
-  "failed"), ``output`` and ``visibility`` ("hidden", "after_due_date",
-  "after_published" or "visible").
+  ``execution_time``, ``output``, ``output_format``, ``extra_data`` (an
+  object); ``tests[]`` with ``name``, ``number``, ``score``, ``max_score``,
+  ``status`` ("passed" or "failed"), ``output``, ``tags`` (a list of strings)
+  and ``visibility`` ("hidden", "after_due_date", "after_published" or
+  "visible"); and "Leaderboards": ``leaderboard[]`` with ``name``, ``value``
+  and an optional ``order`` ("asc" or "desc", the default).
 - PrairieLearn, "External grading", results.json: ``gradable``, ``score`` from
   0 to 1, ``message``, ``output``; ``tests[]`` with ``name``, ``points``,
-  ``max_points``, ``message``, ``output``.
+  ``max_points``, ``message``, ``output`` and optional ``images``, each with a
+  ``label`` and a ``url``, a data URL ("data:image/png;base64,...").
 - JUnit XML as CI systems read it (GitHub Actions reporters, Jenkins): a
   ``testsuite`` whose ``tests``, ``failures``, ``errors`` and ``skipped``
   count its ``testcase`` elements; a testcase holds at most one ``failure``,
   ``error`` or ``skipped``.
 """
+import base64
 import json
 import os
 import shutil
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +85,7 @@ def test_grading_report_counts_passes_fails_skips_and_shares_parametrized_points
         "points": 2, "outcome": "failed", "reason": "call: AssertionError: the server never answered"}
     assert grades["tests"]["test_student.py::test_skips"]["outcome"] == "skipped"
     assert grades["tests"]["test_student.py::test_passes"] == {"points": 3, "outcome": "passed"}
+    assert grades["categories"] == {"tools": {"earned": 5.0, "possible": 12}} and grades["missing"] == []
 
 
 def check_gradescope(results: dict) -> None:
@@ -88,14 +94,19 @@ def check_gradescope(results: dict) -> None:
     assert isinstance(results["output"], str) and results["output_format"] in GRADESCOPE_OUTPUT_FORMATS
     numbers = [test["number"] for test in results["tests"]]
     assert len(set(numbers)) == len(numbers)
+    assert isinstance(results.get("extra_data", {}), dict)
     for test in results["tests"]:
-        assert set(test) == {"name", "number", "score", "max_score", "status", "output", "visibility"}
+        assert set(test) == {"name", "number", "score", "max_score", "status", "output", "tags", "visibility"}
         assert isinstance(test["name"], str) and isinstance(test["number"], str)
+        assert isinstance(test["tags"], list) and all(isinstance(tag, str) for tag in test["tags"])
         assert 0 <= test["score"] <= test["max_score"]
         assert test["status"] in {"passed", "failed"} and test["visibility"] in GRADESCOPE_VISIBILITIES
         assert (test["status"] == "passed") == (test["score"] == test["max_score"])
         assert isinstance(test["output"], str) and (test["status"] == "passed") == (test["output"] == "")
     assert results["score"] == pytest.approx(sum(test["score"] for test in results["tests"]))
+    for entry in results.get("leaderboard", []):
+        assert set(entry) <= {"name", "value", "order"} and isinstance(entry["name"], str)
+        assert isinstance(entry["value"], (int, float, str)) and entry.get("order", "desc") in {"asc", "desc"}
 
 
 @pytest.mark.points(2)
@@ -111,6 +122,9 @@ def test_gradescope_results_follow_its_format_and_a_skip_is_a_failure(student):
     assert tests["test_student.py::test_half_of_the_cases_pass"]["score"] == 1.0
     assert tests["test_student.py::test_hidden_until_the_due_date"]["visibility"] == "after_due_date"
     assert tests["test_student.py::test_passes"]["visibility"] == "visible"
+    assert results["extra_data"]["categories"] == {"tools": {"earned": 5.0, "possible": 12}}
+    assert tests["test_student.py::test_passes"]["tags"] == ["tools"]
+    assert "category tools" in results["output"]
 
 
 @pytest.mark.points(2)
@@ -129,6 +143,8 @@ def test_prairielearn_results_give_a_fraction_and_points_per_test(student):
     assert "the server never answered" in tests["test_student.py::test_fails"]["message"]
     assert results["score"] == pytest.approx(sum(t["points"] for t in results["tests"])
                                              / sum(t["max_points"] for t in results["tests"]))
+    assert results["categories"] == {"tools": {"earned": 5.0, "possible": 12}}
+    assert "category tools" in results["message"]
 
 
 @pytest.mark.points(2)
@@ -152,6 +168,7 @@ def test_junit_xml_counts_its_cases_and_marks_failures_and_skips(student):
     assert "the server never answered" in failure.get("message")
     points = {case.get("name"): case.find("properties/property[@name='points']").get("value") for case in cases}
     assert points["test_passes"] == "3"
+    assert suite.find("properties/property[@name='points tools']").get("value") == "5/12"
 
 
 @pytest.mark.points(3)
@@ -208,9 +225,10 @@ def test_a_students_copy_of_a_role_file_is_what_the_tests_start(tmp_path, monkey
         server.wait_for_stderr(r"^\(student copy\) listening on 127\.0\.0\.1:\d+")
 
 
-def gradescope_tree(tmp_path, role_file: str, source: str):
+def gradescope_tree(tmp_path, role_file: str, source: str, **more_files: str):
     """An /autograder folder as Gradescope lays it out: the unpacked zip in
-    source/, the student's files in submission/, an empty results/."""
+    source/, the student's files in submission/ (``role_file`` and any
+    ``more_files``, path: text), an empty results/."""
     from tools.autograder.build import build
     root = tmp_path / "autograder"
     tmp_path.mkdir(exist_ok=True)
@@ -220,6 +238,9 @@ def gradescope_tree(tmp_path, role_file: str, source: str):
     submitted = root / "submission" / "my-repo" / role_file
     submitted.parent.mkdir(parents=True)
     submitted.write_text(source, encoding="utf-8")
+    for path, text in more_files.items():
+        (root / "submission" / "my-repo" / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / "submission" / "my-repo" / path).write_text(text, encoding="utf-8")
     (root / "results").mkdir()
     return root
 
@@ -236,7 +257,7 @@ def run_autograder(root, *pytest_args: str) -> dict:
 
 # A fast subset of Lab 2's tests: enough to tell a good client from a broken one.
 LAB2_SUBSET = ("-k", "test_own_message_appears_only_when_numbered_by_the_server or test_dm_reaches_only_its_recipient"
-                     " or test_role_file_reads_in_at_most_350_lines")
+                     " or test_server_quits_cleanly_while_a_connection_is_in_its_handshake")   # test_lab2_hostile.py
 
 
 @pytest.mark.network
@@ -245,17 +266,22 @@ LAB2_SUBSET = ("-k", "test_own_message_appears_only_when_numbered_by_the_server 
 def test_the_gradescope_autograder_gives_a_good_submission_full_marks_and_names_a_bug(tmp_path):
     from tests.mutants import MUTANTS, mutate
     reference = (ROOT / "lab2_udp" / "client.py").read_text(encoding="utf-8")
-    results = run_autograder(gradescope_tree(tmp_path / "good", "lab2_udp/client.py", reference), *LAB2_SUBSET)
+    server = (ROOT / "lab2_udp" / "server.py").read_text(encoding="utf-8")
+    results = run_autograder(gradescope_tree(tmp_path / "good", "lab2_udp/client.py", reference,
+                                             **{"lab2_udp/server.py": server}), *LAB2_SUBSET)
     names = {test["name"]: test for test in results["tests"]}
     assert len(names) == 3 and all(test["status"] == "passed" for test in names.values()), results
     assert results["score"] == sum(test["max_score"] for test in names.values())
     assert "lab2_udp.client graded from" in results["output"]
+    # A submitted Lab 2 server is measured for the leaderboard.
+    assert [entry["name"] for entry in results.get("leaderboard", [])] == ["deliveries/s", "p99 ms"], results["output"]
 
     [echo] = [mutant for mutant in MUTANTS if mutant.name == "lab2 client echoes its own text"]
     results = run_autograder(gradescope_tree(tmp_path / "broken", "lab2_udp/client.py", mutate(echo, reference)),
                              *LAB2_SUBSET)
     failed = [test["name"] for test in results["tests"] if test["status"] == "failed"]
     assert failed == [echo.caught_by], results
+    assert "leaderboard" not in results    # no server submitted: the kit's own room is not the student's
     assert "my own words" in next(test for test in results["tests"] if test["status"] == "failed")["output"]
 
 
@@ -271,3 +297,237 @@ def test_the_autograder_says_so_when_no_role_file_was_submitted(tmp_path):
     assert completed.returncode == 0
     results = json.loads((root / "results" / "results.json").read_text())
     assert results["score"] == 0 and "No role file found" in results["output"]
+
+
+# --- The manifest: a test missing from a clone costs its points ---------------------------------
+
+SUITE_FILES = {
+    "test_lab1_chat": '''
+import pytest
+
+@pytest.mark.points(3)
+def test_kept(): pass
+
+@pytest.mark.points(5)
+def test_deleted_later(): pass
+
+@pytest.mark.points(2)
+def test_renamed_later(): pass
+''',
+    "test_framing": '''
+import pytest
+
+@pytest.mark.points(4)
+@pytest.mark.parametrize("n", [1, 2])
+def test_in_a_file_that_breaks_later(n): pass
+''',
+    "test_tools_report": '''
+import pytest
+
+@pytest.mark.points(1)
+def test_lab2_named_for_its_lab(): pass
+''',
+}
+
+
+@pytest.fixture
+def suite(pytester):
+    """A small suite under the grader, and its manifest written by --write-manifest."""
+    pytester.makeconftest('pytest_plugins = ["tests.grading"]\n')
+    pytester.makeini("[pytest]\nmarkers =\n    points(n): points\n")
+    pytester.makepyfile(**SUITE_FILES)
+    result = grade(pytester, "--collect-only", "--write-manifest", "expected.json")
+    assert result.ret == 0, result.stdout.str()
+    return pytester
+
+
+@pytest.mark.points(3)
+def test_a_deleted_renamed_or_unloadable_test_counts_as_failed_with_its_points(suite):
+    manifest = json.loads((suite.path / "expected.json").read_text())["tests"]
+    assert manifest["test_lab1_chat.py::test_deleted_later"] == {"points": 5, "category": "lab1", "markers": []}
+    assert manifest["test_framing.py::test_in_a_file_that_breaks_later"]["category"] == "common"
+    assert manifest["test_tools_report.py::test_lab2_named_for_its_lab"]["category"] == "lab2"
+    # The student's clone: one test deleted, one renamed, one file that no longer imports,
+    # and one test's points raised.
+    suite.makepyfile(test_lab1_chat='''
+import pytest
+
+@pytest.mark.points(30)
+def test_kept(): pass
+
+@pytest.mark.points(2)
+def test_renamed(): pass
+''', test_framing="import no_such_module\n")
+    result = grade(suite, "--grade-manifest", "expected.json", "--grade-json", "grades.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    grades = json.loads((suite.path / "grades.json").read_text())
+    assert sorted(grades["missing"]) == ["test_framing.py::test_in_a_file_that_breaks_later",
+                                         "test_lab1_chat.py::test_deleted_later",
+                                         "test_lab1_chat.py::test_renamed_later"]
+    deleted = grades["tests"]["test_lab1_chat.py::test_deleted_later"]
+    assert deleted["outcome"] == "failed" and deleted["points"] == 5 and deleted["reason"].startswith("missing:")
+    # earned: test_kept 3 (the manifest's points, not the clone's 30) + 1; test_renamed is
+    # not in the manifest: it is worth nothing.
+    assert grades["not_graded"] == ["test_lab1_chat.py::test_renamed"]
+    assert grades["earned"] == 4 and grades["possible"] == 3 + 5 + 2 + 4 + 1
+    assert grades["categories"] == {"lab1": {"earned": 3, "possible": 10},
+                                    "lab2": {"earned": 1, "possible": 1},
+                                    "common": {"earned": 0, "possible": 4}}
+    result.stdout.fnmatch_lines(["*category lab1*3.0 / 10*", "*category common*0.0 / 4*",
+                                 "missing (3 of tests/expected_tests.json, 11 points, counted as failed):",
+                                 "*test_lab1_chat.py::test_deleted_later  (5 points)",
+                                 "not graded (1 not in tests/expected_tests.json, worth 0 points):",
+                                 "*test_lab1_chat.py::test_renamed"])
+
+
+@pytest.mark.points(2)
+def test_a_test_the_run_did_not_ask_for_is_not_missing(suite):
+    suite.makepyfile(test_lab1_chat="import pytest\n\n@pytest.mark.points(3)\ndef test_kept(): pass\n")
+    for selection in (["test_tools_report.py"], ["-k", "test_kept or named_for"],
+                      ["test_lab1_chat.py::test_kept"], ["--deselect", "test_lab1_chat.py::test_deleted_later",
+                                                         "--deselect", "test_lab1_chat.py::test_renamed_later"],
+                      ["--grade-category", "lab2"]):
+        (suite.path / "grades.json").unlink(missing_ok=True)
+        grade(suite, "--grade-manifest", "expected.json", "--grade-json", "grades.json", *selection)
+        assert json.loads((suite.path / "grades.json").read_text())["missing"] == [], selection
+    grade(suite, "--grade-manifest", "expected.json", "--grade-json", "grades.json", "-k", "deleted")
+    assert json.loads((suite.path / "grades.json").read_text())["missing"] == ["test_lab1_chat.py::test_deleted_later"]
+    grade(suite, "--grade-manifest", "expected.json", "--grade-json", "grades.json", "--grade-category", "lab2")
+    assert list(json.loads((suite.path / "grades.json").read_text())["tests"]) == [
+        "test_tools_report.py::test_lab2_named_for_its_lab"]   # its name puts it in lab2, not its file
+
+
+@pytest.mark.points(2)
+def test_the_manifest_holds_every_test_of_the_suite_with_its_points(tmp_path):
+    from tests.grading import WRITE_MANIFEST_COMMAND
+    collected = tmp_path / "expected_tests.json"
+    completed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-qq", "-p", "no:cacheprovider",
+                                f"--write-manifest={collected}", "tests"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    now = json.loads(collected.read_text())["tests"]
+    checked_in = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
+    changes = ([f"new: {name}" for name in now.keys() - checked_in.keys()]
+               + [f"gone: {name}" for name in checked_in.keys() - now.keys()]
+               + [f"changed: {name}" for name in now.keys() & checked_in.keys() if now[name] != checked_in[name]])
+    assert not changes, (f"tests/expected_tests.json is out of step with the suite; run `{WRITE_MANIFEST_COMMAND}` "
+                         "and commit it with the handouts' rubrics:\n" + "\n".join(sorted(changes)))
+    assert collected.read_text() == (ROOT / "tests" / "expected_tests.json").read_text()
+
+
+@pytest.mark.points(1)
+def test_each_handout_ends_with_its_rubric_from_the_manifest():
+    from tests.grading import HANDOUTS, WRITE_MANIFEST_COMMAND, rubric
+    manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
+    for lab, handout in HANDOUTS.items():
+        assert (ROOT / handout).read_text(encoding="utf-8").endswith(rubric(manifest, lab)), (
+            f"{handout} does not end with the rubric of {lab} from tests/expected_tests.json: "
+            f"run `{WRITE_MANIFEST_COMMAND}`")
+
+
+@pytest.mark.points(2)
+def test_a_test_deleted_from_a_copy_of_the_kit_costs_its_points(tmp_path):
+    from tools.autograder.build import kit_files
+    kit = tmp_path / "kit"
+    for name in kit_files():
+        (kit / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, kit / name)
+    tests = kit / "tests" / "test_noise.py"
+    source = tests.read_text(encoding="utf-8")
+    deleted = "test_wrong_psk_is_rejected_by_the_server"
+    start = source.index(f"def {deleted}(")
+    start = source.rindex("\n\n\n", 0, start)             # with its decorators
+    end = source.find("\n\n\n", source.index(f"def {deleted}("))
+    tests.write_text(source[:start] + source[end:], encoding="utf-8")
+    completed = subprocess.run([sys.executable, "-m", "pytest", "tests/test_noise.py", "-p", "no:cacheprovider",
+                                "--grade-json", "grades.json"], cwd=kit, capture_output=True, text=True, timeout=300)
+    grades = json.loads((kit / "grades.json").read_text())
+    manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
+    function = f"tests/test_noise.py::{deleted}"
+    assert grades["missing"] == [function], completed.stdout
+    assert completed.returncode == 1          # every other test passed: the missing one fails the run
+    assert grades["tests"][function]["outcome"] == "failed"
+    assert grades["tests"][function]["points"] == manifest[function]["points"]
+    assert grades["possible"] == sum(entry["points"] for name, entry in manifest.items()
+                                     if name.startswith("tests/test_noise.py::"))
+    assert f"{function}  ({manifest[function]['points']} points)" in completed.stdout
+
+
+# --- The leaderboard: a few seconds of the student's room ---------------------------------------
+
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_the_leaderboard_gives_the_rooms_deliveries_per_second_and_p99(student):
+    grade(student, "--grade-leaderboard", "--grade-format", "gradescope", "--grade-output", "results.json")
+    results = json.loads((student.path / "results.json").read_text())
+    check_gradescope(results)
+    deliveries, p99 = results["leaderboard"]
+    assert deliveries["name"] == "deliveries/s" and deliveries["order"] == "desc" and deliveries["value"] > 0
+    assert p99["name"] == "p99 ms" and p99["order"] == "asc" and p99["value"] > 0
+    assert results["score"] == 5.0                      # the benchmark is no test: it changes no points
+    assert f"leaderboard: {deliveries['value']} deliveries/s" in results["output"]
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_a_failing_benchmark_leaves_the_leaderboard_out_saying_why_and_costs_nothing(student, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))   # the subprocess imports the plugin from the kit
+    (student.path / "server.py").write_text('raise SystemExit("this server never listens")\n')
+    # A subprocess: --role sets the environment of the process that grades.
+    grade_run = student.runpytest_subprocess("-p", "no:cacheprovider", "--role", "lab2_udp.server=server.py",
+                                             "--grade-leaderboard", "--grade-format", "gradescope",
+                                             "--grade-output", "results.json", timeout=120)
+    results = json.loads((student.path / "results.json").read_text())
+    check_gradescope(results)
+    assert "leaderboard" not in results and results["score"] == 5.0
+    assert ("leaderboard left out: the benchmark failed: the server did not start: this server never listens"
+            in results["output"])
+    grade_run.stdout.fnmatch_lines(["leaderboard left out: the benchmark failed*"])
+
+
+# --- A failed window test leaves a picture of its screen ----------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.gui
+@pytest.mark.points(2)
+def test_a_failed_window_test_leaves_a_png_of_its_screen_in_prairielearns_results(pytester, monkeypatch):
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb); CI installs it")
+    if not (shutil.which("import") or shutil.which("xwd") and shutil.which("convert")):
+        pytest.skip("ImageMagick is not installed (apt-get install imagemagick); CI installs it")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))   # the subprocess imports the plugin from the kit
+    pytester.makeconftest('pytest_plugins = ["tests.grading"]\n'
+                          'from tests.xvfb import xvfb_display  # noqa: F401  (a fixture)\n')
+    pytester.makeini("[pytest]\nmarkers =\n    points(n): points\n    gui: windows\n")
+    pytester.makepyfile(test_window='''
+import tkinter
+import pytest
+
+@pytest.mark.gui
+@pytest.mark.points(2)
+def test_window_shows_the_greeting(xvfb_display):
+    root = tkinter.Tk(screenName=xvfb_display)
+    root.title("a student's window")
+    tkinter.Label(root, text="hello, room", font=("TkDefaultFont", 40)).pack(padx=40, pady=40)
+    root.update()
+    assert False, "the greeting never appeared"
+
+@pytest.mark.points(1)
+def test_no_window(): assert False
+''')
+    # A subprocess: Tk and Xvfb stay out of the process that runs this test.
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--grade-format", "prairielearn",
+                                  "--grade-output", "results.json", "--grade-json", "grades.json", timeout=120)
+    tests = {test["name"]: test for test in json.loads((pytester.path / "results.json").read_text())["tests"]}
+    [image] = tests["test_window.py::test_window_shows_the_greeting"]["images"]
+    assert image["label"].startswith("the screen when it failed")
+    prefix = "data:image/png;base64,"
+    assert image["url"].startswith(prefix)
+    png = base64.b64decode(image["url"][len(prefix):], validate=True)
+    assert png.startswith(PNG_SIGNATURE) and len(png) > len(PNG_SIGNATURE)
+    assert "images" not in tests["test_window.py::test_no_window"]    # not a window test
+    grades = json.loads((pytester.path / "grades.json").read_text())["tests"]
+    path = Path(grades["test_window.py::test_window_shows_the_greeting"]["screenshot"])
+    assert path.parent == pytester.path / "screenshots" and path.read_bytes() == png

@@ -326,7 +326,7 @@ def test_garbage_and_a_client_vanishing_mid_record_do_not_stop_the_server(room):
     session.send(Say("cut short"))
     sock.sendall(bytes(session.outgoing)[:-5])  # all but the last bytes of a record ...
     sock.close()                                # ... then gone
-    server.wait_for_stderr(r"mallory .*closed the connection mid-record")
+    server.wait_for_stderr(r"mallory .*closed the connection in the middle of a record")
     with socket.create_connection(("127.0.0.1", room.port), timeout=DEADLINE_SECONDS) as oversize:
         oversize.sendall(b"\xff\xff" + b"x" * 100)   # a length over the limit
     alice.send_line("after all that")

@@ -17,6 +17,7 @@ import threading
 import pytest
 
 from common import net
+from common.admission import MAX_PENDING_CONNECTIONS, MAX_QUEUED_LOGINS
 from common.config import load_settings
 from common.messages import (
     Goodbye,
@@ -32,7 +33,6 @@ from common.messages import (
     UnignoreUser,
 )
 from common.session import SecureSession
-from lab2_udp.server import MAX_PENDING_CONNECTIONS, MAX_QUEUED_LOGINS
 from tests.procs import DEADLINE_SECONDS
 from tests.raw_peer import send_queued
 from tests.test_lab2 import BROADCAST, PASSWORD, Room, quit_and_hash, raw_member, room, wait_for_seq  # noqa: F401

@@ -16,7 +16,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import net
-from common.accounts import MAX_IGNORED_NAMES, AccountStore, Argon2Cost
+from common.admission import BUSY_WITH_LOGINS, MAX_PENDING_PER_ADDRESS, MAX_QUEUED_LOGINS_PER_ADDRESS
+from common.accounts import MAX_IGNORED_NAMES, TOO_MANY_NEW_ACCOUNTS, AccountStore, Argon2Cost
 from common.config import load_settings
 from common.framing import DatagramSealer
 from common.messages import (
@@ -33,7 +34,6 @@ from common.messages import (
 )
 from common.room import KEPT_FLOODING
 from common.session import SecureSession
-from lab2_udp.server import BUSY_WITH_LOGINS, MAX_PENDING_PER_ADDRESS, MAX_QUEUED_LOGINS_PER_ADDRESS
 from tests.procs import DEADLINE_SECONDS
 from tests.raw_peer import receive_until, send_queued
 from tests.test_lab2 import BROADCAST, PASSWORD, Room, quit_and_hash, raw_member, room, wait_for_seq  # noqa: F401
@@ -94,6 +94,7 @@ def test_server_quits_cleanly_while_a_connection_is_in_its_handshake(room):
 def test_hundreds_of_members_leaving_at_once_do_not_stop_the_server(room):
     room.add_setting("MAX_CLIENTS=400")
     room.add_setting("MAX_CLIENTS_PER_ADDRESS=400")   # all on 127.0.0.1
+    room.add_setting("MAX_NEW_ACCOUNTS_PER_HOUR=400")
     server = room.start_server()
     members = []
     for i in range(300):
@@ -253,3 +254,19 @@ def test_ignoring_a_name_answers_the_same_whether_or_not_it_has_an_account(room)
     alice.send_line("/ignore bob")
     alice.wait_for_stderr(r"^you ignore: bob, nobody_here$")
     assert not any("no user" in line for line in alice.stderr_lines)
+
+
+@pytest.mark.points(2)
+def test_one_address_cannot_register_accounts_without_end(room):
+    room.add_setting("MAX_NEW_ACCOUNTS_PER_HOUR=3")   # 100 by default: the same, on a smaller scale
+    room.start_server()
+    replies = []
+    for i in range(4):
+        sock, session = handshake_from("127.0.0.2", room)
+        session.send(Register(f"bot_{i}", PASSWORD))
+        send_queued(sock, session)
+        replies.append(next(m for m in read_until_closed_or_joined(sock, session)
+                            if isinstance(m, (LoginAccepted, LoginRejected))))
+    assert [type(m) for m in replies] == [LoginAccepted] * 3 + [LoginRejected]
+    assert replies[3].reason == TOO_MANY_NEW_ACCOUNTS
+    room.join("alice")   # another address (127.0.0.1) still registers

@@ -10,7 +10,13 @@ import time
 import pytest
 
 from common import net
+from common.errors import ProtocolError
+from common.noise import generate_keypair
+from common.session import SecureSession
 from tests.procs import DEADLINE_SECONDS, has_ipv6_loopback
+
+PSK = bytes(32)
+SERVER_KEY, _SERVER_PUBLIC_KEY = generate_keypair()
 
 
 @pytest.fixture
@@ -186,3 +192,35 @@ def test_acceptor_closes_what_admit_refuses_and_notes_a_burst_once(selector):
     assert len(taken) == 1
     assert len(notes) == 1 and notes[0].startswith("refused a connection from 127.0.0.2:")
     assert notes[0].endswith(": full")
+
+
+def connection_pair(selector):
+    """A server's Connection over one end of a socketpair, and the client's end."""
+    server_end, client_end = socket.socketpair()
+    server_end.setblocking(False)
+    conn = net.Connection(server_end, SecureSession.server(PSK, SERVER_KEY), "peer:1", "peer")
+    selector.register(server_end, selectors.EVENT_READ, None)
+    return conn, client_end
+
+
+@pytest.mark.points(1)
+def test_a_connection_says_when_its_peer_closed_in_the_middle_of_a_record(selector):
+    conn, client_end = connection_pair(selector)
+    client_end.sendall(b"\x00\x30" + b"half")   # a record of 48 bytes, 4 of them sent
+    client_end.close()
+    assert conn.read() == [] and conn.phase is net.Phase.HANDSHAKE
+    with pytest.raises(ProtocolError, match="^closed the connection in the middle of a record$"):
+        conn.read()
+    conn.close(selector)
+
+
+@pytest.mark.points(1)
+def test_a_connection_that_stops_reading_is_refused_past_its_limit(selector):
+    conn, client_end = connection_pair(selector)   # the client never reads
+    with pytest.raises(OSError, match=r"^stopped reading: dropped with \d+ bytes unsent \(the limit is 65536\)$"):
+        for _ in range(10_000):   # far more than the kernel's buffers take
+            conn.session.outgoing += b"x" * 4096
+            conn.flush(selector, max_unsent=65536)
+    assert not conn.session.outgoing   # nothing kept for a peer that will not read it
+    conn.close(selector)
+    client_end.close()

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.messages import RoomEvent
+from common.messages import EventKind, RoomEvent
 from common.transcript import (
-    DEAF_AFTER_SECONDS, REPAIR_GRACE_SECONDS, REPAIR_RETRY_SECONDS, DatagramGate, Transcript,
+    DEAF_AFTER_SECONDS, REPAIR_GRACE_SECONDS, REPAIR_RETRY_SECONDS, DatagramGate, Roster, Transcript, show_events,
 )
 
 LOG = [RoomEvent(seq, "say", f"user{seq % 3}", f"message {seq}") for seq in range(1, 41)]
@@ -127,3 +127,24 @@ def test_a_member_that_hears_nothing_asks_the_server_for_the_room_again_and_agai
     assert transcript.repair_due(deaf) == 0
     assert transcript.repair_due(deaf + 0.1) is None                       # not more than 4 a second
     assert transcript.repair_due(deaf + 0.25) == 0
+
+
+class Screen:
+    """What show_events() writes to: the lines a front end would show."""
+    def __init__(self):
+        self.lines = []
+
+    def show_text(self, line, sender):
+        self.lines.append(line)
+
+
+@pytest.mark.points(1)
+def test_a_screen_hides_an_ignored_account_under_its_new_name_and_notes_member_changes():
+    screen, roster = Screen(), Roster("server")
+    joins = [RoomEvent(1, EventKind.JOIN, "mallory", ""), RoomEvent(2, EventKind.RENAME, "mallory", "mal")]
+    assert show_events(screen, roster, joins, ignored=frozenset({"mallory"}))   # the member list changed
+    said = [RoomEvent(3, EventKind.SAY, "mal", "hi"), RoomEvent(4, EventKind.SAY, "server", "hello")]
+    assert not show_events(screen, roster, said, ignored=frozenset({"mallory"}))
+    assert screen.lines == ["#1 * mallory joined", "#2 * mallory is now mal",
+                            "~#3 (hidden: a message from someone you ignore)", "#4 server: hello"]
+    assert roster.names() == ["server", "mal"]

@@ -9,7 +9,8 @@ installs it: see .ci/run). Xvfb picks a free display number itself and
 writes it to a pipe once it accepts clients (-displayfd), so there is no
 guessing and no waiting on a timer. xdotool plays the user: it finds a
 window by its title, focuses it and types; its --sync options wait until
-the X server has done it.
+the X server has done it. ``screenshot`` saves the whole screen as a PNG:
+the grader takes one when a window test fails (tests/grading.py).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import os
 import select
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +74,20 @@ def type_into_window(display: str, title: str, text: str) -> str:
     xdotool(display, "type", "--delay", "5", text)
     xdotool(display, "key", "Return")
     return window
+
+
+def screenshot(display: str, path: Path) -> Path:
+    """Save the whole screen of ``display`` as a PNG at ``path``; return it.
+    ImageMagick's import reads the screen itself; without it, xwd dumps the
+    screen and ImageMagick's convert turns the dump into a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DISPLAY": display}
+    if shutil.which("import"):
+        subprocess.run(["import", "-display", display, "-window", "root", str(path)], env=env,
+                       capture_output=True, timeout=DEADLINE_SECONDS, check=True)
+    else:
+        dump = subprocess.run(["xwd", "-root", "-silent", "-display", display], env=env,
+                              capture_output=True, timeout=DEADLINE_SECONDS, check=True).stdout
+        subprocess.run(["convert", "xwd:-", f"png:{path}"], input=dump, capture_output=True,
+                       timeout=DEADLINE_SECONDS, check=True)
+    return path

@@ -4,6 +4,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# Xvfb and xdotool for the window tests; Tk for the windows themselves.
-apt-get install -y -qq python3 python3-pip python3-tk xvfb xdotool
+# Xvfb and xdotool for the window tests; Tk for the windows themselves; ImageMagick
+# for a picture of the screen when a window test fails.
+apt-get install -y -qq python3 python3-pip python3-tk xvfb xdotool imagemagick
 python3 -m pip install --quiet -r /autograder/source/requirements.txt
