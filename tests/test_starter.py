@@ -195,6 +195,19 @@ def test_a_bad_marker_writes_nothing(tmp_path):
 
 
 @pytest.mark.points(1)
+def test_a_bad_marker_keeps_the_previous_starter(tmp_path, monkeypatch, capsys):
+    kit, out = tmp_path / "kit", tmp_path / "out"
+    (kit / "lab1_tcp").mkdir(parents=True)
+    (kit / "lab1_tcp" / "server.py").write_text(marked("def f():\n    END\n"), encoding="utf-8")
+    (out / "lab1_tcp").mkdir(parents=True)
+    (out / "lab1_tcp" / "server.py").write_text("handed out last week\n", encoding="utf-8")
+    monkeypatch.setattr("tools.starter.ROOT", kit)
+    assert main([str(out), "--replace"]) == 1
+    assert "lab1_tcp/server.py:2: unmatched" in capsys.readouterr().err
+    assert (out / "lab1_tcp" / "server.py").read_text(encoding="utf-8") == "handed out last week\n"
+
+
+@pytest.mark.points(1)
 def test_replace_takes_only_a_previous_starter(tmp_path, capsys):
     out = tmp_path / "out"
     assert main([str(out)]) == 0
@@ -296,7 +309,7 @@ def grade(roles_from: Path, tmp_path: Path, name: str) -> dict:
 def test_the_starter_earns_some_points_but_not_all_and_the_solution_all(kit_starter, tmp_path):
     solution = grade(ROOT, tmp_path, "solution")
     starter = grade(kit_starter, tmp_path, "starter")
-    assert set(starter["tests"]) == set(solution["tests"])
+    assert set(starter["tests"]) == set(solution["tests"]) and not starter["missing"] and not solution["missing"]
     assert solution["earned"] == solution["possible"], {
         nodeid: result for nodeid, result in solution["tests"].items() if result["outcome"] != "passed"}
     assert 0 < starter["earned"] < starter["possible"]

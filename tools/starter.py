@@ -48,8 +48,8 @@ TODO = "# TODO: "
 LEFT_OUT_NAMES = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", "build",
                   "autograder.zip", ".env"}
 LEFT_OUT_SUFFIXES = (".egg-info", ".db", ".db-wal", ".db-shm", ".pyc")
-LEFT_OUT_PATHS = {"starter", "tests/test_starter.py"}   # the default output folder, and the
-# test that compares the starter with the solution
+# The default output folder, and the test that compares the starter with the solution.
+LEFT_OUT_PATHS = {"starter", "tests/test_starter.py"}
 
 
 class MarkerError(ValueError):
@@ -235,25 +235,38 @@ def kit_files(root: Path, out: Path) -> list[Path]:
     return files
 
 
-def write_starter(out: Path, root: Path = ROOT) -> dict[str, int]:
-    """Write the starter into the empty or missing folder ``out``; return
-    the number of regions cut from each file that had any. Nothing is written
-    unless every file is right."""
-    root, out = root.resolve(), out.resolve()
-    texts: dict[Path, bytes | str] = {}
+def starter_files(out: Path, root: Path = ROOT) -> tuple[dict[Path, bytes | str], dict[str, int]]:
+    """Every file of the starter, by its path relative to ``root``, and the
+    number of regions cut from each file that had any; MarkerError for the
+    first file that is wrong."""
+    files: dict[Path, bytes | str] = {}
     cut: dict[str, int] = {}
     for relative in kit_files(root, out):
         data = (root / relative).read_bytes()
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:   # a picture: copied as it is
-            texts[relative] = data
+            files[relative] = data
             continue
         name = relative.as_posix()
-        texts[relative] = starter_text(text, name)
+        files[relative] = starter_text(text, name)
         if name.endswith(".py") and (regions := find_regions(text, name)):
             cut[name] = len(regions)
-    for relative, content in texts.items():
+    return files, cut
+
+
+def write_starter(out: Path, root: Path = ROOT) -> dict[str, int]:
+    """Write the starter into the empty or missing folder ``out``; return
+    the number of regions cut from each file that had any. Nothing is written
+    unless every file is right."""
+    root, out = root.resolve(), out.resolve()
+    files, cut = starter_files(out, root)
+    _write(files, out, root)
+    return cut
+
+
+def _write(files: dict[Path, bytes | str], out: Path, root: Path) -> None:
+    for relative, content in files.items():
         target = out / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):
@@ -261,20 +274,20 @@ def write_starter(out: Path, root: Path = ROOT) -> dict[str, int]:
         else:
             target.write_text(content, encoding="utf-8")
         shutil.copymode(root / relative, target)   # run_autograder and .ci/run stay executable
-    return cut
 
 
-def _make_room(out: Path, replace: bool) -> None:
-    """Refuse a folder that holds anything, unless --replace and it is a
-    previous starter (never the kit, a git clone, or a folder above it)."""
+def _check_room(out: Path, replace: bool) -> bool:
+    """Whether ``out`` holds a previous starter to remove first. SystemExit
+    for a folder that holds anything else, or anything at all without
+    --replace: never the kit, a git clone, or a folder above the kit."""
     if not out.exists() or not any(out.iterdir()):
-        return
-    previous = (out / "lab1_tcp" / "server.py").is_file() and not (out / ".git").exists()
+        return False
     if not replace:
         raise SystemExit(f"starter: {out} is not empty (--replace replaces a previous starter)")
+    previous = (out / "lab1_tcp" / "server.py").is_file() and not (out / ".git").exists()
     if not previous or out == ROOT or out in ROOT.parents:
         raise SystemExit(f"starter: {out} does not look like a previous starter: not replaced")
-    shutil.rmtree(out)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,12 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replace", action="store_true", help="replace a starter written before")
     args = parser.parse_args(argv)
     out = args.outdir.resolve()
-    _make_room(out, args.replace)
+    remove_first = _check_room(out, args.replace)
     try:
-        cut = write_starter(out)
+        files, cut = starter_files(out, ROOT)   # every marker is checked before the previous starter goes
     except MarkerError as error:
         print(f"starter: {error}", file=sys.stderr)
         return 1
+    if remove_first:
+        shutil.rmtree(out)
+    _write(files, out, ROOT)
     for name, count in cut.items():
         print(f"{name}: {count} region{'' if count == 1 else 's'} for the student")
     print(f"starter written to {out}")
