@@ -32,7 +32,6 @@ import sqlite3
 import threading
 import time
 import unicodedata
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,6 +86,13 @@ CREATE TABLE IF NOT EXISTS ignores (
     target TEXT NOT NULL,                          -- ... which name (an account or not)
     PRIMARY KEY (user, target)
 );
+-- The accounts each address made in the last NEW_ACCOUNTS_WINDOW_SECONDS: in the database,
+-- so that both labs' servers, and a restarted one, count them together.
+CREATE TABLE IF NOT EXISTS new_accounts (
+    source TEXT NOT NULL,  -- the IP address the Register came from
+    made   REAL NOT NULL   -- when, in seconds since 1970
+);
+CREATE INDEX IF NOT EXISTS new_accounts_by_source ON new_accounts (source, made);
 """
 
 
@@ -183,6 +189,7 @@ class AccountStore:
         *,
         max_new_accounts_per_address: int = MAX_NEW_ACCOUNTS_PER_ADDRESS,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """Open (or create) the database at path; ":memory:" keeps it in RAM only.
 
@@ -202,10 +209,8 @@ class AccountStore:
         # itself out, never the owner logging in from another machine. We count only
         # names that have an account, and keep at most MAX_THROTTLED entries.
         self._failures: dict[tuple[str, str], _FailedLogins] = {}
-        # When each address made its recent new accounts, oldest first (at most
-        # max_new_accounts_per_address each, at most MAX_THROTTLED addresses).
-        self._new_accounts: dict[str, deque[float]] = {}
         self.max_new_accounts_per_address = max_new_accounts_per_address
+        self._wall_clock = wall_clock   # new accounts are counted across processes: real time
         # sqlite3 normally refuses a connection used from a thread other than the one
         # that made it. Logins run in worker threads, so we switch that check off. In
         # its place self._lock lets one thread at a time use the connection.
@@ -238,11 +243,11 @@ class AccountStore:
         user = normalise_name(name)
         if len(password) < MIN_PASSWORD_CHARS:
             raise ProtocolError(f"passwords need at least {MIN_PASSWORD_CHARS} characters")
-        with self._lock:   # checked before the slow hash, so a refusal costs nothing
+        with self._locked():   # checked before the slow hash, so a refusal costs nothing
             at_limit = self._new_accounts_of(source) >= self.max_new_accounts_per_address
         if at_limit:
             if self.exists(user):
-                return self.login(user, password, source)   # not a new account: a login
+                return self._log_in_instead(user, password, source)   # not a new account
             raise ProtocolError(TOO_MANY_NEW_ACCOUNTS)
         # Hash before taking the lock: hashing is the slow part, and no other call should
         # wait on the lock for it.
@@ -258,13 +263,22 @@ class AccountStore:
                 self._conn.execute(
                     "INSERT INTO users (name, password_phc) VALUES (?, ?)", (user, phc)
                 )
-                self._count_new_account(source)
+                now = self._wall_clock()
+                self._conn.execute("DELETE FROM new_accounts WHERE made <= ?", (now - NEW_ACCOUNTS_WINDOW_SECONDS,))
+                self._conn.execute("INSERT INTO new_accounts (source, made) VALUES (?, ?)", (source, now))
         except sqlite3.IntegrityError:
-            try:
-                return self.login(user, password, source)   # throttled like any login
-            except ProtocolError:
-                raise ProtocolError("that name is taken") from None
+            return self._log_in_instead(user, password, source)
         return user
+
+    def _log_in_instead(self, user: str, password: str, source: str) -> str:
+        """A Register of an existing account: a login, throttled like any. A wrong
+        password says the name is taken; a lockout says so."""
+        try:
+            return self.login(user, password, source)
+        except ProtocolError as error:
+            if str(error) == LOGIN_FAILED:
+                raise ProtocolError("that name is taken") from None
+            raise
 
     def login(self, name: str, password: str, source: str = "") -> str:
         """Check a name and password; return the normalised name.
@@ -377,19 +391,9 @@ class AccountStore:
 
     def _new_accounts_of(self, source: str) -> int:
         """How many accounts ``source`` made in the last window. The lock must be held."""
-        made = self._new_accounts.get(source, ())
-        while made and made[0] <= self._clock() - NEW_ACCOUNTS_WINDOW_SECONDS:
-            made.popleft()
-        return len(made)
-
-    def _count_new_account(self, source: str) -> None:
-        """Count an account ``source`` made just now. The lock must be held."""
-        if source not in self._new_accounts and len(self._new_accounts) >= MAX_THROTTLED:
-            del self._new_accounts[next(iter(self._new_accounts))]   # forget the longest-known address
-        made = self._new_accounts.setdefault(source, deque())
-        made.append(self._clock())
-        while len(made) > self.max_new_accounts_per_address:
-            made.popleft()
+        since = self._wall_clock() - NEW_ACCOUNTS_WINDOW_SECONDS
+        return self._conn.execute("SELECT COUNT(*) FROM new_accounts WHERE source = ? AND made > ?",
+                                  (source, since)).fetchone()[0]
 
     def exists(self, name: str) -> bool:
         """Return whether ``name`` (already normalised) has an account."""

@@ -119,7 +119,7 @@ class LoginQueue:
             return False
         if len(self) >= self.max_queued:
             busiest = max(self._waiting, key=lambda s: len(self._waiting[s]))
-            if len(self._waiting[busiest]) <= own + 1:
+            if len(self._waiting[busiest]) <= own:
                 return False
             evicted_owner, _call, _on_done = self._waiting[busiest].pop()
             self._on_evicted(evicted_owner)
@@ -194,6 +194,30 @@ class Doorway:
     def leave(self, conn: Hashable) -> None:
         self.pending.forget(conn)
         self.logins.discard(conn)
+
+
+class NoteBudget:
+    """Notes about connections (closed, refused, late), at most ``rate`` a
+    second, in bursts of as many: a flood of connections must not become a
+    flood of log lines. What is held back is counted and said in one line
+    when ``tick()`` finds the budget has room again."""
+
+    def __init__(self, say: Callable[[str], None], rate: float, now: float) -> None:
+        self._say = say
+        self._bucket = TokenBucket(rate, now)
+        self.held_back = 0
+
+    def note(self, text: str, now: float) -> None:
+        if self._bucket.take(now):
+            self._say(text)
+        else:
+            self.held_back += 1
+
+    def tick(self, now: float) -> None:
+        if self.held_back and self._bucket.take(now):
+            self._say(f"{self.held_back} more notes about connections held back "
+                      f"(at most {self._bucket.rate:g} a second)")
+            self.held_back = 0
 
 
 class TokenBucket:

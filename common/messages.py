@@ -247,7 +247,10 @@ def checked_text(text: str) -> str:
             raise ProtocolError(f"a message may not contain {REFUSED_CATEGORIES[category]} "
                                 f"(U+{ord(char):04X})")
         combining_run = combining_run + 1 if category in ("Mn", "Me") else 0
-        space_run = space_run + 1 if category == "Zs" or char in BLANK_LOOKING else 0
+        if category == "Zs" or char in BLANK_LOOKING:
+            space_run += 1
+        elif not combining_run:   # a mark (U+034F, a variation selector) is no end to a blank run
+            space_run = 0
         if combining_run > MAX_COMBINING_RUN:
             raise ProtocolError(f"a message may not stack more than {MAX_COMBINING_RUN} combining marks")
         if space_run > MAX_SPACE_RUN:

@@ -77,6 +77,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_PAUSE_SECONDS = 1.0      # how long the listener rests when we are out of descriptors
 NOTE_INTERVAL_SECONDS = 10.0    # at most one note per this long about refused connections
+ACCEPTS_PER_TURN = 64           # connections taken each time the listener is ready
 
 
 class Acceptor:
@@ -125,25 +126,30 @@ class Acceptor:
             self._quiet_until = now + NOTE_INTERVAL_SECONDS
 
     def _on_readable(self, _mask: int) -> None:
-        try:
-            sock, addr = accept(self._listener)
-        except BlockingIOError:   # nobody is waiting after all: the caller gave up
-            return
-        except OSError as error:
-            if error.errno in _OUT_OF_RESOURCES:
-                self._selector.unregister(self._listener)
-                self._paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
-                self._trouble(f"cannot accept connections: {error.strerror}; "
-                              f"pausing {ACCEPT_PAUSE_SECONDS:g} s at a time")
-            else:   # the caller reset the connection while it waited (ECONNABORTED)
-                self._trouble(f"a connection attempt failed: {error.strerror or error}")
-            return
-        refusal = self._admit(addr)
-        if refusal is not None:
-            sock.close()
-            self._trouble(f"refused a connection from {describe(addr)}: {refusal}")
-            return
-        self._on_connection(sock, addr)
+        # Take every connection waiting (up to ACCEPTS_PER_TURN), not one a turn: a
+        # window polls its sockets only every few milliseconds, and a stranger
+        # opening connections faster than that would otherwise keep the queue
+        # full and everyone else waiting in it.
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                sock, addr = accept(self._listener)
+            except BlockingIOError:   # nobody else is waiting
+                return
+            except OSError as error:
+                if error.errno in _OUT_OF_RESOURCES:
+                    self._selector.unregister(self._listener)
+                    self._paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
+                    self._trouble(f"cannot accept connections: {error.strerror}; "
+                                  f"pausing {ACCEPT_PAUSE_SECONDS:g} s at a time")
+                    return
+                self._trouble(f"a connection attempt failed: {error.strerror or error}")   # reset while it waited
+                continue
+            refusal = self._admit(addr)
+            if refusal is not None:
+                sock.close()
+                self._trouble(f"refused a connection from {describe(addr)}: {refusal}")
+                continue
+            self._on_connection(sock, addr)
 
     def _trouble(self, text: str) -> None:
         now = time.monotonic()

@@ -36,8 +36,10 @@ on flooding is dropped: ``handle()`` raises ProtocolError.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -77,6 +79,9 @@ HEARTBEAT_INTERVAL_SECONDS = 0.25 # the longest the room stays silent
 NOTICE_INTERVAL_SECONDS = 1.0     # at most one "slow down" per member per second
 FLOOD_WINDOW_SECONDS = 10.0       # refused requests are counted over this window ...
 MAX_REFUSED_PER_WINDOW = 100      # ... and a member refused more often is dropped
+# Each answer to a rename says whether a name has an account: at this pace, nobody lists them.
+MAX_RENAMES_PER_ADDRESS, RENAME_WINDOW_SECONDS = 10, 60.0   # tried, by the members of one address
+MAX_ADDRESSES_REMEMBERED = 10000
 ROOM_KEY_BYTES = 32
 
 KEPT_FLOODING = "dropped: it kept sending after being told to slow down"
@@ -144,6 +149,7 @@ class Room:
         self.max_members = max_members
         self.max_members_per_source = max_members_per_source
         self._sources: dict[Hashable, str] = {}      # conn -> its IP address
+        self._renames: dict[str, deque[float]] = {}  # IP address -> when its members last tried /nick
         self._server_names = {self.server_name}      # every name the server had: nobody else's
         self.max_messages_per_second = max_messages_per_second
         self.clock = clock
@@ -311,6 +317,15 @@ class Room:
         return [Delivery(conn, IgnoreList(tuple(sorted(self.accounts.ignored_by(self._accounts[conn])))))]
 
     def _handle_change_name(self, conn: Hashable, name: str, message: ChangeName) -> list[Delivery]:
+        source = self._sources[conn]
+        if source not in self._renames and len(self._renames) >= MAX_ADDRESSES_REMEMBERED:
+            del self._renames[next(iter(self._renames))]   # bounded memory: forget the oldest address
+        tried = self._renames.setdefault(source, deque(maxlen=MAX_RENAMES_PER_ADDRESS))
+        now = self.clock()
+        if len(tried) == MAX_RENAMES_PER_ADDRESS and tried[0] > now - RENAME_WINDOW_SECONDS:
+            wait = math.ceil(tried[0] + RENAME_WINDOW_SECONDS - now)
+            raise ProtocolError(f"too many name changes from your address; try again in {wait} s")
+        tried.append(now)
         new_name = normalise_name(message.name)
         if new_name == name:
             raise ProtocolError(f"you are {name} already")

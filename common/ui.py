@@ -503,7 +503,10 @@ class ChatWindow(_FrontEnd):
                 self._guarded(turn, 0)
             finally:   # whatever happened, keep polling: a window that stops polling is dead
                 if not self.stopped:
-                    self._root.after(self._poll_interval_ms, poll_network)
+                    # Sockets still ready (a burst of traffic): come back at once, after
+                    # the window's own events; else in POLL_INTERVAL_MS.
+                    busy = bool(selector.select(0))
+                    self._root.after(1 if busy else self._poll_interval_ms, poll_network)
 
         def tick_again() -> None:
             try:

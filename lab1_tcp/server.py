@@ -33,6 +33,7 @@ from functools import partial
 from common import net
 from common.net import Connection, Phase
 from common.accounts import AccountStore, normalise_name
+from common.admission import LoginQueue, NoteBudget
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
 from common.messages import ChatMessage, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text
@@ -57,6 +58,7 @@ MAX_CONNECTIONS = 64             # open connections in all, the chat included
 MAX_WAITING_PER_ADDRESS = 8      # from one address, connections not logged in yet
 MAX_OUTGOING_BYTES = 1 << 20     # a peer this far behind has stopped reading: drop it
 TICK_INTERVAL_MS = 500
+NOTES_PER_SECOND = 10            # notes about connections other than the partner's
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,6 +101,11 @@ class ChatServer:
         self.acceptor = net.Acceptor(self.selector, listener, self.admit, self.on_connection,
                                      self.ui.show_note)
         self.password_checks = net.BackgroundWork(self.selector, PASSWORD_WORKERS)
+        self.notes = NoteBudget(self.ui.show_note, NOTES_PER_SECOND, time.monotonic())
+        # Checks wait their turn here, fairly between addresses; a connection that closes
+        # takes its check with it, so a Login-and-close loop cannot queue hashes without end.
+        self.logins = LoginQueue(self.password_checks.submit, PASSWORD_WORKERS, MAX_CONNECTIONS,
+                                 MAX_WAITING_PER_ADDRESS, on_evicted=self.turn_away)
 
     def admit(self, addr: tuple) -> str | None:
         """Say why a new connection is refused, or None to take it. Checked
@@ -173,8 +180,9 @@ class ChatServer:
             raise ProtocolError("a second login on one connection")
         peer.phase = Phase.CHECKING
         check = self.accounts.register if isinstance(message, Register) else self.accounts.login
-        self.password_checks.submit(partial(check, message.name, message.password, peer.source),
-                                    partial(self.on_password_checked, peer))
+        if not self.logins.add(peer.source, peer, partial(check, message.name, message.password, peer.source),
+                               partial(self.on_password_checked, peer)):
+            self.turn_away(peer)   # that address has MAX_WAITING_PER_ADDRESS checks waiting already
 
     def on_password_checked(self, peer: Peer, result: Future) -> None:
         """Runs in the loop once the worker has checked the password."""
@@ -238,17 +246,21 @@ class ChatServer:
         """Close one connection, with what is queued for it as last words (a
         refusal, a Goodbye); if it was our partner, wait for the next client."""
         self.peers.discard(peer)
+        self.logins.discard(peer)
         peer.close(self.selector)
-        self.ui.show_note(f"{peer.name or peer.address} {why}")
         if peer is self.partner:
+            self.ui.show_note(f"{peer.name} {why}")
             self.partner = None
             self.ui.set_status(self.waiting_status())
+        else:   # anyone else: a flood of connections must not become a flood of notes
+            self.notes.note(f"{peer.name or peer.address} {why}", time.monotonic())
 
     def on_tick(self) -> None:
         """Every TICK_INTERVAL_MS: drop each connection that is late with its
         handshake or its login, and let the acceptor resume after a pause."""
         self.acceptor.tick()
         now = time.monotonic()
+        self.notes.tick(now)
         for peer in list(self.peers):
             if peer.phase in (Phase.HANDSHAKE, Phase.LOGIN) and now > peer.deadline:
                 self.drop(peer, f"did not complete the handshake within {HANDSHAKE_TIMEOUT_SECONDS} s"

@@ -31,7 +31,7 @@ from functools import partial
 from common import net
 from common.net import Connection, Phase
 from common.accounts import AccountStore
-from common.admission import BUSY_WITH_LOGINS, Doorway
+from common.admission import BUSY_WITH_LOGINS, Doorway, NoteBudget
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
 from common.framing import DatagramSealer
@@ -46,6 +46,7 @@ from common.ui import open_front_end
 # The limits on connections that have not logged in yet are in common/admission.py.
 LOGIN_WORKERS = 2              # password hashes run here, off the event loop
 MAX_OUTGOING_BYTES = 1 << 20   # a client this far behind is not reading: drop it
+NOTES_PER_SECOND = 10          # notes about connections that are not members
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
@@ -86,6 +87,7 @@ class RoomServer:
         self.peers: dict[Connection, None] = {}
         self.doomed: dict[Connection, str] = {}     # peers to drop once this round is done
         self.reported: set[str] = set()       # errors said once, not once per attempt
+        self.notes = NoteBudget(lambda text: self.ui.show_note(text), NOTES_PER_SECOND, time.monotonic())
         self.transcript = Transcript()        # the server's own screen, hashed like a client's
         self.roster = Roster(self.room.server_name)   # and its member list, from the same events
         self.ui = None
@@ -172,7 +174,7 @@ class RoomServer:
             self.ui.show_note(f"{name} ({peer.address}) {reason}")
             self.room.leave(peer)   # the next tick re-keys the room and logs the leave
         elif peer.phase is not Phase.HANDSHAKE:   # strangers, who never proved the key, go unnoted
-            self.ui.show_note(f"{peer.address} {reason}")
+            self.notes.note(f"{peer.address} {reason}", time.monotonic())
 
     # --- Carrying out what the room decided ----------------------------------------------
 
@@ -215,6 +217,7 @@ class RoomServer:
 
     def on_tick(self) -> None:
         self.acceptor.tick()   # accepting again after running out of file descriptors
+        self.notes.tick(time.monotonic())
         # A connection that never logs in (a port scanner, a stranger without
         # the key, a stuck program) would hold a socket forever.
         for peer in self.doorway.late(time.monotonic()):

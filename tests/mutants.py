@@ -109,6 +109,22 @@ MUTANTS = (
         "the name inside a ChatMessage is shown, so a client can speak as anyone",
     ),
     Mutant(
+        "lab1 server keeps the checks of closed connections",
+        "lab1_tcp.server",
+        "        self.logins.discard(peer)\n",
+        "",
+        f"{LAB1}::test_a_login_and_close_loop_leaves_no_password_checks_queued_behind_it",
+        "a closed connection's password check stays queued: a Login-and-close loop fills the queue",
+    ),
+    Mutant(
+        "lab1 server notes every stranger",
+        "lab1_tcp.server",
+        "self.notes.note(f\"{peer.name or peer.address} {why}\", time.monotonic())",
+        "self.ui.show_note(f\"{peer.name or peer.address} {why}\")",
+        f"{LAB1}::test_a_flood_of_strangers_does_not_become_a_flood_of_notes",
+        "every closed connection is a line in the log: a stranger's flood fills the disk",
+    ),
+    Mutant(
         "lab1 server lets a second client in",
         "lab1_tcp.server",
         "        peer.session.send(Goodbye(BUSY_REASON))\n"

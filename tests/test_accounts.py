@@ -396,7 +396,7 @@ def test_concurrent_logins_from_several_threads_all_succeed(store):
 
 @pytest.mark.points(1)
 def test_concurrent_registrations_of_one_name_give_exactly_one_account(store):
-    attempts = 8
+    attempts = FAILURES_BEFORE_LOCK + 1   # more would see the lockout their failures cause
     start_together = threading.Barrier(attempts)
 
     def register(attempt):
@@ -424,7 +424,8 @@ def test_a_failing_database_is_a_protocol_error_not_a_crash(tmp_path):
 
 
 @pytest.mark.points(2)
-def test_one_address_makes_only_so_many_new_accounts_an_hour(store, clock):
+def test_one_address_makes_only_so_many_new_accounts_an_hour(tmp_path, clock):
+    store = AccountStore(tmp_path / "chat.db", CHEAP, clock=clock, wall_clock=clock)
     for i in range(MAX_NEW_ACCOUNTS_PER_ADDRESS):
         store.register(f"bot{i}", "password1", "10.0.0.9")
     with pytest.raises(ProtocolError, match=f"^{re.escape(TOO_MANY_NEW_ACCOUNTS)}$"):
@@ -432,5 +433,21 @@ def test_one_address_makes_only_so_many_new_accounts_an_hour(store, clock):
     assert not store.exists("bot_extra")
     assert store.register("bot0", "password1", "10.0.0.9") == "bot0"   # an existing account still logs in
     assert store.register("alice", "password1", "10.0.0.10") == "alice"   # another address is not held back
+    with pytest.raises(ProtocolError, match="^that name is taken$"):   # an existing one, the wrong password
+        store.register("bot0", "wrong password", "10.0.0.9")
+    # Counted in the database: another server on the same accounts (the other lab's) counts along.
+    other_server = AccountStore(tmp_path / "chat.db", CHEAP, clock=clock, wall_clock=clock)
+    with pytest.raises(ProtocolError, match=f"^{re.escape(TOO_MANY_NEW_ACCOUNTS)}$"):
+        other_server.register("bot_elsewhere", "password1", "10.0.0.9")
     clock.advance(NEW_ACCOUNTS_WINDOW_SECONDS)
     assert store.register("bot_extra", "password1", "10.0.0.9") == "bot_extra"   # an hour on, room again
+    other_server.close()
+    store.close()
+
+
+@pytest.mark.points(1)
+def test_a_register_of_a_locked_account_says_it_is_locked(store):
+    store.register("alice", "right password", "10.0.0.9")
+    fail_until_locked(store)
+    with pytest.raises(ProtocolError, match="^too many failed logins for this name"):
+        store.register("alice", "right password")

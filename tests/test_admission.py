@@ -4,7 +4,8 @@ from concurrent.futures import Future
 import pytest
 
 from common.admission import (
-    HANDSHAKE_TIMEOUT_SECONDS, LOGIN_TIMEOUT_SECONDS, Doorway, LoginQueue, PendingConnections, TokenBucket,
+    HANDSHAKE_TIMEOUT_SECONDS, LOGIN_TIMEOUT_SECONDS, Doorway, LoginQueue, NoteBudget, PendingConnections,
+    TokenBucket,
 )
 
 
@@ -98,7 +99,24 @@ def test_when_the_queue_is_full_the_source_with_the_most_waiting_gives_way():
     assert queue.add("10.0.0.3", "other", lambda: None, lambda f: None)   # the fourth waiting: fits
     assert queue.add("10.0.0.4", "alice", lambda: None, lambda f: None)   # full: flood2 gives way
     assert evicted == ["flood2"]
-    assert not queue.add("10.0.0.4", "alice_again", lambda: None, lambda f: None)   # 2 vs 2: no
+    # A tie gives way too: 2 waiting at 10.0.0.2 against this address's 1 + 1.
+    assert queue.add("10.0.0.4", "alice_again", lambda: None, lambda f: None)
+    assert evicted == ["flood2", "flood1"]
+    # Now this address holds the most: its own newcomer is refused, nobody else's check.
+    assert not queue.add("10.0.0.4", "alice_third", lambda: None, lambda f: None)
+    assert evicted == ["flood2", "flood1"]
+
+
+@pytest.mark.points(1)
+def test_a_full_queue_of_one_check_per_address_still_lets_a_new_address_in():
+    workers, evicted = ManualWorkers(), []
+    queue = LoginQueue(workers.submit, workers=1, max_queued=4, max_queued_per_source=3,
+                       on_evicted=evicted.append)
+    queue.add("10.0.1.0", "running", lambda: None, lambda f: None)
+    for i in range(1, 5):   # many addresses, one check each: the queue is full of ties
+        assert queue.add(f"10.0.1.{i}", f"flood{i}", lambda: None, lambda f: None)
+    assert queue.add("10.0.0.9", "alice", lambda: None, lambda f: None)
+    assert len(evicted) == 1 and len(queue) == 4
 
 
 @pytest.mark.points(2)
@@ -116,3 +134,17 @@ def test_the_doorway_gives_a_deadline_per_step_and_frees_a_queued_login_from_it(
     doorway.leave("stranger")
     doorway.leave("slow")
     assert doorway.late(now=1000) == []
+
+
+@pytest.mark.points(1)
+def test_notes_beyond_the_budget_are_counted_and_said_in_one_line():
+    said = []
+    notes = NoteBudget(said.append, rate=2, now=0)
+    for i in range(5):
+        notes.note(f"stranger {i} closed", now=0)
+    assert said == ["stranger 0 closed", "stranger 1 closed"] and notes.held_back == 3
+    notes.tick(now=0.1)   # no room yet: nothing more is said
+    assert len(said) == 2
+    notes.tick(now=1.0)
+    assert said[2] == "3 more notes about connections held back (at most 2 a second)"
+    assert notes.held_back == 0

@@ -19,7 +19,7 @@ import pytest
 
 from common import noise
 from common.config import load_settings
-from common.messages import ChatMessage, Goodbye, LoginAccepted, Register
+from common.messages import ChatMessage, Goodbye, Login, LoginAccepted, Register
 from common.session import SecureSession
 from lab1_tcp.server import (
     HANDSHAKE_TIMEOUT_SECONDS,
@@ -144,10 +144,10 @@ def idle_connection(lab: Lab, source: str = "127.0.0.1") -> socket.socket:
                                     source_address=(source, 0))
 
 
-def handshaken_raw_session(lab: Lab) -> tuple[socket.socket, SecureSession]:
-    """A member's connection that completes the handshake and then waits."""
+def handshaken_raw_session(lab: Lab, source: str = "127.0.0.1") -> tuple[socket.socket, SecureSession]:
+    """A member's connection from ``source`` that completes the handshake and then waits."""
     settings = load_settings(lab.client_env, create=False)
-    sock = idle_connection(lab)
+    sock = idle_connection(lab, source)
     session = SecureSession.client(settings.psk, settings.server_public_key)
     while not session.established:
         send_queued(sock, session)
@@ -422,6 +422,47 @@ def test_idle_connections_without_the_key_neither_keep_a_member_out_nor_stay_ope
                            rf"{HANDSHAKE_TIMEOUT_SECONDS} s$", count=MAX_WAITING_PER_ADDRESS)
     server.send_line("still here")
     alice.wait_for_stdout(r"^server: still here$")
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_a_flood_of_strangers_does_not_become_a_flood_of_notes(lab):
+    server = lab.start_server()
+    for _ in range(200):   # no key: garbage, and gone
+        sock = idle_connection(lab, "127.0.0.2")
+        sock.sendall(b"\x00\x40" + bytes(64))
+        sock.close()
+    server.wait_for_stderr(r"^\d+ more notes about connections held back \(at most 10 a second\)$")
+    alice = lab.logged_in_client("alice", "--register")   # the chat is not held back
+    alice.send_line("hello")
+    server.wait_for_stdout(r"^alice: hello$")
+    about_strangers = [line for line in server.stderr_lines if line.startswith("127.0.0.2:")]
+    assert len(about_strangers) < 100, server.output()
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_a_login_and_close_loop_leaves_no_password_checks_queued_behind_it(lab):
+    with open(lab.env_file, "a", encoding="utf-8") as env_file:
+        env_file.write("ARGON2_MEMORY_KIB=131072\n")   # a slow hash, so that checks would queue up
+    lab.start_server()
+    for i in range(3 * MAX_WAITING_PER_ADDRESS):   # a key holder at 127.0.0.2: Login, gone before the answer
+        sock, session = handshaken_raw_session(lab, "127.0.0.2")
+        session.send(Login(f"nobody{i}", PASSWORD))
+        send_queued(sock, session)
+        sock.close()
+    # A closed connection takes its queued check with it: the address's share
+    # of the queue is free again, for the next honest login from there.
+    sock, session = handshaken_raw_session(lab, "127.0.0.2")
+    session.send(Register("alice", PASSWORD))
+    send_queued(sock, session)
+    received = []
+    while not any(isinstance(message, (LoginAccepted, Goodbye)) for message in received):
+        data = sock.recv(65536)
+        assert data, f"closed without an answer: {received}"
+        received += session.receive(data)
+    assert isinstance(received[-1], LoginAccepted), received
+    sock.close()
 
 
 @pytest.mark.network

@@ -107,6 +107,8 @@ def test_blank_or_control_text_is_not_chat_text(text):
     "wrap" + " " * 9 + "#999 server: the exam is cancelled",
     "hi" + "\u2800" * 66 + "#4 server: the exam is cancelled",   # braille blanks
     "hi" + "\u3164\uffa0" * 5 + "#4 server: the exam is cancelled",   # Hangul fillers
+    "hi" + ("\u2800" * 8 + "\u034f") * 8 + "#4 server: the exam is cancelled",   # blanks, joined by invisible marks
+    "hi" + (" " * 8 + "\ufe0f") * 8 + "#4 server",                 # spaces, and variation selectors
     "private\ue000use", "unassigned\U000e0080",
 ])
 def test_text_that_could_pose_as_another_line_is_refused(text):

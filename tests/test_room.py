@@ -26,7 +26,9 @@ from common.room import (
     HISTORY_CHUNK_BYTES,
     KEPT_FLOODING,
     MAX_REFUSED_PER_WINDOW,
+    MAX_RENAMES_PER_ADDRESS,
     MAX_REPAIR_EVENTS_PER_SECOND,
+    RENAME_WINDOW_SECONDS,
     Broadcast,
     Delivery,
     NewRoomKey,
@@ -294,3 +296,17 @@ def test_events_wait_for_the_batching_window_only_while_the_room_is_busy(room, c
     clock.now += HEARTBEAT_INTERVAL_SECONDS
     [heartbeat] = room.tick()
     assert heartbeat == Broadcast(RoomBatch((), room.latest_seq))
+
+
+@pytest.mark.points(1)
+def test_the_members_of_one_address_try_only_so_many_renames_a_minute(room, clock):
+    room.join(1, "alice", "10.0.0.5")
+    room.join(2, "bob", "10.0.0.5")   # the same address: one allowance for both
+    for i in range(MAX_RENAMES_PER_ADDRESS):
+        clock.now += 0.5   # within every member's request budget
+        room.handle(1 + i % 2, ChangeName("carol"))   # an account's name: "carol is taken", still counted
+    clock.now += 0.5
+    [refusal] = room.handle(1, ChangeName("ally"))
+    assert refusal.message.text.startswith("too many name changes from your address; try again in ")
+    clock.now += RENAME_WINDOW_SECONDS
+    assert room.handle(1, ChangeName("ally")) == [] and room.members[1] == "ally"
