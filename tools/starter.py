@@ -50,6 +50,8 @@ LEFT_OUT_NAMES = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis"
 LEFT_OUT_SUFFIXES = (".egg-info", ".db", ".db-wal", ".db-shm", ".pyc")
 # The default output folder, and the test that compares the starter with the solution.
 LEFT_OUT_PATHS = {"starter", "tests/test_starter.py"}
+# The grader's list of the suite's tests: a test it lists that a clone lacks counts as failed.
+MANIFEST = "tests/expected_tests.json"
 
 
 class MarkerError(ValueError):
@@ -195,8 +197,22 @@ def _check_no_markers(text: str, path: str, first_line: int = 1) -> None:
                               "reach the starter (a marker stands alone on its line, in a .py or .md file)")
 
 
+def starter_manifest(text: str) -> str:
+    """The grader's manifest without the tests of the files the starter leaves
+    out, so that a student's make test does not count them as missing; in the
+    manifest's own layout, one test a line."""
+    manifest = json.loads(text)
+    tests = {function: entry for function, entry in manifest["tests"].items()
+             if function.partition("::")[0] not in LEFT_OUT_PATHS}
+    lines = [f"  {json.dumps(function)}: {json.dumps(entry)}" for function, entry in tests.items()]
+    return ('{\n "written by": ' + json.dumps(manifest["written by"]) + ',\n "tests": {\n'
+            + ",\n".join(lines) + "\n }\n}\n")
+
+
 def starter_text(text: str, path: str) -> str:
     """One file of the starter, by its kind."""
+    if path == MANIFEST:
+        return starter_manifest(text)
     if path.endswith(".py"):
         return starter_python(text, path)
     if path.endswith(".md"):
