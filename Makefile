@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench screenshots autograder interop clean
+.PHONY: demo test lint bench screenshots autograder interop starter clean
 
 demo: $(STAMP)
 	$(PY) -m lab2_udp.demo
@@ -34,6 +34,12 @@ screenshots: $(STAMP)
 autograder: $(STAMP)
 	$(PY) -m tools.autograder.build autograder.zip
 
+# The students' starter code: the kit with each solution region replaced by a TODO
+# (docs/instructor.md, "Starter code for students"). STARTER_DIR=folder writes it elsewhere.
+STARTER_DIR ?= starter
+starter: $(STAMP)
+	$(PY) -m tools.starter $(STARTER_DIR) --replace
+
 # Cross-testing: every student's server with the kit's client and every student's client with
 # the kit's server (docs/instructor.md). INTEROP_ARGS="--cross" also pairs the students.
 interop: $(STAMP)
@@ -48,4 +54,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis autograder.zip
+	rm -rf $(VENV) .pytest_cache .hypothesis autograder.zip starter

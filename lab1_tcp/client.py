@@ -95,20 +95,28 @@ class ChatClient:
 
     def connect(self) -> None:
         """Start connecting; the loop calls on_connected (or on_connect_failed)."""
+        # BEGIN SOLUTION
+        # PROMPT: start a non-blocking connect with net.Connector: it calls on_connected or on_connect_failed
+        # PROMPT: from the loop. A host name that does not resolve is an OSError: fail, saying so.
         self.ui.set_status(f"connecting to {self.address}")
         try:
             self.connector = net.Connector(self.selector, self.host, self.port,
                                            self.on_connected, self.on_connect_failed)
         except OSError as error:   # the name does not resolve, or no address could be tried
             self.fail(f"cannot reach the server at {self.address}: {error.strerror or error}")
+        # END SOLUTION
 
     def on_connected(self, sock: socket.socket) -> None:
+        # BEGIN SOLUTION
+        # PROMPT: keep the socket and move to Phase.HANDSHAKE; register it for reading, and send the first
+        # PROMPT: handshake record, already waiting in session.outgoing.
         self.connector, self.sock, self.phase = None, sock, Phase.HANDSHAKE
         self.ui.set_status(f"connected to {self.address}: handshake")
         # The first handshake record is already in session.outgoing: it goes
         # out now, and the server's answer wakes on_event.
         self.selector.register(sock, selectors.EVENT_READ, self.on_event)
         self.on_event(selectors.EVENT_WRITE)
+        # END SOLUTION
 
     def on_connect_failed(self, reason: str) -> None:
         self.connector = None
@@ -126,6 +134,10 @@ class ChatClient:
 
     def on_readable(self) -> bool:
         """Handle the bytes that arrived; return False if the session is over."""
+        # BEGIN SOLUTION
+        # PROMPT: read the bytes that arrived; an empty read means the server closed: fail, saying why. Hand
+        # PROMPT: them to the session and dispatch each message through HANDLERS (none: ProtocolError); stop
+        # PROMPT: if a handler closed the session. Once the handshake completes, send Login or Register.
         data = net.receive(self.sock)
         if not data:   # an empty read: the server closed its end
             self.fail(self.session.why_the_server_closed(logged_in=self.phase is Phase.CHATTING))
@@ -146,6 +158,7 @@ class ChatClient:
             request = Register if self.register else Login
             self.session.send(request(self.name, self.password))
         return True
+        # END SOLUTION
 
     def handle_login_accepted(self, message: LoginAccepted) -> None:
         self.name, self.phase = message.name, Phase.CHATTING
@@ -196,6 +209,9 @@ class ChatClient:
     def on_submit(self, text: str) -> None:
         """The user entered a line: send it to the server and show it.
         ProtocolError if it may not be sent: the front end says why."""
+        # BEGIN SOLUTION
+        # PROMPT: send the line: check it, queue a ChatMessage on the session, show it, and flush; a broken
+        # PROMPT: connection ends the session.
         text = checked_text(text)
         self.session.send(ChatMessage(self.name, text))
         self.ui.show_line(self.name, text)
@@ -203,6 +219,7 @@ class ChatClient:
             net.send_pending(self.selector, self.sock, self.session.outgoing)
         except OSError as error:
             self.fail(f"lost the connection to the server: {error.strerror or error}")
+        # END SOLUTION
 
     def on_quit(self) -> None:
         """The user quits: say goodbye if we are in a session, then close."""

@@ -153,6 +153,11 @@ class ChatServer:
 
     def on_readable(self, peer: Peer) -> None:
         """Handle the bytes that arrived."""
+        # BEGIN SOLUTION
+        # PROMPT: read the bytes that arrived and hand them to peer.session; an empty read means the peer
+        # PROMPT: closed: drop it. When the session's handshake has just completed, turn the peer away if
+        # PROMPT: we chat already, else move it to Phase.LOGIN with its login deadline. Then dispatch each
+        # PROMPT: message through HANDLERS (none: ProtocolError), and stop once a handler dropped the peer.
         data = net.receive(peer.sock)
         if not data:   # an empty read: the peer closed its end
             midway = " in the middle of a record" if peer.session.in_the_middle_of_a_record else ""
@@ -176,6 +181,7 @@ class ChatServer:
             handler(self, peer, message)
             if peer not in self.peers:   # the handler dropped it
                 return
+        # END SOLUTION
 
     def handle_login(self, peer: Peer, message: Login | Register) -> None:
         if peer.phase is not Phase.LOGIN:
@@ -206,10 +212,14 @@ class ChatServer:
         self.ui.set_status(f"chatting with {peer.name} at {peer.address}, encrypted (Noise NKpsk0)")
 
     def handle_chat(self, peer: Peer, message: ChatMessage) -> None:
+        # BEGIN SOLUTION
+        # PROMPT: refuse a chat message before the login (ProtocolError); show its text under the name that
+        # PROMPT: logged in, never under the sender the message claims.
         if peer.phase is not Phase.MEMBER:
             raise ProtocolError("a chat message before logging in")
         # The sender is the name that logged in, whatever the message claims.
         self.ui.show_line(peer.name, checked_text(message.text))
+        # END SOLUTION
 
     def handle_goodbye(self, peer: Peer, message: Goodbye) -> None:
         self.drop(peer, f"left the chat ({message.reason})")
@@ -275,6 +285,9 @@ class ChatServer:
 
     def on_submit(self, text: str) -> None:
         """The user entered a line: send it to the partner and show it."""
+        # BEGIN SOLUTION
+        # PROMPT: send the line to the partner: with nobody logged in, say so; else check the text, show it,
+        # PROMPT: queue a ChatMessage on the partner's session, and flush.
         partner = self.partner
         if partner is None:
             self.ui.show_note("nobody to talk to yet: wait for a client to log in")
@@ -283,6 +296,7 @@ class ChatServer:
         self.ui.show_line(self.name, text)
         partner.session.send(ChatMessage(self.name, text))
         self.flush(partner)
+        # END SOLUTION
 
     def on_quit(self) -> None:
         """The user quits: tell every connected client why, then close everything."""

@@ -159,10 +159,14 @@ class RoomClient:
         # The signing key is the same all run long; the room key changes
         # whenever a member leaves. We keep the previous one for datagrams
         # still on their way.
+        # BEGIN SOLUTION
+        # PROMPT: the first RoomKey brings the server's signing key: make the DatagramOpener, and start the
+        # PROMPT: transcript's deafness clock. Add every room key under its epoch.
         if self.opener is None:
             self.opener = DatagramOpener(message.signing_key)
             self.transcript.heard(time.monotonic())   # from now on, silence means deafness
         self.opener.add_room_key(message.epoch, message.key)
+        # END SOLUTION
 
     def handle_ignore_list(self, message: IgnoreList) -> None:
         if self.ignored or message.names:
@@ -197,6 +201,11 @@ class RoomClient:
     def on_datagrams(self, _mask: int) -> None:
         # Read the datagrams waiting, several per turn (fewer trips round the
         # loop) but not without end: a flood must leave the TCP session a turn.
+        # BEGIN SOLUTION
+        # PROMPT: read the datagrams waiting, at most MAX_DATAGRAMS_PER_TURN (BlockingIOError: none left).
+        # PROMPT: Before the room key, or when self.gate says a datagram is not worth a signature check, skip
+        # PROMPT: it. Open each with read_room_datagram (ProtocolError: tell the gate, drop it silently), and
+        # PROMPT: show what the transcript delivers, in order.
         for _ in range(MAX_DATAGRAMS_PER_TURN):
             try:
                 datagram, source = self.udp.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)
@@ -213,6 +222,7 @@ class RoomClient:
             self.gate.opened(source)
             self.transcript.heard(now)
             self.show(self.transcript.receive(batch.events, batch.latest_seq))
+        # END SOLUTION
 
     def show(self, events) -> None:
         if show_events(self.ui, self.roster, events, self.ignored):
@@ -230,9 +240,12 @@ class RoomClient:
         if self.transcript.is_deaf(now) and not self.warned_deaf:
             self.warned_deaf = True
             self.ui.show_note("! " + DEAF_WARNING.format(port=self.broadcast_port))
+        # BEGIN SOLUTION
+        # PROMPT: ask the server over TCP (a RepairRequest) for what the transcript says is missing.
         after_seq = self.transcript.repair_due(now)
         if after_seq is not None:
             self.send(RepairRequest(after_seq))
+        # END SOLUTION
 
     # --- What the user does: the front end calls these ---------------------------------
 

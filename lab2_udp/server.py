@@ -110,6 +110,10 @@ class RoomServer:
         if peer not in self.peers:   # dropped earlier in this round of events
             return
         try:   # a writable socket needs nothing here: after_round() sends what is queued
+            # BEGIN SOLUTION
+            # PROMPT: read the messages that arrived (peer.read(): an empty read, the peer closing, raises as a bad
+            # PROMPT: record does). When the handshake has just completed, move the peer to Phase.LOGIN and tell
+            # PROMPT: self.doorway. Handle each message, and stop once the peer is dropped or doomed.
             if mask & selectors.EVENT_READ:
                 messages = peer.read()   # an empty read (the peer closed its end) raises
                 if peer.phase is Phase.HANDSHAKE and peer.session.established:
@@ -119,6 +123,7 @@ class RoomServer:
                     self.handle_message(peer, message)
                     if peer not in self.peers or peer in self.doomed:   # a Goodbye or a refusal ended it
                         return
+            # END SOLUTION
         except (ProtocolError, OSError) as error:
             self.drop(peer, str(error))
 
@@ -181,6 +186,9 @@ class RoomServer:
     # --- Carrying out what the room decided ----------------------------------------------
 
     def carry_out(self, instructions: list[Instruction]) -> None:
+        # BEGIN SOLUTION
+        # PROMPT: carry out what the room decided: a Delivery goes on its member's session, a Broadcast is
+        # PROMPT: broadcast, a NewRoomKey goes to the sealer.
         for instruction in instructions:
             if isinstance(instruction, Delivery) and instruction.to in self.peers:
                 instruction.to.session.send(instruction.message)   # queued: after_round() sends it
@@ -188,14 +196,20 @@ class RoomServer:
                 self.broadcast(instruction.batch)
             elif isinstance(instruction, NewRoomKey):
                 self.sealer.set_room_key(instruction.epoch, instruction.key)
+        # END SOLUTION
 
     def broadcast(self, batch: RoomBatch) -> None:
+        # BEGIN SOLUTION
+        # PROMPT: send the batch as one sealed UDP datagram to self.broadcast_to: the network makes a copy for
+        # PROMPT: every member. A failed send (no route) is noted once, not once per datagram: clients repair
+        # PROMPT: over TCP.
         try:
             self.broadcaster.sendto(self.sealer.seal(encode(batch)), self.broadcast_to)
         except OSError as error:   # e.g. no route: clients will repair over TCP
             if str(error) not in self.reported:   # once, not once per datagram
                 self.reported.add(str(error))
                 self.ui.show_note(f"broadcast failed: {error}; clients will repair over TCP")
+        # END SOLUTION
         # Our own screen shows what the clients' do, as they do.
         if show_events(self.ui, self.roster, self.transcript.receive(batch.events, batch.latest_seq)):
             self.show_room_state()
