@@ -196,13 +196,16 @@ class Doorway:
         self.logins.discard(conn)
 
 
+NOTES_PER_SECOND = 10   # notes about connections that are not members (both servers)
+
+
 class NoteBudget:
     """Notes about connections (closed, refused, late), at most ``rate`` a
     second, in bursts of as many: a flood of connections must not become a
     flood of log lines. What is held back is counted and said in one line
     when ``tick()`` finds the budget has room again."""
 
-    def __init__(self, say: Callable[[str], None], rate: float, now: float) -> None:
+    def __init__(self, say: Callable[[str], None], now: float, rate: float = NOTES_PER_SECOND) -> None:
         self._say = say
         self._bucket = TokenBucket(rate, now)
         self.held_back = 0

@@ -178,6 +178,13 @@ class Room:
 
     # --- joining and leaving ------------------------------------------------------
 
+    @classmethod
+    def from_settings(cls, server_name: str, accounts: AccountStore, signing_public_key: bytes, settings) -> Room:
+        """A room with the limits of a server's settings (common/config.py)."""
+        return cls(server_name, accounts, signing_public_key, max_members=settings.max_clients,
+                   max_members_per_source=settings.max_clients_per_address,
+                   max_messages_per_second=settings.max_messages_per_second)
+
     def join(self, conn: Hashable, name: str, source: str = "") -> list[Delivery]:
         """Admit ``name`` (already authenticated) on connection ``conn`` from
         the address ``source``.

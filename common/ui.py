@@ -15,8 +15,8 @@ Both have one interface, so a role file never asks which one it has::
     ui.stop()
 
 The wire view (common/wire.py) shows every record and datagram as it crosses
-the wire. A role's command line gets ``--wire`` from ``add_wire_option(parser)``:
-given, the view is on from the start, its lines on stdout as "wire: ..." (in
+the wire. A role's command line gets ``--wire`` (and ``--headless``) from
+``add_front_end_options(parser)``: given, the view is on from the start, its lines on stdout as "wire: ..." (in
 both front ends: a test that reads chat lines skips them by that prefix). A
 window also has a toggle, "Show the wire" (or F2), and shows the lines in
 its transcript in small grey type. They never count as transcript lines.
@@ -100,9 +100,12 @@ WIRE_PREFIX = "wire: "     # every wire line on stdout starts so: never a chat l
 WIRE_TOGGLE_KEY = "<F2>"
 
 
-def add_wire_option(parser: argparse.ArgumentParser) -> None:
-    """Give a role's command line ``--wire``: show every record and datagram as
-    it crosses the wire (common/wire.py), from the very first handshake record."""
+def add_front_end_options(parser: argparse.ArgumentParser) -> None:
+    """Give a role's command line ``--headless`` (no window: stdin and stdout)
+    and ``--wire``: show every record and datagram as it crosses the wire
+    (common/wire.py), from the very first handshake record."""
+    parser.add_argument("--headless", action="store_true",
+                        help="no window: chat through stdin and stdout (the default without a display)")
     parser.add_argument("--wire", action=_WireOption, nargs=0, default=False,
                         help="show every record and datagram as it crosses the wire (lines 'wire: ...' "
                              "on stdout; a window's F2 toggles it)")
@@ -438,7 +441,7 @@ class ChatWindow(_FrontEnd):
         self._entry = tk.Entry(self._root, font=("TkDefaultFont", 11))
         bottom = tk.Frame(self._root)
         self._status_line = tk.Label(bottom, anchor="w", relief="sunken", padx=4)
-        # --wire (add_wire_option) turned the view on before the window existed.
+        # --wire (add_front_end_options) turned the view on before the window existed.
         self._wire_shown = tk.BooleanVar(self._root, value=wire.tap is not None)
         self._wire_toggle = tk.Checkbutton(bottom, text="Show the wire (F2)", takefocus=0,
                                            variable=self._wire_shown, command=self._on_wire_toggled)

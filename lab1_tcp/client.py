@@ -36,7 +36,7 @@ from common.messages import (
     ChatMessage, ErrorNotice, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text,
 )
 from common.session import SecureSession
-from common.ui import add_wire_option, open_front_end
+from common.ui import add_front_end_options, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
 
@@ -55,9 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", required=True, help="your account name (3-20 of a-z, 0-9, _)")
     parser.add_argument("--register", action="store_true",
                         help="create the account first, then log in with it")
-    parser.add_argument("--headless", action="store_true",
-                        help="no window: chat through stdin and stdout")
-    add_wire_option(parser)   # --wire: every record and datagram, as it crosses the wire
+    add_front_end_options(parser)   # --headless (no window), --wire (show every record and datagram)
     keylog.add_option(parser)    # --keylog FILE: the keys of each session, for the tests' wire story
     return parser.parse_args(argv)
 

@@ -38,7 +38,7 @@ from common.config import ConfigError, Settings, add_setting_options, settings_f
 from common.errors import ProtocolError
 from common.messages import ChatMessage, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text
 from common.session import SecureSession
-from common.ui import add_wire_option, open_front_end
+from common.ui import add_front_end_options, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
 
@@ -58,7 +58,6 @@ MAX_CONNECTIONS = 64             # open connections in all, the chat included
 MAX_WAITING_PER_ADDRESS = 8      # from one address, connections not logged in yet
 MAX_OUTGOING_BYTES = 1 << 20     # a peer this far behind has stopped reading: drop it
 TICK_INTERVAL_MS = 500
-NOTES_PER_SECOND = 10            # notes about connections other than the partner's
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,9 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_setting_options(parser, "SERVER_HOST", "LAB1_PORT", "DB_PATH")
     parser.add_argument("--name", default=DEFAULT_NAME,
                         help=f"your name in the chat (default: {DEFAULT_NAME})")
-    parser.add_argument("--headless", action="store_true",
-                        help="no window: chat through stdin and stdout")
-    add_wire_option(parser)   # --wire: every record and datagram, as it crosses the wire
+    add_front_end_options(parser)   # --headless (no window), --wire (show every record and datagram)
     keylog.add_option(parser)    # --keylog FILE: the keys of each session, for the tests' wire story
     return parser.parse_args(argv)
 
@@ -103,7 +100,7 @@ class ChatServer:
         self.acceptor = net.Acceptor(self.selector, listener, self.admit, self.on_connection,
                                      self.ui.show_note)
         self.password_checks = net.BackgroundWork(self.selector, PASSWORD_WORKERS)
-        self.notes = NoteBudget(self.ui.show_note, NOTES_PER_SECOND, time.monotonic())
+        self.notes = NoteBudget(self.ui.show_note, time.monotonic())   # for all but the partner
         # Checks wait their turn here, fairly between addresses; a connection that closes
         # takes its check with it, so a Login-and-close loop cannot queue hashes without end.
         self.logins = LoginQueue(self.password_checks.submit, PASSWORD_WORKERS, MAX_CONNECTIONS,

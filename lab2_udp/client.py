@@ -38,7 +38,7 @@ from common.messages import (
 )
 from common.session import SecureSession
 from common.transcript import DatagramGate, Roster, Transcript, format_private, read_room_datagram, show_events
-from common.ui import ChatWindow, TerminalChat, add_wire_option, open_front_end
+from common.ui import ChatWindow, TerminalChat, add_front_end_options, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
 
@@ -57,8 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_setting_options(parser, "SERVER_HOST", "LAB2_PORT", "BROADCAST_PORT", "MULTICAST_GROUP")
     parser.add_argument("--name", required=True, help="your name in the room")
     parser.add_argument("--register", action="store_true", help="create the account first")
-    parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
-    add_wire_option(parser)   # --wire: every record and datagram, as it crosses the wire
+    add_front_end_options(parser)   # --headless (no window), --wire (show every record and datagram)
     keylog.add_option(parser)    # --keylog FILE: the keys of each session, for the tests' wire story
     return parser.parse_args(argv)
 

@@ -3,15 +3,14 @@
 Run it:  python -m lab2_udp.server [--port 0] [--headless]
 
 What this file demonstrates:
-- One thread, one ``selectors`` loop, many TCP clients. Each client logs in
-  over an encrypted session (Noise, see common/session.py) and sends its room
-  messages, DMs, ignores and repair requests upstream over it.
+- One thread, one ``selectors`` loop, many TCP clients, each with an encrypted
+  session (Noise, common/session.py) for its login, room messages, DMs,
+  ignores and repair requests.
 - The server is the sequencer: common/room.py numbers every room event and
   decides what goes out when; this file carries that out. Each event is sent
-  *once*, as a UDP datagram to the broadcast address: the network makes a
-  copy for every client. Datagrams are sealed with a room key only members
-  get (a new one when a member leaves), and signed, so no member can forge
-  the server's events.
+  *once*, as a UDP datagram to the broadcast address, and the network copies
+  it to every client. Datagrams are sealed with a room key only members get
+  (a new one when a member leaves) and signed, so no member can forge them.
 - Password hashes are slow on purpose: logins run in worker threads, and the
   room never stalls. Nobody who has not logged in can hold much: a few
   seconds, connections and queued logins per address (common/admission.py).
@@ -39,14 +38,13 @@ from common.messages import Goodbye, Login, LoginRejected, Register, RoomBatch, 
 from common.room import BATCH_WINDOW_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room
 from common.session import SecureSession
 from common.transcript import Roster, Transcript, show_events
-from common.ui import add_wire_option, open_front_end
+from common.ui import add_front_end_options, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
 
 # The limits on connections that have not logged in yet are in common/admission.py.
 LOGIN_WORKERS = 2              # password hashes run here, off the event loop
 MAX_OUTGOING_BYTES = 1 << 20   # a client this far behind is not reading: drop it
-NOTES_PER_SECOND = 10          # notes about connections that are not members
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
@@ -55,8 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_setting_options(parser, "SERVER_HOST", "LAB2_PORT", "BROADCAST_ADDR", "BROADCAST_PORT",
                         "MULTICAST_GROUP", "DB_PATH")
     parser.add_argument("--name", default="server", help="the server's name in the room")
-    parser.add_argument("--headless", action="store_true", help="no window: stdin and stdout")
-    add_wire_option(parser)   # --wire: every record and datagram, as it crosses the wire
+    add_front_end_options(parser)   # --headless (no window), --wire (show every record and datagram)
     keylog.add_option(parser)    # --keylog FILE: the keys of each session, for the tests' wire story
     return parser.parse_args(argv)
 
@@ -80,16 +77,14 @@ class RoomServer:
         self.broadcast_to = (group or settings.broadcast_addr, settings.broadcast_port)
         self.accounts = AccountStore.from_settings(settings)
         self.sealer = DatagramSealer()   # signs every datagram with a key made for this run
-        self.room = Room(args.name, self.accounts, self.sealer.signing_public_key, max_members=settings.max_clients,
-                         max_members_per_source=settings.max_clients_per_address,
-                         max_messages_per_second=settings.max_messages_per_second)
+        self.room = Room.from_settings(args.name, self.accounts, self.sealer.signing_public_key, settings)
         self.sealer.set_room_key(self.room.epoch, self.room.room_key)
         self.workers = net.BackgroundWork(self.selector, LOGIN_WORKERS)
         self.doorway = Doorway(self.workers.submit, LOGIN_WORKERS, on_evicted=self.refuse_busy)
         self.peers: dict[Connection, None] = {}
         self.doomed: dict[Connection, str] = {}     # peers to drop once this round is done
         self.reported: set[str] = set()       # errors said once, not once per attempt
-        self.notes = NoteBudget(lambda text: self.ui.show_note(text), NOTES_PER_SECOND, time.monotonic())
+        self.notes = NoteBudget(lambda text: self.ui.show_note(text), time.monotonic())   # for non-members
         self.transcript = Transcript()        # the server's own screen, hashed like a client's
         self.roster = Roster(self.room.server_name)   # and its member list, from the same events
         self.ui = None
@@ -105,15 +100,13 @@ class RoomServer:
         self.selector.register(sock, selectors.EVENT_READ, partial(self.on_peer_ready, peer))
 
     def on_peer_ready(self, peer: Connection, mask: int) -> None:
-        # One bad client must never stop the server: whatever goes wrong with
-        # this peer (a broken frame, a wrong key, a reset), we drop this peer.
+        # One bad client never stops the server: a broken frame, a wrong key, a reset drop this peer alone.
         if peer not in self.peers:   # dropped earlier in this round of events
             return
         try:   # a writable socket needs nothing here: after_round() sends what is queued
             # BEGIN SOLUTION
-            # PROMPT: read the messages that arrived (peer.read(): an empty read, the peer closing, raises as a bad
-            # PROMPT: record does). When the handshake has just completed, move the peer to Phase.LOGIN and tell
-            # PROMPT: self.doorway. Handle each message, and stop once the peer is dropped or doomed.
+            # PROMPT: read what arrived (peer.read()); once the handshake is done, Phase.LOGIN and tell
+            # PROMPT: self.doorway; handle each message, and stop once the peer is dropped or doomed.
             if mask & selectors.EVENT_READ:
                 messages = peer.read()   # an empty read (the peer closed its end) raises
                 if peer.phase is Phase.HANDSHAKE and peer.session.established:
@@ -187,8 +180,7 @@ class RoomServer:
 
     def carry_out(self, instructions: list[Instruction]) -> None:
         # BEGIN SOLUTION
-        # PROMPT: carry out what the room decided: a Delivery goes on its member's session, a Broadcast is
-        # PROMPT: broadcast, a NewRoomKey goes to the sealer.
+        # PROMPT: a Delivery goes on its member's session, a Broadcast is broadcast, a NewRoomKey to the sealer.
         for instruction in instructions:
             if isinstance(instruction, Delivery) and instruction.to in self.peers:
                 instruction.to.session.send(instruction.message)   # queued: after_round() sends it
@@ -200,9 +192,8 @@ class RoomServer:
 
     def broadcast(self, batch: RoomBatch) -> None:
         # BEGIN SOLUTION
-        # PROMPT: send the batch as one sealed UDP datagram to self.broadcast_to: the network makes a copy for
-        # PROMPT: every member. A failed send (no route) is noted once, not once per datagram: clients repair
-        # PROMPT: over TCP.
+        # PROMPT: send the batch as one sealed UDP datagram to self.broadcast_to (the network copies it to
+        # PROMPT: every member); note a failed send once, not once per datagram: clients repair over TCP.
         try:
             self.broadcaster.sendto(self.sealer.seal(encode(batch)), self.broadcast_to)
         except OSError as error:   # e.g. no route: clients will repair over TCP
@@ -234,8 +225,7 @@ class RoomServer:
     def on_tick(self) -> None:
         self.acceptor.tick()   # accepting again after running out of file descriptors
         self.notes.tick(time.monotonic())
-        # A connection that never logs in (a port scanner, a stranger without
-        # the key, a stuck program) would hold a socket forever.
+        # A connection that never logs in (a port scan, a stranger, a stuck program) would stay forever.
         for peer in self.doorway.late(time.monotonic()):
             self.drop(peer, f"did not finish its {peer.phase.value} in time")
         self.after_round()

@@ -139,7 +139,7 @@ def test_the_doorway_gives_a_deadline_per_step_and_frees_a_queued_login_from_it(
 @pytest.mark.points(1)
 def test_notes_beyond_the_budget_are_counted_and_said_in_one_line():
     said = []
-    notes = NoteBudget(said.append, rate=2, now=0)
+    notes = NoteBudget(said.append, now=0, rate=2)
     for i in range(5):
         notes.note(f"stranger {i} closed", now=0)
     assert said == ["stranger 0 closed", "stranger 1 closed"] and notes.held_back == 3

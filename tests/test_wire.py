@@ -375,7 +375,7 @@ def test_window_shows_the_wire_in_its_own_style_and_f2_or_the_checkbox_toggles_i
     if shutil.which("xdotool") is None:
         pytest.skip("xdotool is not installed (apt-get install xdotool); CI installs it")
     parser = argparse.ArgumentParser()
-    ui.add_wire_option(parser)
+    ui.add_front_end_options(parser)
     assert parser.parse_args(["--wire"]).wire is True   # --wire: on before any window exists
     window = ui.ChatWindow("wire test", lambda text: None, lambda: None, poll_interval_ms=5)
     try:
