@@ -26,7 +26,7 @@ $(VENV)/.bench-installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
-# docs/lab1.png and docs/lab2.png, taken on a private Xvfb screen (needs xvfb and imagemagick).
+# docs/lab1.png, docs/lab2.png and docs/wire.png, taken on a private Xvfb screen (needs xvfb and imagemagick).
 screenshots: $(STAMP)
 	$(PY) -m tools.screenshots
 

@@ -1,4 +1,4 @@
-"""Take docs/lab1.png and docs/lab2.png on a private virtual screen.
+"""Take docs/lab1.png, docs/lab2.png and docs/wire.png on a private virtual screen.
 
 Run it:  make screenshots     (needs Xvfb and ImageMagick's `import`)
 
@@ -6,6 +6,7 @@ Lab 2: the instructor's demo (lab2_udp/demo.py) plays its scripted class in
 tiled windows; once every window shows its hash, the whole screen is taken.
 Lab 1: a server and a client window side by side, a short scripted chat
 typed into them through stdin (CHAT_WINDOW_STDIN=1, see common/ui.py).
+The wire view: the same chat with --wire, the client's window alone and wider.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.xvfb import start_xvfb
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 WINDOWS_DRAW_SECONDS = 1.0   # a picture, not a test: a moment for every window to redraw
 LAB1_WINDOW = (630, 360)   # each Lab 1 window, side by side at the top of the screen
+WIRE_WINDOW = (1270, 330)  # the client's window with the wire view on: its lines are long
 LAB1_CHAT = [   # (who types, what)
     ("client", "hi, is this the Lab 1 server?"),
     ("server", "it is: everything you see went over the wire encrypted"),
@@ -60,27 +62,34 @@ def lab2(display: str) -> None:
         demo.wait()
 
 
-def lab1(display: str, folder: Path) -> None:
+def lab1(display: str, folder: Path, wire: bool = False) -> None:
+    """docs/lab1.png: both windows; with ``wire``, docs/wire.png: the client's, wire view on."""
     env_file = folder / ".env"
     create_env_file(env_file)
-    width, height = LAB1_WINDOW
+    width, height = WIRE_WINDOW if wire else LAB1_WINDOW
     base = {**os.environ, "DISPLAY": display, "CHAT_WINDOW_STDIN": "1", "CHAT_PASSWORD": "screenshot"}
     server = Role("server", "lab1_tcp.server", [
         "--host", "127.0.0.1", "--port", "0", "--env", str(env_file), "--db", str(folder / "chat.db")],
-        {**base, "CHAT_WINDOW_GEOMETRY": f"{width}x{height}+0+0"}, headless=False)
+        {**base, "CHAT_WINDOW_GEOMETRY": f"{LAB1_WINDOW[0]}x{LAB1_WINDOW[1]}+0+{height + 10}" if wire
+         else f"{width}x{height}+0+0"}, headless=False)
     roles = {"server": server}
     try:
         port = server.wait_for(r"listening on [^:]+:(\d+)", server.stderr).group(1)
         roles["client"] = Role("client", "lab1_tcp.client", [
-            "--host", "127.0.0.1", "--port", port, "--name", "alice", "--register", "--env", str(env_file)],
-            {**base, "CHAT_WINDOW_GEOMETRY": f"{width}x{height}+{width + 10}+0"}, headless=False)
+            "--host", "127.0.0.1", "--port", port, "--name", "alice", "--register", "--env", str(env_file),
+            *(["--wire"] if wire else [])],
+            {**base, "CHAT_WINDOW_GEOMETRY": f"{width}x{height}+0+0" if wire else f"{width}x{height}+{width + 10}+0"},
+            headless=False)
         roles["client"].wait_for(r"^logged in as alice$", roles["client"].stderr)
         for who, text in LAB1_CHAT:
             roles[who].type(text)
             other = roles["server" if who == "client" else "client"]
             other.wait_for(rf": {re.escape(text)}$", other.stdout)
         time.sleep(WINDOWS_DRAW_SECONDS)   # the windows draw between two polls of their loop
-        screenshot(display, DOCS / "lab1.png", crop=f"{2 * width + 10}x{height}+0+0")
+        if wire:
+            screenshot(display, DOCS / "wire.png", crop=f"{width}x{height}+0+0")
+        else:
+            screenshot(display, DOCS / "lab1.png", crop=f"{2 * width + 10}x{height}+0+0")
     finally:
         for role in reversed(roles.values()):
             role.stop()
@@ -91,6 +100,8 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="chat-lab-screenshots-") as folder:
             lab1(display, Path(folder))
+        with tempfile.TemporaryDirectory(prefix="chat-lab-screenshots-") as folder:
+            lab1(display, Path(folder), wire=True)
         lab2(display)
     finally:
         xvfb.kill()
