@@ -88,35 +88,42 @@ def test_a_token_bucket_allows_a_steady_pace_and_a_burst_of_one_second():
     assert bucket.available(100.0) == 4          # saving up stops at one second's worth
 
 
+class SmallQueue:
+    """A login queue of one worker, 4 waiting, 3 per address; ``add`` queues a check that does nothing."""
+    def __init__(self):
+        self.evicted = []
+        self.queue = LoginQueue(ManualWorkers().submit, workers=1, max_queued=4, max_queued_per_source=3,
+                                on_evicted=self.evicted.append)
+
+    def add(self, source, owner):
+        return self.queue.add(source, owner, lambda: None, lambda future: None)
+
+
 @pytest.mark.points(2)
 def test_when_the_queue_is_full_the_source_with_the_most_waiting_gives_way():
-    workers, evicted = ManualWorkers(), []
-    queue = LoginQueue(workers.submit, workers=1, max_queued=4, max_queued_per_source=3,
-                       on_evicted=evicted.append)
-    queue.add("10.0.0.2", "running", lambda: None, lambda f: None)
+    small = SmallQueue()
+    small.add("10.0.0.2", "running")
     for i in range(3):
-        assert queue.add("10.0.0.2", f"flood{i}", lambda: None, lambda f: None)
-    assert queue.add("10.0.0.3", "other", lambda: None, lambda f: None)   # the fourth waiting: fits
-    assert queue.add("10.0.0.4", "alice", lambda: None, lambda f: None)   # full: flood2 gives way
-    assert evicted == ["flood2"]
+        assert small.add("10.0.0.2", f"flood{i}")
+    assert small.add("10.0.0.3", "other")   # the fourth waiting: fits
+    assert small.add("10.0.0.4", "alice")   # full: flood2 gives way
+    assert small.evicted == ["flood2"]
     # A tie gives way too: 2 waiting at 10.0.0.2 against this address's 1 + 1.
-    assert queue.add("10.0.0.4", "alice_again", lambda: None, lambda f: None)
-    assert evicted == ["flood2", "flood1"]
+    assert small.add("10.0.0.4", "alice_again")
+    assert small.evicted == ["flood2", "flood1"]
     # Now this address holds the most: its own newcomer is refused, nobody else's check.
-    assert not queue.add("10.0.0.4", "alice_third", lambda: None, lambda f: None)
-    assert evicted == ["flood2", "flood1"]
+    assert not small.add("10.0.0.4", "alice_third")
+    assert small.evicted == ["flood2", "flood1"]
 
 
 @pytest.mark.points(1)
 def test_a_full_queue_of_one_check_per_address_still_lets_a_new_address_in():
-    workers, evicted = ManualWorkers(), []
-    queue = LoginQueue(workers.submit, workers=1, max_queued=4, max_queued_per_source=3,
-                       on_evicted=evicted.append)
-    queue.add("10.0.1.0", "running", lambda: None, lambda f: None)
+    small = SmallQueue()
+    small.add("10.0.1.0", "running")
     for i in range(1, 5):   # many addresses, one check each: the queue is full of ties
-        assert queue.add(f"10.0.1.{i}", f"flood{i}", lambda: None, lambda f: None)
-    assert queue.add("10.0.0.9", "alice", lambda: None, lambda f: None)
-    assert len(evicted) == 1 and len(queue) == 4
+        assert small.add(f"10.0.1.{i}", f"flood{i}")
+    assert small.add("10.0.0.9", "alice")
+    assert len(small.evicted) == 1 and len(small.queue) == 4
 
 
 @pytest.mark.points(2)
