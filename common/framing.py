@@ -34,9 +34,9 @@ LENGTH_BYTES = 2
 MAX_RECORD_BYTES = 16384        # checked as soon as the 2 length bytes are in
 MAX_DATAGRAM_BYTES = 1200       # stays under every path's MTU: no IP fragmentation
 DATAGRAM_VERSION = 1
-_HEADER = struct.Struct(">BIQ")
+DATAGRAM_HEADER = struct.Struct(">BIQ")   # version, epoch, packet number: in clear
 SIGNATURE_BYTES = 64
-DATAGRAM_OVERHEAD_BYTES = _HEADER.size + TAG_BYTES + SIGNATURE_BYTES
+DATAGRAM_OVERHEAD_BYTES = DATAGRAM_HEADER.size + TAG_BYTES + SIGNATURE_BYTES
 MAX_DATAGRAM_PLAINTEXT_BYTES = MAX_DATAGRAM_BYTES - DATAGRAM_OVERHEAD_BYTES
 _U16 = struct.Struct(">H")
 
@@ -142,8 +142,8 @@ class DatagramSealer:
         if len(plaintext) > MAX_DATAGRAM_PLAINTEXT_BYTES:
             raise ProtocolError(f"{len(plaintext)} bytes do not fit one datagram "
                                 f"(at most {MAX_DATAGRAM_PLAINTEXT_BYTES})")
-        header = _HEADER.pack(DATAGRAM_VERSION, self.epoch, self._next_packet_number)
-        ciphertext = self._aead.encrypt(_nonce(self._next_packet_number), plaintext, header)
+        header = DATAGRAM_HEADER.pack(DATAGRAM_VERSION, self.epoch, self._next_packet_number)
+        ciphertext = self._aead.encrypt(datagram_nonce(self._next_packet_number), plaintext, header)
         self._next_packet_number += 1
         signed = header + ciphertext
         datagram = signed + self._signing_key.sign(signed)
@@ -190,7 +190,7 @@ class DatagramOpener:
         if not DATAGRAM_OVERHEAD_BYTES <= len(datagram) <= MAX_DATAGRAM_BYTES:
             raise ProtocolError(f"a room datagram is {DATAGRAM_OVERHEAD_BYTES} to "
                                 f"{MAX_DATAGRAM_BYTES} bytes, not {len(datagram)}")
-        version, epoch, number = _HEADER.unpack_from(datagram)
+        version, epoch, number = DATAGRAM_HEADER.unpack_from(datagram)
         if version != DATAGRAM_VERSION:
             raise ProtocolError(f"unknown datagram version {version}")
         aead = self._keys.get(epoch)
@@ -200,7 +200,8 @@ class DatagramOpener:
             raise ProtocolError(f"packet {number} is a replay or too old")
         signed, signature = datagram[:-SIGNATURE_BYTES], datagram[-SIGNATURE_BYTES:]
         try:
-            plaintext = aead.decrypt(_nonce(number), signed[_HEADER.size:], signed[:_HEADER.size])
+            plaintext = aead.decrypt(datagram_nonce(number), signed[DATAGRAM_HEADER.size:],
+                                     signed[:DATAGRAM_HEADER.size])
         except InvalidTag:
             raise ProtocolError("integrity check failed: bad tag, not sealed with the room key") from None
         try:
@@ -211,6 +212,6 @@ class DatagramOpener:
         return plaintext
 
 
-def _nonce(packet_number: int) -> bytes:
+def datagram_nonce(packet_number: int) -> bytes:
     """ChaCha20-Poly1305's 96-bit nonce from a 64-bit counter, as Noise does it."""
     return b"\x00\x00\x00\x00" + packet_number.to_bytes(8, "little")

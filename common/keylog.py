@@ -26,9 +26,9 @@ import sys
 from dataclasses import dataclass, field
 
 from common.errors import ProtocolError
+from common.noise import KEY_BYTES   # the transport keys; a room key is as long
 
 ENVIRONMENT_VARIABLE = "CHAT_KEYLOG"
-KEY_BYTES = 32
 _HEADER = "# chat lab kit key log: anyone who holds this file can read the traffic it lists\n"
 
 

@@ -117,8 +117,9 @@ class ChatServer:
         return None
 
     def on_connection(self, sock: socket.socket, addr: tuple) -> None:
-        peer = Peer(sock, SecureSession.server(self.settings.psk, self.settings.server_private_key, net.describe(addr)),
-                    net.describe(addr), addr[0])
+        address = net.describe(addr)
+        peer = Peer(sock, SecureSession.server(self.settings.psk, self.settings.server_private_key, address),
+                    address, addr[0])
         self.peers.add(peer)
         self.selector.register(sock, selectors.EVENT_READ, partial(self.on_peer_event, peer))
 
@@ -237,19 +238,10 @@ class ChatServer:
         or if it has stopped reading and MAX_OUTGOING_BYTES wait unsent."""
         if peer not in self.peers:
             return
-        try:
-            net.send_pending(self.selector, peer.sock, peer.session.outgoing)
-        except OSError as error:
-            self.drop(peer, f"connection lost: {error.strerror or error}")
-            return
-        # The kernel's send buffer is full and the rest waits in ours. Without
-        # a limit, a peer that never reads would make us keep everything we
-        # say, and our memory would grow without end.
-        if len(peer.session.outgoing) > MAX_OUTGOING_BYTES:
-            unsent = len(peer.session.outgoing)
-            peer.session.outgoing.clear()
-            self.drop(peer, f"stopped reading: dropped with {unsent} bytes unsent "
-                            f"(the limit is {MAX_OUTGOING_BYTES})")
+        try:   # the limit: common/net.py's Connection.flush says why it is there
+            peer.flush(self.selector, MAX_OUTGOING_BYTES)
+        except OSError as error:   # a broken connection has a strerror; a peer that stopped reading, not
+            self.drop(peer, f"connection lost: {error.strerror}" if error.strerror else str(error))
 
     def drop(self, peer: Peer, why: str) -> None:
         """Close one connection, with what is queued for it as last words (a

@@ -92,8 +92,9 @@ class RoomServer:
     # --- Connections ---------------------------------------------------------------------
 
     def on_connect(self, sock: socket.socket, addr: tuple) -> None:
-        session = SecureSession.server(self.settings.psk, self.settings.server_private_key, net.describe(addr))
-        peer = Connection(sock, session, net.describe(addr), source=addr[0])
+        address = net.describe(addr)
+        session = SecureSession.server(self.settings.psk, self.settings.server_private_key, address)
+        peer = Connection(sock, session, address, source=addr[0])
         for evicted in self.doorway.arrive(peer, peer.source, time.monotonic()):
             self.drop(evicted, "made room for a newer connection from the same address")
         self.peers[peer] = None

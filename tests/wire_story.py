@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-import struct
 import tempfile
 from pathlib import Path
 
@@ -37,9 +36,11 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from common import keylog
+from common import keylog, net
 from common.errors import ProtocolError
-from common.framing import DATAGRAM_OVERHEAD_BYTES, SIGNATURE_BYTES, RecordDecoder
+from common.framing import (
+    DATAGRAM_HEADER, DATAGRAM_OVERHEAD_BYTES, SIGNATURE_BYTES, RecordDecoder, datagram_nonce,
+)
 from common.messages import RoomEvent, decode
 from tests.wire_capture import UDP, Capture, CaptureUnavailable, Connection, Direction, Packet, tcp_connections
 
@@ -49,7 +50,6 @@ MAX_EXPECTED_LINES = 12
 MAX_SHOWN_CHARACTERS = 60          # of one text field
 MAX_SHOWN_EVENTS = 4               # of one History or RoomBatch
 HIDDEN_FIELDS = ("password",)
-_DATAGRAM_HEADER = struct.Struct(">BIQ")     # version, epoch, packet number (docs/protocol.md §3)
 _PACKETS = "\0packets\0"       # where a datagram line's packet numbers go
 _LISTENING = re.compile(r"listening on \S*:(\d+)")
 _PORT_OPTIONS = ("--port", "--broadcast-port")
@@ -83,11 +83,6 @@ def _event(event: RoomEvent) -> str:
     return f"#{event.seq} {event.kind.value} {event.sender}{text}"
 
 
-def _address(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _plaintext(plaintext: bytes) -> str:
     try:
         return describe(decode(plaintext))
@@ -100,8 +95,8 @@ def _direction_lines(connection: Connection, upstream: bool, keys: keylog.KeyLog
     direction: Direction = connection.upstream if upstream else connection.downstream
     sender, receiver = ((connection.client, connection.server) if upstream
                         else (connection.server, connection.client))
-    who = (f"client {_address(sender)} -> server :{receiver[1]}" if upstream
-           else f"server {_address(sender)} -> client :{receiver[1]}")
+    who = (f"client {net.describe(sender)} -> server :{receiver[1]}" if upstream
+           else f"server {net.describe(sender)} -> client :{receiver[1]}")
     decoder = RecordDecoder()
     lines: list[tuple[int, str]] = []
     records = 0
@@ -154,16 +149,16 @@ def _initiator_ephemeral(connection: Connection) -> bytes:
 
 
 def _datagram_line(packet: Packet, keys: keylog.KeyLog) -> _Line:
-    who = f"{_address(packet.source)} -> {_address(packet.destination)}  datagram {len(packet.payload)} B"
+    who = f"{net.describe(packet.source)} -> {net.describe(packet.destination)}  datagram {len(packet.payload)} B"
     datagram = packet.payload
     if len(datagram) < DATAGRAM_OVERHEAD_BYTES:
         return _Line(packet.index, f"{who}  (not a room datagram: too short)")
-    version, epoch, number = _DATAGRAM_HEADER.unpack_from(datagram)
+    version, epoch, number = DATAGRAM_HEADER.unpack_from(datagram)
     where = f"epoch {epoch} {_PACKETS}"
-    header, ciphertext = datagram[:_DATAGRAM_HEADER.size], datagram[_DATAGRAM_HEADER.size:-SIGNATURE_BYTES]
+    header, ciphertext = datagram[:DATAGRAM_HEADER.size], datagram[DATAGRAM_HEADER.size:-SIGNATURE_BYTES]
     for key in keys.room_keys.get(epoch, []):
         try:
-            plaintext = ChaCha20Poly1305(key).decrypt(bytes(4) + number.to_bytes(8, "little"), ciphertext, header)
+            plaintext = ChaCha20Poly1305(key).decrypt(datagram_nonce(number), ciphertext, header)
         except InvalidTag:
             continue
         return _Line(packet.index, f"{who}  {where}  {_plaintext(plaintext)}", [number])   # signature unchecked
@@ -204,7 +199,7 @@ def tell(packets: list[Packet], keys: keylog.KeyLog, max_lines: int = MAX_LINES)
     ``max_lines`` of them, after a line saying how many were left out."""
     events: list[tuple[int, str]] = []
     for connection in tcp_connections(packets):
-        who = f"client {_address(connection.client)} -> server :{connection.server[1]}"
+        who = f"client {net.describe(connection.client)} -> server :{connection.server[1]}"
         if connection.opened:
             events.append((connection.first_index, f"{who}  connect"))
         for upstream in (True, False):
@@ -212,7 +207,7 @@ def tell(packets: list[Packet], keys: keylog.KeyLog, max_lines: int = MAX_LINES)
         for index, sender, flag in connection.ends:
             role = "client" if sender == connection.client else "server"
             what = "closes (FIN)" if flag == "FIN" else "resets the connection (RST)"
-            events.append((index, f"{role} {_address(sender)}  {what}"))
+            events.append((index, f"{role} {net.describe(sender)}  {what}"))
     lines = [_Line(index, text) for index, text in events]
     lines += [_datagram_line(packet, keys) for packet in packets if packet.protocol == UDP]
     lines.sort(key=lambda line: line.index)    # stable: a packet's records keep their order
