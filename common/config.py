@@ -123,17 +123,17 @@ def _print_to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-# The settings a role may also take on its command line: setting -> (option, type, help).
-_OPTIONS: dict[str, tuple[str, type, str]] = {
-    "SERVER_HOST": ("--host", str, "the server's address: where a server listens (0.0.0.0: every IPv4 "
+# The settings a role may also take on its command line: setting -> (option, metavar, type, help).
+_OPTIONS: dict[str, tuple[str, str, type, str]] = {
+    "SERVER_HOST": ("--host", "ADDRESS", str, "the server's address: where a server listens (0.0.0.0: every IPv4 "
                     "interface, for a LAN; ::, every IPv6 and IPv4 one), what a client reaches (each "
                     "address a host name stands for, in turn)"),
-    "LAB1_PORT": ("--port", int, "the server's TCP port; 0 lets the server's OS pick a free one"),
-    "LAB2_PORT": ("--port", int, "the server's TCP port; 0 lets the server's OS pick a free one"),
-    "BROADCAST_ADDR": ("--broadcast-addr", str, "where the server sends room datagrams"),
-    "BROADCAST_PORT": ("--broadcast-port", int, "the UDP port the room is heard on"),
-    "MULTICAST_GROUP": ("--multicast", str, "send and hear the room on this multicast group instead"),
-    "DB_PATH": ("--db", str, "the sqlite3 file of the accounts"),
+    "LAB1_PORT": ("--port", "PORT", int, "the server's TCP port; 0 lets the server's OS pick a free one"),
+    "LAB2_PORT": ("--port", "PORT", int, "the server's TCP port; 0 lets the server's OS pick a free one"),
+    "BROADCAST_ADDR": ("--broadcast-addr", "ADDRESS", str, "where the server sends room datagrams"),
+    "BROADCAST_PORT": ("--broadcast-port", "PORT", int, "the UDP port the room is heard on"),
+    "MULTICAST_GROUP": ("--multicast", "ADDRESS", str, "send and hear the room on this multicast group instead"),
+    "DB_PATH": ("--db", "FILE", str, "the sqlite3 file of the accounts"),
 }
 
 
@@ -144,16 +144,17 @@ def add_setting_options(parser: argparse.ArgumentParser, *names: str) -> None:
     parser.add_argument("--env", default=".env", metavar="FILE",
                         help="the settings file (default: .env); a server creates it with fresh keys "
                              "if it is missing, a client needs a copy of the server's")
+    destinations = {}   # setting -> where argparse keeps its value (--broadcast-addr: broadcast_addr)
     for name in names:
-        option, kind, text = _OPTIONS[name]
-        metavar = {int: "PORT", str: "ADDRESS"}[kind] if name != "DB_PATH" else "FILE"
-        parser.add_argument(option, type=kind, metavar=metavar, help=f"{text} (default: {name})")
-    parser.set_defaults(setting_options=names)
+        option, metavar, kind, text = _OPTIONS[name]
+        action = parser.add_argument(option, type=kind, metavar=metavar, help=f"{text} (default: {name})")
+        destinations[name] = action.dest
+    parser.set_defaults(setting_options=destinations)
 
 
 def settings_from(args: argparse.Namespace, *, create: bool = True, for_server: bool = False) -> Settings:
     """load_settings() from ``args.env``, with the options add_setting_options() gave."""
-    overrides = {name: getattr(args, _OPTIONS[name][0][2:].replace("-", "_")) for name in args.setting_options}
+    overrides = {name: getattr(args, destination) for name, destination in args.setting_options.items()}
     return load_settings(args.env, overrides, create=create, for_server=for_server)
 
 
