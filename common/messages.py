@@ -203,11 +203,19 @@ class RoomBatch:
     TYPE: ClassVar[int] = 25
 
 
+@dataclass(frozen=True)
+class RoomGroup:
+    """Server -> client, right after LoginAccepted, only when the room is
+    multicast: its datagrams go to ``group`` (on BROADCAST_PORT), so join it."""
+    group: str
+    TYPE: ClassVar[int] = 26
+
+
 Message = Union[
     Register, Login, LoginAccepted, LoginRejected, ChatMessage, Goodbye,
     ErrorNotice, PrivateMessage, IgnoreUser, UnignoreUser, IgnoreList,
     WhoRequest, MemberList, ChangeName, Say, RoomEvent, RoomKey, RepairRequest, History,
-    RoomBatch,
+    RoomBatch, RoomGroup,
 ]
 MESSAGE_TYPES: dict[int, type] = {cls.TYPE: cls for cls in Message.__args__}
 

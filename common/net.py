@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 import ipaddress
 import os
 import queue
 import selectors
 import socket
-import struct
 import sys
 import time
 import traceback
@@ -445,50 +445,6 @@ def broadcast_receiver(port: int) -> socket.socket:
     return sock
 
 
-def interface_broadcast_addresses() -> dict[str, str] | None:
-    """Each network interface's IPv4 broadcast address, by interface name
-    ({'lo': '127.255.255.255', 'eth0': '192.168.1.255'}), or None where the OS
-    gives no portable way to ask (only Linux is asked, with the SIOCGIFBRDADDR
-    ioctl that ``ip addr`` uses too)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import fcntl  # Unix-only, so imported only here
-    siocgifbrdaddr = 0x8919
-    addresses = {}
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        for _index, name in socket.if_nameindex():
-            if name == "lo":
-                # Loopback has no broadcast flag, but Linux hands a datagram sent to
-                # 127.255.255.255 to every socket bound on this machine: a one-machine class.
-                addresses[name] = "127.255.255.255"
-                continue
-            request = struct.pack("256s", name.encode()[:15])
-            try:
-                answer = fcntl.ioctl(probe.fileno(), siocgifbrdaddr, request)
-            except OSError:   # no IPv4 address on this interface
-                continue
-            addresses[name] = socket.inet_ntoa(answer[20:24])
-    return addresses
-
-
-def broadcast_address_problem(address: str) -> str | None:
-    """Why datagrams sent to ``address`` may reach nobody, or None if it is a
-    broadcast (or multicast) address of one of this machine's interfaces, or
-    if the machine cannot tell."""
-    try:
-        parsed = ipaddress.IPv4Address(address)
-    except ValueError:
-        return f"BROADCAST_ADDR {address} is not an IPv4 address"
-    if parsed.is_multicast or address == "255.255.255.255":
-        return None
-    known = interface_broadcast_addresses()
-    if known is None or address in known.values():
-        return None
-    choices = ", ".join(f"{ip} ({name})" for name, ip in sorted(known.items()))
-    return (f"BROADCAST_ADDR {address} is not the broadcast address of any interface here; "
-            f"clients will hear the room only through repairs over TCP. Broadcast addresses: {choices}")
-
-
 # --- UDP multicast (Lab 2 with --multicast GROUP) -------------------------------------------
 
 # How many routers a room datagram may cross. 1 keeps it on the LAN, like a broadcast;
@@ -518,22 +474,31 @@ def multicast_sender(interface_host: str) -> socket.socket:
 
 
 def multicast_receiver(group: str, port: int, server_host: str) -> socket.socket:
-    """Return a non-blocking UDP socket that hears ``group`` on ``port``.
-
-    Joining (IP_ADD_MEMBERSHIP) happens on one interface: the one this machine
-    uses to reach ``server_host``, since the server's datagrams arrive there.
-    The kernel then tells the switches and routers (IGMP) that this host wants
-    the group. The port is shared as in ``broadcast_receiver``.
-    Raises OSError if the port cannot be bound or the group not joined.
-    """
+    """Return a non-blocking UDP socket that hears ``group`` on ``port``: a
+    ``broadcast_receiver`` that has joined the group (``join_group``).
+    Raises OSError if the port cannot be bound or the group not joined."""
     sock = broadcast_receiver(port)
     try:
-        membership = socket.inet_aton(group) + socket.inet_aton(interface_facing(server_host))
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        join_group(sock, group, server_host)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+def join_group(sock: socket.socket, group: str, server_host: str) -> None:
+    """Make a bound UDP socket hear ``group`` too.
+
+    Joining (IP_ADD_MEMBERSHIP) happens on one interface: the one this machine
+    uses to reach ``server_host``, since the server's datagrams arrive there
+    (127.0.0.1 for a server on this machine). The kernel then tells the
+    switches and routers (IGMP) that this host wants the group.
+    Raises OSError if the group cannot be joined.
+    """
+    # A server reached over loopback (127.0.0.1 or ::1) sends the group out of 127.0.0.1.
+    interface = "127.0.0.1" if _is_loopback(server_host) else interface_facing(server_host)
+    membership = socket.inet_aton(group) + socket.inet_aton(interface)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
 
 
 def interface_facing(host: str) -> str:
@@ -546,6 +511,148 @@ def interface_facing(host: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((socket.gethostbyname(host), 9))   # port 9, "discard": any port will do
         return probe.getsockname()[0]
+
+
+# --- Where the room is heard: broadcast, or multicast where broadcast does not reach -----
+
+# The one-machine room's group where loopback cannot broadcast (macOS: lo0 has no
+# broadcast, so a datagram to 127.255.255.255 reaches nobody). 239.0.0.0/8 is
+# "administratively scoped" (RFC 2365): routers never carry it off the site.
+LOOPBACK_GROUP = "239.255.76.61"
+LOOPBACK_BROADCAST = "127.255.255.255"   # the one-machine room's address: where Linux and Windows broadcast
+PROBE_TIMEOUT_SECONDS = 1.0   # loopback answers in microseconds; a busy machine gets plenty more
+PROBE_LISTENERS = 2           # a room needs every member to hear a datagram, not just one of them
+PROBE_PREFIX = b"chat lab kit probe "   # then 16 random bytes: no room datagram, so members drop it
+
+
+@dataclass
+class RoomChannel:
+    """How a Lab 2 server sends the room's datagrams: the socket, the
+    destination, the multicast group members must join ("" for broadcast), and
+    the one line that says what was chosen and why."""
+    sock: socket.socket
+    address: tuple[str, int]
+    group: str
+    choice: str
+
+
+def open_room_channel(host: str, broadcast_addr: str, port: int, group: str) -> RoomChannel:
+    """Choose how the room is sent, by trying it: a probe datagram goes to the
+    room's address, and PROBE_LISTENERS sockets bound to ``port`` here, as
+    clients bind it, must each hear it (``hears_itself``).
+
+    With ``group`` set (MULTICAST_GROUP), the room is multicast to it, out of
+    the interface with the address ``host``. Otherwise it is broadcast to
+    ``broadcast_addr``; but where that is LOOPBACK_BROADCAST and reaches no
+    socket here (macOS), the one-machine room is multicast to LOOPBACK_GROUP out
+    of 127.0.0.1 instead, and clients are told the group at login. A probe that
+    fails otherwise changes nothing (hosts elsewhere may still hear the room):
+    the choice line then starts with "warning:" and says why.
+    Raises OSError if no socket can be made.
+    """
+    if group:
+        channel = RoomChannel(multicast_sender(host), (group, port), group, "")
+        channel.choice = f"the room is multicast to {group}:{port} (MULTICAST_GROUP)"
+        return _tried(channel, host, "a firewall may drop it")
+    channel = RoomChannel(broadcast_sender(), (broadcast_addr, port), "", "")
+    channel.choice = f"the room is broadcast to {broadcast_addr}:{port}"
+    if broadcast_addr != LOOPBACK_BROADCAST or hears_itself(channel, host):
+        return _tried(channel, host, "a firewall may drop it, or it is not this network's broadcast address")
+    channel.sock.close()
+    channel = RoomChannel(multicast_sender("127.0.0.1"), (LOOPBACK_GROUP, port), LOOPBACK_GROUP, "")
+    channel.choice = (f"the room is multicast to {LOOPBACK_GROUP}:{port} on loopback, not broadcast: a probe "
+                      f"to {broadcast_addr} reached no socket here (this system's loopback cannot broadcast); "
+                      "clients learn the group at login")
+    return _tried(channel, "127.0.0.1", "a firewall may drop it")
+
+
+def _tried(channel: RoomChannel, host: str, why_not: str) -> RoomChannel:
+    """The channel, its choice line completed by what a probe found."""
+    if hears_itself(channel, host):
+        channel.choice += f"; a probe datagram reached {PROBE_LISTENERS} sockets bound to its port here"
+    else:
+        channel.choice = (f"warning: {channel.choice}, but a probe datagram did not reach {PROBE_LISTENERS} "
+                          f"sockets bound to its port here ({why_not}); members who hear nothing follow the "
+                          "room over TCP")
+    return channel
+
+
+def firewall_causes(platform: str | None = None) -> str:
+    """What on this kind of system (``sys.platform`` by default) may keep the
+    room's UDP datagrams from a program, in the system's own words: the
+    deaf-member warning and the doctor name it. docs/lab2.md lists each."""
+    platform = platform or sys.platform
+    if platform == "win32":
+        return "Windows Defender Firewall, which blocks Python on a network with the Public profile"
+    if platform == "darwin":
+        return ("macOS's application firewall, or Local Network privacy for the app Python runs in "
+                "(Terminal, VS Code)")
+    return "a host firewall (nft, ufw)"
+
+
+def hears_itself(channel: RoomChannel, host: str) -> bool:
+    """Whether a datagram sent on ``channel`` reaches PROBE_LISTENERS sockets
+    bound to its port on this host (each a member of its group, joined on the
+    interface of ``host``), within PROBE_TIMEOUT_SECONDS.
+
+    Two listeners, not one: where the address is taken for a unicast one (a
+    system with no route for loopback broadcast may do that), the kernel hands
+    the datagram to one socket of those sharing the port, and only that one
+    member would hear the room.
+    """
+    token = PROBE_PREFIX + os.urandom(16)
+    listeners: list[socket.socket] = []
+    try:
+        for _ in range(PROBE_LISTENERS):
+            listeners.append(broadcast_receiver(channel.address[1]))
+            if channel.group:
+                membership = socket.inet_aton(channel.group) + socket.inet_aton(socket.gethostbyname(host))
+                listeners[-1].setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        channel.sock.sendto(token, channel.address)
+        return all(_heard(listener, token) for listener in listeners)
+    except OSError:   # refused at once: no route, or a firewall that says so
+        return False
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+def _heard(listener: socket.socket, token: bytes) -> bool:
+    deadline = time.monotonic() + PROBE_TIMEOUT_SECONDS
+    while (remaining := deadline - time.monotonic()) > 0:
+        listener.settimeout(remaining)
+        try:
+            if listener.recv(MAX_DATAGRAM_RECV_BYTES) == token:
+                return True
+        except TimeoutError:
+            return False
+        # anything else is another room's datagram on this port: wait on for ours
+    return False
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:   # a host name
+        return False
+
+
+@functools.lru_cache(maxsize=256)   # each source asked once; bounded, since a source may be anyone
+def is_own_address(address: str) -> bool:
+    """Whether ``address`` is one of this machine's own IP addresses: binding a
+    socket to an address succeeds only if some interface here has it.
+
+    A client that reached its server over loopback takes room datagrams from
+    any of them: on macOS, multicast on loopback may arrive from the address of
+    another interface of this same machine.
+    """
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:   # EADDRNOTAVAIL: no interface here has it
+            return False
+    return True
 
 
 # --- Slow work off the loop ----------------------------------------------------------

@@ -62,6 +62,7 @@ from common.messages import (
     RepairRequest,
     RoomBatch,
     RoomEvent,
+    RoomGroup,
     RoomKey,
     Say,
     UnignoreUser,
@@ -140,7 +141,7 @@ class Room:
 
     def __init__(self, server_name: str, accounts: AccountStore, signing_public_key: bytes, *,
                  max_members: int = 250, max_members_per_source: int = 20,
-                 max_messages_per_second: float = 20,
+                 max_messages_per_second: float = 20, multicast_group: str = "",
                  clock: Callable[[], float] = time.monotonic,
                  random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         self.server_name = normalise_name(server_name)
@@ -152,6 +153,7 @@ class Room:
         self._renames: dict[str, deque[float]] = {}  # IP address -> when its members last tried /nick
         self._server_names = {self.server_name}      # every name the server had: nobody else's
         self.max_messages_per_second = max_messages_per_second
+        self.multicast_group = multicast_group   # "" when the room is broadcast
         self.clock = clock
         self._random_bytes = random_bytes
         self.log: list[RoomEvent] = []
@@ -179,18 +181,21 @@ class Room:
     # --- joining and leaving ------------------------------------------------------
 
     @classmethod
-    def from_settings(cls, server_name: str, accounts: AccountStore, signing_public_key: bytes, settings) -> Room:
-        """A room with the limits of a server's settings (common/config.py)."""
+    def from_settings(cls, server_name: str, accounts: AccountStore, signing_public_key: bytes, settings,
+                      multicast_group: str = "") -> Room:
+        """A room with the limits of a server's settings (common/config.py),
+        multicast to ``multicast_group`` if one is given."""
         return cls(server_name, accounts, signing_public_key, max_members=settings.max_clients,
                    max_members_per_source=settings.max_clients_per_address,
-                   max_messages_per_second=settings.max_messages_per_second)
+                   max_messages_per_second=settings.max_messages_per_second, multicast_group=multicast_group)
 
     def join(self, conn: Hashable, name: str, source: str = "") -> list[Delivery]:
         """Admit ``name`` (already authenticated) on connection ``conn`` from
         the address ``source``.
 
-        Returns, for the newcomer, in this order: LoginAccepted, the RoomKey,
-        its IgnoreList and the history so far; the numbered join event goes
+        Returns, for the newcomer, in this order: LoginAccepted, the RoomGroup
+        (only if the room is multicast), the RoomKey, its IgnoreList and the
+        history so far; the numbered join event goes
         to the room. Or just a LoginRejected, if it may not join.
         """
         if name in self._accounts.values() or name in self.members.values() or name in self._server_names:
@@ -205,7 +210,8 @@ class Room:
         self._sources[conn] = source
         self._budgets[conn] = _Budget(TokenBucket(self.max_messages_per_second, now),
                                       TokenBucket(MAX_REPAIR_EVENTS_PER_SECOND, now), window_started_at=now)
-        welcome = [LoginAccepted(name, self.server_name), self.room_key_message(), ignored,
+        group = [RoomGroup(self.multicast_group)] if self.multicast_group else []
+        welcome = [LoginAccepted(name, self.server_name), *group, self.room_key_message(), ignored,
                    *self._history_after(conn, 0)]
         self._log(EventKind.JOIN, name, "")
         return [Delivery(conn, message) for message in welcome]

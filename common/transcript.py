@@ -26,7 +26,7 @@ that two transcripts are equal by comparing a few hex digits.
 ``DatagramGate`` decides which datagrams are worth opening at all. Checking
 a signature costs about 100 us, so a member who floods forgeries could keep
 every receiver busy. Only datagrams from the server's IP address (the one
-our TCP session reached) are opened; the source port of the last genuine
+our TCP session reached; over loopback, any of this machine's own) are opened; the source port of the last genuine
 one is trusted without limit, every other source may fail only a few times
 a second. A stranger who replays a genuine datagram from another port wins
 nothing: the server's next one, from its own port, takes the trust back.
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from common import wire
 from common.admission import TokenBucket
@@ -240,8 +240,11 @@ class Transcript:
 class DatagramGate:
     """Which room datagrams are worth the cost of opening, and how many were."""
 
-    def __init__(self) -> None:
+    def __init__(self, is_own_address: Callable[[str], bool] = lambda _address: False) -> None:
+        """``is_own_address(ip)``: whether an address is this machine's own
+        (net.is_own_address); a server reached over loopback may send from any."""
         self.server_host: str | None = None       # the server's IP address, once connected
+        self._is_own_address = is_own_address
         self.server_source: tuple | None = None   # (address, port) of the last genuine datagram
         self._unproven: TokenBucket | None = None   # one budget for every other source
         self.counts = {"opened": 0, "rejected": 0, "ignored": 0}
@@ -252,7 +255,7 @@ class DatagramGate:
         budget (a budget per port would let a sender that changes its port
         each time have them all); never from another host."""
         refusal = None   # why it is not worth opening
-        if self.server_host is not None and not _same_host(source[0], self.server_host):
+        if self.server_host is not None and not self._from_server_host(source[0]):
             refusal = "not from the server's host"
         elif source != self.server_source:
             if self._unproven is None:
@@ -264,6 +267,11 @@ class DatagramGate:
             if wire.tap is not None:   # the wire view is on (common/wire.py)
                 wire.tap.datagram_ignored(source, refusal)
         return refusal is None
+
+    def _from_server_host(self, address: str) -> bool:
+        # On macOS, multicast on loopback may come from another address of this machine.
+        return _same_host(address, self.server_host) or (
+            _is_loopback(self.server_host) and self._is_own_address(address))
 
     def opened(self, source: tuple) -> None:
         """A datagram from ``source`` proved genuine: it is the server's source."""
@@ -285,6 +293,13 @@ class DatagramGate:
         """'datagrams: N opened, N rejected, N ignored unopened'."""
         return (f"datagrams: {self.counts['opened']} opened, {self.counts['rejected']} rejected, "
                 f"{self.counts['ignored']} ignored unopened")
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _same_host(address: str, other: str) -> bool:

@@ -33,7 +33,7 @@ from common.errors import ProtocolError
 from common.framing import DatagramOpener
 from common.messages import (
     ChangeName, ErrorNotice, Goodbye, History, IgnoreList, IgnoreUser, Login,
-    LoginAccepted, LoginRejected, MemberList, PrivateMessage, Register, RepairRequest, RoomKey, Say,
+    LoginAccepted, LoginRejected, MemberList, PrivateMessage, Register, RepairRequest, RoomGroup, RoomKey, Say,
     UnignoreUser, WhoRequest, checked_text, typed_text,
 )
 from common.session import SecureSession
@@ -44,9 +44,9 @@ from common.ui import ChatWindow, TerminalChat, add_front_end_options, open_fron
 
 TICK_INTERVAL_MS = 50      # how often we check for gaps worth a repair request
 MAX_DATAGRAMS_PER_TURN = 64   # then the loop turns: a flood of datagrams cannot starve TCP
-DEAF_WARNING = ("no room datagram has arrived for 1.5 s: broadcast may be blocked (Wi-Fi client "
-                "isolation, a firewall on UDP port {port}) or BROADCAST_ADDR is wrong; following the "
-                "room over TCP instead, more slowly")
+DEAF_WARNING = ("no room datagram has arrived for 1.5 s: broadcast may be blocked on UDP port {port} (Wi-Fi "
+                "client isolation; {firewall}) or BROADCAST_ADDR is wrong; following the room over TCP "
+                "instead, more slowly")
 COMMANDS = ("/msg", "/ignore", "/unignore", "/who", "/nick", "/hash", "/quit")
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -88,13 +88,14 @@ class RoomClient:
         # Bind the broadcast port first: a port clash is reported before we log in.
         group, port = settings.multicast_group, settings.broadcast_port
         self.udp = net.multicast_receiver(group, port, settings.host) if group else net.broadcast_receiver(port)
+        self.group = group   # the server may name one at login (RoomGroup)
         self.selector.register(self.udp, selectors.EVENT_READ, self.on_datagrams)
         self.server = (settings.host, settings.lab2_port)
         self.phase, self.sock = Phase.CONNECTING, None   # net.Connector tries each address the name has
         self.connector = net.Connector(self.selector, *self.server, self.on_connected, lambda reason: self.fail(
             f"cannot reach the server at {net.describe(self.server)}: {reason}"))
         self.opener: DatagramOpener | None = None   # until the server hands us the room key
-        self.gate = DatagramGate()
+        self.gate = DatagramGate(net.is_own_address)   # over loopback: any address of this host is the server's
         self.broadcast_port = settings.broadcast_port
         self.warned_deaf = False
         self.transcript = Transcript()
@@ -167,6 +168,13 @@ class RoomClient:
         self.opener.add_room_key(message.epoch, message.key)
         # END SOLUTION
 
+    def handle_room_group(self, message: RoomGroup) -> None:
+        # The room is multicast (on a Mac, say, whose loopback cannot broadcast): our
+        # socket joins the group too, on the interface that faces the server.
+        if message.group != self.group:
+            net.join_group(self.udp, message.group, self.gate.server_host)
+            self.group = message.group
+
     def handle_ignore_list(self, message: IgnoreList) -> None:
         if self.ignored or message.names:
             self.ui.show_note("you ignore: " + (", ".join(message.names) or "nobody"))
@@ -191,6 +199,7 @@ class RoomClient:
 
     HANDLERS = {
         LoginAccepted: handle_login_accepted, LoginRejected: handle_login_rejected, RoomKey: handle_room_key,
+        RoomGroup: handle_room_group,
         IgnoreList: handle_ignore_list, History: handle_history, PrivateMessage: handle_private_message,
         MemberList: handle_member_list, ErrorNotice: handle_error_notice, Goodbye: handle_goodbye,
     }
@@ -238,7 +247,7 @@ class RoomClient:
             return
         if self.transcript.is_deaf(now) and not self.warned_deaf:
             self.warned_deaf = True
-            self.ui.show_note("! " + DEAF_WARNING.format(port=self.broadcast_port))
+            self.ui.show_note("! " + DEAF_WARNING.format(port=self.broadcast_port, firewall=net.firewall_causes()))
         # BEGIN SOLUTION
         # PROMPT: ask the server over TCP (a RepairRequest) for what the transcript says is missing.
         after_seq = self.transcript.repair_due(now)

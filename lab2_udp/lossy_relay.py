@@ -3,7 +3,10 @@
 Run it:  python -m lab2_udp.lossy_relay --listen-port 5061 --forward-port 5062 --drop 0.2
 
 The server broadcasts to LISTEN_PORT; this relay hears each datagram there
-and broadcasts it again to FORWARD_PORT, where the clients listen. On the
+and broadcasts it again to FORWARD_PORT, where the clients listen. It sends
+the room the way the server does (common/net.py, open_room_channel): where
+loopback cannot broadcast (macOS), both multicast to the same loopback group,
+so the relay hears the server and the clients hear the relay. On the
 way it drops some, sends some twice, and delays others so that they arrive
 out of order, as a busy wireless network might. The choices come from a
 seeded random generator, so a failing run can be replayed exactly.
@@ -56,13 +59,17 @@ class FaultPlan:
 
 
 class LossyRelay:
-    """Hear datagrams on one port, rebroadcast them to another through a FaultPlan."""
+    """Hear datagrams on one port, rebroadcast them to another through a FaultPlan
+    (or hear and send them on a multicast group, given one or chosen as the server chooses)."""
 
-    def __init__(self, plan: FaultPlan, listen_port: int, forward_addr: str, forward_port: int) -> None:
+    def __init__(self, plan: FaultPlan, listen_port: int, forward_addr: str, forward_port: int,
+                 group: str = "") -> None:
         self.plan = plan
         self.inbound = net.broadcast_receiver(listen_port)
-        self.outbound = net.broadcast_sender()
-        self.forward_to = (forward_addr, forward_port)
+        self.channel = net.open_room_channel("127.0.0.1", forward_addr, forward_port, group)
+        if self.channel.group:   # the server, on this machine, multicasts to the same group
+            net.join_group(self.inbound, self.channel.group, "127.0.0.1")
+        self.outbound, self.forward_to = self.channel.sock, self.channel.address
         self.due: list[tuple[float, int, bytes]] = []   # a heap of (send at, arrival number, datagram)
         self.stopping = threading.Event()
 
@@ -108,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen-port", type=int, required=True, help="the port the server broadcasts to")
     parser.add_argument("--forward-port", type=int, required=True, help="the port the clients listen on")
     parser.add_argument("--forward-addr", default="127.255.255.255", help="where to rebroadcast (default: %(default)s)")
+    parser.add_argument("--multicast", default="", metavar="GROUP",
+                        help="hear and send on this multicast group, as the server's --multicast")
     parser.add_argument("--drop", type=float, default=0.2, help="share of datagrams lost (default: %(default)s)")
     parser.add_argument("--duplicate", type=float, default=0.05, help="share sent twice (default: %(default)s)")
     parser.add_argument("--reorder", type=float, default=0.1, help="share held back (default: %(default)s)")
@@ -116,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = FaultPlan(drop=args.drop, duplicate=args.duplicate, reorder=args.reorder,
                      delay_ms=args.delay_ms, seed=args.seed)
-    relay = LossyRelay(plan, args.listen_port, args.forward_addr, args.forward_port)
+    relay = LossyRelay(plan, args.listen_port, args.forward_addr, args.forward_port, args.multicast)
     # Ctrl-C or SIGTERM is how a person stops the relay: it finishes its round and reports.
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signal_number, lambda _number, _frame: relay.stop())
-    print(f"relaying {args.listen_port} -> {args.forward_addr}:{args.forward_port}; "
+    print(relay.channel.choice, file=sys.stderr)   # broadcast, or multicast where loopback cannot broadcast
+    print(f"relaying {args.listen_port} -> {net.describe(relay.forward_to)}; "
           "Ctrl-C stops it and prints what it did", file=sys.stderr, flush=True)
     relay.run()
     print(describe_counts(plan.counts), file=sys.stderr, flush=True)

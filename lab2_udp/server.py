@@ -71,13 +71,16 @@ class RoomServer:
         # Every connection is taken; the doorway below decides who must make room.
         self.acceptor = net.Acceptor(self.selector, self.listener, lambda addr: None, self.on_connect,
                                      note=lambda text: self.ui.show_note(text))
-        # UDP needs no connection: one socket, allowed to send to a broadcast address (or a group).
-        group = settings.multicast_group
-        self.broadcaster = net.multicast_sender(settings.host) if group else net.broadcast_sender()
-        self.broadcast_to = (group or settings.broadcast_addr, settings.broadcast_port)
+        # UDP needs no connection: one socket sends to the broadcast address (or a multicast group).
+        # Whether that reaches this host is tried, not assumed: where loopback cannot broadcast
+        # (macOS), the one-machine room goes to a multicast group instead, and members are told it.
+        self.channel = net.open_room_channel(settings.host, settings.broadcast_addr, settings.broadcast_port,
+                                             settings.multicast_group)
+        self.broadcaster, self.broadcast_to = self.channel.sock, self.channel.address
         self.accounts = AccountStore.from_settings(settings)
         self.sealer = DatagramSealer()   # signs every datagram with a key made for this run
-        self.room = Room.from_settings(args.name, self.accounts, self.sealer.signing_public_key, settings)
+        self.room = Room.from_settings(args.name, self.accounts, self.sealer.signing_public_key, settings,
+                                       multicast_group=self.channel.group)
         self.sealer.set_room_key(self.room.epoch, self.room.room_key)
         self.workers = net.BackgroundWork(self.selector, LOGIN_WORKERS)
         self.doorway = Doorway(self.workers.submit, LOGIN_WORKERS, on_evicted=self.refuse_busy)
@@ -285,8 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     server.show_room_state()
     print(f"listening on {server.address}, broadcasting to {net.describe(server.broadcast_to)}",
           file=sys.stderr, flush=True)
-    if problem := net.broadcast_address_problem(server.broadcast_to[0]):
-        server.ui.show_note(f"warning: {problem}")
+    server.ui.show_note(server.channel.choice)   # what the room is sent to, and why
     server.ui.run(server.selector, server.turn, tick=server.on_tick,
                   tick_interval_ms=int(BATCH_WINDOW_SECONDS * 1000))
     server.workers.close()

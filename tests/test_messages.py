@@ -15,7 +15,7 @@ SAMPLES = [
     m.PrivateMessage("alice", "bob", "psst"), m.IgnoreUser("carol"), m.UnignoreUser("carol"),
     m.IgnoreList(("carol", "dave")), m.WhoRequest(), m.MemberList(("server", "alice")), m.ChangeName("ally"),
     m.Say("hi all"), EVENT, m.RoomKey(3, bytes(32), bytes(range(32))), m.RepairRequest(41),
-    m.History((EVENT, m.RoomEvent(8, "join", "bob", "")), 9), m.RoomBatch((), 12),
+    m.History((EVENT, m.RoomEvent(8, "join", "bob", "")), 9), m.RoomBatch((), 12), m.RoomGroup("239.255.76.61"),
 ]
 
 
