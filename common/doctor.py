@@ -6,11 +6,17 @@ every problem with its fix; it exits 1 if there was any:
 - Python 3.10+ and cryptography 50+ (Argon2id that releases the GIL);
 - .env: present, every key 64 hex digits, the public key the private one's;
 - the ports free: LAB1_PORT and LAB2_PORT (TCP), BROADCAST_PORT (UDP);
-- a broadcast round trip: a datagram sent to BROADCAST_ADDR:BROADCAST_PORT
-  comes back to a socket bound as a Lab 2 client binds it;
-- the network interfaces and their broadcast addresses, and whether
-  BROADCAST_ADDR is one of them;
+- the room's round trip, as the Lab 2 server tries it at start
+  (net.open_room_channel): a datagram sent to BROADCAST_ADDR:BROADCAST_PORT
+  (or the multicast group) comes back to sockets bound as Lab 2 clients bind
+  them; where loopback cannot broadcast (macOS), the loopback group instead;
+- the network interfaces and their broadcast addresses (Linux, from ``ip``),
+  and whether BROADCAST_ADDR is one of them;
 - tkinter, and a display for the windows.
+
+Each fix is given in the words and tools of the system it runs on
+(``sys.platform``): ``ss`` and ``apt-get`` on Linux, ``lsof`` and Homebrew on
+macOS, ``netstat`` and Windows Security on Windows.
 
 Unlike the rest of common/, this file does I/O: it is a tool, not the core.
 
@@ -23,7 +29,6 @@ import ipaddress
 import json
 import os
 import platform
-import select
 import shutil
 import socket
 import subprocess
@@ -34,7 +39,6 @@ from importlib import metadata
 from common import net
 from common.config import ConfigError, Settings, load_settings
 
-ROUND_TRIP_TIMEOUT_SECONDS = 2.0
 MINIMUM_PYTHON = (3, 10)
 MINIMUM_CRYPTOGRAPHY = 50
 
@@ -84,6 +88,38 @@ def check_env_file(env_file: str) -> tuple[list[Check], Settings | None]:
     return [Check(f"{env_file}: keys well-formed and matching, {role}")], settings
 
 
+def port_owner_command(port: int, protocol: str) -> str:
+    """The command that names the program holding ``port`` ("tcp" or "udp") on this system."""
+    if sys.platform == "win32":
+        return f"netstat -ano -p {protocol} | findstr :{port} (its last column is the PID; Task Manager names it)"
+    if sys.platform == "darwin":
+        return f"lsof -nP -i{protocol.upper()}:{port}"
+    return f"ss -l{protocol[0]}np 'sport = :{port}'"
+
+
+def firewall_fix(port: int) -> str:
+    """How to let the room's UDP port through the firewall of this system."""
+    if sys.platform == "win32":
+        return (f"{net.firewall_causes()}: make this network Private (Settings > Network & internet > your "
+                "network > Private), and allow Python through the firewall on Private networks (Windows Security "
+                "> Firewall & network protection > Allow an app through firewall)")
+    if sys.platform == "darwin":
+        return (f"{net.firewall_causes()}: in System Settings > Network > Firewall > Options, allow incoming "
+                "connections for Python; in System Settings > Privacy & Security > Local Network, switch on "
+                "the app you run Python in")
+    return (f"{net.firewall_causes()} may drop UDP to port {port}: see sudo nft list ruleset or sudo ufw "
+            f"status, and allow it (sudo ufw allow {port}/udp)")
+
+
+def tkinter_fix() -> str:
+    """How to get tkinter on this system."""
+    if sys.platform == "win32":
+        return "run the python.org installer again, Modify, and tick 'tcl/tk and IDLE' (or use --headless)"
+    if sys.platform == "darwin":
+        return "brew install python-tk (Homebrew's Python), or use the python.org installer (or use --headless)"
+    return "apt-get install python3-tk (or use --headless)"
+
+
 def check_tcp_port(name: str, port: int) -> Check:
     # Bind as the server does (SO_REUSEADDR: a port in TIME_WAIT is free);
     # EADDRINUSE then means that a program is listening on it right now.
@@ -94,57 +130,44 @@ def check_tcp_port(name: str, port: int) -> Check:
             sock.listen()
         except OSError as error:
             return Check(f"{name}={port} (TCP) cannot be used: {error.strerror}",
-                         f"stop the program on it (ss -ltnp 'sport = :{port}' names it), "
+                         f"stop the program on it ({port_owner_command(port, 'tcp')} names it), "
                          f"often a server still running, or set {name} to another port in .env")
     return Check(f"{name}={port} (TCP) is free")
 
 
 def check_broadcast(settings: Settings) -> list[Check]:
-    """Bind the broadcast port as a client does, send ourselves a datagram, wait for it."""
+    """Bind the broadcast port as a client does, then try the room's address as the server does."""
     address, port = settings.broadcast_addr, settings.broadcast_port
     try:
         receiver = net.broadcast_receiver(port)
     except OSError as error:
         return [Check(f"BROADCAST_PORT={port} (UDP) cannot be bound: {error.strerror}",
-                      "a program bound it without SO_REUSEADDR: stop it (ss -lunp 'sport = :"
-                      f"{port}' names it), or set BROADCAST_PORT to another port in every .env")]
+                      f"a program bound it without SO_REUSEADDR: stop it ({port_owner_command(port, 'udp')} "
+                      "names it), or set BROADCAST_PORT to another port in every .env")]
     checks = [Check(f"BROADCAST_PORT={port} (UDP) can be bound, shared with other clients")]
-    sender = net.broadcast_sender()
-    token = os.urandom(16)
     try:
-        sender.sendto(b"chat lab kit doctor " + token, (address, port))
-        heard = _wait_for(receiver, token)
+        # On a client's copy SERVER_HOST is the server, not this machine: a group is then
+        # sent out of the interface that faces it.
+        host = settings.host if net.is_own_address(settings.host) else net.interface_facing(settings.host)
+        channel = net.open_room_channel(host, address, port, settings.multicast_group)
     except OSError as error:
-        heard, checks = False, checks + [Check(f"sending to {address}:{port} failed: {error.strerror}",
-                                               "check BROADCAST_ADDR in .env (the subnet's broadcast address)")]
+        return checks + [Check(f"cannot send to {address}:{port}: {error.strerror or error}",
+                               "check BROADCAST_ADDR (the subnet's broadcast address) and MULTICAST_GROUP in .env")]
     finally:
-        sender.close()
         receiver.close()
-    if heard:
-        checks.append(Check(f"a broadcast to {address}:{port} came back"))
-    elif len(checks) == 1:
-        checks.append(Check(f"a broadcast to {address}:{port} did not come back within "
-                            f"{ROUND_TRIP_TIMEOUT_SECONDS:g} s",
-                            "a firewall may drop UDP to that port, or (on macOS) loopback broadcast is "
-                            "refused: set BROADCAST_ADDR to a broadcast address listed below"))
-    return checks
-
-
-def _wait_for(receiver: socket.socket, token: bytes) -> bool:
-    # A room may be running on this port: skip its datagrams, look for ours.
-    while True:
-        ready, _, _ = select.select([receiver], [], [], ROUND_TRIP_TIMEOUT_SECONDS)
-        if not ready:
-            return False
-        datagram = receiver.recv(net.MAX_DATAGRAM_RECV_BYTES)
-        if datagram.endswith(token):
-            return True
+    channel.sock.close()
+    if channel.choice.startswith("warning: "):
+        return checks + [Check(channel.choice.removeprefix("warning: "), firewall_fix(port))]
+    if channel.group and not settings.multicast_group:   # macOS: the server will do the same, by itself
+        return checks + [Check(f"a broadcast to {address}:{port} reaches no socket here, so {channel.choice}")]
+    return checks + [Check(f"a broadcast to {address}:{port} came back" if not channel.group else channel.choice)]
 
 
 def interfaces() -> list[tuple[str, str, str]]:
     """(interface, address/prefix, broadcast address) of every IPv4 address,
-    from ``ip -j addr`` (Linux); [] if that is not available."""
-    if shutil.which("ip") is None:
+    from ``ip -j addr`` (Linux); [] if that is not available (macOS's ``ip``,
+    from Homebrew, knows no -j)."""
+    if not sys.platform.startswith("linux") or shutil.which("ip") is None:
         return []
     try:
         listed = json.loads(subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True,
@@ -167,7 +190,9 @@ def check_interfaces(settings: Settings | None) -> list[Check]:
     found = interfaces()
     if not found:
         names = ", ".join(name for _, name in socket.if_nameindex())
-        return [Check(f"interfaces: {names} (install iproute2 to see their broadcast addresses)")]
+        how = {"win32": "ipconfig shows their addresses and masks", "darwin": "ifconfig shows their broadcast "
+               "addresses"}.get(sys.platform, "install iproute2 to see their broadcast addresses")
+        return [Check(f"interfaces: {names} ({how})")]
     checks = [Check(f"interface {name} {address} broadcast {broadcast}") for name, address, broadcast in found]
     if settings is not None:
         broadcasts = {broadcast for _, _, broadcast in found} | {"255.255.255.255"}
@@ -182,7 +207,7 @@ def check_windows() -> list[Check]:
     try:
         import tkinter
     except ImportError:
-        return [Check("tkinter is missing", "apt-get install python3-tk (or use --headless)")]
+        return [Check("tkinter is missing", tkinter_fix())]
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         # Not a problem: over SSH, in CI, the roles chat in the terminal by themselves.
         return [Check("no display (DISPLAY is not set): the roles will run in the terminal, as with "
@@ -191,8 +216,8 @@ def check_windows() -> list[Check]:
         root = tkinter.Tk()
         root.destroy()
     except tkinter.TclError as error:
-        return [Check(f"tkinter cannot open a window: {error}",
-                      "check DISPLAY (echo $DISPLAY), or add --headless to use the terminal")]
+        where = "check DISPLAY (echo $DISPLAY), or " if sys.platform.startswith("linux") else ""
+        return [Check(f"tkinter cannot open a window: {error}", f"{where}add --headless to use the terminal")]
     return [Check(f"tkinter {tkinter.TkVersion} opens windows")]
 
 

@@ -157,4 +157,12 @@ MUTANTS = (
         f"{LAB1}::test_garbage_never_stops_the_server_nor_the_chat",
         "no error boundary around one peer: garbage from one client stops the server",
     ),
+    Mutant(
+        "lab2 client ignores the room's multicast group",
+        "lab2_udp.client",
+        "            net.join_group(self.udp, message.group, self.gate.server_host)\n",
+        "",
+        f"{LAB2}::test_a_multicast_room_names_its_group_at_login_and_members_hear_it_by_datagram",
+        "the client never joins the group the server names at login: on a Mac it hears only repairs",
+    ),
 )

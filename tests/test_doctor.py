@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 
 import pytest
 
-from common import noise
-from tests.procs import Processes, create_test_env_file, free_port
+from common import doctor, net, noise
+from tests.procs import ROOT, Processes, create_test_env_file, free_port
 from tests.xvfb import xvfb_display  # noqa: F401  (a fixture)
 
 BROADCAST = "127.255.255.255"
@@ -82,3 +83,34 @@ def test_doctor_finds_nothing_wrong_on_a_healthy_machine(tmp_path, xvfb_display)
     assert code == 0, report
     assert "FAIL" not in report and report.endswith("all good")
     assert re.search(r"^ok    tkinter .* opens windows$", report, re.MULTILINE)
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("platform, own_words, foreign_words", [
+    ("darwin", ["lsof -nP -iTCP:", "brew install python-tk", "application firewall", "Local Network", "ifconfig"],
+     ["ss -l", "apt-get", "iproute2", "nft", "ufw", "Windows", "netstat"]),
+    ("win32", ["netstat -ano -p tcp", "tcl/tk", "Windows Defender Firewall", "Public", "Private", "ipconfig"],
+     ["ss -l", "apt-get", "iproute2", "nft", "ufw", "lsof", "brew", "macOS"]),
+    ("linux", ["ss -ltnp", "apt-get install python3-tk", "nft", "ufw"],
+     ["lsof", "brew", "Windows", "netstat", "macOS", "ipconfig"]),
+])
+def test_doctor_gives_each_fix_in_the_words_of_the_students_system(monkeypatch, platform, own_words, foreign_words):
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(doctor, "interfaces", lambda: [])   # as on a system without iproute2's ip -j
+    with socket.create_server(("127.0.0.1", 0)) as held:   # a port in use: the fix names its program
+        port_check = doctor.check_tcp_port("LAB1_PORT", held.getsockname()[1])
+    assert port_check.fix
+    advice = "\n".join([port_check.fix, doctor.tkinter_fix(), doctor.firewall_fix(5061),
+                        *(str(check) for check in doctor.check_interfaces(None))])
+    for words in own_words:
+        assert words in advice, (words, advice)
+    for words in foreign_words:
+        assert words not in advice, (words, advice)
+
+
+@pytest.mark.points(1)
+def test_the_handout_names_each_systems_firewall_as_the_deaf_warning_does():
+    handout = " ".join((ROOT / "docs" / "lab2.md").read_text(encoding="utf-8").split())
+    for platform in ("win32", "darwin", "linux"):
+        assert net.firewall_causes(platform) in handout, platform
+    assert "no room datagram has arrived for 1.5 s: broadcast may be blocked on UDP port" in handout

@@ -6,6 +6,7 @@ Every process is killed at teardown; every wait has a deadline.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from tests.raw_peer import receive_until, register_raw
 SERVER, CLIENT = "lab2_udp.server", "lab2_udp.client"
 PASSWORD = "correct horse battery"
 BROADCAST = "127.255.255.255"
+GROUP = net.LOOPBACK_GROUP   # the group a server picks where loopback cannot broadcast
 
 pytestmark = pytest.mark.network
 
@@ -237,6 +239,59 @@ def test_transcripts_match_through_a_lossy_network(room):
     finally:
         relay.stop()
         relay_thread.join()
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_the_lossy_relay_hears_and_forwards_a_multicast_room():
+    listen_port, forward_port = free_udp_port(), free_udp_port()
+    plan = FaultPlan(drop=0, duplicate=0, reorder=0, delay_ms=0, seed=1)
+    with net.multicast_receiver(GROUP, forward_port, "127.0.0.1") as member:
+        relay = LossyRelay(plan, listen_port, BROADCAST, forward_port, group=GROUP)
+        assert relay.channel.choice.startswith(f"the room is multicast to {GROUP}:{forward_port}")
+        relay_thread = threading.Thread(target=relay.run, daemon=True)
+        relay_thread.start()
+        try:
+            with net.multicast_sender("127.0.0.1") as server:   # as a multicast room's server sends
+                server.sendto(b"a room datagram", (GROUP, listen_port))
+            member.settimeout(DEADLINE_SECONDS)
+            heard = member.recv(net.MAX_DATAGRAM_RECV_BYTES)
+            while heard.startswith(net.PROBE_PREFIX):   # the relay tried its way to the members at start
+                heard = member.recv(net.MAX_DATAGRAM_RECV_BYTES)
+            assert heard == b"a room datagram"
+            assert plan.counts["received"] == 1
+        finally:
+            relay.stop()
+            relay_thread.join()
+
+
+@pytest.mark.points(1)
+def test_on_linux_loopback_the_server_broadcasts_the_room_and_says_why(room):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only: macOS's loopback cannot broadcast, and Windows' may not")
+    server = room.start_server()
+    server.wait_for_stderr(rf"^the room is broadcast to 127\.255\.255\.255:{room.server_broadcast_port}; "
+                           r"a probe datagram reached 2 sockets bound to its port here$")
+    server.send_line("/quit")
+    assert server.wait_exit() == 0
+
+
+@pytest.mark.points(2)
+def test_a_multicast_room_names_its_group_at_login_and_members_hear_it_by_datagram(room):
+    server = room.start_server("--multicast", GROUP)
+    server.wait_for_stderr(rf"^the room is multicast to {GROUP}:{room.server_broadcast_port} \(MULTICAST_GROUP\); "
+                           r"a probe datagram reached 2 sockets bound to its port here$")
+    clients = [room.join("alice"), room.join("bob")]   # not told the group: the server names it at login
+    for index, client in enumerate(clients * 3):
+        client.send_line(f"line {index}")
+        server.wait_for_stdout(rf"^#\d+ \w+: line {index}$")
+    assert len({hash_at(screen, 8) for screen in (server, *clients)}) == 1
+    for client in clients:
+        client.send_line("/quit")
+        assert client.wait_exit() == 0, client.output()
+        opened = int(re.search(r"^datagrams: (\d+) opened", client.stderr_lines[-2]).group(1))
+        assert opened >= 3, client.output()   # the room came by datagram, not only by repair
+        assert not any("no room datagram" in line for line in client.stderr_lines), client.output()
 
 
 @pytest.mark.points(2)

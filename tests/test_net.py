@@ -13,7 +13,7 @@ from common import net
 from common.errors import ProtocolError
 from common.noise import generate_keypair
 from common.session import SecureSession
-from tests.procs import DEADLINE_SECONDS, has_ipv6_loopback
+from tests.procs import DEADLINE_SECONDS, free_port, has_ipv6_loopback
 
 PSK = bytes(32)
 SERVER_KEY, _SERVER_PUBLIC_KEY = generate_keypair()
@@ -224,3 +224,50 @@ def test_a_connection_that_stops_reading_is_refused_past_its_limit(selector):
     assert not conn.session.outgoing   # nothing kept for a peer that will not read it
     conn.close(selector)
     client_end.close()
+
+
+# --- The room's channel: broadcast, or multicast where loopback cannot broadcast ----------
+
+def receive_skipping_probes(sock: socket.socket) -> tuple[bytes, tuple]:
+    """The next datagram that is not a probe of open_room_channel, within the deadline."""
+    sock.settimeout(DEADLINE_SECONDS)
+    while True:
+        datagram, source = sock.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)
+        if not datagram.startswith(net.PROBE_PREFIX):
+            return datagram, source
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_where_loopback_broadcast_reaches_nobody_the_room_is_multicast_on_loopback_and_says_why(monkeypatch):
+    # This machine's loopback broadcasts, so the probe of a broadcast is made to fail as on macOS;
+    # the multicast probe and the datagram below are real (tests/test_lan.py has a real failing one).
+    real_probe = net.hears_itself
+    monkeypatch.setattr(net, "hears_itself", lambda channel, host: bool(channel.group) and real_probe(channel, host))
+    port = free_port(socket.SOCK_DGRAM)
+    channel = net.open_room_channel("127.0.0.1", "127.255.255.255", port, "")
+    with channel.sock, net.multicast_receiver(channel.group, port, "127.0.0.1") as member:
+        assert (channel.group, channel.address) == (net.LOOPBACK_GROUP, (net.LOOPBACK_GROUP, port))
+        assert channel.choice == (
+            f"the room is multicast to {net.LOOPBACK_GROUP}:{port} on loopback, not broadcast: a probe to "
+            "127.255.255.255 reached no socket here (this system's loopback cannot broadcast); clients learn "
+            "the group at login; a probe datagram reached 2 sockets bound to its port here")
+        channel.sock.sendto(b"a room datagram", channel.address)
+        assert receive_skipping_probes(member)[0] == b"a room datagram"
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_a_probe_heard_by_one_socket_of_two_is_no_broadcast():
+    # 127.0.0.1 is a unicast address: the kernel hands the probe to one of the sockets sharing the port.
+    port = free_port(socket.SOCK_DGRAM)
+    channel = net.open_room_channel("127.0.0.1", "127.0.0.1", port, "")
+    channel.sock.close()
+    assert channel.group == "" and channel.choice.startswith(
+        f"warning: the room is broadcast to 127.0.0.1:{port}, but a probe datagram did not reach 2 sockets")
+
+
+@pytest.mark.points(1)
+def test_own_addresses_are_those_a_socket_can_bind():
+    assert net.is_own_address("127.0.0.1")
+    assert not net.is_own_address("192.0.2.1")   # TEST-NET-1 (RFC 5737): no machine has it

@@ -119,6 +119,19 @@ def test_the_gate_opens_the_servers_host_only_and_trusts_the_port_of_the_last_ge
 
 
 @pytest.mark.points(1)
+def test_a_gate_to_a_server_on_loopback_opens_datagrams_from_this_hosts_other_addresses_only():
+    own = {"192.168.1.20", "10.0.0.1"}   # this machine's interfaces (net.is_own_address asks the OS)
+    gate = DatagramGate(lambda address: address in own)
+    gate.server_host = "127.0.0.1"
+    # macOS: a group multicast on loopback may arrive from en0's address: the same machine.
+    assert gate.worth_opening(("192.168.1.20", 5555), now=0.0)
+    assert gate.worth_opening(("::1", 5555), now=0.0)
+    assert not gate.worth_opening(("192.168.1.66", 5555), now=0.0)         # another host: never
+    gate.server_host = "10.0.0.2"                                          # a server elsewhere:
+    assert not gate.worth_opening(("10.0.0.1", 5555), now=0.0)             # our own address is not it
+
+
+@pytest.mark.points(1)
 def test_a_member_that_hears_nothing_asks_the_server_for_the_room_again_and_again():
     transcript, deaf = Transcript(), DEAF_AFTER_SECONDS
     transcript.heard(0.0)
