@@ -13,6 +13,12 @@ are named per run, so parallel runs never clash, and are removed afterwards,
 pass or fail. Creating them needs root and ``ip`` (iproute2); without them
 the tests are skipped with the reason. One test needs no namespaces: the
 room over multicast on loopback, where the interface must be chosen by hand.
+
+One host stands alone: a Mac, as far as the room can tell. macOS's loopback
+interface cannot broadcast, so a datagram to 127.255.255.255 leaves and no
+socket gets it. Linux broadcasts on loopback; in that namespace an nftables
+rule drops (and counts) every datagram to 127.255.255.255 on arrival, which
+does the same, and the test proves it before the server starts.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import os
 import re
 import secrets
 import select
+import time
 import shutil
 import socket
 import subprocess
@@ -94,6 +101,12 @@ class Lan:
         # interface chosen follows it.
         run("ip", "-n", host, "route", "add", "default", "dev", "eth0")
         return host, address
+
+    def add_loopback_host(self, role: str) -> str:
+        """A host with no cable: only its loopback interface, up. Returns its namespace."""
+        host = self._add_namespace(role)
+        run("ip", "-n", host, "link", "set", "lo", "up")
+        return host
 
     def add_loss(self, host: str) -> str:
         """20% loss (and, with tc netem, some delay) on one host's cable; returns
@@ -318,5 +331,83 @@ def test_lab2_room_stays_identical_with_loss_on_one_hosts_cable(lan, tmp_path):
             assert lan.dropped_by_nft(hosts[0]) > 0   # the loss was real, and the room repaired it
 
 
-if __name__ == "__main__":   # run on a LAN host by start_bystander
-    listen_and_report(int(sys.argv[1]), *sys.argv[2:])
+def nft_counted(host: str, table: str, chain: str) -> int:
+    """How many packets the first nft counter of that chain on ``host`` counted."""
+    listing = output_of("ip", "netns", "exec", host, "nft", "list", "chain", "ip", table, chain)
+    return int(re.search(r"counter packets (\d+)", listing).group(1))
+
+
+def probe_loopback_broadcast(port: int) -> None:
+    """The probe's program, on the host: two sockets bound as clients bind, one
+    datagram to 127.255.255.255; once told (a line on stdin) that the datagram
+    was dealt with, it prints how many of the sockets got it."""
+    listeners = [net.broadcast_receiver(port) for _ in range(2)]
+    with net.broadcast_sender() as sender:
+        sender.sendto(b"does loopback broadcast?", ("127.255.255.255", port))
+    print("sent", file=sys.stderr, flush=True)
+    sys.stdin.readline()
+    heard = 0
+    for listener in listeners:
+        try:
+            listener.recv(net.MAX_DATAGRAM_RECV_BYTES)
+            heard += 1
+        except BlockingIOError:   # nothing arrived on this one
+            pass
+    print(f"heard {heard} of 2", flush=True)
+
+
+@pytest.mark.points(2)
+def test_lab2_one_machine_room_where_loopback_cannot_broadcast_goes_multicast_by_datagram(lan, tmp_path):
+    if shutil.which("nft") is None:
+        pytest.skip("nft (nftables) is missing: it is what makes loopback broadcast fail here")
+    mac = lan.add_loopback_host("mac")
+    nft = ["ip", "netns", "exec", mac, "nft"]
+    run(*nft, "add", "table", "ip", "nobroadcast")
+    run(*nft, "add", "chain", "ip", "nobroadcast", "in", "{ type filter hook input priority 0; }")
+    run(*nft, "add", "rule", "ip", "nobroadcast", "in", "ip", "daddr", "127.255.255.255", "counter", "drop")
+    env_file = create_test_env_file(tmp_path / ".env")
+    port = free_udp_port()   # the namespace has ports of its own: this one is free there too
+    with Processes() as processes:
+        # First, proof that loopback broadcast fails on this host: the datagram was sent,
+        # nft counted it on arrival (so it will never arrive later), and no socket has it.
+        probe = processes.start("tests.test_lan", "probe", str(port), prefix=on_host(mac))
+        probe.wait_for_stderr(r"^sent$")
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while nft_counted(mac, "nobroadcast", "in") < 1:
+            assert time.monotonic() < deadline, "nft never saw the datagram to 127.255.255.255"
+        probe.send_line("and?")
+        probe.wait_for_stdout(r"^heard 0 of 2$")
+        server = processes.start(
+            "lab2_udp.server", "--headless", "--host", "127.0.0.1", "--port", "0", "--env", str(env_file),
+            "--db", str(tmp_path / "chat.db"), "--broadcast-port", str(port), prefix=on_host(mac))
+        group = re.escape(net.LOOPBACK_GROUP)
+        tcp_port = server.wait_for_stderr(
+            rf"^listening on 127\.0\.0\.1:(\d+), broadcasting to {group}:{port}$").group(1)
+        server.wait_for_stderr(
+            rf"^the room is multicast to {group}:{port} on loopback, not broadcast: a probe to 127\.255\.255\.255 "
+            r"reached no socket here \(this system's loopback cannot broadcast\); clients learn the group at "
+            r"login; a probe datagram reached 2 sockets bound to its port here$")
+        clients = []
+        for name in ["alice", "bob"]:   # told nothing about multicast: the server names the group
+            clients.append(processes.start(
+                "lab2_udp.client", "--headless", "--host", "127.0.0.1", "--port", tcp_port, "--name", name,
+                "--register", "--env", str(env_file), "--broadcast-port", str(port),
+                env={"CHAT_PASSWORD": PASSWORD}, prefix=on_host(mac)))
+            clients[-1].wait_for_stderr(rf"^logged in as {name}$")
+        chat_and_compare(server, clients, lines_each=3)
+        for client in clients:
+            client.send_line("/quit")
+            assert client.wait_exit() == 0, client.output()
+            opened = int(re.search(r"^datagrams: (\d+) opened", client.stderr_lines[-2]).group(1))
+            # By datagram, not only by repair: some opened, and never 1.5 s without one (no deaf warning).
+            assert opened > 0, client.output()
+            assert not any("no room datagram" in line for line in client.stderr_lines), client.output()
+        # Two datagrams ever went to 127.255.255.255: the test's probe and the server's.
+        assert nft_counted(mac, "nobroadcast", "in") == 2
+
+
+if __name__ == "__main__":   # run on a LAN host by start_bystander, or by the loopback probe
+    if sys.argv[1] == "probe":
+        probe_loopback_broadcast(int(sys.argv[2]))
+    else:
+        listen_and_report(int(sys.argv[1]), *sys.argv[2:])
