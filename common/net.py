@@ -15,7 +15,8 @@ and are sent when the socket is writable: see ``send_pending``.
 A server takes connections through an ``Acceptor`` (limits, and no busy spin
 when file descriptors run out); a client makes one with a ``Connector``
 (every address a host name stands for, in turn). ``BackgroundWork`` runs slow
-calls in threads and hands their results back to the loop.
+calls in threads and hands their results back to the loop. A Lab 2 server
+chooses where its room is sent with ``open_room_channel``, by trying it.
 """
 from __future__ import annotations
 
@@ -519,7 +520,7 @@ def interface_facing(host: str) -> str:
 # broadcast, so a datagram to 127.255.255.255 reaches nobody). 239.0.0.0/8 is
 # "administratively scoped" (RFC 2365): routers never carry it off the site.
 LOOPBACK_GROUP = "239.255.76.61"
-LOOPBACK_BROADCAST = "127.255.255.255"   # the one-machine room's address: where Linux and Windows broadcast
+LOOPBACK_BROADCAST = "127.255.255.255"   # the one-machine room's address: loopback broadcast, as Linux has it
 PROBE_TIMEOUT_SECONDS = 1.0   # loopback answers in microseconds; a busy machine gets plenty more
 PROBE_LISTENERS = 2           # a room needs every member to hear a datagram, not just one of them
 PROBE_PREFIX = b"chat lab kit probe "   # then 16 random bytes: no room datagram, so members drop it
@@ -575,19 +576,6 @@ def _tried(channel: RoomChannel, host: str, why_not: str) -> RoomChannel:
                           f"sockets bound to its port here ({why_not}); members who hear nothing follow the "
                           "room over TCP")
     return channel
-
-
-def firewall_causes(platform: str | None = None) -> str:
-    """What on this kind of system (``sys.platform`` by default) may keep the
-    room's UDP datagrams from a program, in the system's own words: the
-    deaf-member warning and the doctor name it. docs/lab2.md lists each."""
-    platform = platform or sys.platform
-    if platform == "win32":
-        return "Windows Defender Firewall, which blocks Python on a network with the Public profile"
-    if platform == "darwin":
-        return ("macOS's application firewall, or Local Network privacy for the app Python runs in "
-                "(Terminal, VS Code)")
-    return "a host firewall (nft, ufw)"
 
 
 def hears_itself(channel: RoomChannel, host: str) -> bool:
@@ -653,6 +641,19 @@ def is_own_address(address: str) -> bool:
         except OSError:   # EADDRNOTAVAIL: no interface here has it
             return False
     return True
+
+
+def firewall_causes(platform: str | None = None) -> str:
+    """What on this kind of system (``sys.platform`` by default) may keep the
+    room's UDP datagrams from a program, in the system's own words: the
+    deaf-member warning and the doctor name it. docs/lab2.md lists each."""
+    platform = platform or sys.platform
+    if platform == "win32":
+        return "Windows Defender Firewall, which blocks Python on a network with the Public profile"
+    if platform == "darwin":
+        return ("macOS's application firewall, or Local Network privacy for the app Python runs in "
+                "(Terminal, VS Code)")
+    return "a host firewall (nft, ufw)"
 
 
 # --- Slow work off the loop ----------------------------------------------------------

@@ -132,7 +132,9 @@ class Demo:
         self.pace_seconds = pace_seconds
         self.server_port, self.client_port = free_udp_port(), free_udp_port()
         self.plan = FaultPlan(drop=loss, duplicate=0.05, reorder=0.1, delay_ms=5, seed=2026)
+        # The relay sends as the server will: broadcast, or (macOS) the loopback multicast group.
         self.relay = LossyRelay(self.plan, self.server_port, "127.255.255.255", self.client_port)
+        print(f"lossy relay: {self.relay.channel.choice}", file=sys.stderr, flush=True)
         threading.Thread(target=self.relay.run, daemon=True).start()
         self.roles: dict[str, Role] = {}
         self.summaries: dict[str, str] = {}

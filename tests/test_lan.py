@@ -18,7 +18,8 @@ One host stands alone: a Mac, as far as the room can tell. macOS's loopback
 interface cannot broadcast, so a datagram to 127.255.255.255 leaves and no
 socket gets it. Linux broadcasts on loopback; in that namespace an nftables
 rule drops (and counts) every datagram to 127.255.255.255 on arrival, which
-does the same, and the test proves it before the server starts.
+does the same, and the test proves it before the server starts. There the
+room and the demo's lossy relay must go multicast, and say so.
 """
 from __future__ import annotations
 
@@ -356,15 +357,22 @@ def probe_loopback_broadcast(port: int) -> None:
     print(f"heard {heard} of 2", flush=True)
 
 
-@pytest.mark.points(2)
-def test_lab2_one_machine_room_where_loopback_cannot_broadcast_goes_multicast_by_datagram(lan, tmp_path):
+@pytest.fixture
+def mac(lan) -> str:
+    """A host alone whose loopback cannot broadcast: nft drops, and counts, every
+    datagram to 127.255.255.255 as it arrives. Returns its namespace."""
     if shutil.which("nft") is None:
         pytest.skip("nft (nftables) is missing: it is what makes loopback broadcast fail here")
-    mac = lan.add_loopback_host("mac")
-    nft = ["ip", "netns", "exec", mac, "nft"]
+    host = lan.add_loopback_host("mac")
+    nft = ["ip", "netns", "exec", host, "nft"]
     run(*nft, "add", "table", "ip", "nobroadcast")
     run(*nft, "add", "chain", "ip", "nobroadcast", "in", "{ type filter hook input priority 0; }")
     run(*nft, "add", "rule", "ip", "nobroadcast", "in", "ip", "daddr", "127.255.255.255", "counter", "drop")
+    return host
+
+
+@pytest.mark.points(2)
+def test_lab2_one_machine_room_where_loopback_cannot_broadcast_goes_multicast_by_datagram(mac, tmp_path):
     env_file = create_test_env_file(tmp_path / ".env")
     port = free_udp_port()   # the namespace has ports of its own: this one is free there too
     with Processes() as processes:
@@ -404,6 +412,20 @@ def test_lab2_one_machine_room_where_loopback_cannot_broadcast_goes_multicast_by
             assert not any("no room datagram" in line for line in client.stderr_lines), client.output()
         # Two datagrams ever went to 127.255.255.255: the test's probe and the server's.
         assert nft_counted(mac, "nobroadcast", "in") == 2
+
+
+@pytest.mark.points(1)
+def test_the_demo_where_loopback_cannot_broadcast_still_loses_and_repairs(mac):
+    with Processes() as processes:
+        demo = processes.start("lab2_udp.demo", env={"DISPLAY": None}, prefix=on_host(mac))
+        assert demo.wait_exit(timeout=120) == 0, demo.output()
+    # The relay sent the room where the server did, so the lesson happened: datagrams lost, screens the same.
+    demo.wait_for_stderr(rf"^lossy relay: the room is multicast to {re.escape(net.LOOPBACK_GROUP)}:\d+ on loopback")
+    counts = re.search(r"^The network: received (\d+), dropped (\d+)", "\n".join(demo.stdout_lines), re.MULTILINE)
+    assert counts and int(counts.group(1)) > 10 and int(counts.group(2)) > 0, demo.output()
+    assert "Every screen shows the same room transcript." in demo.stdout_lines, demo.output()
+    # And none of it was lost to loopback broadcast: only the relay's probe and the server's went there.
+    assert nft_counted(mac, "nobroadcast", "in") == 2
 
 
 if __name__ == "__main__":   # run on a LAN host by start_bystander, or by the loopback probe
