@@ -195,8 +195,8 @@ class Room:
 
         Returns, for the newcomer, in this order: LoginAccepted, the RoomGroup
         (only if the room is multicast), the RoomKey, its IgnoreList and the
-        history so far; the numbered join event goes
-        to the room. Or just a LoginRejected, if it may not join.
+        history so far; the numbered join event goes to the room. Or just a
+        LoginRejected, if it may not join.
         """
         if name in self._accounts.values() or name in self.members.values() or name in self._server_names:
             return [Delivery(conn, LoginRejected(f"{name} is already in the room"))]

@@ -26,9 +26,9 @@ that two transcripts are equal by comparing a few hex digits.
 ``DatagramGate`` decides which datagrams are worth opening at all. Checking
 a signature costs about 100 us, so a member who floods forgeries could keep
 every receiver busy. Only datagrams from the server's IP address (the one
-our TCP session reached; over loopback, any of this machine's own) are opened; the source port of the last genuine
-one is trusted without limit, every other source may fail only a few times
-a second. A stranger who replays a genuine datagram from another port wins
+our TCP session reached; over loopback, any of this machine's own) are
+opened; the source port of the last genuine one is trusted without limit,
+every other source may fail only a few times a second. A stranger who replays a genuine datagram from another port wins
 nothing: the server's next one, from its own port, takes the trust back.
 """
 from __future__ import annotations

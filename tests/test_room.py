@@ -16,6 +16,7 @@ from common.messages import (
     RepairRequest,
     RoomBatch,
     RoomEvent,
+    RoomGroup,
     RoomKey,
     Say,
     WhoRequest,
@@ -251,6 +252,14 @@ def test_a_newcomer_gets_welcome_key_ignores_and_history_in_that_order(room):
     kinds = [type(d.message) for d in room.join(2, "bob")]
     assert kinds[:3] == [LoginAccepted, RoomKey, IgnoreList]
     assert kinds[3:] and all(kind is History for kind in kinds[3:])
+
+
+@pytest.mark.points(1)
+def test_a_multicast_room_names_its_group_to_a_newcomer_right_after_the_welcome(room):
+    room.multicast_group = "239.255.76.61"   # the server chose multicast (common/net.py)
+    messages = [d.message for d in room.join(1, "alice")]
+    assert [type(m) for m in messages[:4]] == [LoginAccepted, RoomGroup, RoomKey, IgnoreList]
+    assert messages[1] == RoomGroup("239.255.76.61")
 
 
 @pytest.mark.points(3)
