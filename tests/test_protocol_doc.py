@@ -71,3 +71,18 @@ def test_the_scan_finds_the_texts_it_should():
 @pytest.mark.parametrize("text", sorted(texts_in_code()))
 def test_every_reply_a_server_can_send_is_in_the_protocol_document(text):
     assert skeleton(text) in texts_in_doc(), f"docs/protocol.md does not give the text {text!r}"
+
+
+@pytest.mark.parametrize("handout", ["instructor.md", "lab2.md"])
+def test_a_class_on_one_machine_is_told_the_members_per_address_limit_and_its_setting(handout):
+    """Everyone on one machine shares one IP address: where a class is planned, the
+    handout names the limit, the refusal the 21st student sees, and the setting to raise."""
+    from common.config import _DEFAULTS
+    from common.room import Room
+    limit = _DEFAULTS["MAX_CLIENTS_PER_ADDRESS"]
+    assert int(limit) == Room.__init__.__kwdefaults__["max_members_per_source"]
+    paragraphs = re.split(r"\n\s*\n", (ROOT / "docs" / handout).read_text(encoding="utf-8"))
+    planning = [p for p in paragraphs if "one machine" in p and "MAX_CLIENTS_PER_ADDRESS" in p]
+    assert planning, f"docs/{handout} does not say that a class on one machine meets MAX_CLIENTS_PER_ADDRESS"
+    text = " ".join(planning[0].split())
+    assert f"({limit})" in text and "too many members from your address; try again later" in text
