@@ -35,7 +35,7 @@ from common.config import ConfigError, Settings, add_setting_options, settings_f
 from common.errors import ProtocolError
 from common.framing import DatagramSealer
 from common.messages import Goodbye, Login, LoginRejected, Register, RoomBatch, encode, typed_text
-from common.room import BATCH_WINDOW_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room
+from common.room import BATCH_WINDOW_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room, StoreWrite
 from common.session import SecureSession
 from common.transcript import Roster, Transcript, show_events
 from common.ui import add_front_end_options, open_front_end
@@ -80,6 +80,9 @@ class RoomServer:
         self.room = Room.from_settings(args.name, self.accounts, self.sealer.signing_public_key, settings)
         self.sealer.set_room_key(self.room.epoch, self.room.room_key)
         self.workers = net.BackgroundWork(self.selector, LOGIN_WORKERS)
+        # Database writes (ignores) wait for any lock another program holds: never on the loop.
+        # One thread, so that one member's changes are written in the order they were asked.
+        self.writer = net.BackgroundWork(self.selector, 1)
         self.doorway = Doorway(self.workers.submit, LOGIN_WORKERS, on_evicted=self.refuse_busy)
         self.peers: dict[Connection, None] = {}
         self.doomed: dict[Connection, str] = {}     # peers to drop once this round is done
@@ -181,7 +184,8 @@ class RoomServer:
 
     def carry_out(self, instructions: list[Instruction]) -> None:
         # BEGIN SOLUTION
-        # PROMPT: a Delivery goes on its member's session, a Broadcast is broadcast, a NewRoomKey to the sealer.
+        # PROMPT: a Delivery goes on its member's session, a Broadcast is broadcast, a NewRoomKey to the sealer,
+        # PROMPT: a StoreWrite to self.writer, whose outcome goes back to self.room.written().
         for instruction in instructions:
             if isinstance(instruction, Delivery) and instruction.to in self.peers:
                 instruction.to.session.send(instruction.message)   # queued: after_round() sends it
@@ -189,6 +193,9 @@ class RoomServer:
                 self.broadcast(instruction.batch)
             elif isinstance(instruction, NewRoomKey):
                 self.sealer.set_room_key(instruction.epoch, instruction.key)
+            elif isinstance(instruction, StoreWrite):   # the answer comes back through the loop
+                self.writer.submit(instruction.write, lambda outcome, to=instruction.to:
+                                   self.carry_out(self.room.written(to, outcome)))
         # END SOLUTION
 
     def broadcast(self, batch: RoomBatch) -> None:
@@ -290,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     server.ui.run(server.selector, server.turn, tick=server.on_tick,
                   tick_interval_ms=int(BATCH_WINDOW_SECONDS * 1000))
     server.workers.close()
+    server.writer.close()
     server.accounts.close()
     print(server.transcript.summary(), file=sys.stderr, flush=True)
     return EXIT_OK

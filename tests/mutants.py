@@ -101,6 +101,20 @@ MUTANTS = (
         "no ignore: the ignore list is kept but never applied to the room",
     ),
     Mutant(
+        "lab2 server writes the database on its loop",
+        "lab2_udp.server",
+        "                self.writer.submit(instruction.write, lambda outcome, to=instruction.to:\n"
+        "                                   self.carry_out(self.room.written(to, outcome)))\n",
+        "                outcome = Future()\n"
+        "                try:\n"
+        "                    outcome.set_result(instruction.write())\n"
+        "                except ProtocolError as error:\n"
+        "                    outcome.set_exception(error)\n"
+        "                self.carry_out(self.room.written(instruction.to, outcome))\n",
+        "tests/test_lab2_hostile.py::test_a_database_another_program_holds_locked_does_not_stop_the_room",
+        "an ignore is saved on the event loop: a database another program locked stops the whole room",
+    ),
+    Mutant(
         "lab1 server trusts the sender a message claims",
         "lab1_tcp.server",
         "self.ui.show_line(peer.name, checked_text(message.text))",

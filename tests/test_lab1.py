@@ -619,3 +619,18 @@ def test_windows_send_on_enter_and_close_on_ctrl_x(lab, xvfb_display):
     xdotool(xvfb_display, "windowfocus", "--sync", server_window)
     xdotool(xvfb_display, "key", "ctrl+x")
     assert server.wait_exit() == 0
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("problem", ["missing folder", "not a database"])
+def test_lab1_server_that_cannot_open_its_database_says_which_file_and_why(lab, problem):
+    if problem == "missing folder":
+        database, reason = lab.tmp_path / "no such folder" / "chat.db", "does not exist"
+    else:
+        database, reason = lab.tmp_path / "notes.txt", "file is not a database"
+        database.write_text("these are my notes, not a database\n" * 100)
+    server = lab.processes.start(SERVER, "--port", "0", "--env", str(lab.env_file), "--db", str(database),
+                                 "--headless")
+    assert server.wait_exit() == 1, server.output()
+    assert len(server.stderr_lines) == 1, server.output()   # one line, no traceback
+    assert str(database) in server.stderr_lines[0] and reason in server.stderr_lines[0], server.output()
