@@ -17,7 +17,8 @@ REPLIES = {"ProtocolError", "LoginRejected", "ErrorNotice", "Goodbye"}
 # The codec's own errors (a malformed frame) close the connection and are not replies.
 # Nor is a typed line a client refuses itself (docs/lab2.md says it), nor a server's start-up
 # error (docs/instructor.md's troubleshooting says it).
-CODEC_ONLY = ("cannot open the database", "field '", "message ends", "unexpected bytes", "unknown message type", "empty message",
+CODEC_ONLY = ("cannot open the database", "field '", "message ends",
+              "unexpected bytes", "unknown message type", "empty message",
               "unknown room event kind", "is not a protocol message", "must hold RoomEvents", "is no command")
 PLACEHOLDER = re.compile(r"\b(NAME|NEWNAME|N|KIND|DETAIL|XXXX)\b")
 
