@@ -36,7 +36,7 @@ from common.messages import (
     LoginAccepted, LoginRejected, MemberList, PrivateMessage, Register, RepairRequest, RoomKey, Say,
     UnignoreUser, WhoRequest, checked_text, typed_text,
 )
-from common.session import SecureSession
+from common.session import BadRecord, SecureSession
 from common.transcript import DatagramGate, Roster, Transcript, format_private, read_room_datagram, show_events
 from common.ui import ChatWindow, TerminalChat, add_front_end_options, open_front_end
 
@@ -117,13 +117,19 @@ class RoomClient:
             if not data:   # an empty recv() means the server closed the connection
                 return self.fail(self.session.why_the_server_closed(logged_in=self.phase is Phase.MEMBER))
             was_established = self.session.established
-            for message in self.session.receive(data):
+            try:
+                messages, failure = self.session.receive(data), None
+            except BadRecord as error:   # the genuine records before the bad one still count
+                messages, failure = error.delivered, error
+            for message in messages:
                 handler = self.HANDLERS.get(type(message))
                 if handler is None:
                     raise ProtocolError(f"a server does not send {type(message).__name__}")
                 handler(self, message)
                 if self.phase is Phase.CLOSED:   # a Goodbye or a refusal ended the session
                     return
+            if failure is not None:
+                raise failure
             if self.session.established and not was_established:
                 self.phase = Phase.LOGIN
                 self.session.send(self.login)   # the session is encrypted: now the password may go

@@ -36,7 +36,7 @@ from common.errors import ProtocolError
 from common.framing import DatagramSealer
 from common.messages import Goodbye, Login, LoginRejected, Register, RoomBatch, encode, typed_text
 from common.room import BATCH_WINDOW_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room, StoreWrite
-from common.session import SecureSession
+from common.session import BadRecord, SecureSession
 from common.transcript import Roster, Transcript, show_events
 from common.ui import add_front_end_options, open_front_end
 
@@ -110,9 +110,13 @@ class RoomServer:
         try:   # a writable socket needs nothing here: after_round() sends what is queued
             # BEGIN SOLUTION
             # PROMPT: read what arrived (peer.read()); once the handshake is done, Phase.LOGIN and tell
-            # PROMPT: self.doorway; handle each message, and stop once the peer is dropped or doomed.
+            # PROMPT: self.doorway; handle each message, and stop once the peer is dropped or doomed. A
+            # PROMPT: BadRecord still carries the genuine messages before the bad one: handle those, then raise it.
             if mask & selectors.EVENT_READ:
-                messages = peer.read()   # an empty read (the peer closed its end) raises
+                try:
+                    messages, failure = peer.read(), None   # an empty read (the peer closed its end) raises
+                except BadRecord as error:   # the genuine records before the bad one still count
+                    messages, failure = error.delivered, error
                 if peer.phase is Phase.HANDSHAKE and peer.session.established:
                     peer.phase = Phase.LOGIN
                     self.doorway.handshake_done(peer, time.monotonic())
@@ -120,6 +124,8 @@ class RoomServer:
                     self.handle_message(peer, message)
                     if peer not in self.peers or peer in self.doomed:   # a Goodbye or a refusal ended it
                         return
+                if failure is not None:
+                    raise failure
             # END SOLUTION
         except (ProtocolError, OSError) as error:
             self.drop(peer, str(error))

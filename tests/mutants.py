@@ -115,6 +115,18 @@ MUTANTS = (
         "an ignore is saved on the event loop: a database another program locked stops the whole room",
     ),
     Mutant(
+        "lab2 server loses the genuine records read with a bad one",
+        "lab2_udp.server",
+        "                except BadRecord as error:   # the genuine records before the bad one still count\n"
+        "                    messages, failure = error.delivered, error\n",
+        "                except BadRecord:\n"
+        "                    raise\n",
+        "tests/test_lab2_hostile.py::"
+        "test_a_genuine_message_read_together_with_a_tampered_record_is_said_then_the_peer_is_dropped",
+        "a bad record drops the peer with everything that arrived in the same read: whether a genuine "
+        "message counts depends on how TCP cut the stream",
+    ),
+    Mutant(
         "lab1 server trusts the sender a message claims",
         "lab1_tcp.server",
         "self.ui.show_line(peer.name, checked_text(message.text))",

@@ -634,3 +634,19 @@ def test_lab1_server_that_cannot_open_its_database_says_which_file_and_why(lab, 
     assert server.wait_exit() == 1, server.output()
     assert len(server.stderr_lines) == 1, server.output()   # one line, no traceback
     assert str(database) in server.stderr_lines[0] and reason in server.stderr_lines[0], server.output()
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_a_genuine_line_read_together_with_a_tampered_record_is_shown_then_the_peer_is_dropped(lab):
+    server = lab.start_server()
+    sock, session = logged_in_raw_session(lab, "mallory")
+    session.send(ChatMessage("mallory", "genuine, then a bad record"))
+    session.send(ChatMessage("mallory", "tampered"))
+    chunk = bytearray(session.outgoing)
+    chunk[-1] ^= 1                       # the second record's tag
+    sock.sendall(chunk)                  # one send: the server reads both at once
+    server.wait_for_stdout(r"^mallory: genuine, then a bad record$")
+    server.wait_for_stderr(r"^mallory dropped: ")
+    assert not any("tampered" in line for line in server.stdout_lines)
+    sock.close()

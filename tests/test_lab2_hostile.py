@@ -344,3 +344,21 @@ def test_a_database_another_program_holds_locked_does_not_stop_the_room(room):
     selector.close()
     for sock in (alice_sock, bob_sock, listener):
         sock.close()
+
+
+@pytest.mark.points(2)
+def test_a_genuine_message_read_together_with_a_tampered_record_is_said_then_the_peer_is_dropped(room):
+    server = room.start_server()
+    sock, session, _key = raw_member(room, "mallory")
+    wait_for_seq(server, 1)
+    session.send(Say("genuine, then a bad record"))
+    session.send(Say("tampered"))
+    chunk = bytearray(session.outgoing)
+    chunk[-1] ^= 1                       # the second record's tag
+    sock.sendall(chunk)                  # one send: the server reads both at once
+    said = int(server.wait_for_stdout(r"^#(\d+) mallory: genuine, then a bad record$").group(1))
+    left = int(server.wait_for_stdout(r"^#(\d+) \* mallory left$").group(1))
+    assert left == said + 1, server.output()
+    server.wait_for_stderr(r"^mallory \(127\.0\.0\.1:\d+\) message rejected: it was altered")
+    assert not any("tampered" in line for line in server.stdout_lines)
+    sock.close()
