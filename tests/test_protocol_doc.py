@@ -88,3 +88,16 @@ def test_a_class_on_one_machine_is_told_the_members_per_address_limit_and_its_se
     assert planning, f"docs/{handout} does not say that a class on one machine meets MAX_CLIENTS_PER_ADDRESS"
     text = " ".join(planning[0].split())
     assert f"({limit})" in text and "too many members from your address; try again later" in text
+
+
+def test_the_format_characters_chat_text_allows_and_refuses_are_listed_in_the_protocol_document():
+    from common import messages
+    doc = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"U\+([0-9A-F]{4,5})", doc))
+    for start, _, end in re.findall(r"U\+([0-9A-F]{4,5})(-U\+([0-9A-F]{4,5}))?", doc):
+        if end:
+            listed |= {f"{code:04X}" for code in range(int(start, 16), int(end, 16) + 1)}
+    named = messages.INVISIBLE_TEXT_FORMAT | messages.VISIBLE_TEXT_FORMAT | messages.BIDI_CONTROLS
+    assert {f"{ord(char):04X}" for char in named} <= listed
+    assert {f"{ord(messages.BLACK_FLAG):04X}", f"{messages.TAGS.start:04X}", f"{messages.TAGS.stop - 1:04X}"} <= listed
+    assert f"at most {messages.MAX_TAG_RUN}" in doc
