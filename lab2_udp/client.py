@@ -30,14 +30,15 @@ import time
 from common import keylog, net
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
-from common.framing import DatagramOpener
+from common.framing import DatagramOpener, KeyNotYetHere
 from common.messages import (
     ChangeName, ErrorNotice, Goodbye, History, IgnoreList, IgnoreUser, Login,
     LoginAccepted, LoginRejected, MemberList, PrivateMessage, Register, RepairRequest, RoomKey, Say,
     UnignoreUser, WhoRequest, checked_text, typed_text,
 )
 from common.session import BadRecord, SecureSession
-from common.transcript import DatagramGate, Roster, Transcript, format_private, read_room_datagram, show_events
+from common.transcript import (DatagramGate, EarlyDatagrams, Roster, Transcript, format_private, read_room_datagram,
+                               show_events)
 from common.ui import ChatWindow, TerminalChat, add_front_end_options, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
@@ -95,6 +96,7 @@ class RoomClient:
             f"cannot reach the server at {net.describe(self.server)}: {reason}"))
         self.opener: DatagramOpener | None = None   # until the server hands us the room key
         self.gate = DatagramGate()
+        self.early = EarlyDatagrams()   # datagrams that overtook their room key
         self.broadcast_port = settings.broadcast_port
         self.warned_deaf = False
         self.transcript = Transcript()
@@ -166,11 +168,13 @@ class RoomClient:
         # still on their way.
         # BEGIN SOLUTION
         # PROMPT: the first RoomKey brings the server's signing key: make the DatagramOpener, and start the
-        # PROMPT: transcript's deafness clock. Add every room key under its epoch.
+        # PROMPT: transcript's deafness clock. Add every room key under its epoch, then open what self.early held.
         if self.opener is None:
             self.opener = DatagramOpener(message.signing_key)
             self.transcript.heard(time.monotonic())   # from now on, silence means deafness
         self.opener.add_room_key(message.epoch, message.key)
+        for datagram, source in self.early.release(time.monotonic()):   # they came before this key
+            self.open_datagram(datagram, source, time.monotonic())
         # END SOLUTION
 
     def handle_ignore_list(self, message: IgnoreList) -> None:
@@ -209,8 +213,7 @@ class RoomClient:
         # BEGIN SOLUTION
         # PROMPT: read the datagrams waiting, at most MAX_DATAGRAMS_PER_TURN (BlockingIOError: none left).
         # PROMPT: Before the room key, or when self.gate says a datagram is not worth a signature check, skip
-        # PROMPT: it. Open each with read_room_datagram (ProtocolError: tell the gate, drop it silently), and
-        # PROMPT: show what the transcript delivers, in order.
+        # PROMPT: it; open the others (open_datagram).
         for _ in range(MAX_DATAGRAMS_PER_TURN):
             try:
                 datagram, source = self.udp.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)
@@ -219,14 +222,22 @@ class RoomClient:
             now = time.monotonic()
             if self.opener is None or not self.gate.worth_opening(source, now):
                 continue   # not logged in yet, or not from the server: not worth a signature check
-            try:
-                batch = read_room_datagram(self.opener, datagram)
-            except ProtocolError:   # forged, replayed, damaged or someone else's: drop it silently
-                self.gate.rejected(source, now)
-                continue
-            self.gate.opened(source)
-            self.transcript.heard(now)
-            self.show(self.transcript.receive(batch.events, batch.latest_seq))
+            self.open_datagram(datagram, source, now)
+        # END SOLUTION
+
+    def open_datagram(self, datagram: bytes, source: tuple, now: float) -> None:
+        # BEGIN SOLUTION
+        # PROMPT: open it with read_room_datagram (KeyNotYetHere: self.early holds it; ProtocolError: tell the
+        # PROMPT: gate, drop it silently), and show what the transcript delivers, in order.
+        try:
+            batch = read_room_datagram(self.opener, datagram)
+        except KeyNotYetHere:   # UDP overtook the new key, which comes over TCP: held until it is in
+            return self.early.hold(datagram, source, now)
+        except ProtocolError:   # forged, replayed, damaged or someone else's: drop it silently
+            return self.gate.rejected(source, now)
+        self.gate.opened(source)
+        self.transcript.heard(now)
+        self.show(self.transcript.receive(batch.events, batch.latest_seq))
         # END SOLUTION
 
     def show(self, events) -> None:
