@@ -3,10 +3,11 @@
 The Lab 2 server keeps one AccountStore, backed by a sqlite3 file (DB_PATH in .env).
 Registering and logging in are the only slow calls, because a password hash is slow on
 purpose: Argon2id at OWASP's minimum cost takes 30-60 ms, which is what makes guessing
-stolen hashes expensive. The server runs these two calls in a small worker pool;
-everything else here is one quick indexed query. (The kit needs cryptography 50 or
-newer: older releases hold Python's GIL for the whole hash, so the event loop would
-freeze for each login even with the hash in another thread.)
+stolen hashes expensive. The server runs these two calls in a small worker pool, and
+the writes (ignore, unignore) in a thread of their own, since a write may wait for a lock
+another program holds; everything else here is one quick indexed query that never waits.
+(The kit needs cryptography 50 or newer: older releases hold Python's GIL for the whole
+hash, so the event loop would freeze for each login even with the hash in another thread.)
 
 What this file shows:
 - A password is stored only as an Argon2id PHC string ("$argon2id$v=19$m=...,t=...,p=...

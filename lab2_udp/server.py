@@ -12,8 +12,10 @@ What this file demonstrates:
   it to every client. Datagrams are sealed with a room key only members get
   (a new one when a member leaves) and signed, so no member can forge them.
 - Password hashes are slow on purpose: logins run in worker threads, and the
-  room never stalls. Nobody who has not logged in can hold much: a few
-  seconds, connections and queued logins per address (common/admission.py).
+  room never stalls; nor does it for a database another program holds locked:
+  ignores are written in a thread of their own. Nobody who has not logged in
+  can hold much: a few seconds, connections and queued logins per address
+  (common/admission.py).
 - The server takes part: what you type is a numbered room message. Commands:
   /who, /nick NEWNAME, /hash, /quit (or Ctrl-X).
 """
