@@ -3,10 +3,11 @@
 The Lab 2 server keeps one AccountStore, backed by a sqlite3 file (DB_PATH in .env).
 Registering and logging in are the only slow calls, because a password hash is slow on
 purpose: Argon2id at OWASP's minimum cost takes 30-60 ms, which is what makes guessing
-stolen hashes expensive. The server runs these two calls in a small worker pool;
-everything else here is one quick indexed query. (The kit needs cryptography 50 or
-newer: older releases hold Python's GIL for the whole hash, so the event loop would
-freeze for each login even with the hash in another thread.)
+stolen hashes expensive. The server runs these two calls in a small worker pool, and
+the writes (ignore, unignore) in a thread of their own, since a write may wait for a lock
+another program holds; everything else here is one quick indexed query that never waits.
+(The kit needs cryptography 50 or newer: older releases hold Python's GIL for the whole
+hash, so the event loop would freeze for each login even with the hash in another thread.)
 
 What this file shows:
 - A password is stored only as an Argon2id PHC string ("$argon2id$v=19$m=...,t=...,p=...
@@ -17,7 +18,12 @@ What this file shows:
   reply tell a guesser whether a name exists.
 - Repeated failures lock an account for a while (a back-off that doubles), which slows a
   password guesser down to a handful of tries a minute.
-- One lock guards the one sqlite connection, but nobody holds it while hashing.
+- One lock guards the sqlite connection that writes, but nobody holds it while hashing.
+- Another program may hold the file locked (a second server, a backup, the sqlite3 shell in
+  the middle of a transaction). A write then waits at most STORE_BUSY_TIMEOUT_SECONDS and
+  gives up with STORE_BUSY; the server runs every write in a thread of its own, so the wait
+  never stops the room. The quick reads (exists, ignored_by) have a connection of their own
+  that never waits at all: in WAL mode a reader is not blocked by a writer.
 
 Usage:
     store = AccountStore("chat.db")
@@ -72,6 +78,11 @@ TOO_MANY_NEW_ACCOUNTS = "too many new accounts from your address; try again late
 # An ignore list is sent whole at every login, in one record: the cap keeps it far inside
 # one, and bounds the rows one member can add to the database.
 MAX_IGNORED_NAMES = 100
+
+# How long a write waits for a lock another program holds before it gives up (sqlite's own
+# default is 5 s). The wait happens in a worker thread, never on the server's event loop.
+STORE_BUSY_TIMEOUT_SECONDS = 2.0
+STORE_BUSY = "the account store is busy: another program holds it locked; try again later"
 
 SALT_BYTES = 16  # random for each hash: two users with one password get different hashes
 HASH_BYTES = 32
@@ -190,13 +201,16 @@ class AccountStore:
         max_new_accounts_per_address: int = MAX_NEW_ACCOUNTS_PER_ADDRESS,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        busy_timeout_seconds: float = STORE_BUSY_TIMEOUT_SECONDS,
     ) -> None:
         """Open (or create) the database at path; ":memory:" keeps it in RAM only.
 
         cost sets the price of new hashes. clock measures lock times in seconds; tests
-        pass a fake clock so they need not sleep. Raises ValueError if cost is below
-        Argon2's minimum. The dummy hash below is made here, so a bad cost fails at
-        start-up rather than at the first login.
+        pass a fake clock so they need not sleep. busy_timeout_seconds is how long a write
+        waits for another program's lock. Raises ProtocolError, naming the file and the
+        reason, if the database cannot be opened (a missing folder, a file that is not a
+        database), and ValueError if cost is below Argon2's minimum. The dummy hash below
+        is made here, so a bad cost fails at start-up rather than at the first login.
         """
         self._cost = cost
         self._clock = clock
@@ -214,16 +228,28 @@ class AccountStore:
         # sqlite3 normally refuses a connection used from a thread other than the one
         # that made it. Logins run in worker threads, so we switch that check off. In
         # its place self._lock lets one thread at a time use the connection.
-        self._conn = sqlite3.connect(path, check_same_thread=False)
-        # In WAL mode a commit is appended to a log file; readers (the instructor's sqlite3
-        # shell, say) never block the writer. In any journal mode each commit is atomic,
-        # so a crash mid-write loses nothing committed. A ":memory:" database keeps its
-        # own mode and ignores this.
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # sqlite checks REFERENCES only if each connection asks it to.
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.executescript(_SCHEMA)
-        self._upgrade_ignores_table()
+        try:
+            self._conn = sqlite3.connect(path, timeout=busy_timeout_seconds, check_same_thread=False)
+            # In WAL mode a commit is appended to a log file; readers (the instructor's sqlite3
+            # shell, say) never block the writer, nor a writer them. In any journal mode each
+            # commit is atomic, so a crash mid-write loses nothing committed. A ":memory:"
+            # database keeps its own mode and ignores this.
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # sqlite checks REFERENCES only if each connection asks it to.
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.executescript(_SCHEMA)
+            self._upgrade_ignores_table()
+            # The reads the event loop makes (a DM's ignore check, a rename's "is that name an
+            # account?") use a connection that never waits (timeout 0): should a read ever
+            # find the file busy, it fails at once rather than freeze the room. It has its own
+            # lock, so it never waits for a worker's write either. A ":memory:" database is
+            # private to its one connection, and nobody else can lock it: that one serves both.
+            self._reader, self._read_lock = self._conn, self._lock
+            if str(path) != ":memory:":
+                self._reader = sqlite3.connect(path, timeout=0, check_same_thread=False)
+                self._read_lock = threading.Lock()
+        except sqlite3.Error as error:
+            raise ProtocolError(f"cannot open the database {path}: {_why_not_opened(path, error)}") from None
         # A hash of random bytes nobody knows, made at this store's cost. An unknown name
         # is checked against it, so the check takes as long as for a real account.
         self._dummy_phc = _hash_password(os.urandom(SALT_BYTES), cost)
@@ -343,13 +369,16 @@ class AccountStore:
             failures.lock_seconds = min(failures.lock_seconds * 2, MAX_LOCK_SECONDS)
         failures.locked_until = self._clock() + failures.lock_seconds
 
-    def ignore(self, user: str, target: str) -> None:
-        """Record, permanently, that user ignores target. Ignoring twice changes nothing.
+    def ignore(self, user: str, target: str) -> frozenset[str]:
+        """Record, permanently, that user ignores target; return whom user ignores now.
+        Ignoring twice changes nothing.
 
         Any well-formed name may be ignored, whether or not it has an account: an
         answer that differed would tell anyone which accounts exist.
         Raises ProtocolError if a name is malformed, target is user, or user already
-        ignores MAX_IGNORED_NAMES names.
+        ignores MAX_IGNORED_NAMES names, or STORE_BUSY if another program held the
+        database locked for STORE_BUSY_TIMEOUT_SECONDS: a write may wait that long, so
+        a server calls this off its event loop.
         """
         user, target = normalise_name(user), normalise_name(target)
         if target == user:
@@ -365,28 +394,34 @@ class AccountStore:
             self._conn.execute(
                 "INSERT OR IGNORE INTO ignores (user, target) VALUES (?, ?)", (user, target)
             )
+            return self._ignored_by(self._conn, user)
 
-    def unignore(self, user: str, target: str) -> None:
-        """Stop user ignoring target; if target wasn't ignored, nothing changes.
+    def unignore(self, user: str, target: str) -> frozenset[str]:
+        """Stop user ignoring target; return whom user ignores now. If target wasn't
+        ignored, nothing changes.
 
-        Raises ProtocolError if a name is malformed.
+        Raises ProtocolError if a name is malformed, or STORE_BUSY as ignore() does.
         """
         user, target = normalise_name(user), normalise_name(target)
         with self._locked(transaction=True):
             self._conn.execute(
                 "DELETE FROM ignores WHERE user = ? AND target = ?", (user, target)
             )
+            return self._ignored_by(self._conn, user)
 
     def ignored_by(self, user: str) -> frozenset[str]:
         """Return the names that user ignores: at most MAX_IGNORED_NAMES, the first in
-        alphabetical order, even if a database from elsewhere holds more.
-        Raises ProtocolError for a malformed name."""
+        alphabetical order, even if a database from elsewhere holds more. Never waits
+        for a lock (see __init__).
+        Raises ProtocolError for a malformed name, or if the database cannot be read."""
         user = normalise_name(user)
-        with self._locked():
-            rows = self._conn.execute(
-                "SELECT target FROM ignores WHERE user = ? ORDER BY target LIMIT ?",
-                (user, MAX_IGNORED_NAMES),
-            ).fetchall()
+        with self._locked(reading=True):
+            return self._ignored_by(self._reader, user)
+
+    @staticmethod
+    def _ignored_by(conn: sqlite3.Connection, user: str) -> frozenset[str]:
+        rows = conn.execute("SELECT target FROM ignores WHERE user = ? ORDER BY target LIMIT ?",
+                            (user, MAX_IGNORED_NAMES)).fetchall()
         return frozenset(target for (target,) in rows)
 
     def _new_accounts_of(self, source: str) -> int:
@@ -396,9 +431,9 @@ class AccountStore:
                                   (source, since)).fetchone()[0]
 
     def exists(self, name: str) -> bool:
-        """Return whether ``name`` (already normalised) has an account."""
-        with self._locked():
-            return self._conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
+        """Return whether ``name`` (already normalised) has an account. Never waits for a lock."""
+        with self._locked(reading=True):
+            return self._reader.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
 
     def _upgrade_ignores_table(self) -> None:
         """Databases made before any name could be ignored required the target to
@@ -416,18 +451,21 @@ class AccountStore:
 
     def close(self) -> None:
         """Close the database. The store must not be used afterwards."""
+        with self._read_lock:
+            self._reader.close()   # ":memory:": the one connection, closed twice, which is harmless
         with self._lock:
             self._conn.close()
 
     @contextmanager
-    def _locked(self, *, transaction: bool = False) -> Iterator[None]:
-        """Hold the lock (and, if asked, one transaction) for a few queries.
+    def _locked(self, *, transaction: bool = False, reading: bool = False) -> Iterator[None]:
+        """Hold the lock of the writing connection (or, ``reading``, the reader's) and,
+        if asked, one transaction, for a few queries.
 
         A failing database (a full disk, a file another program locked) is
         turned into a ProtocolError: the server then refuses this one request
         instead of stopping for everyone.
         """
-        with self._lock:
+        with self._read_lock if reading else self._lock:
             try:
                 if transaction:
                     with self._conn:   # commits on success, rolls back on an exception
@@ -437,4 +475,14 @@ class AccountStore:
             except sqlite3.IntegrityError:
                 raise   # a broken constraint means something to the caller ("name taken")
             except sqlite3.Error as error:
+                if str(error).startswith("database is locked"):   # sqlite's SQLITE_BUSY: the timeout ran out
+                    raise ProtocolError(STORE_BUSY) from None
                 raise ProtocolError(f"the account store failed ({error}); try again later") from None
+
+
+def _why_not_opened(path: str | os.PathLike, error: sqlite3.Error) -> str:
+    """Why sqlite could not open ``path``, in words that point at the fix."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"the folder {folder} does not exist"
+    return str(error)

@@ -152,6 +152,12 @@ class DatagramSealer:
         return datagram
 
 
+class KeyNotYetHere(ProtocolError):
+    """A datagram sealed with the room key of the epoch after the newest one we
+    hold. The server hands a new key over TCP before it seals with it, but UDP may
+    overtake TCP: the datagram may well be genuine, and be opened once the key is in."""
+
+
 class DatagramOpener:
     """A member's side: check, decrypt and de-duplicate room datagrams.
 
@@ -181,7 +187,8 @@ class DatagramOpener:
     def open(self, datagram: bytes) -> bytes:
         """Return the plaintext of an authentic, fresh datagram.
 
-        Raises ProtocolError for anything else: too short or too long, an
+        Raises KeyNotYetHere for a datagram of the next epoch (its key is on its
+        way), ProtocolError for anything else: too short or too long, an
         unknown version or epoch, a replayed packet number, a failed tag or
         a bad signature. Cheap checks come first; the signature (the costly
         one) is checked last, on datagrams that already proved they know the
@@ -194,6 +201,8 @@ class DatagramOpener:
         if version != DATAGRAM_VERSION:
             raise ProtocolError(f"unknown datagram version {version}")
         aead = self._keys.get(epoch)
+        if aead is None and self._keys and epoch == max(self._keys) + 1:
+            raise KeyNotYetHere(f"sealed with the room key of epoch {epoch}, which is still on its way")
         if aead is None:
             raise ProtocolError(f"no room key for epoch {epoch}")
         if not self.window.is_fresh(number):

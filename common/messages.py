@@ -225,13 +225,34 @@ MESSAGE_TYPES: dict[int, type] = {cls.TYPE: cls for cls in Message.__args__}
 # refused, in both labs, by the sender's program and again by the server:
 REFUSED_CATEGORIES = {
     "Cc": "a control character",                      # newline, escape: a new line, a repainted terminal
-    "Cf": "an invisible formatting character",        # bidi overrides (U+202E), zero-width (U+200B, U+2060)
+    "Cf": "an invisible formatting character",        # zero-width space (U+200B), word joiner, BOM
     "Zl": "a line separator",                         # U+2028: a new line on some screens
     "Zp": "a paragraph separator",                    # U+2029
     "Cs": "a surrogate",                              # half of a UTF-16 pair: not text
     "Co": "a private-use character",                  # shows as whatever a font likes
     "Cn": "an unassigned code point",                 # may become any of the above one day
 }
+# Bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) reorder a whole run of
+# text: "\u202e" shows the letters after it backwards, so a message can read as something it
+# does not say ("Trojan Source", CVE-2021-42574). Refused, with their own name.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+BIDI_CONTROL = "a bidirectional override or isolate"
+# Format characters (Cf) that the world's scripts need, allowed despite their category. None of
+# them reorders letters or starts a line:
+# - ZWNJ and ZWJ (U+200C, U+200D): Persian "می‌خواهم", Hindi "क्‍ष", and emoji sequences (👨‍👩‍👧);
+# - the bidi *marks* LRM, RLM, ALM (U+200E, U+200F, U+061C): a zero-width letter of one direction,
+#   which places the digits and punctuation next to it in Arabic or Hebrew text;
+# - the soft hyphen (U+00AD), and the Mongolian vowel separator (U+180E), which shapes a word.
+# They draw nothing, so a run of blanks goes on through them, as through a combining mark.
+INVISIBLE_TEXT_FORMAT = frozenset("\u200c\u200d\u200e\u200f\u061c\u00ad\u180e")
+# Signs that span the digits after them (Arabic number and year signs, end of ayah, ...): visible.
+VISIBLE_TEXT_FORMAT = frozenset("\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2"
+                                "\U000110bd\U000110cd")
+# Tag characters (U+E0020-U+E007F) spell a subdivision flag after a black flag: 🏴 + "gbsct" in
+# tags + cancel tag is Scotland's flag. Anywhere else they are invisible letters: refused.
+BLACK_FLAG, TAGS = "\U0001f3f4", range(0xE0020, 0xE0080)
+MAX_TAG_RUN = 8         # the longest flag sequence is 6 tags and a cancel tag
+STRAY_TAG = "a tag character outside a flag"
 MAX_COMBINING_RUN = 4   # accents stacked on one letter: more would draw over the lines above
 MAX_SPACE_RUN = 8       # a longer run of spaces could wrap text onto what looks like its own line
 # Letters and symbols that draw nothing: they count as spaces in that run.
@@ -241,23 +262,33 @@ BLANK_LOOKING = frozenset("\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
 def checked_text(text: str) -> str:
     """Return chat text that may be sent: one line, not blank, at most
     MAX_TEXT_BYTES of UTF-8, and nothing that could disguise itself as
-    another line on someone else's screen (REFUSED_CATEGORIES, runs of more
-    than MAX_COMBINING_RUN combining marks or MAX_SPACE_RUN spaces or
-    BLANK_LOOKING characters).
+    another line on someone else's screen (REFUSED_CATEGORIES but for the
+    format characters text needs, BIDI_CONTROLS, tags outside a flag, runs
+    of more than MAX_COMBINING_RUN combining marks or MAX_SPACE_RUN spaces
+    or BLANK_LOOKING characters).
     Raises ProtocolError, naming the first offending code point, otherwise.
     """
-    if not text.strip():
+    if not "".join(char for char in text if char not in INVISIBLE_TEXT_FORMAT).strip():
         raise ProtocolError("an empty message was not sent")
-    combining_run = space_run = 0
+    combining_run = space_run = tag_run = 0
+    previous = ""
     for char in text:
         category = unicodedata.category(char)
-        if category in REFUSED_CATEGORIES:
+        tag_run = tag_run + 1 if ord(char) in TAGS and (tag_run or previous == BLACK_FLAG) else 0
+        previous = char
+        if char in BIDI_CONTROLS:
+            raise ProtocolError(f"a message may not contain {BIDI_CONTROL} (U+{ord(char):04X})")
+        if tag_run > MAX_TAG_RUN or (ord(char) in TAGS and not tag_run):
+            raise ProtocolError(f"a message may not contain {STRAY_TAG} (U+{ord(char):04X})")
+        if char in INVISIBLE_TEXT_FORMAT:
+            continue   # draws nothing: neither ends a run of marks or blanks nor counts in one
+        if category in REFUSED_CATEGORIES and not (tag_run or char in VISIBLE_TEXT_FORMAT):
             raise ProtocolError(f"a message may not contain {REFUSED_CATEGORIES[category]} "
                                 f"(U+{ord(char):04X})")
         combining_run = combining_run + 1 if category in ("Mn", "Me") else 0
         if category == "Zs" or char in BLANK_LOOKING:
             space_run += 1
-        elif not combining_run:   # a mark (U+034F, a variation selector) is no end to a blank run
+        elif not combining_run and not tag_run:   # a mark (U+034F, a variation selector) is no end to a blank run
             space_run = 0
         if combining_run > MAX_COMBINING_RUN:
             raise ProtocolError(f"a message may not stack more than {MAX_COMBINING_RUN} combining marks")

@@ -371,7 +371,8 @@ class Connection:
     def read(self) -> list[Message]:
         """Take what arrived and return the messages it completes. Raises
         ProtocolError when the peer closed its end (an empty read) or broke the
-        protocol, OSError when the connection broke."""
+        protocol (a session.BadRecord, carrying the genuine messages that came
+        before the bad record), OSError when the connection broke."""
         data = receive(self.sock)
         if not data:
             midway = " in the middle of a record" if self.session.in_the_middle_of_a_record else ""

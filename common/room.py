@@ -15,7 +15,10 @@ server must carry them out:
 * ``Delivery(conn, message)``: send ``message`` over that member's session;
 * ``Broadcast(batch)``: seal ``batch`` with the current room key and send
   it, once, to the broadcast address;
-* ``NewRoomKey(epoch, key)``: seal with this key from now on.
+* ``NewRoomKey(epoch, key)``: seal with this key from now on;
+* ``StoreWrite(conn, write)``: run ``write()`` (an ignore saved in the
+  database) off the event loop, then hand its outcome to ``written()``: a
+  write may wait for a lock another program holds, and the room must not.
 
 Logged events wait in ``unsent`` until ``tick()`` packs them into
 datagrams: at once after a quiet spell, or, while the room is busy, up to
@@ -41,7 +44,9 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 
 from common.accounts import AccountStore, normalise_name
 from common.admission import TokenBucket
@@ -83,6 +88,7 @@ MAX_REFUSED_PER_WINDOW = 100      # ... and a member refused more often is dropp
 # Each answer to a rename says whether a name has an account: at this pace, nobody lists them.
 MAX_RENAMES_PER_ADDRESS, RENAME_WINDOW_SECONDS = 10, 60.0   # tried, by the members of one address
 MAX_ADDRESSES_REMEMBERED = 10000
+MAX_WRITES_WAITING = 8            # a member's ignores not yet saved: a locked database holds them
 ROOM_KEY_BYTES = 32
 
 KEPT_FLOODING = "dropped: it kept sending after being told to slow down"
@@ -108,7 +114,16 @@ class NewRoomKey:
     key: bytes
 
 
-Instruction = Delivery | Broadcast | NewRoomKey
+@dataclass(frozen=True)
+class StoreWrite:
+    """Run ``write()`` in the server's writer thread, never on its loop: it writes the
+    database, and may wait for another program's lock. Back on the loop, hand its
+    future to ``Room.written(to, future)``."""
+    to: Hashable
+    write: Callable[[], frozenset[str]]
+
+
+Instruction = Delivery | Broadcast | NewRoomKey | StoreWrite
 
 
 def not_delivered(recipient: str) -> str:
@@ -160,6 +175,7 @@ class Room:
         self.members: dict[Hashable, str] = {}       # conn -> the name it is shown under
         self._accounts: dict[Hashable, str] = {}     # conn -> its account: ignores follow this
         self._budgets: dict[Hashable, _Budget] = {}
+        self._writes_waiting: dict[Hashable, int] = {}   # conn -> its StoreWrites not yet written
         self.epoch, self.room_key = 1, random_bytes(ROOM_KEY_BYTES)
         self._outbox = _Outbox()
         self._handlers = {
@@ -208,6 +224,7 @@ class Room:
         now = self.clock()
         self.members[conn] = self._accounts[conn] = name
         self._sources[conn] = source
+        self._writes_waiting[conn] = 0
         self._budgets[conn] = _Budget(TokenBucket(self.max_messages_per_second, now),
                                       TokenBucket(MAX_REPAIR_EVENTS_PER_SECOND, now), window_started_at=now)
         group = [RoomGroup(self.multicast_group)] if self.multicast_group else []
@@ -220,6 +237,7 @@ class Room:
         """Forget ``conn``. If it was a member, the room sees it leave, and the
         next tick changes the room key."""
         self._budgets.pop(conn, None)
+        self._writes_waiting.pop(conn, None)
         self._accounts.pop(conn, None)
         self._sources.pop(conn, None)
         name = self.members.pop(conn, None)
@@ -231,7 +249,7 @@ class Room:
 
     # --- what members ask for -----------------------------------------------------
 
-    def handle(self, conn: Hashable, message: Message) -> list[Delivery]:
+    def handle(self, conn: Hashable, message: Message) -> list[Delivery | StoreWrite]:
         """Apply one request from a joined member; returns what to deliver.
 
         Every request spends the member's budget. A broken rule (rate, empty
@@ -249,6 +267,17 @@ class Room:
             return self._refuse(conn, budget, now)
         try:
             return handler(conn, self.members[conn], message)
+        except ProtocolError as error:
+            return [Delivery(conn, ErrorNotice(str(error)))]
+
+    def written(self, conn: Hashable, outcome: Future) -> list[Delivery]:
+        """A StoreWrite for ``conn`` is done: ``outcome.result()`` is the member's new
+        ignore list, or raises why it was not saved. Returns the member's answer."""
+        if conn not in self.members:
+            return []   # it left while the write waited
+        self._writes_waiting[conn] -= 1
+        try:
+            return [Delivery(conn, IgnoreList(tuple(sorted(outcome.result()))))]
         except ProtocolError as error:
             return [Delivery(conn, ErrorNotice(str(error)))]
 
@@ -321,13 +350,20 @@ class Room:
         # Both ends see the DM: the sender's copy confirms it arrived.
         return [Delivery(target, delivered), Delivery(conn, delivered)]
 
-    def _handle_ignore(self, conn: Hashable, name: str, message: IgnoreUser) -> list[Delivery]:
-        self.accounts.ignore(self._accounts[conn], self._account_named(message.name))
-        return [Delivery(conn, IgnoreList(tuple(sorted(self.accounts.ignored_by(self._accounts[conn])))))]
+    def _handle_ignore(self, conn: Hashable, name: str, message: IgnoreUser) -> list[StoreWrite]:
+        return self._write(conn, partial(self.accounts.ignore, self._accounts[conn],
+                                         self._account_named(message.name)))
 
-    def _handle_unignore(self, conn: Hashable, name: str, message: UnignoreUser) -> list[Delivery]:
-        self.accounts.unignore(self._accounts[conn], self._account_named(message.name))
-        return [Delivery(conn, IgnoreList(tuple(sorted(self.accounts.ignored_by(self._accounts[conn])))))]
+    def _handle_unignore(self, conn: Hashable, name: str, message: UnignoreUser) -> list[StoreWrite]:
+        return self._write(conn, partial(self.accounts.unignore, self._accounts[conn],
+                                         self._account_named(message.name)))
+
+    def _write(self, conn: Hashable, write: Callable[[], frozenset[str]]) -> list[StoreWrite]:
+        """A change to save: the answer (the new IgnoreList) comes once it is written."""
+        if self._writes_waiting[conn] >= MAX_WRITES_WAITING:   # a locked database: they would pile up
+            raise ProtocolError("your earlier changes are still being saved; try again in a moment")
+        self._writes_waiting[conn] += 1
+        return [StoreWrite(conn, write)]
 
     def _handle_change_name(self, conn: Hashable, name: str, message: ChangeName) -> list[Delivery]:
         source = self._sources[conn]

@@ -7,7 +7,11 @@ writable. The session runs in two phases:
 
 A session that failed (a bad record, a wrong key) refuses every further
 call, as ``noise.HandshakeState`` does: its keys may be out of step, and
-nothing it would decrypt could be trusted.
+nothing it would decrypt could be trusted. What it authenticated *before*
+the bad record was genuine, though, and TCP may well have delivered both in
+one read: ``receive()`` then raises ``BadRecord`` carrying those messages,
+and the caller handles them before it closes. Whether a genuine message
+counts must not depend on how the network cut the byte stream.
 
 1. Handshake: two records of Noise NKpsk0 (``-> psk, e, es`` then
    ``<- e, ee``). The client proves it knows the pre-shared key, and only
@@ -34,6 +38,16 @@ from common.messages import Goodbye, Message, decode, encode
 PROLOGUE = b"chat-lab-kit/1"
 # What each handshake record carries, as the wire view names it (common/wire.py).
 HANDSHAKE_STEPS = ("handshake 1/2: psk, e, es", "handshake 2/2: e, ee")
+
+
+class BadRecord(ProtocolError):
+    """A record failed to open (or the handshake failed). ``delivered`` holds the
+    messages of the genuine records that came before it in the same bytes, in
+    order: handle them, then close the connection."""
+
+    def __init__(self, reason: str, delivered: list[Message]) -> None:
+        super().__init__(reason)
+        self.delivered = delivered
 
 
 class SecureSession:
@@ -80,9 +94,10 @@ class SecureSession:
     def receive(self, data: bytes) -> list[Message]:
         """Feed bytes from the socket; return the messages they complete.
 
-        Raises ProtocolError on a bad record, a failed handshake (wrong key)
-        or a message that does not decode. The session is then unusable:
-        the caller closes the connection.
+        Raises BadRecord (a ProtocolError) on a bad record, a failed handshake
+        (wrong key) or a message that does not decode; its ``delivered`` are the
+        messages of the records before it. The session is then unusable: the
+        caller handles those, then closes the connection.
         """
         self._refuse_if_failed()
         messages = []
@@ -99,7 +114,7 @@ class SecureSession:
                         wire.tap.record(wire.RECEIVED_RECORD, self.peer, encode_record(body), messages[-1])
         except ProtocolError as error:
             self._failure = str(error)
-            raise
+            raise BadRecord(str(error), messages) from None
         return messages
 
     def send(self, message: Message) -> None:

@@ -23,6 +23,14 @@ for whatever it has, so the room goes on over TCP alone, only slower.
 A running SHA-256 over every delivered event lets screens and tests prove
 that two transcripts are equal by comparing a few hex digits.
 
+``EarlyDatagrams`` holds, briefly, the datagrams sealed with a room key that
+is still on its way over TCP: after a leave the server hands every member the
+new key, then seals with it, and a datagram may overtake the key. Dropped, it
+would come back only by a repair after the next heartbeat; held, it is opened
+the moment the key arrives. At most MAX_EARLY_DATAGRAMS, for at most
+MAX_EARLY_DATAGRAM_SECONDS, and only of the next epoch: a stranger can fill
+the hold with garbage, but never make it grow.
+
 ``DatagramGate`` decides which datagrams are worth opening at all. Checking
 a signature costs about 100 us, so a member who floods forgeries could keep
 every receiver busy. Only datagrams from the server's IP address (the one
@@ -35,12 +43,13 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from common import wire
 from common.admission import TokenBucket
 from common.errors import ProtocolError
-from common.framing import DatagramOpener
+from common.framing import DatagramOpener, KeyNotYetHere
 from common.messages import EventKind, PrivateMessage, RoomBatch, RoomEvent, decode, encode
 
 REPAIR_GRACE_SECONDS = 0.03   # a reordered datagram usually fills a gap by then
@@ -50,6 +59,8 @@ REPAIR_RETRY_SECONDS = 0.25   # ask again if a repair has not arrived by then
 DEAF_AFTER_SECONDS = 1.5
 MAX_EARLY_EVENTS = 10000      # a bound on what waits for a gap to fill
 UNPROVEN_OPENS_PER_SECOND = 10   # datagrams opened from all sources but the proven one, together
+MAX_EARLY_DATAGRAMS = 16         # held for a room key still on its way: the newest ones ...
+MAX_EARLY_DATAGRAM_SECONDS = 0.5  # ... for this long (a key comes over TCP within milliseconds)
 
 
 def read_room_datagram(opener: DatagramOpener, datagram: bytes) -> RoomBatch:
@@ -71,6 +82,8 @@ def read_room_datagram(opener: DatagramOpener, datagram: bytes) -> RoomBatch:
 def _refusal(opener: DatagramOpener, datagram: bytes, error: ProtocolError) -> str:
     """The wire view's mark for a refused datagram: a packet number the
     replay window has seen is a copy (a duplicate); anything else failed a check."""
+    if isinstance(error, KeyNotYetHere):
+        return f"held: {error}"
     number = wire.packet_number(datagram)
     if number is not None and not opener.window.is_fresh(number):
         return f"duplicate: {error}"
@@ -235,6 +248,25 @@ class Transcript:
     def summary(self) -> str:
         """'transcript HASH COUNT': what /hash shows and what a clean exit prints last."""
         return f"transcript {self.digest()} {self.delivered_seq}"
+
+
+class EarlyDatagrams:
+    """Datagrams that came before their room key (KeyNotYetHere), held until it comes."""
+
+    def __init__(self) -> None:
+        self._held: deque[tuple[bytes, tuple, float]] = deque(maxlen=MAX_EARLY_DATAGRAMS)   # the oldest go first
+
+    def hold(self, datagram: bytes, source: tuple, now: float) -> None:
+        """Keep ``datagram`` (from ``source``, at ``now``) until the next room key."""
+        self._held.append((datagram, source, now))
+
+    def release(self, now: float) -> list[tuple[bytes, tuple]]:
+        """A room key has arrived: return the (datagram, source) pairs held for at most
+        MAX_EARLY_DATAGRAM_SECONDS, oldest first, to be opened now; forget them all."""
+        released = [(datagram, source) for datagram, source, held_at in self._held
+                    if now - held_at <= MAX_EARLY_DATAGRAM_SECONDS]
+        self._held.clear()
+        return released
 
 
 class DatagramGate:

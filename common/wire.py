@@ -41,7 +41,10 @@ The fields, left to right:
   - ``[rejected: REASON]``: it failed a check; a member's forgery, sealed
     with the room key but not signed by the server, says ``bad signature``;
   - ``[ignored unopened: REASON]``: not worth a signature check (see
-    DatagramGate in common/transcript.py).
+    DatagramGate in common/transcript.py);
+  - ``[held: sealed with the room key of epoch 3, which is still on its way]``:
+    it overtook its key (which comes over TCP); it is opened, with a line of
+    its own, once the key arrives (EarlyDatagrams in common/transcript.py).
 
   A datagram that arrives before the client has the room key is dropped
   unseen by the role file, before any of these steps: it has no line.

@@ -35,7 +35,7 @@ from common.errors import ProtocolError
 from common.messages import (
     ChatMessage, ErrorNotice, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text,
 )
-from common.session import SecureSession
+from common.session import BadRecord, SecureSession
 from common.ui import add_front_end_options, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
@@ -136,18 +136,25 @@ class ChatClient:
         # PROMPT: read the bytes that arrived; an empty read means the server closed: fail, saying why. Hand
         # PROMPT: them to the session and dispatch each message through HANDLERS (none: ProtocolError); stop
         # PROMPT: if a handler closed the session. Once the handshake completes, send Login or Register.
+        # PROMPT: A BadRecord still carries the genuine messages before it: dispatch those, then raise it.
         data = net.receive(self.sock)
         if not data:   # an empty read: the server closed its end
             self.fail(self.session.why_the_server_closed(logged_in=self.phase is Phase.CHATTING))
             return False
         was_established = self.session.established
-        for message in self.session.receive(data):
+        try:
+            messages, failure = self.session.receive(data), None
+        except BadRecord as error:   # the genuine records before the bad one still count
+            messages, failure = error.delivered, error
+        for message in messages:
             handler = self.HANDLERS.get(type(message))
             if handler is None:
                 raise ProtocolError(f"{type(message).__name__} is not part of the Lab 1 protocol")
             handler(self, message)
             if self.phase is Phase.CLOSED:   # the handler ended the session
                 return False
+        if failure is not None:
+            raise failure
         if self.session.established and not was_established:
             # The handshake is done: from here on everything is encrypted, the
             # password included.

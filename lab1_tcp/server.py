@@ -37,7 +37,7 @@ from common.admission import LoginQueue, NoteBudget
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
 from common.messages import ChatMessage, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text
-from common.session import SecureSession
+from common.session import BadRecord, SecureSession
 from common.ui import add_front_end_options, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
@@ -156,13 +156,17 @@ class ChatServer:
         # PROMPT: closed: drop it. When the session's handshake has just completed, turn the peer away if
         # PROMPT: we chat already, else move it to Phase.LOGIN with its login deadline. Then dispatch each
         # PROMPT: message through HANDLERS (none: ProtocolError), and stop once a handler dropped the peer.
+        # PROMPT: A BadRecord still carries the genuine messages before it: dispatch those, then raise it.
         data = net.receive(peer.sock)
         if not data:   # an empty read: the peer closed its end
             midway = " in the middle of a record" if peer.session.in_the_middle_of_a_record else ""
             self.drop(peer, f"closed the connection{midway}")
             return
         was_established = peer.session.established
-        messages = peer.session.receive(data)   # ProtocolError for a wrong key or bad record
+        try:
+            messages, failure = peer.session.receive(data), None
+        except BadRecord as error:   # a wrong key or a bad record: the genuine records before it still count
+            messages, failure = error.delivered, error
         if peer.session.established and not was_established:
             # The handshake is done: it holds the key, and we can tell it
             # things it can trust.
@@ -179,6 +183,8 @@ class ChatServer:
             handler(self, peer, message)
             if peer not in self.peers:   # the handler dropped it
                 return
+        if failure is not None:
+            raise failure
         # END SOLUTION
 
     def handle_login(self, peer: Peer, message: Login | Register) -> None:

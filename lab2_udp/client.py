@@ -30,14 +30,15 @@ import time
 from common import keylog, net
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
-from common.framing import DatagramOpener
+from common.framing import DatagramOpener, KeyNotYetHere
 from common.messages import (
     ChangeName, ErrorNotice, Goodbye, History, IgnoreList, IgnoreUser, Login,
     LoginAccepted, LoginRejected, MemberList, PrivateMessage, Register, RepairRequest, RoomGroup, RoomKey, Say,
     UnignoreUser, WhoRequest, checked_text, typed_text,
 )
-from common.session import SecureSession
-from common.transcript import DatagramGate, Roster, Transcript, format_private, read_room_datagram, show_events
+from common.session import BadRecord, SecureSession
+from common.transcript import (DatagramGate, EarlyDatagrams, Roster, Transcript, format_private, read_room_datagram,
+                               show_events)
 from common.ui import ChatWindow, TerminalChat, add_front_end_options, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
@@ -73,7 +74,6 @@ class Phase(enum.Enum):
     CLOSED = "closed"           # over: the window stays open to be read
 
 
-
 class RoomClient:
     """Our TCP session, our broadcast socket, and what the screen shows."""
 
@@ -96,6 +96,7 @@ class RoomClient:
             f"cannot reach the server at {net.describe(self.server)}: {reason}"))
         self.opener: DatagramOpener | None = None   # until the server hands us the room key
         self.gate = DatagramGate(net.is_own_address)   # over loopback: any address of this host is the server's
+        self.early = EarlyDatagrams()   # datagrams that overtook their room key
         self.broadcast_port = settings.broadcast_port
         self.warned_deaf = False
         self.transcript = Transcript()
@@ -118,13 +119,19 @@ class RoomClient:
             if not data:   # an empty recv() means the server closed the connection
                 return self.fail(self.session.why_the_server_closed(logged_in=self.phase is Phase.MEMBER))
             was_established = self.session.established
-            for message in self.session.receive(data):
+            try:
+                messages, failure = self.session.receive(data), None
+            except BadRecord as error:   # the genuine records before the bad one still count
+                messages, failure = error.delivered, error
+            for message in messages:
                 handler = self.HANDLERS.get(type(message))
                 if handler is None:
                     raise ProtocolError(f"a server does not send {type(message).__name__}")
                 handler(self, message)
                 if self.phase is Phase.CLOSED:   # a Goodbye or a refusal ended the session
                     return
+            if failure is not None:
+                raise failure
             if self.session.established and not was_established:
                 self.phase = Phase.LOGIN
                 self.session.send(self.login)   # the session is encrypted: now the password may go
@@ -156,21 +163,21 @@ class RoomClient:
         self.fail(message.reason)
 
     def handle_room_key(self, message: RoomKey) -> None:
-        # The signing key is the same all run long; the room key changes
-        # whenever a member leaves. We keep the previous one for datagrams
-        # still on their way.
+        # The signing key is the same all run long; the room key changes whenever a
+        # member leaves. We keep the previous one for datagrams still on their way.
         # BEGIN SOLUTION
         # PROMPT: the first RoomKey brings the server's signing key: make the DatagramOpener, and start the
-        # PROMPT: transcript's deafness clock. Add every room key under its epoch.
+        # PROMPT: transcript's deafness clock. Add every room key under its epoch, then open what self.early held.
         if self.opener is None:
             self.opener = DatagramOpener(message.signing_key)
             self.transcript.heard(time.monotonic())   # from now on, silence means deafness
         self.opener.add_room_key(message.epoch, message.key)
+        for datagram, source in self.early.release(time.monotonic()):   # they came before this key
+            self.open_datagram(datagram, source, time.monotonic())
         # END SOLUTION
 
     def handle_room_group(self, message: RoomGroup) -> None:
-        # The room is multicast (on a Mac, say, whose loopback cannot broadcast): our
-        # socket joins the group too, on the interface that faces the server.
+        # A multicast room (a Mac's loopback cannot broadcast): join it where the server is.
         if message.group != self.group:
             net.join_group(self.udp, message.group, self.gate.server_host)
             self.group = message.group
@@ -199,21 +206,18 @@ class RoomClient:
 
     HANDLERS = {
         LoginAccepted: handle_login_accepted, LoginRejected: handle_login_rejected, RoomKey: handle_room_key,
-        RoomGroup: handle_room_group,
-        IgnoreList: handle_ignore_list, History: handle_history, PrivateMessage: handle_private_message,
-        MemberList: handle_member_list, ErrorNotice: handle_error_notice, Goodbye: handle_goodbye,
+        RoomGroup: handle_room_group, IgnoreList: handle_ignore_list, History: handle_history, Goodbye: handle_goodbye,
+        PrivateMessage: handle_private_message, MemberList: handle_member_list, ErrorNotice: handle_error_notice,
     }
 
     # --- UDP: the room, heard by broadcast ------------------------------------------------
 
     def on_datagrams(self, _mask: int) -> None:
-        # Read the datagrams waiting, several per turn (fewer trips round the
-        # loop) but not without end: a flood must leave the TCP session a turn.
+        # Several datagrams per turn (fewer trips round the loop), but a flood must leave TCP a turn.
         # BEGIN SOLUTION
         # PROMPT: read the datagrams waiting, at most MAX_DATAGRAMS_PER_TURN (BlockingIOError: none left).
         # PROMPT: Before the room key, or when self.gate says a datagram is not worth a signature check, skip
-        # PROMPT: it. Open each with read_room_datagram (ProtocolError: tell the gate, drop it silently), and
-        # PROMPT: show what the transcript delivers, in order.
+        # PROMPT: it; open the others (open_datagram).
         for _ in range(MAX_DATAGRAMS_PER_TURN):
             try:
                 datagram, source = self.udp.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)
@@ -222,14 +226,22 @@ class RoomClient:
             now = time.monotonic()
             if self.opener is None or not self.gate.worth_opening(source, now):
                 continue   # not logged in yet, or not from the server: not worth a signature check
-            try:
-                batch = read_room_datagram(self.opener, datagram)
-            except ProtocolError:   # forged, replayed, damaged or someone else's: drop it silently
-                self.gate.rejected(source, now)
-                continue
-            self.gate.opened(source)
-            self.transcript.heard(now)
-            self.show(self.transcript.receive(batch.events, batch.latest_seq))
+            self.open_datagram(datagram, source, now)
+        # END SOLUTION
+
+    def open_datagram(self, datagram: bytes, source: tuple, now: float) -> None:
+        # BEGIN SOLUTION
+        # PROMPT: open it with read_room_datagram (KeyNotYetHere: self.early holds it; ProtocolError: tell the
+        # PROMPT: gate, drop it silently), and show what the transcript delivers, in order.
+        try:
+            batch = read_room_datagram(self.opener, datagram)
+        except KeyNotYetHere:   # UDP overtook the new key, which comes over TCP: held until it is in
+            return self.early.hold(datagram, source, now)
+        except ProtocolError:   # forged, replayed, damaged or someone else's: drop it silently
+            return self.gate.rejected(source, now)
+        self.gate.opened(source)
+        self.transcript.heard(now)
+        self.show(self.transcript.receive(batch.events, batch.latest_seq))
         # END SOLUTION
 
     def show(self, events) -> None:

@@ -12,8 +12,10 @@ What this file demonstrates:
   it to every client. Datagrams are sealed with a room key only members get
   (a new one when a member leaves) and signed, so no member can forge them.
 - Password hashes are slow on purpose: logins run in worker threads, and the
-  room never stalls. Nobody who has not logged in can hold much: a few
-  seconds, connections and queued logins per address (common/admission.py).
+  room never stalls; nor does it for a database another program holds locked:
+  ignores are written in a thread of their own. Nobody who has not logged in
+  can hold much: a few seconds, connections and queued logins per address
+  (common/admission.py).
 - The server takes part: what you type is a numbered room message. Commands:
   /who, /nick NEWNAME, /hash, /quit (or Ctrl-X).
 """
@@ -35,8 +37,8 @@ from common.config import ConfigError, Settings, add_setting_options, settings_f
 from common.errors import ProtocolError
 from common.framing import DatagramSealer
 from common.messages import Goodbye, Login, LoginRejected, Register, RoomBatch, encode, typed_text
-from common.room import BATCH_WINDOW_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room
-from common.session import SecureSession
+from common.room import BATCH_WINDOW_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room, StoreWrite
+from common.session import BadRecord, SecureSession
 from common.transcript import Roster, Transcript, show_events
 from common.ui import add_front_end_options, open_front_end
 
@@ -83,6 +85,9 @@ class RoomServer:
                                        multicast_group=self.channel.group)
         self.sealer.set_room_key(self.room.epoch, self.room.room_key)
         self.workers = net.BackgroundWork(self.selector, LOGIN_WORKERS)
+        # Database writes (ignores) wait for any lock another program holds: never on the loop.
+        # One thread, so that one member's changes are written in the order they were asked.
+        self.writer = net.BackgroundWork(self.selector, 1)
         self.doorway = Doorway(self.workers.submit, LOGIN_WORKERS, on_evicted=self.refuse_busy)
         self.peers: dict[Connection, None] = {}
         self.doomed: dict[Connection, str] = {}     # peers to drop once this round is done
@@ -110,9 +115,13 @@ class RoomServer:
         try:   # a writable socket needs nothing here: after_round() sends what is queued
             # BEGIN SOLUTION
             # PROMPT: read what arrived (peer.read()); once the handshake is done, Phase.LOGIN and tell
-            # PROMPT: self.doorway; handle each message, and stop once the peer is dropped or doomed.
+            # PROMPT: self.doorway; handle each message, and stop once the peer is dropped or doomed. A
+            # PROMPT: BadRecord still carries the genuine messages before the bad one: handle those, then raise it.
             if mask & selectors.EVENT_READ:
-                messages = peer.read()   # an empty read (the peer closed its end) raises
+                try:
+                    messages, failure = peer.read(), None   # an empty read (the peer closed its end) raises
+                except BadRecord as error:   # the genuine records before the bad one still count
+                    messages, failure = error.delivered, error
                 if peer.phase is Phase.HANDSHAKE and peer.session.established:
                     peer.phase = Phase.LOGIN
                     self.doorway.handshake_done(peer, time.monotonic())
@@ -120,6 +129,8 @@ class RoomServer:
                     self.handle_message(peer, message)
                     if peer not in self.peers or peer in self.doomed:   # a Goodbye or a refusal ended it
                         return
+                if failure is not None:
+                    raise failure
             # END SOLUTION
         except (ProtocolError, OSError) as error:
             self.drop(peer, str(error))
@@ -184,7 +195,8 @@ class RoomServer:
 
     def carry_out(self, instructions: list[Instruction]) -> None:
         # BEGIN SOLUTION
-        # PROMPT: a Delivery goes on its member's session, a Broadcast is broadcast, a NewRoomKey to the sealer.
+        # PROMPT: a Delivery goes on its member's session, a Broadcast is broadcast, a NewRoomKey to the sealer,
+        # PROMPT: a StoreWrite to self.writer, whose outcome goes back to self.room.written().
         for instruction in instructions:
             if isinstance(instruction, Delivery) and instruction.to in self.peers:
                 instruction.to.session.send(instruction.message)   # queued: after_round() sends it
@@ -192,6 +204,9 @@ class RoomServer:
                 self.broadcast(instruction.batch)
             elif isinstance(instruction, NewRoomKey):
                 self.sealer.set_room_key(instruction.epoch, instruction.key)
+            elif isinstance(instruction, StoreWrite):   # the answer comes back through the loop
+                self.writer.submit(instruction.write, lambda outcome, to=instruction.to:
+                                   self.carry_out(self.room.written(to, outcome)))
         # END SOLUTION
 
     def broadcast(self, batch: RoomBatch) -> None:
@@ -292,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     server.ui.run(server.selector, server.turn, tick=server.on_tick,
                   tick_interval_ms=int(BATCH_WINDOW_SECONDS * 1000))
     server.workers.close()
+    server.writer.close()
     server.accounts.close()
     print(server.transcript.summary(), file=sys.stderr, flush=True)
     return EXIT_OK

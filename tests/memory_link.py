@@ -7,11 +7,13 @@ opens. It is the network of the labs with the wires taken out.
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import noise
 from common.accounts import AccountStore, Argon2Cost
+from common.errors import ProtocolError
 from common.framing import DatagramOpener, DatagramSealer
 from common.messages import (
     ErrorNotice,
@@ -25,7 +27,7 @@ from common.messages import (
     RoomKey,
     encode,
 )
-from common.room import Broadcast, Delivery, NewRoomKey, Room
+from common.room import Broadcast, Delivery, NewRoomKey, Room, StoreWrite
 from common.session import SecureSession
 from common.transcript import Roster, Transcript, format_event, format_hidden, read_room_datagram
 
@@ -74,6 +76,13 @@ class MemoryServer:
             if isinstance(instruction, Delivery):
                 self.sessions[instruction.to].send(instruction.message)
                 self._flush(instruction.to)
+            elif isinstance(instruction, StoreWrite):   # written at once: no other program locks memory
+                outcome = Future()
+                try:
+                    outcome.set_result(instruction.write())
+                except ProtocolError as error:
+                    outcome.set_exception(error)
+                self.carry_out(self.room.written(instruction.to, outcome))
             elif isinstance(instruction, Broadcast):
                 datagram = self.sealer.seal(encode(instruction.batch))
                 for client in list(self.clients.values()):

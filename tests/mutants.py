@@ -78,9 +78,9 @@ MUTANTS = (
     Mutant(
         "lab2 client shows events as they arrive",
         "lab2_udp.client",
-        "            self.show(self.transcript.receive(batch.events, batch.latest_seq))",
-        "            self.transcript.receive(batch.events, batch.latest_seq)\n"
-        "            self.show(batch.events)",
+        "        self.show(self.transcript.receive(batch.events, batch.latest_seq))",
+        "        self.transcript.receive(batch.events, batch.latest_seq)\n"
+        "        self.show(batch.events)",
         f"{LAB2}::test_transcripts_match_through_a_lossy_network",
         "no ordering: datagrams are shown in arrival order, duplicates included",
     ),
@@ -99,6 +99,32 @@ MUTANTS = (
         "show_events(self.ui, self.roster, events)",
         f"{LAB2}::test_ignore_survives_a_server_restart",
         "no ignore: the ignore list is kept but never applied to the room",
+    ),
+    Mutant(
+        "lab2 server writes the database on its loop",
+        "lab2_udp.server",
+        "                self.writer.submit(instruction.write, lambda outcome, to=instruction.to:\n"
+        "                                   self.carry_out(self.room.written(to, outcome)))\n",
+        "                outcome = Future()\n"
+        "                try:\n"
+        "                    outcome.set_result(instruction.write())\n"
+        "                except ProtocolError as error:\n"
+        "                    outcome.set_exception(error)\n"
+        "                self.carry_out(self.room.written(instruction.to, outcome))\n",
+        "tests/test_lab2_hostile.py::test_a_database_another_program_holds_locked_does_not_stop_the_room",
+        "an ignore is saved on the event loop: a database another program locked stops the whole room",
+    ),
+    Mutant(
+        "lab2 server loses the genuine records read with a bad one",
+        "lab2_udp.server",
+        "                except BadRecord as error:   # the genuine records before the bad one still count\n"
+        "                    messages, failure = error.delivered, error\n",
+        "                except BadRecord:\n"
+        "                    raise\n",
+        "tests/test_lab2_hostile.py::"
+        "test_a_genuine_message_read_together_with_a_tampered_record_is_said_then_the_peer_is_dropped",
+        "a bad record drops the peer with everything that arrived in the same read: whether a genuine "
+        "message counts depends on how TCP cut the stream",
     ),
     Mutant(
         "lab1 server trusts the sender a message claims",

@@ -22,6 +22,7 @@ from common.accounts import (
     MIN_PASSWORD_CHARS,
     NAME_PATTERN,
     NEW_ACCOUNTS_WINDOW_SECONDS,
+    STORE_BUSY,
     TOO_MANY_NEW_ACCOUNTS,
     AccountStore,
     Argon2Cost,
@@ -417,6 +418,7 @@ def test_a_failing_database_is_a_protocol_error_not_a_crash(tmp_path):
     store = AccountStore(tmp_path / "chat.db", CHEAP)
     store.register("alice", "a long password")
     store._conn.close()   # the database goes away under the store's feet
+    store._reader.close()
     with pytest.raises(ProtocolError, match="account store failed"):
         store.ignored_by("alice")
     with pytest.raises(ProtocolError, match="account store failed"):
@@ -451,3 +453,32 @@ def test_a_register_of_a_locked_account_says_it_is_locked(store):
     fail_until_locked(store)
     with pytest.raises(ProtocolError, match="^too many failed logins for this name"):
         store.register("alice", "right password")
+
+
+@pytest.mark.points(1)
+def test_a_write_to_a_database_another_program_locked_gives_up_clearly_and_reads_never_wait(tmp_path):
+    store = AccountStore(tmp_path / "chat.db", CHEAP, busy_timeout_seconds=0.05)
+    store.register("alice", "a long password")
+    store.ignore("alice", "bob")
+    locker = sqlite3.connect(tmp_path / "chat.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")   # another program, mid-transaction
+    with pytest.raises(ProtocolError, match=f"^{re.escape(STORE_BUSY)}$"):
+        store.ignore("alice", "carol")
+    # The reads a server makes on its loop do not wait for the lock: WAL lets them through.
+    assert store.ignored_by("alice") == frozenset({"bob"}) and store.exists("alice")
+    locker.execute("ROLLBACK")
+    assert store.ignore("alice", "carol") == frozenset({"bob", "carol"})
+    assert store.unignore("alice", "bob") == frozenset({"carol"})
+    locker.close()
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("problem", ["missing folder", "not a database"])
+def test_a_database_that_cannot_be_opened_is_named_with_the_reason(tmp_path, problem):
+    path = tmp_path / "missing" / "chat.db"
+    if problem == "not a database":
+        path = tmp_path / "notes.txt"
+        path.write_bytes(b"not sqlite at all\n" * 100)
+    with pytest.raises(ProtocolError, match=f"^cannot open the database {re.escape(str(path))}: ") as refusal:
+        AccountStore(path, CHEAP)
+    assert ("does not exist" if problem == "missing folder" else "not a database") in str(refusal.value)

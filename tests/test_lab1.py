@@ -619,3 +619,34 @@ def test_windows_send_on_enter_and_close_on_ctrl_x(lab, xvfb_display):
     xdotool(xvfb_display, "windowfocus", "--sync", server_window)
     xdotool(xvfb_display, "key", "ctrl+x")
     assert server.wait_exit() == 0
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("problem", ["missing folder", "not a database"])
+def test_lab1_server_that_cannot_open_its_database_says_which_file_and_why(lab, problem):
+    if problem == "missing folder":
+        database, reason = lab.tmp_path / "no such folder" / "chat.db", "does not exist"
+    else:
+        database, reason = lab.tmp_path / "notes.txt", "file is not a database"
+        database.write_text("these are my notes, not a database\n" * 100)
+    server = lab.processes.start(SERVER, "--port", "0", "--env", str(lab.env_file), "--db", str(database),
+                                 "--headless")
+    assert server.wait_exit() == 1, server.output()
+    assert len(server.stderr_lines) == 1, server.output()   # one line, no traceback
+    assert str(database) in server.stderr_lines[0] and reason in server.stderr_lines[0], server.output()
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_a_genuine_line_read_together_with_a_tampered_record_is_shown_then_the_peer_is_dropped(lab):
+    server = lab.start_server()
+    sock, session = logged_in_raw_session(lab, "mallory")
+    session.send(ChatMessage("mallory", "genuine, then a bad record"))
+    session.send(ChatMessage("mallory", "tampered"))
+    chunk = bytearray(session.outgoing)
+    chunk[-1] ^= 1                       # the second record's tag
+    sock.sendall(chunk)                  # one send: the server reads both at once
+    server.wait_for_stdout(r"^mallory: genuine, then a bad record$")
+    server.wait_for_stderr(r"^mallory dropped: ")
+    assert not any("tampered" in line for line in server.stdout_lines)
+    sock.close()

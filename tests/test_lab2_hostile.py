@@ -8,21 +8,25 @@ limits per source address can be told apart from the honest members on
 """
 from __future__ import annotations
 
+import selectors
 import socket
 import sqlite3
 import struct
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import net
 from common.admission import BUSY_WITH_LOGINS, MAX_PENDING_PER_ADDRESS, MAX_QUEUED_LOGINS_PER_ADDRESS
-from common.accounts import MAX_IGNORED_NAMES, TOO_MANY_NEW_ACCOUNTS, AccountStore, Argon2Cost
+from common.accounts import MAX_IGNORED_NAMES, STORE_BUSY, TOO_MANY_NEW_ACCOUNTS, AccountStore, Argon2Cost
 from common.config import load_settings
-from common.framing import DatagramSealer
+from common.framing import DatagramOpener, DatagramSealer
 from common.messages import (
     ErrorNotice,
     History,
+    IgnoreList,
+    IgnoreUser,
     LoginAccepted,
     LoginRejected,
     Register,
@@ -30,6 +34,7 @@ from common.messages import (
     RoomBatch,
     RoomEvent,
     Say,
+    decode,
     encode,
 )
 from common.room import KEPT_FLOODING
@@ -270,3 +275,89 @@ def test_one_address_cannot_register_accounts_without_end(room):
     assert [type(m) for m in replies] == [LoginAccepted] * 3 + [LoginRejected]
     assert replies[3].reason == TOO_MANY_NEW_ACCOUNTS
     room.join("alice")   # another address (127.0.0.1) still registers
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("problem", ["missing folder", "not a database"])
+def test_a_server_that_cannot_open_its_database_says_which_file_and_why(room, problem):
+    if problem == "missing folder":
+        database, reason = room.tmp_path / "no such folder" / "chat.db", "does not exist"
+    else:
+        database, reason = room.tmp_path / "notes.txt", "file is not a database"
+        database.write_text("these are my notes, not a database\n" * 100)
+    server = room.processes.start("lab2_udp.server", "--port", "0", "--env", str(room.env_file),
+                                  "--db", str(database), "--headless")
+    assert server.wait_exit() == 1, server.output()
+    assert len(server.stderr_lines) == 1, server.output()   # one line, no traceback
+    assert str(database) in server.stderr_lines[0] and reason in server.stderr_lines[0], server.output()
+
+
+@pytest.mark.points(3)
+def test_a_database_another_program_holds_locked_does_not_stop_the_room(room):
+    """/ignore writes the database. While another program holds it locked, the write
+    waits off the loop: the room talks on, heartbeats included, and the answer comes
+    once the lock is gone (or says the store is busy, if it stayed locked too long)."""
+    room.start_server()
+    listener = net.broadcast_receiver(room.client_broadcast_port)
+    alice_sock, alice, room_key = raw_member(room, "alice")
+    bob_sock, bob, _ = raw_member(room, "bob")
+    opener = DatagramOpener(room_key.signing_key)
+    opener.add_room_key(room_key.epoch, room_key.key)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "room")
+    selector.register(alice_sock, selectors.EVENT_READ, "alice")
+    alice_sock.setblocking(False)
+    order: list[str] = []   # what reached the test, in the order it came
+    replies: list = []      # alice's answers to her ignore
+
+    def watch_until(done) -> None:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while not done():
+            assert time.monotonic() < deadline, order
+            for key, _mask in selector.select(deadline - time.monotonic()):
+                if key.data == "alice":
+                    replies.extend(m for m in alice.receive(alice_sock.recv(65536))
+                                   if isinstance(m, (IgnoreList, ErrorNotice)))
+                    order.extend(["reply"] * (len(replies) - order.count("reply")))
+                else:
+                    batch = decode(opener.open(listener.recv(2048)))
+                    order.extend([f"{e.sender}: {e.text}" for e in batch.events] or ["heartbeat"])
+
+    locker = sqlite3.connect(room.tmp_path / "chat.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")      # a backup, or the sqlite3 shell mid-transaction
+    alice.send(IgnoreUser("carol"))
+    send_queued(alice_sock, alice)
+    bob.send(Say("the room goes on"))
+    send_queued(bob_sock, bob)
+
+    def heard() -> bool:   # bob's line, then two heartbeats: half a second of the room going on
+        said = "bob: the room goes on"
+        return said in order and order[order.index(said):].count("heartbeat") >= 2
+
+    watch_until(lambda: heard() or replies)
+    # The write waits for the lock, and the room did not wait for the write.
+    assert heard() and not replies, order
+    locker.execute("ROLLBACK")
+    locker.close()
+    watch_until(lambda: replies)
+    assert replies[0] in (IgnoreList(("carol",)), ErrorNotice(STORE_BUSY)), replies
+    selector.close()
+    for sock in (alice_sock, bob_sock, listener):
+        sock.close()
+
+
+@pytest.mark.points(2)
+def test_a_genuine_message_read_together_with_a_tampered_record_is_said_then_the_peer_is_dropped(room):
+    server = room.start_server()
+    sock, session, _key = raw_member(room, "mallory")
+    wait_for_seq(server, 1)
+    session.send(Say("genuine, then a bad record"))
+    session.send(Say("tampered"))
+    chunk = bytearray(session.outgoing)
+    chunk[-1] ^= 1                       # the second record's tag
+    sock.sendall(chunk)                  # one send: the server reads both at once
+    left = int(server.wait_for_stdout(r"^#(\d+) \* mallory left$").group(1))
+    assert f"#{left - 1} mallory: genuine, then a bad record" in server.stdout_lines, server.output()
+    server.wait_for_stderr(r"^mallory \(127\.0\.0\.1:\d+\) message rejected: it was altered")
+    assert not any("tampered" in line for line in server.stdout_lines)
+    sock.close()

@@ -110,6 +110,11 @@ def test_blank_or_control_text_is_not_chat_text(text):
     "hi" + ("\u2800" * 8 + "\u034f") * 8 + "#4 server: the exam is cancelled",   # blanks, joined by invisible marks
     "hi" + (" " * 8 + "\ufe0f") * 8 + "#4 server",                 # spaces, and variation selectors
     "private\ue000use", "unassigned\U000e0080",
+    "\u202bembedding\u202c", "\u202doverride", "\u2067isolate", "\u2068first strong\u2069",   # bidi controls
+    "hidden\U000e0069\U000e0067\U000e006e",       # tag characters outside a flag: invisible letters
+    "\U0001f3f4" + "\U000e0061" * 9 + "\U000e007f",    # a "flag" too long to be one
+    "a" + "\u0301" * 3 + "\u200d" + "\u0301" * 2,      # marks stacked through a joiner
+    "hi" + (" " * 8 + "\u200c") * 3 + "#4 server",   # spaces, joined by invisible non-joiners
 ])
 def test_text_that_could_pose_as_another_line_is_refused(text):
     with pytest.raises(ProtocolError, match="may not"):
@@ -120,6 +125,31 @@ def test_text_that_could_pose_as_another_line_is_refused(text):
 @pytest.mark.parametrize("text", ["caf\u00e9", "cafe\u0301", "\u4f60\u597d", "\U0001f600 ok", "a" + " " * 8 + "b"])
 def test_ordinary_text_of_any_script_is_chat_text(text):
     assert m.checked_text(text) == text
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("text", [
+    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",   # Persian "می‌خواهم" (I want): ZWNJ
+    "\u0915\u094d\u200d\u0937",                        # Hindi "क्‍ष": the half form, asked for by ZWJ
+    "\u0928\u094d\u200c\u0939",                        # Hindi "न्‌ह": no conjunct, by ZWNJ
+    "\u0644\u0627\u200d",                              # Arabic, a joining form shown alone
+    "\u05e9\u05dc\u05d5\u05dd 2024\u200f!",               # Hebrew, a number placed by an RLM
+    "\u0600\u0661\u0662\u0663",                        # the Arabic number sign over its digits
+    "\U0001f468\u200d\U0001f469\u200d\U0001f467",          # family: man, woman, girl (ZWJ)
+    "\U0001f3f3\ufe0f\u200d\U0001f308",                  # rainbow flag: white flag, VS16, ZWJ, rainbow
+    "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",   # Scotland's flag: tags
+    "\U0001f469\U0001f3fd\u200d\U0001f4bb",              # woman technologist, medium skin tone
+    "Silben\u00adtrennung",                            # a soft hyphen
+])
+def test_joiners_and_other_format_characters_real_text_needs_are_chat_text(text):
+    assert m.checked_text(text) == text
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("text", ["\u200d", "\u200c \u200f", " \u00ad "])
+def test_a_message_of_invisible_joiners_alone_is_blank(text):
+    with pytest.raises(ProtocolError, match="empty message"):
+        m.checked_text(text)
 
 
 names = st.text(min_size=0, max_size=30)

@@ -1,4 +1,6 @@
 """The server's room rules, without sockets: numbering, limits, DMs, who."""
+from concurrent.futures import Future
+
 import pytest
 
 from common.accounts import AccountStore
@@ -29,11 +31,13 @@ from common.room import (
     MAX_REFUSED_PER_WINDOW,
     MAX_RENAMES_PER_ADDRESS,
     MAX_REPAIR_EVENTS_PER_SECOND,
+    MAX_WRITES_WAITING,
     RENAME_WINDOW_SECONDS,
     Broadcast,
     Delivery,
     NewRoomKey,
     Room,
+    StoreWrite,
 )
 from tests.memory_link import CHEAP_ARGON2
 
@@ -319,3 +323,33 @@ def test_the_members_of_one_address_try_only_so_many_renames_a_minute(room, cloc
     assert refusal.message.text.startswith("too many name changes from your address; try again in ")
     clock.now += RENAME_WINDOW_SECONDS
     assert room.handle(1, ChangeName("ally")) == [] and room.members[1] == "ally"
+
+
+def finished(write) -> Future:
+    """What the server's writer thread hands back: ``write()``'s outcome."""
+    outcome = Future()
+    try:
+        outcome.set_result(write())
+    except ProtocolError as error:
+        outcome.set_exception(error)
+    return outcome
+
+
+@pytest.mark.points(2)
+def test_an_ignore_is_written_off_the_loop_and_answered_once_written(room, clock):
+    room.join(1, "alice")
+    room.join(2, "bob")
+    [write] = room.handle(1, IgnoreUser("bob"))           # nothing written yet: the server's writer does it
+    assert isinstance(write, StoreWrite) and write.to == 1
+    assert room.accounts.ignored_by("alice") == frozenset()
+    assert room.written(1, finished(write.write)) == [Delivery(1, IgnoreList(("bob",)))]
+    [write] = room.handle(1, IgnoreUser("alice"))
+    assert room.written(1, finished(write.write)) == [Delivery(1, ErrorNotice("you cannot ignore yourself"))]
+    waiting = []
+    for _ in range(MAX_WRITES_WAITING + 1):              # a locked database: the writes pile up ...
+        clock.now += 1                                    # (within the request budget)
+        waiting += room.handle(2, IgnoreUser("carol"))
+    assert all(isinstance(w, StoreWrite) for w in waiting[:-1])    # ... but only so many
+    assert "still being saved" in waiting[-1].message.text
+    room.leave(2)
+    assert room.written(2, finished(waiting[0].write)) == []   # it left while its write waited

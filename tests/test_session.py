@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from common import noise
 from common.errors import ProtocolError
 from common.messages import ChatMessage, Goodbye, Login, Say
-from common.session import SecureSession
+from common.session import BadRecord, SecureSession
 
 SERVER_PRIVATE, SERVER_PUBLIC = noise.generate_keypair()
 PSK = os.urandom(32)
@@ -188,3 +188,18 @@ def test_login_records_have_the_lengths_the_protocol_document_predicts():
     shuttle(server, client)
     client.send(Login("alice", "correct horse!"))
     assert [len(first), len(second), len(client.outgoing)] == [2 + 48, 2 + 48, 2 + 1 + 7 + 16 + 16]
+
+
+@pytest.mark.points(2)
+def test_a_genuine_record_read_together_with_a_bad_one_is_still_delivered():
+    client, server = connected_pair()
+    client.send(Say("genuine"))
+    client.send(Say("tampered"))
+    chunk = bytearray(client.outgoing)              # both records in one read, as TCP may deliver them
+    chunk[-1] ^= 1                                  # the second one's tag
+    with pytest.raises(BadRecord) as failure:
+        server.receive(bytes(chunk))
+    assert failure.value.delivered == [Say("genuine")]
+    assert isinstance(failure.value, ProtocolError) and "tampered" not in str(failure.value)
+    with pytest.raises(ProtocolError, match="failed earlier"):
+        server.receive(b"")

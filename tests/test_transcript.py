@@ -1,12 +1,16 @@
 """Client-side ordering: any schedule of loss, duplication, reordering and
 late joining ends with the server's log, delivered in order."""
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.messages import EventKind, RoomEvent
+from common.errors import ProtocolError
+from common.framing import DatagramOpener, DatagramSealer, KeyNotYetHere
+from common.messages import EventKind, RoomBatch, RoomEvent, decode, encode
 from common.transcript import (
-    DEAF_AFTER_SECONDS, REPAIR_GRACE_SECONDS, REPAIR_RETRY_SECONDS, DatagramGate, Roster, Transcript, show_events,
+    DEAF_AFTER_SECONDS, MAX_EARLY_DATAGRAM_SECONDS, MAX_EARLY_DATAGRAMS, REPAIR_GRACE_SECONDS, REPAIR_RETRY_SECONDS,
+    DatagramGate, EarlyDatagrams, Roster, Transcript, read_room_datagram, show_events,
 )
 
 LOG = [RoomEvent(seq, "say", f"user{seq % 3}", f"message {seq}") for seq in range(1, 41)]
@@ -175,3 +179,47 @@ def test_a_sender_changing_its_port_each_time_shares_one_budget_with_every_other
             opened += 1
     assert opened <= 10                                                    # one second's budget, not 3000
     assert gate.worth_opening(("10.0.0.1", 5555), now=0.0)                 # the server is still heard
+
+
+# --- datagrams that overtake their room key ----------------------------------------------
+
+def rekeyed_room():
+    """A sealer at epoch 2 and an opener that holds only epoch 1's key."""
+    signing_key = Ed25519PrivateKey.generate()
+    sealer, opener = DatagramSealer(signing_key), DatagramOpener(signing_key.public_key().public_bytes_raw())
+    old_key, new_key = bytes(range(32)), bytes(range(1, 33))
+    sealer.set_room_key(1, old_key)
+    opener.add_room_key(1, old_key)
+    sealer.set_room_key(2, new_key)
+    return sealer, opener, new_key
+
+
+@pytest.mark.points(2)
+def test_a_datagram_that_overtakes_its_room_key_is_held_and_opened_when_the_key_arrives():
+    sealer, opener, new_key = rekeyed_room()
+    batch = RoomBatch((RoomEvent(7, EventKind.SAY, "bob", "after the leave"),), 7)
+    datagram = sealer.seal(encode(batch))
+    early = EarlyDatagrams()
+    with pytest.raises(KeyNotYetHere):             # epoch 2's key is still on its way over TCP
+        read_room_datagram(opener, datagram)
+    early.hold(datagram, ("127.0.0.1", 5000), now=10.0)
+    opener.add_room_key(2, new_key)                 # ... and here it is
+    [(released, source)] = early.release(now=10.2)
+    assert source == ("127.0.0.1", 5000) and decode(opener.open(released)) == batch
+    assert early.release(now=10.3) == []            # released once
+
+
+@pytest.mark.points(1)
+def test_only_next_epoch_datagrams_are_held_and_only_a_few_for_a_short_time():
+    sealer, opener, _new_key = rekeyed_room()
+    sealer.set_room_key(3, bytes(32))               # two epochs ahead: no key is on its way for it
+    with pytest.raises(ProtocolError, match="no room key for epoch 3") as refusal:
+        opener.open(sealer.seal(encode(RoomBatch((), 0))))
+    assert not isinstance(refusal.value, KeyNotYetHere)
+    early = EarlyDatagrams()
+    for number in range(MAX_EARLY_DATAGRAMS + 5):   # a flood of them: only the newest are kept
+        early.hold(bytes([number]), ("127.0.0.1", 5000), now=float(number) / 1000)
+    released = early.release(now=(MAX_EARLY_DATAGRAMS + 4) / 1000)
+    assert [datagram[0] for datagram, _ in released] == list(range(5, MAX_EARLY_DATAGRAMS + 5))
+    early.hold(b"old", ("127.0.0.1", 5000), now=0.0)
+    assert early.release(now=MAX_EARLY_DATAGRAM_SECONDS + 0.01) == []   # too old: dropped, repair finds it
