@@ -29,7 +29,7 @@ from functools import partial
 
 from common import keylog, net
 from common.net import Connection, Phase
-from common.accounts import AccountStore
+from common.accounts import AccountStore, slow_hashing_warning
 from common.admission import BUSY_WITH_LOGINS, Doorway, NoteBudget
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     server.show_room_state()
     print(f"listening on {server.address}, broadcasting to {net.describe(server.broadcast_to)}",
           file=sys.stderr, flush=True)
+    if warning := slow_hashing_warning():
+        print(warning, file=sys.stderr, flush=True)
     if problem := net.broadcast_address_problem(server.broadcast_to[0]):
         server.ui.show_note(f"warning: {problem}")
     server.ui.run(server.selector, server.turn, tick=server.on_tick,

@@ -451,3 +451,20 @@ def test_a_register_of_a_locked_account_says_it_is_locked(store):
     fail_until_locked(store)
     with pytest.raises(ProtocolError, match="^too many failed logins for this name"):
         store.register("alice", "right password")
+
+
+@pytest.mark.parametrize("version, warns", [
+    ("45.0.7", True), ("49.0.0", True), ("50.0.0", False), ("50.0.0rc1", False), ("51.0.1", False),
+])
+def test_a_server_on_a_cryptography_that_holds_the_gil_while_hashing_is_warned_once_at_start(
+        monkeypatch, version, warns):
+    """Releases before 50 hold Python's GIL for a whole Argon2id hash: a server on one
+    still runs (clients need them where 50 has no wheel), but says so in one line."""
+    monkeypatch.setattr(accounts.cryptography, "__version__", version)
+    warning = accounts.slow_hashing_warning()
+    if not warns:
+        assert warning is None
+        return
+    assert warning.startswith(f"warning: cryptography {version} holds Python's GIL")
+    assert "\n" not in warning
+    assert "pip install --upgrade 'cryptography>=50'" in warning
