@@ -75,6 +75,7 @@ def test_doctor_says_how_to_get_an_env_file_when_there_is_none(tmp_path):
 
 @pytest.mark.gui
 @pytest.mark.network
+@pytest.mark.linux_only("loopback broadcast")
 @pytest.mark.points(1)
 def test_doctor_finds_nothing_wrong_on_a_healthy_machine(tmp_path, xvfb_display):
     path, _ = env_file(tmp_path)
