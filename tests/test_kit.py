@@ -7,6 +7,7 @@ minute and the network. `make test` itself runs through kit.py, so it is used ev
 """
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -117,3 +118,34 @@ def test_kit_without_a_known_command_prints_its_usage():
                               timeout=60)
     assert finished.returncode == 1
     assert finished.stderr.startswith("usage: python3 kit.py demo|test|setup")
+
+
+def test_kit_reads_as_python_3_6_so_an_old_python_gets_its_one_line_not_a_syntax_error():
+    """kit.py must get as far as its version check under the Python it refuses (macOS's
+    /usr/bin/python3 is 3.9): no syntax newer than 3.6, the first with f-strings."""
+    source = Path(kit.__file__).read_text(encoding="utf-8")
+    ast.parse(source, feature_version=(3, 6))
+    assert "from __future__ import annotations" not in source    # 3.7+
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX: kit.py becomes the program with exec")
+@pytest.mark.parametrize("command, expected", [
+    (["test", "-k", "lab1", "-x"], ["-m", "pytest", "-k", "lab1", "-x"]),
+    (["demo", "--loss", "0.3"], ["-m", "lab2_udp.demo", "--loss", "0.3"]),
+])
+def test_kit_runs_the_demo_or_pytest_in_the_venv_with_the_arguments_it_was_given(monkeypatch, command, expected):
+    ran = []
+
+    class Became(Exception):
+        pass
+
+    def execv(path, argv):
+        ran.append((path, argv))
+        raise Became
+
+    monkeypatch.setattr(kit, "setup", lambda: "/kit/.venv/bin/python")
+    monkeypatch.setattr(kit.os, "execv", execv)
+    monkeypatch.chdir(kit.ROOT)
+    with pytest.raises(Became):
+        kit.main(command)
+    assert ran == [("/kit/.venv/bin/python", ["/kit/.venv/bin/python", *expected])]
