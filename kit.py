@@ -120,9 +120,14 @@ def setup():
         shutil.rmtree(VENV)
     if not os.path.exists(python):
         print("kit.py: creating .venv with Python %d.%d" % sys.version_info[:2], flush=True)
+        if os.path.exists(STAMP):   # a .venv without its Python: what it had installed is gone too
+            os.remove(STAMP)
         _run([sys.executable, "-m", "venv", VENV])
     wanted = _pyproject_hash()
-    installed = open(STAMP, encoding="ascii").read().strip() if os.path.exists(STAMP) else ""
+    installed = ""
+    if os.path.exists(STAMP):
+        with open(STAMP, encoding="ascii") as stamp:
+            installed = stamp.read().strip()
     if installed != wanted:
         print("kit.py: installing the kit and its test tools into .venv (once)", flush=True)
         _run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])

@@ -32,7 +32,7 @@ def fake_kit(tmp_path, monkeypatch):
         steps.append(command)
         if command[1:3] == ["-m", "venv"]:        # what venv would make: its python and pyvenv.cfg
             python = Path(kit.venv_python())
-            python.parent.mkdir(parents=True)
+            python.parent.mkdir(parents=True, exist_ok=True)
             python.write_text("")
             (tmp_path / ".venv" / "pyvenv.cfg").write_text("version = %d.%d.0\n" % sys.version_info[:2])
         if command[-1].endswith("create_env_file('.env')"):
@@ -71,6 +71,15 @@ def test_kit_makes_again_a_venv_that_a_python_older_than_3_10_made(fake_kit, cap
     steps.clear()
     kit.setup()
     assert ".venv was made by Python 3.9; making it again" in capsys.readouterr().out
+    assert [step[1:3] for step in steps] == [["-m", "venv"], ["-m", "pip"], ["-m", "pip"]]
+
+
+def test_kit_installs_again_into_a_venv_whose_python_is_gone(fake_kit):
+    folder, steps = fake_kit
+    kit.setup()
+    Path(kit.venv_python()).unlink()              # a half-deleted .venv: the stamp is still there
+    steps.clear()
+    kit.setup()
     assert [step[1:3] for step in steps] == [["-m", "venv"], ["-m", "pip"], ["-m", "pip"]]
 
 
