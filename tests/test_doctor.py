@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from common import noise
+from common import doctor, noise
 from tests.procs import Processes, create_test_env_file, free_port
 from tests.xvfb import xvfb_display  # noqa: F401  (a fixture)
 
@@ -83,3 +83,19 @@ def test_doctor_finds_nothing_wrong_on_a_healthy_machine(tmp_path, xvfb_display)
     assert code == 0, report
     assert "FAIL" not in report and report.endswith("all good")
     assert re.search(r"^ok    tkinter .* opens windows$", report, re.MULTILINE)
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("release, says, fails", [
+    ("51.0.1", "cryptography 51.0.1", False),
+    ("48.0.1", "cryptography 48.0.1 (enough for a client; a server warns below 50)", False),
+    ("44.0.3", "cryptography 44.0.3 is older than 45", True),
+])
+def test_doctor_takes_a_cryptography_from_45_and_says_a_server_wants_50(monkeypatch, release, says, fails):
+    """48 is the newest release with a wheel for 32-bit Windows and Intel Macs: enough for a client."""
+    monkeypatch.setattr(doctor.metadata, "version", lambda name: release)
+    [check] = [check for check in doctor.check_versions() if "cryptography" in check.what]
+    assert check.what == says
+    assert bool(check.fix) == fails
+    if fails:
+        assert "pip install --upgrade 'cryptography>=45'" in check.fix
