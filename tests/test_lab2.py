@@ -435,7 +435,8 @@ def test_the_server_warns_when_the_broadcast_address_is_no_broadcast_address(roo
     good = room.start_server()
     good.send_line("/quit")
     assert good.wait_exit() == 0
-    assert not any(line.startswith("warning:") for line in good.stderr_lines), good.output()
+    # (Only this warning: a server on cryptography before 50 has one of its own, tests/test_dependencies.py.)
+    assert not any(line.startswith("warning: BROADCAST_ADDR") for line in good.stderr_lines), good.output()
 
 
 @pytest.mark.points(3)
