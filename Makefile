@@ -1,21 +1,30 @@
 # Two commands on a fresh clone: `make demo` and `make test`.
-# Both create the virtual environment .venv by themselves the first time.
+# Both run kit.py, which creates the virtual environment .venv the first time, reinstalls
+# the kit only when pyproject.toml changed, and then runs the demo or the tests; on Windows,
+# without make, `py kit.py demo` and `py kit.py test` do the same. ARGS="-k lab1" passes
+# arguments on (to pytest, or to the demo). kit.py looks for a Python 3.10+ itself.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench screenshots autograder interop starter clean
+.PHONY: demo test setup $(STAMP) lint bench screenshots autograder interop starter clean
 
-demo: $(STAMP)
-	$(PY) -m lab2_udp.demo
+demo:
+	$(PYTHON) kit.py demo $(ARGS)
 
-test: $(STAMP)
-	$(PY) -m pytest
+test:
+	$(PYTHON) kit.py test $(ARGS)
 
-# Style and likely bugs (ruff, a dev-only tool; its settings are in pyproject.toml).
-lint: $(STAMP)
+# Style and likely bugs (ruff, a dev-only tool; its settings are in pyproject.toml), and
+# the CI workflows under .github/workflows (actionlint).
+lint: $(STAMP) $(VENV)/.lint-installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/actionlint
+
+$(VENV)/.lint-installed: pyproject.toml
+	$(PY) -m pip install --quiet --prefer-binary -e '.[test,lint]'
+	touch $@
 
 # Several minutes: every bench, then docs/performance.md and its plot.
 # `$(PY) bench/report.py --quick` prints a smaller report in under a minute.
@@ -46,12 +55,9 @@ interop: $(STAMP)
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make interop SUBMISSIONS=folder [INTEROP_ARGS=--cross]"; exit 2; }
 	$(PY) -m tools.interop $(SUBMISSIONS) $(INTEROP_ARGS)
 
-# Reinstall only when the dependencies change.
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+# .venv, the kit installed in it (again only when pyproject.toml changed), and .env.
+setup $(STAMP):
+	$(PYTHON) kit.py setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis autograder.zip starter

@@ -6,8 +6,10 @@ purpose: Argon2id at OWASP's minimum cost takes 30-60 ms, which is what makes gu
 stolen hashes expensive. The server runs these two calls in a small worker pool, and
 the writes (ignore, unignore) in a thread of their own, since a write may wait for a lock
 another program holds; everything else here is one quick indexed query that never waits.
-(The kit needs cryptography 50 or newer: older releases hold Python's GIL for the whole
-hash, so the event loop would freeze for each login even with the hash in another thread.)
+(A server needs cryptography 45 or newer, for Argon2id's PHC strings, and would rather
+have 50: older releases hold Python's GIL for the whole hash, so the event loop freezes
+for each login even with the hash in another thread. A server below 50 says so once at
+start: slow_hashing_warning.)
 
 What this file shows:
 - A password is stored only as an Argon2id PHC string ("$argon2id$v=19$m=...,t=...,p=...
@@ -42,10 +44,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import cryptography
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from common.errors import ProtocolError
+
+# cryptography releases the GIL while it hashes from release 50 on. Releases 45 to 49 work
+# (clients, which never hash, run on them where 50 has no wheel: 32-bit Windows, Intel
+# Macs), but a server on one stalls its room for the length of every hash.
+PREFERRED_CRYPTOGRAPHY_MAJOR = 50
 
 # A name, once normalised, must match this pattern completely (use fullmatch). Plain ASCII
 # means two names that look the same on screen are always the same name.
@@ -178,6 +186,20 @@ class _FailedLogins:
     count: int = 0  # failed logins in a row since the last success
     lock_seconds: float = 0.0  # length of the latest lock; 0 until the first one
     locked_until: float = -math.inf  # clock() reading at which the lock ends
+
+
+def slow_hashing_warning() -> str | None:
+    """The one line a server shows at start when the cryptography in use holds Python's
+    GIL while it hashes a password (releases before PREFERRED_CRYPTOGRAPHY_MAJOR), else None.
+    The version is read as cryptography.__version__ spells it ("49.0.0", "50.0.0rc1")."""
+    version = cryptography.__version__
+    major = re.match(r"\d+", version)
+    if major is None or int(major.group()) >= PREFERRED_CRYPTOGRAPHY_MAJOR:
+        return None
+    return (f"warning: cryptography {version} holds Python's GIL while it hashes a password, so every "
+            f"login stalls the room for the hash's 30-60 ms; on a server for a class, install "
+            f"cryptography {PREFERRED_CRYPTOGRAPHY_MAJOR} or newer "
+            f"(pip install --upgrade 'cryptography>={PREFERRED_CRYPTOGRAPHY_MAJOR}')")
 
 
 class AccountStore:

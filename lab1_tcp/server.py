@@ -32,7 +32,7 @@ from functools import partial
 
 from common import keylog, net
 from common.net import Connection, Phase
-from common.accounts import AccountStore, normalise_name
+from common.accounts import AccountStore, normalise_name, slow_hashing_warning
 from common.admission import LoginQueue, NoteBudget
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
@@ -332,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ProtocolError, OSError) as error:
         print(f"server: {error}", file=sys.stderr)
         return 1
+    if warning := slow_hashing_warning():
+        print(warning, file=sys.stderr, flush=True)
     ChatServer(settings, listener, accounts, name, args.headless).run()
     return 0
 

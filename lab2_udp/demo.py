@@ -1,6 +1,6 @@
 """The instructor's demo of Lab 2: one room, four clients, a bad network.
 
-Run it:  make demo     (or: python -m lab2_udp.demo [--windows] [--interactive] [--loss 0.2])
+Run it:  make demo     (or: python -m lab2_udp.demo [--windows | --headless] [--interactive] [--loss 0.2])
 
 It starts, on this machine, a Lab 2 server, a lossy relay (lossy_relay.py)
 that drops 20% of the room's datagrams and duplicates and reorders others,
@@ -9,7 +9,7 @@ messages, a DM, an ignore, and dave joining late), then asks every screen
 for its transcript hash: the room lines and the hashes agree on every
 screen, although a fifth of the datagrams never arrived.
 
-Without a display it prints every screen side by side with its hash. With a
+Without a display (or with --headless) it prints every screen side by side with its hash. With a
 display (or --windows) the same class plays in windows tiled side by side
 (server, alice, bob; carol, dave, and a panel with the relay's counters),
 a line every --pace seconds; every window ends showing its hash, and the
@@ -21,6 +21,7 @@ Everything runs in a fresh temporary folder with its own keys and accounts.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import queue
 import re
@@ -291,9 +292,18 @@ def run_in_windows(folder: Path, loss: float, pace_seconds: float, interactive: 
     return outcome["code"]
 
 
+def _screen_at_hand() -> bool:
+    """Whether windows can open: a Windows or macOS session always has its screen; on
+    Linux and the other Unixes, X11 (DISPLAY) or Wayland (WAYLAND_DISPLAY) names it."""
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab2_udp.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--windows", action="store_true", help="open the windows even if unsure of a display")
+    parser.add_argument("--headless", action="store_true", help="play in the terminal even with a screen at hand")
     parser.add_argument("--interactive", action="store_true",
                         help="with windows: keep them open after the story, until Enter is pressed")
     parser.add_argument("--loss", type=float, default=0.2,
@@ -301,7 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pace", type=float, default=WINDOW_PACE_SECONDS,
                         help="with windows: seconds between two scripted lines (default: %(default)s)")
     args = parser.parse_args(argv)
-    windows = args.windows or bool(os.environ.get("DISPLAY"))
+    windows = args.windows or (_screen_at_hand() and not args.headless)
+    if windows and importlib.util.find_spec("tkinter") is None:
+        print("tkinter is missing, so the demo plays in the terminal (python3 kit.py setup says how to "
+              "install it)", file=sys.stderr, flush=True)
+        windows = False
     folder = Path(tempfile.mkdtemp(prefix="chat-lab-demo-"))
     try:
         if windows:

@@ -31,7 +31,7 @@ from functools import partial
 
 from common import keylog, net
 from common.net import Connection, Phase
-from common.accounts import AccountStore
+from common.accounts import AccountStore, slow_hashing_warning
 from common.admission import BUSY_WITH_LOGINS, Doorway, NoteBudget
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     server.show_room_state()
     print(f"listening on {server.address}, broadcasting to {net.describe(server.broadcast_to)}",
           file=sys.stderr, flush=True)
+    if warning := slow_hashing_warning():
+        print(warning, file=sys.stderr, flush=True)
     server.ui.show_note(server.channel.choice)   # what the room is sent to, and why
     server.ui.run(server.selector, server.turn, tick=server.on_tick,
                   tick_interval_ms=int(BATCH_WINDOW_SECONDS * 1000))

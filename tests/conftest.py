@@ -8,4 +8,4 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-pytest_plugins = ["tests.wire_story", "tests.grading"]
+pytest_plugins = ["tests.platforms", "tests.wire_story", "tests.grading"]

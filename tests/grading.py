@@ -6,7 +6,9 @@
 At the end of every run pytest prints the points earned per test file and in
 all. A test without a marker is worth 1 point. A parametrized test is worth
 its points once, shared among its cases. A skipped test earns nothing, and
-the report says so, because a skip (no Xvfb, say) is not a pass.
+the report says so, because a skip (no Xvfb, say) is not a pass. The one
+exception: a test that needs Linux (tests/platforms.py), on macOS or Windows,
+is "not run here", and its points leave the maximum, the report says how many.
 
 Options (docs/grading.md has the commands):
 
@@ -71,8 +73,12 @@ from pathlib import Path
 import pytest
 from _pytest.mark.expression import Expression
 
+from tests.platforms import NOT_RUN_HERE, not_run_here
 from tests.procs import ATTACH_VARIABLE, ROLE_OVERRIDES_VARIABLE, Attachment, parse_attach, role_overrides
 from tests.xvfb import screenshot
+
+# Which tests need Linux, and their skip on other platforms (reported as not run here).
+pytest_plugins = ["tests.platforms"]
 
 _RESULTS_KEY = pytest.StashKey[dict]()
 _STARTED_KEY = pytest.StashKey[float]()
@@ -448,7 +454,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         if report.failed:
             result["outcome"] = "failed"
         elif result["outcome"] != "failed":
-            result["outcome"] = "skipped"
+            result["outcome"] = NOT_RUN_HERE if not_run_here(item) else "skipped"
         result["reason"] = result["reason"] or f"{report.when}: {reason}"
         result["details"] += details
         for name, text in report.sections:
@@ -479,8 +485,10 @@ def _function_scores(results: dict[str, dict], manifest: dict[str, dict]) -> lis
         points = manifest[function]["points"] if function in manifest else 0 if manifest else cases[0][1]["points"]
         share = points / len(cases)
         not_passed = [(nodeid, result) for nodeid, result in cases if result["outcome"] != "passed"]
+        # A case that needs Linux, elsewhere, leaves the maximum: not run here is neither pass nor fail.
+        not_here = share * sum(result["outcome"] == NOT_RUN_HERE for _, result in cases)
         rows.append({
-            "name": function, "points": points,
+            "name": function, "points": points - not_here, "not_run_here": not_here,
             "category": manifest[function]["category"] if function in manifest else category_of(function),
             "earned": share * sum(result["outcome"] == "passed" for _, result in cases),
             "skipped": share * sum(result["outcome"] == "skipped" for _, result in cases),
@@ -554,6 +562,7 @@ def as_json(results: dict[str, dict], rows: list[dict], leaderboard: list[dict])
             tests[nodeid]["wire_story"] = result["wire_story"]
     report = {"earned": round(sum(row["earned"] for row in rows), 2),
               "possible": sum(row["points"] for row in rows), "categories": category_totals(rows),
+              "not_run_here": round(sum(row["not_run_here"] for row in rows), 2),
               "missing": [row["name"] for row in rows if row["missing"]],
               "not_graded": [row["name"] for row in rows if row["unlisted"]], "tests": tests}
     if leaderboard:
@@ -649,23 +658,33 @@ def as_junit(results: dict[str, dict], rows: list[dict], seconds: float) -> byte
 
 def _report_lines(rows: list[dict]) -> list[str]:
     """The grading section: points per file, per category, in all, and every missing test."""
-    by_file: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])   # earned, possible, skipped
+    # earned, possible, skipped, not run here (needs Linux)
+    by_file: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
     for row in rows:
         file_row = by_file[row["name"].split("::")[0]]
         file_row[0] += row["earned"]
         file_row[1] += row["points"]
         file_row[2] += row["skipped"]
+        file_row[3] += row["not_run_here"]
     categories = category_totals(rows)
     lines = [f"{module} graded from {path}" for module, path in role_overrides().items()]
     width = max(map(len, [*by_file, *(f"category {name}" for name in categories)]))
-    for path, (earned, possible, skipped) in sorted(by_file.items()):
-        note = f"  ({skipped:g} skipped)" if skipped else ""
+    for path, (earned, possible, skipped, not_here) in sorted(by_file.items()):
+        notes = [f"{skipped:g} skipped"] * bool(skipped)
+        notes += [f"{not_here:g} {NOT_RUN_HERE}, needs Linux"] * bool(not_here)
+        note = f"  ({', '.join(notes)})" if notes else ""
         lines.append(f"{path:<{width}}  {earned:>6.1f} / {possible:<4g}{note}")
     for name, total in categories.items():
         lines.append(f"{'category ' + name:<{width}}  {total['earned']:>6.1f} / {total['possible']:<4g}")
     earned = sum(row["earned"] for row in rows)
     possible = sum(row["points"] for row in rows)
     lines.append(f"{'total':<{width}}  {earned:>6.1f} / {possible:<4g}")
+    not_here = [row for row in rows if row["not_run_here"]]
+    if not_here:
+        points = sum(row["not_run_here"] for row in not_here)
+        lines.append(f"{NOT_RUN_HERE} ({len(not_here)} tests that need Linux, {points:g} points left out of "
+                     "the total; tests/platforms.py says why):")
+        lines += [f"  {row['name']}" for row in not_here]
     missing = [row for row in rows if row["missing"]]
     if missing:
         lines.append(f"missing ({len(missing)} of {MANIFEST_NAME}, {sum(row['points'] for row in missing):g} "

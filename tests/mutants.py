@@ -176,6 +176,14 @@ MUTANTS = (
         "the server's /quit closes the chat without telling the client why",
     ),
     Mutant(
+        "lab2 server keeps a slow cryptography to itself",
+        "lab2_udp.server",
+        "    if warning := slow_hashing_warning():\n        print(warning, file=sys.stderr, flush=True)\n",
+        "",
+        "tests/test_dependencies.py::test_a_server_on_cryptography_before_50_starts_and_warns_once_that_logins_will_stall",
+        "a server on cryptography 49 says nothing: the class's logins stall the room, and nobody knows why",
+    ),
+    Mutant(
         "lab1 server lets a protocol error escape",
         "lab1_tcp.server",
         "        except ProtocolError as error:\n            self.drop(peer, f\"dropped: {error}\")",

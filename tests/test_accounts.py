@@ -482,3 +482,20 @@ def test_a_database_that_cannot_be_opened_is_named_with_the_reason(tmp_path, pro
     with pytest.raises(ProtocolError, match=f"^cannot open the database {re.escape(str(path))}: ") as refusal:
         AccountStore(path, CHEAP)
     assert ("does not exist" if problem == "missing folder" else "not a database") in str(refusal.value)
+
+
+@pytest.mark.parametrize("version, warns", [
+    ("45.0.7", True), ("49.0.0", True), ("50.0.0", False), ("50.0.0rc1", False), ("51.0.1", False),
+])
+def test_a_server_on_a_cryptography_that_holds_the_gil_while_hashing_is_warned_once_at_start(
+        monkeypatch, version, warns):
+    """Releases before 50 hold Python's GIL for a whole Argon2id hash: a server on one
+    still runs (clients need them where 50 has no wheel), but says so in one line."""
+    monkeypatch.setattr(accounts.cryptography, "__version__", version)
+    warning = accounts.slow_hashing_warning()
+    if not warns:
+        assert warning is None
+        return
+    assert warning.startswith(f"warning: cryptography {version} holds Python's GIL")
+    assert "\n" not in warning
+    assert "pip install --upgrade 'cryptography>=50'" in warning

@@ -76,6 +76,7 @@ def test_doctor_says_how_to_get_an_env_file_when_there_is_none(tmp_path):
 
 @pytest.mark.gui
 @pytest.mark.network
+@pytest.mark.linux_only("loopback broadcast")
 @pytest.mark.points(1)
 def test_doctor_finds_nothing_wrong_on_a_healthy_machine(tmp_path, xvfb_display):
     path, _ = env_file(tmp_path)
@@ -114,3 +115,18 @@ def test_the_handout_names_each_systems_firewall_as_the_deaf_warning_does():
     for platform in ("win32", "darwin", "linux"):
         assert net.firewall_causes(platform) in handout, platform
     assert "no room datagram has arrived for 1.5 s: broadcast may be blocked on UDP port" in handout
+
+
+@pytest.mark.parametrize("release, says, fails", [
+    ("51.0.1", "cryptography 51.0.1", False),
+    ("48.0.1", "cryptography 48.0.1 (enough for a client; a server warns below 50)", False),
+    ("44.0.3", "cryptography 44.0.3 is older than 45", True),
+])
+def test_doctor_takes_a_cryptography_from_45_and_says_a_server_wants_50(monkeypatch, release, says, fails):
+    """48 is the newest release with a wheel for 32-bit Windows and Intel Macs: enough for a client."""
+    monkeypatch.setattr(doctor.metadata, "version", lambda name: release)
+    [check] = [check for check in doctor.check_versions() if "cryptography" in check.what]
+    assert check.what == says
+    assert bool(check.fix) == fails
+    if fails:
+        assert "pip install --upgrade 'cryptography>=45'" in check.fix

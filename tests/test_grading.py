@@ -491,6 +491,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.gui
+@pytest.mark.linux_only("Xvfb")
 @pytest.mark.points(2)
 def test_a_failed_window_test_leaves_a_png_of_its_screen_in_prairielearns_results(pytester, monkeypatch):
     if shutil.which("Xvfb") is None:
@@ -531,3 +532,83 @@ def test_no_window(): assert False
     grades = json.loads((pytester.path / "grades.json").read_text())["tests"]
     path = Path(grades["test_window.py::test_window_shows_the_greeting"]["screenshot"])
     assert path.parent == pytester.path / "screenshots" and path.read_bytes() == png
+
+
+# --- Tests that need Linux, on a laptop that is not -----------------------------------------------
+
+LINUX_ONLY_TESTS = '''
+import pathlib
+import pytest
+
+@pytest.fixture
+def xvfb_display():          # stands in for tests/xvfb.py's: the name says Xvfb
+    pathlib.Path("xvfb-started").write_text("yes")
+    return ":99"
+
+@pytest.mark.points(3)
+def test_portable(): pass
+
+@pytest.mark.linux_only("network namespaces")
+@pytest.mark.points(2)
+def test_hosts_in_namespaces(): pass
+
+@pytest.mark.points(1)
+def test_window(xvfb_display): pass
+
+@pytest.mark.points(4)
+def test_skips_for_another_reason(): pytest.skip("no root")
+'''
+
+
+@pytest.mark.points(3)
+@pytest.mark.parametrize("platform", ["darwin", "win32"])
+def test_tests_that_need_linux_are_not_run_on_a_laptop_and_leave_the_maximum_labelled_not_run_here(
+        pytester, monkeypatch, platform):
+    pytester.makeconftest('pytest_plugins = ["tests.grading"]\n')
+    pytester.makeini("[pytest]\nmarkers =\n    points(n): points\n")
+    pytester.makepyfile(test_student=LINUX_ONLY_TESTS)
+    monkeypatch.setenv("CHAT_TESTS_PLATFORM", platform)
+    result = grade(pytester, "--grade-json", "grades.json", "--grade-format", "gradescope",
+                   "--grade-output", "results.json")
+    result.stdout.fnmatch_lines(["*test_student.py*3.0 / 7 *(4 skipped, 3 not run here, needs Linux)*",
+                                 "total*3.0 / 7 *",
+                                 "not run here (2 tests that need Linux, 3 points left out of the total*",
+                                 "  test_student.py::test_hosts_in_namespaces",
+                                 "  test_student.py::test_window"])
+    assert not (pytester.path / "xvfb-started").exists()     # not run: not even its fixture
+    grades = json.loads((pytester.path / "grades.json").read_text())
+    assert (grades["earned"], grades["possible"], grades["not_run_here"]) == (3, 7, 3)
+    tests = grades["tests"]
+    assert tests["test_student.py::test_hosts_in_namespaces"]["outcome"] == "not run here"
+    assert "needs Linux: network namespaces" in tests["test_student.py::test_hosts_in_namespaces"]["reason"]
+    assert "needs Linux: Xvfb" in tests["test_student.py::test_window"]["reason"]
+    # A skip for any other reason is still a skip: in the maximum, not earned.
+    assert tests["test_student.py::test_skips_for_another_reason"]["outcome"] == "skipped"
+    gradescope = {test["name"]: test for test in json.loads((pytester.path / "results.json").read_text())["tests"]}
+    namespaces = gradescope["test_student.py::test_hosts_in_namespaces"]
+    assert (namespaces["score"], namespaces["max_score"], namespaces["status"]) == (0, 0, "failed")
+    assert "not run here" in namespaces["output"]
+
+
+@pytest.mark.points(1)
+def test_on_linux_the_tests_that_need_it_run_and_count(pytester, monkeypatch):
+    pytester.makeconftest('pytest_plugins = ["tests.grading"]\n')
+    pytester.makeini("[pytest]\nmarkers =\n    points(n): points\n")
+    pytester.makepyfile(test_student=LINUX_ONLY_TESTS)
+    monkeypatch.setenv("CHAT_TESTS_PLATFORM", "linux")
+    result = grade(pytester, "--grade-json", "grades.json")
+    result.stdout.fnmatch_lines(["*test_student.py*6.0 / 10 *(4 skipped)*", "total*6.0 / 10 *"])
+    assert "not run here" not in result.stdout.str()
+    assert (pytester.path / "xvfb-started").exists()
+    grades = json.loads((pytester.path / "grades.json").read_text())
+    assert (grades["earned"], grades["possible"], grades["not_run_here"]) == (6, 10, 0)
+
+
+@pytest.mark.points(1)
+def test_a_linux_only_need_that_tests_platforms_does_not_name_stops_the_run(pytester):
+    pytester.makeconftest('pytest_plugins = ["tests.grading"]\n')
+    pytester.makeini("[pytest]\nmarkers =\n    points(n): points\n")
+    pytester.makepyfile(test_student='import pytest\n\n@pytest.mark.linux_only("kqueue")\ndef test_x(): pass\n')
+    result = grade(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*linux_only('kqueue',) names none of network namespaces, loopback capture*"])

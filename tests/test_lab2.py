@@ -393,7 +393,7 @@ def test_garbage_and_a_client_vanishing_mid_record_do_not_stop_the_server(room):
 
 @pytest.mark.points(2)
 def test_the_instructor_demo_ends_with_every_screen_the_same():
-    result = subprocess.run([sys.executable, "-m", "lab2_udp.demo"], cwd=ROOT, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "lab2_udp.demo", "--headless"], cwd=ROOT, capture_output=True,
                             text=True, timeout=120, env={**os.environ, "DISPLAY": ""})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Every screen shows the same room transcript." in result.stdout
@@ -493,7 +493,8 @@ def test_the_server_warns_when_the_broadcast_address_is_no_broadcast_address(roo
     good = room.start_server()
     good.send_line("/quit")
     assert good.wait_exit() == 0
-    assert not any(line.startswith("warning:") for line in good.stderr_lines), good.output()
+    # (Only this warning: a server on cryptography before 50 has one of its own, tests/test_dependencies.py.)
+    assert not any(line.startswith("warning: BROADCAST_ADDR") for line in good.stderr_lines), good.output()
 
 
 @pytest.mark.points(3)

@@ -232,6 +232,7 @@ def chat_and_compare(server: RoleProcess, clients: list[RoleProcess], lines_each
     assert len(summaries) == 1, summaries
 
 
+@pytest.mark.linux_only("network namespaces")
 @pytest.mark.points(2)
 def test_lab2_room_broadcast_on_a_lan_reaches_three_hosts_identically(lan, tmp_path):
     with Processes() as processes:
@@ -244,6 +245,7 @@ def test_lab2_room_broadcast_on_a_lan_reaches_three_hosts_identically(lan, tmp_p
         bystander.wait_for_stdout(rf"^\d+ bytes from {lab.server_address}$")
 
 
+@pytest.mark.linux_only("network namespaces")
 @pytest.mark.points(1)
 def test_lab2_room_multicast_on_a_lan_reaches_three_hosts_identically(lan, tmp_path):
     with Processes() as processes:
@@ -285,6 +287,7 @@ def test_lab2_room_multicast_on_loopback(tmp_path):
         assert member_socket.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)[1][0] == "127.0.0.1"
 
 
+@pytest.mark.linux_only("network namespaces")
 @pytest.mark.points(1)
 def test_lab1_chat_between_two_hosts(lan, tmp_path):
     env_file = create_test_env_file(tmp_path / ".env")
@@ -305,6 +308,7 @@ def test_lab1_chat_between_two_hosts(lan, tmp_path):
         alice.wait_for_stdout(r"^server: hello back$")
 
 
+@pytest.mark.linux_only("network namespaces")
 @pytest.mark.points(1)
 def test_lab2_room_stays_identical_with_loss_on_one_hosts_cable(lan, tmp_path):
     if shutil.which("tc") is None:

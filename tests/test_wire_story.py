@@ -281,6 +281,7 @@ def test_a_failing_black_box_test_tells_what_crossed_the_wire(tmp_path):
     assert "expected:\n    AssertionError: bob never answered" in story
 
 
+@pytest.mark.linux_only("loopback capture")
 @pytest.mark.network
 @pytest.mark.points(1)
 def test_without_the_capability_to_capture_the_story_says_so_in_one_line(tmp_path):
@@ -293,6 +294,7 @@ def test_without_the_capability_to_capture_the_story_says_so_in_one_line(tmp_pat
     assert "no capture: needs CAP_NET_RAW" in output
 
 
+@pytest.mark.linux_only("loopback capture")
 @pytest.mark.network
 @pytest.mark.points(2)
 @pytest.mark.parametrize("server_module, seen_only_with_its_keys", [
