@@ -80,6 +80,7 @@ _DEADLINE_KEY = pytest.StashKey[float]()
 _MANIFEST_KEY = pytest.StashKey[dict]()      # the manifest's tests, or {} when there is none
 _MISSING_KEY = pytest.StashKey[dict]()       # results of the manifest's tests not collected
 _DESELECTED_KEY = pytest.StashKey[list]()    # node ids that -k, -m or --deselect left out
+_COLLECTED_KEY = pytest.StashKey[dict]()     # node id -> (points, hidden) of every test this run selected
 
 KIT_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_NAME = "tests/expected_tests.json"
@@ -255,17 +256,24 @@ def pytest_runtest_teardown(item: pytest.Item):
 
 # A test's category is its lab when its name says so (test_lab1_..., test_lab2_...), else its file's.
 CORE_TESTS_WITHOUT_A_MODULE = ("test_conversation",)   # the core's whole conversation, without sockets
+# Tests of the kit's own programs, which no --role reaches (the demo starts the kit's role files):
+# they grade the kit, never a student's lab.
+KIT_PROGRAM_TESTS = ("test_the_instructor_demo_ends_with_every_screen_the_same",
+                     "test_windowed_demo_plays_the_class_in_tiles_and_every_screen_ends_with_one_hash")
 MANIFEST_MARKERS = ("network", "gui", "hidden")       # the markers -m may select on
 CATEGORIES = ("lab1", "lab2", "common", "tools")
 
 
 def category_of(nodeid: str) -> str:
-    """lab1, lab2, common or tools. A test named test_lab1_... or test_lab2_...
-    grades that lab wherever it is; otherwise its file says: test_lab1*.py,
+    """lab1, lab2, common or tools. A test of the kit's own programs
+    (KIT_PROGRAM_TESTS) grades the kit; a test named test_lab1_... or
+    test_lab2_... grades that lab wherever it is; otherwise its file says: test_lab1*.py,
     test_lab2*.py and test_lan.py grade a lab, a file named for a module of
     common/ grades the core, and the rest grade the kit's shape and tools."""
     path, _, name = nodeid.partition("::")
     stem = Path(path).stem
+    if name in KIT_PROGRAM_TESTS:
+        return "tools"
     for lab in ("lab1", "lab2"):
         if name.startswith(f"test_{lab}_"):
             return lab
@@ -369,6 +377,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                         returncode=pytest.ExitCode.USAGE_ERROR)
         Path(output).write_text(manifest_text(session.items), encoding="utf-8")
         return
+    config.stash[_COLLECTED_KEY] = {
+        item.nodeid: (item.get_closest_marker("points").args[0] if item.get_closest_marker("points") else 1,
+                      item.get_closest_marker("hidden") is not None) for item in session.items}
     collected = {nodeid.split("[")[0] for nodeid in
                  [*(item.nodeid for item in session.items), *config.stash[_DESELECTED_KEY]]}
     for function, entry in config.stash[_MANIFEST_KEY].items():
@@ -443,6 +454,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         "hidden": item.get_closest_marker("hidden") is not None,
         "reason": "", "details": "", "seconds": 0.0})
     result["seconds"] += report.duration
+    result["called"] = result.get("called", False) or report.when == "call"
     if report.failed or report.skipped:
         reason, details = _failure_text(report)
         if report.failed:
@@ -622,8 +634,9 @@ def as_prairielearn(rows: list[dict], summary: str) -> dict:
 
 
 def as_junit(results: dict[str, dict], rows: list[dict], seconds: float) -> bytes:
-    """JUnit XML: one testcase per case, with its points and category as
-    properties; the suite's properties hold the totals per category."""
+    """JUnit XML, valid under pytest's xunit2 schema: one testcase per case;
+    the suite's properties hold the totals per category and each case's
+    points and category."""
     outcomes = [result["outcome"] for result in results.values()]
     suite = ElementTree.Element("testsuite", name="chat-lab-kit", tests=str(len(outcomes)),
                                 failures=str(outcomes.count("failed")), errors="0",
@@ -632,14 +645,18 @@ def as_junit(results: dict[str, dict], rows: list[dict], seconds: float) -> byte
     for category, total in category_totals(rows).items():
         ElementTree.SubElement(totals, "property", name=f"points {category}",
                                value=f"{total['earned']:g}/{total['possible']:g}")
-    category = {row["name"]: row["category"] for row in rows}
+    # xunit2 (pytest's junit_family) allows properties on the suite only: each case's share of its
+    # test's points, as the manifest sets them, and its category, go there, named by the case.
+    row_of = {row["name"]: row for row in rows}
+    cases = by_function(results)
+    for nodeid in results:
+        row = row_of[nodeid.split("[")[0]]
+        share = row["points"] / len(cases[row["name"]])
+        ElementTree.SubElement(totals, "property", name=f"points {nodeid}", value=f"{share:g} ({row['category']})")
     for nodeid, result in results.items():
         path, _, name = nodeid.partition("::")
         case = ElementTree.SubElement(suite, "testcase", classname=path.removesuffix(".py").replace("/", "."),
                                       name=name, time=f"{result['seconds']:.3f}")
-        properties = ElementTree.SubElement(case, "properties")
-        ElementTree.SubElement(properties, "property", name="points", value=str(result["points"]))
-        ElementTree.SubElement(properties, "property", name="category", value=category[nodeid.split("[")[0]])
         if result["outcome"] != "passed":
             tag = "failure" if result["outcome"] == "failed" else "skipped"
             element = ElementTree.SubElement(case, tag, message=result["reason"])
@@ -678,8 +695,25 @@ def _report_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _not_finished(config: pytest.Config) -> dict[str, dict]:
+    """The selected tests an interrupted run (Ctrl-C, or the autograder's own
+    deadline: tools/autograder/run_autograder) did not finish: each counts as
+    failed, with its points, so the report still gives what did finish."""
+    results = config.stash[_RESULTS_KEY]
+    why = "not finished: the run was stopped before this test ended (the grader's deadline, or Ctrl-C)"
+    unfinished = {}
+    for nodeid, (points, hidden) in config.stash.get(_COLLECTED_KEY, {}).items():
+        result = results.get(nodeid)
+        if result is None or (result["outcome"] == "passed" and not result["called"]):
+            unfinished[nodeid] = {"points": points, "outcome": "failed", "hidden": hidden, "reason": why,
+                                  "details": "", "seconds": result["seconds"] if result else 0.0}
+    return unfinished
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     results = {**config.stash[_RESULTS_KEY], **config.stash[_MISSING_KEY]}
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        results.update(_not_finished(config))
     if not results or config.option.collectonly:
         return
     rows = _function_scores(results, config.stash[_MANIFEST_KEY])
