@@ -71,6 +71,7 @@ from pathlib import Path
 import pytest
 from _pytest.mark.expression import Expression
 
+from tests.tasks import TASK_OF_TEST, TASKS
 from tests.procs import ATTACH_VARIABLE, ROLE_OVERRIDES_VARIABLE, Attachment, parse_attach, role_overrides
 from tests.xvfb import screenshot
 
@@ -123,6 +124,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--grade-category", action="append", metavar="NAME", choices=CATEGORIES,
                     help="run only the tests of this category (" + ", ".join(CATEGORIES) + "; "
                          "may be given again), as the manifest or the test's name and file say")
+    group.addoption("--grade-task", action="append", metavar="LAB.N", choices=[task.name for task in TASKS],
+                    help="run only the tests of one task of a handout (lab1.1, lab1.2, ...; may be given "
+                         "again), as the manifest says: the handout names each task's command")
     group.addoption("--write-manifest", metavar="FILE",
                     help=f"write the collected tests' points and categories to FILE (with --collect-only; "
                          f"{WRITE_MANIFEST_COMMAND} writes {MANIFEST_NAME} and the handouts' rubrics)")
@@ -287,6 +291,12 @@ def category_of(nodeid: str) -> str:
     return "tools"
 
 
+def task_of(nodeid: str) -> str:
+    """The handout task a lab's test checks (tests/tasks.py: lab1.2), or ""."""
+    name = nodeid.partition("::")[2].split("[")[0]
+    return TASK_OF_TEST.get(name, "") if category_of(nodeid) in HANDOUTS else ""
+
+
 def _read_manifest(config: pytest.Config) -> dict[str, dict]:
     """The manifest's tests by function node id; {} when this run has none."""
     option = config.getoption("--grade-manifest")
@@ -307,6 +317,9 @@ def manifest_text(items: list[pytest.Item]) -> str:
         markers = sorted({mark.name for mark in item.iter_markers()} & set(MANIFEST_MARKERS))
         tests[function] = {"points": marker.args[0] if marker else 1, "category": category_of(function),
                            "markers": markers}
+        task = task_of(function)
+        if task:
+            tests[function]["task"] = task
     lines = [f"  {json.dumps(function)}: {json.dumps(entry)}" for function, entry in sorted(tests.items())]
     return ('{\n "written by": ' + json.dumps(WRITE_MANIFEST_COMMAND) + ',\n "tests": {\n'
             + ",\n".join(lines) + "\n }\n}\n")
@@ -319,6 +332,9 @@ def _asked_for(config: pytest.Config, function: str, entry: dict) -> bool:
     not missing."""
     categories, markers = config.getoption("--grade-category"), entry["markers"]
     if categories and entry["category"] not in categories:
+        return False
+    tasks = config.getoption("--grade-task")
+    if tasks and entry.get("task") not in tasks:
         return False
     path, _, name = function.partition("::")
     file = (config.rootpath / path).resolve()
@@ -347,20 +363,22 @@ def _asked_for(config: pytest.Config, function: str, entry: dict) -> bool:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """--grade-category: leave out the tests of the other categories."""
-    categories = config.getoption("--grade-category")
-    if not categories:
+    """--grade-category and --grade-task: leave out the tests of the other
+    categories and tasks."""
+    categories, tasks = config.getoption("--grade-category"), config.getoption("--grade-task")
+    if not categories and not tasks:
         return
     manifest = config.stash[_MANIFEST_KEY]
 
-    def category(item: pytest.Item) -> str:
+    def wanted(item: pytest.Item) -> bool:
         function = item.nodeid.split("[")[0]
-        return manifest[function]["category"] if function in manifest else category_of(function)
+        entry = manifest.get(function) or {"category": category_of(function), "task": task_of(function)}
+        return (not categories or entry["category"] in categories) and (not tasks or entry.get("task") in tasks)
 
-    left_out = [item for item in items if category(item) not in categories]
+    left_out = [item for item in items if not wanted(item)]
     if left_out:
         config.hook.pytest_deselected(items=left_out)
-        items[:] = [item for item in items if category(item) in categories]
+        items[:] = [item for item in items if wanted(item)]
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
@@ -786,6 +804,61 @@ def with_rubric(handout: str, text: str) -> str:
     return (before if found else handout.rstrip("\n") + "\n\n") + text
 
 
+TASKS_START = ("<!-- tasks: written from tests/tasks.py and tests/expected_tests.json by "
+               "`python -m tests.grading --write-manifest` -->")
+TASKS_END = "<!-- end of tasks -->"
+TASK_COMMAND = ".venv/bin/python -m pytest --grade-task {name}"
+
+
+def tasks_section(manifest: dict[str, dict], lab: str) -> str:
+    """The handout's tasks: for each, the command that checks it, the TODO
+    regions it fills in and every test of it with its points."""
+    number = lab.removeprefix("lab")
+    tasks = [task for task in TASKS if task.lab == lab]
+    regions = sum(len(task.regions) for task in tasks)
+    lines = [TASKS_START, "## Your tasks: the TODO regions", "", textwrap.fill(
+        f"In the students' copy of the kit the core of Lab {number} is {regions} TODO regions in its two role "
+        "files: each is a `# TODO:` comment that says what to write, and a `raise "
+        "NotImplementedError(...)` with the TODO's first words. A role runs up to the first region "
+        "it needs and stops there with a traceback that names it. Do the tasks in order: each task's "
+        "tests need its regions and those of the tasks before it, never a later one. One command "
+        "checks a task (`make test` checks everything); a test of the task that fails names what it "
+        "waited for.", width=100), ""]
+    for task in tasks:
+        functions = sorted(function for function, entry in manifest.items() if entry.get("task") == task.name)
+        points = sum(manifest[function]["points"] for function in functions)
+        lines += [f"### Task {task.number}: {task.title}", "",
+                  f"Check it: `{TASK_COMMAND.format(name=task.name)}` ({len(functions)} tests, {points:g} points)", ""]
+        if task.regions:
+            lines.append("Its TODO regions:")
+            lines += [f"- `{path}`: `{function}`" for path, _, function in
+                      (region.partition("::") for region in task.regions)]
+        else:
+            lines.append("No region of its own: what tasks before it wrote, checked under attack.")
+        lines += ["", "| test | file | points |", "|---|---|---:|"]
+        for function in functions:
+            path, _, name = function.partition("::")
+            lines.append(f"| `{name}` | `{path}` | {manifest[function]['points']:g} |")
+        lines.append("")
+    lines += [textwrap.fill("A parametrized test shares its points among its cases. Windows Python: "
+                            "`.venv\\Scripts\\python` for `.venv/bin/python`.", width=100), TASKS_END]
+    return "\n".join(lines)
+
+
+def with_tasks(handout: str, text: str) -> str:
+    """The handout with its tasks section replaced (it must have the markers)."""
+    before, found, rest = handout.partition(TASKS_START)
+    _old, end, after = rest.partition(TASKS_END)
+    if not found or not end:
+        raise ValueError(f"the handout has no {TASKS_START!r} ... {TASKS_END!r} to write its tasks into")
+    return before + text + after
+
+
+def handout_from_manifest(handout: str, manifest: dict[str, dict], lab: str) -> str:
+    """The handout with every part the manifest writes (its tasks, its rubric) written anew."""
+    return with_rubric(with_tasks(handout, tasks_section(manifest, lab)), rubric(manifest, lab))
+
+
 def write_manifest() -> int:
     """Collect the whole suite into tests/expected_tests.json, then rewrite the
     rubric at the end of each handout from it."""
@@ -797,7 +870,7 @@ def write_manifest() -> int:
     manifest = json.loads(manifest_file.read_text(encoding="utf-8"))["tests"]
     for lab, handout in HANDOUTS.items():
         path = KIT_ROOT / handout
-        path.write_text(with_rubric(path.read_text(encoding="utf-8"), rubric(manifest, lab)), encoding="utf-8")
+        path.write_text(handout_from_manifest(path.read_text(encoding="utf-8"), manifest, lab), encoding="utf-8")
     print(f"wrote {MANIFEST_NAME} ({len(manifest)} tests) and the rubrics of {', '.join(HANDOUTS.values())}")
     return 0
 

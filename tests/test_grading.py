@@ -484,12 +484,49 @@ def test_the_manifest_holds_every_test_of_the_suite_with_its_points(tmp_path):
 
 @pytest.mark.points(1)
 def test_each_handout_ends_with_its_rubric_from_the_manifest():
-    from tests.grading import HANDOUTS, WRITE_MANIFEST_COMMAND, rubric
+    from tests.grading import HANDOUTS, WRITE_MANIFEST_COMMAND, handout_from_manifest, rubric
     manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
     for lab, handout in HANDOUTS.items():
-        assert (ROOT / handout).read_text(encoding="utf-8").endswith(rubric(manifest, lab)), (
-            f"{handout} does not end with the rubric of {lab} from tests/expected_tests.json: "
+        text = (ROOT / handout).read_text(encoding="utf-8")
+        assert text.endswith(rubric(manifest, lab)) and text == handout_from_manifest(text, manifest, lab), (
+            f"{handout}'s tasks or rubric are not those of {lab} in tests/expected_tests.json: "
             f"run `{WRITE_MANIFEST_COMMAND}`")
+
+
+@pytest.mark.points(2)
+def test_the_handouts_tasks_and_the_labs_tests_and_regions_match_one_to_one():
+    from tests.grading import HANDOUTS, TASK_COMMAND
+    from tests.tasks import TASKS
+    from tools.starter import find_regions, region_function
+    manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
+    names = {task.name for task in TASKS}
+    for function, entry in manifest.items():
+        if entry["category"] in HANDOUTS:   # every test of a lab checks one task of that lab
+            assert entry.get("task") in names and entry["task"].startswith(entry["category"] + "."), function
+        else:
+            assert "task" not in entry, function
+    for task in TASKS:
+        assert any(entry.get("task") == task.name for entry in manifest.values()), f"{task.name} has no test"
+        assert f"Check it: `{TASK_COMMAND.format(name=task.name)}`" in (ROOT / HANDOUTS[task.lab]).read_text()
+    # Every TODO region of the role files belongs to exactly one task of its lab.
+    regions = []
+    for path in ("lab1_tcp/client.py", "lab1_tcp/server.py", "lab2_udp/client.py", "lab2_udp/server.py"):
+        text = (ROOT / path).read_text(encoding="utf-8")
+        regions += [f"{path}::{region_function(text, region)}" for region in find_regions(text, path)]
+    assigned = [(region, task.lab) for task in TASKS for region in task.regions]
+    assert sorted(region for region, _lab in assigned) == sorted(regions)
+    assert all(region.startswith(f"{lab}_") for region, lab in assigned)
+
+
+@pytest.mark.points(1)
+def test_grade_task_runs_exactly_the_tests_of_one_task():
+    manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
+    completed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                "--grade-task", "lab1.1", "tests"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=120)
+    collected = {line.split("[")[0] for line in completed.stdout.splitlines() if "::" in line}
+    assert collected == {function for function, entry in manifest.items() if entry.get("task") == "lab1.1"}, (
+        completed.stdout + completed.stderr)
 
 
 @pytest.mark.points(2)
