@@ -39,10 +39,11 @@ autograder: $(STAMP)
 	$(PY) -m tools.autograder.build autograder.zip
 
 # The students' starter code: the kit with each solution region replaced by a TODO
-# (docs/instructor.md, "Starter code for students"). STARTER_DIR=folder writes it elsewhere.
+# (docs/instructor.md, "Starter code for students"). STARTER_DIR=folder writes it elsewhere;
+# LAB=2 cuts only Lab 2's regions and gives Lab 1 solved (LAB=1, like the default, cuts both).
 STARTER_DIR ?= starter
 starter: $(STAMP)
-	$(PY) -m tools.starter $(STARTER_DIR) --replace
+	$(PY) -m tools.starter $(STARTER_DIR) --replace $(if $(LAB),--lab $(LAB))
 
 # Cross-testing: every student's server with the kit's client and every student's client with
 # the kit's server (docs/instructor.md). INTEROP_ARGS="--cross" also pairs the students.

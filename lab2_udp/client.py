@@ -113,6 +113,11 @@ class RoomClient:
 
     def on_readable(self, _mask: int) -> None:
         try:
+            # BEGIN SOLUTION
+            # PROMPT: read what arrived and dispatch it, as Lab 1's client does: an empty read means the server
+            # PROMPT: closed (fail, saying why); each message through HANDLERS (none: ProtocolError), stopping
+            # PROMPT: once a handler closed the session; once the handshake completes, Phase.LOGIN and send
+            # PROMPT: self.login; then flush.
             data = net.receive(self.sock)
             if not data:   # an empty recv() means the server closed the connection
                 return self.fail(self.session.why_the_server_closed(logged_in=self.phase is Phase.MEMBER))
@@ -128,6 +133,7 @@ class RoomClient:
                 self.phase = Phase.LOGIN
                 self.session.send(self.login)   # the session is encrypted: now the password may go
             self.flush()
+            # END SOLUTION
         except (ProtocolError, OSError) as error:
             self.fail(f"connection lost: {error}")
 

@@ -77,6 +77,7 @@ TASKS = (
     Task("lab2", 1, "Join the room: sessions, logins and the room key", (
         "lab2_udp/server.py::RoomServer.on_peer_ready",
         "lab2_udp/server.py::RoomServer.carry_out",
+        "lab2_udp/client.py::RoomClient.on_readable",
         "lab2_udp/client.py::RoomClient.handle_room_key",
     ), (
         "test_a_client_that_fails_ends_with_its_reason_not_a_transcript",

@@ -326,7 +326,8 @@ def grade(roles_from: Path, tmp_path: Path, name: str, selection: str) -> dict:
 def lab1_done_starter(tmp_path_factory) -> Path:
     """A starter for Lab 2 (make starter LAB=2): Lab 1's regions as the solution has them."""
     out = tmp_path_factory.mktemp("lab2") / "starter"
-    assert write_starter(out, cut=lab_cut(2)) == {"lab2_udp/client.py": 3, "lab2_udp/server.py": 3}
+    assert lab_cut(1) is None   # Lab 1's starter cuts both labs: a solved Lab 2 would answer Lab 1
+    assert write_starter(out, cut=lab_cut(2)) == {"lab2_udp/client.py": 4, "lab2_udp/server.py": 3}
     return out
 
 

@@ -254,9 +254,13 @@ def starter_text(text: str, path: str, cut: Callable[[str, str], bool] | None = 
 
 
 def lab_cut(lab: int | None) -> Callable[[str, str], bool] | None:
-    """Which regions a starter for one lab cuts: that lab's (lab1_tcp/ or
-    lab2_udp/), the other's left solved; None (every region) for both labs."""
-    if lab is None:
+    """Which regions a starter for one lab cuts (None: every region).
+
+    Lab 1's starter cuts both labs: a solved Lab 2 would answer Lab 1 (its
+    client reads and dispatches as Lab 1's does, which is why that is a
+    region of Lab 2 too). Lab 2's starter, handed out once Lab 1 is done,
+    cuts Lab 2's regions only and gives Lab 1 solved."""
+    if lab is None or lab == 1:
         return None
     folder = LAB_FOLDERS[lab]
     return lambda path, _function: path.startswith(folder + "/")
@@ -374,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("outdir", type=Path, help="the folder to write (missing or empty)")
     parser.add_argument("--replace", action="store_true", help="replace a starter written before")
     parser.add_argument("--lab", type=int, choices=sorted(LAB_FOLDERS),
-                        help="cut only this lab's regions; the other lab's role files stay solved "
-                             "(default: both labs' regions)")
+                        help="the starter of one lab: 1 cuts both labs' regions (a solved Lab 2 would "
+                             "answer Lab 1), 2 cuts Lab 2's and gives Lab 1 solved (default: both labs)")
     args = parser.parse_args(argv)
     out = args.outdir.resolve()
     remove_first = _check_room(out, args.replace)
