@@ -65,7 +65,7 @@ TASKS = (
         "test_lab1_refused_line_is_explained_and_the_chat_goes_on",
         "test_lab1_chat_between_two_hosts",
     )),
-    Task("lab1", 3, "A server that strangers cannot stop (no new region: tasks 1 and 2 under attack)", (), (
+    Task("lab1", 3, "A server that strangers cannot stop", (), (
         "test_idle_connections_without_the_key_neither_keep_a_member_out_nor_stay_open",
         "test_a_flood_of_strangers_does_not_become_a_flood_of_notes",
         "test_a_login_finished_while_another_client_chats_is_told_busy_and_a_silent_member_is_dropped",
