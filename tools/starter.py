@@ -2,7 +2,8 @@
 
     make starter                         # writes starter/
     make starter STARTER_DIR=/tmp/lab    # or anywhere else
-    python -m tools.starter OUTDIR [--replace]
+    make starter LAB=2                   # Lab 2's regions cut, Lab 1 solved
+    python -m tools.starter OUTDIR [--replace] [--lab N]
 
 The solution marks what students write themselves (docs/instructor.md,
 "Starter code for students", shows an example). In a .py file a region is a
@@ -11,7 +12,8 @@ at the block's indentation; the PROMPT line (or lines) right after BEGIN says
 what to write. In the starter the region becomes, at the same indentation, a
 TODO comment with the prompt and ``raise NotImplementedError("...")`` with
 the prompt's first clause (up to its first '; ', ': ', '. ' or ' ('). In a .md file, the lines from MARKDOWN_BEGIN to
-MARKDOWN_END go: notes for the instructor only.
+MARKDOWN_END go: notes for the instructor only; so do a Makefile's lines
+between BEGIN and END.
 
 A marker that opens no region or closes none, a region without a prompt, a
 region inside another, markers at different depths, code shallower than its
@@ -20,8 +22,10 @@ and line, before anything is written; no marker text survives into the
 starter. The starter is the kit as git tracks it, as it is on disk now (or,
 outside a git checkout, every file), without what is not the kit's to give
 (.git, .venv, caches, .env with the server's private key, databases,
-autograder.zip, the starter folder) and without tests/test_starter.py, which
-checks this tool against the solution.
+autograder.zip, the starter folder), without tests/test_starter.py, which
+checks this tool against the solution, and without what quotes the solution
+(LEFT_OUT_PATHS: the mutants, the benchmarks built on Lab 2's client). Its
+handouts' tasks and rubrics are written from its own manifest.
 """
 from __future__ import annotations
 
