@@ -361,6 +361,20 @@ def _asked_for(config: pytest.Config, function: str, entry: dict) -> bool:
     return not marks or Expression.compile(marks).evaluate(lambda mark, **_: mark in markers)
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With --grade-category or --grade-task, a test file that holds none of
+    the manifest's tests of those is not even imported: a task's command
+    starts testing at once."""
+    categories, tasks = config.getoption("--grade-category"), config.getoption("--grade-task")
+    manifest = config.stash.get(_MANIFEST_KEY, {})
+    if not (categories or tasks) or not manifest or not collection_path.name.startswith("test_") \
+            or collection_path.suffix != ".py":
+        return None
+    wanted = {config.rootpath / function.partition("::")[0] for function, entry in manifest.items()
+              if (not categories or entry["category"] in categories) and (not tasks or entry.get("task") in tasks)}
+    return True if collection_path not in wanted else None
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """--grade-category and --grade-task: leave out the tests of the other
