@@ -45,9 +45,8 @@ from common.ui import ChatWindow, TerminalChat, add_front_end_options, open_fron
 
 TICK_INTERVAL_MS = 50      # how often we check for gaps worth a repair request
 MAX_DATAGRAMS_PER_TURN = 64   # then the loop turns: a flood of datagrams cannot starve TCP
-DEAF_WARNING = ("no room datagram has arrived for 1.5 s: broadcast may be blocked on UDP port {port} (Wi-Fi "
-                "client isolation; {firewall}) or BROADCAST_ADDR is wrong; following the room over TCP "
-                "instead, more slowly")
+DEAF_WARNING = ("no room datagram has arrived for 1.5 s: broadcast may be blocked on UDP port {port} (Wi-Fi client "
+                "isolation; {firewall}) or BROADCAST_ADDR is wrong; following the room over TCP instead, more slowly")
 COMMANDS = ("/msg", "/ignore", "/unignore", "/who", "/nick", "/hash", "/quit")
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -115,6 +114,10 @@ class RoomClient:
 
     def on_readable(self, _mask: int) -> None:
         try:
+            # BEGIN SOLUTION
+            # PROMPT: read and dispatch as Lab 1's client does: an empty read means the server closed (fail,
+            # PROMPT: saying why); each message (of a BadRecord: its delivered ones, then raise it) through HANDLERS
+            # PROMPT: (none: ProtocolError); once the handshake completes, Phase.LOGIN and send self.login; flush.
             data = net.receive(self.sock)
             if not data:   # an empty recv() means the server closed the connection
                 return self.fail(self.session.why_the_server_closed(logged_in=self.phase is Phase.MEMBER))
@@ -136,6 +139,7 @@ class RoomClient:
                 self.phase = Phase.LOGIN
                 self.session.send(self.login)   # the session is encrypted: now the password may go
             self.flush()
+            # END SOLUTION
         except (ProtocolError, OSError) as error:
             self.fail(f"connection lost: {error}")
 
@@ -165,16 +169,12 @@ class RoomClient:
     def handle_room_key(self, message: RoomKey) -> None:
         # The signing key is the same all run long; the room key changes whenever a
         # member leaves. We keep the previous one for datagrams still on their way.
-        # BEGIN SOLUTION
-        # PROMPT: the first RoomKey brings the server's signing key: make the DatagramOpener, and start the
-        # PROMPT: transcript's deafness clock. Add every room key under its epoch, then open what self.early held.
         if self.opener is None:
             self.opener = DatagramOpener(message.signing_key)
             self.transcript.heard(time.monotonic())   # from now on, silence means deafness
         self.opener.add_room_key(message.epoch, message.key)
         for datagram, source in self.early.release(time.monotonic()):   # they came before this key
             self.open_datagram(datagram, source, time.monotonic())
-        # END SOLUTION
 
     def handle_room_group(self, message: RoomGroup) -> None:
         # A multicast room (a Mac's loopback cannot broadcast): join it where the server is.

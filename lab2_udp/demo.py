@@ -21,6 +21,7 @@ Everything runs in a fresh temporary folder with its own keys and accounts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import queue
@@ -60,8 +61,10 @@ SCREENS = ("server", "alice", "bob", "carol", "dave")   # in tile order; the pan
 class Role:
     """One running role script; its output lines arrive through a queue."""
 
-    def __init__(self, label: str, module: str, args: list[str], env: dict[str, str], headless: bool) -> None:
+    def __init__(self, label: str, module: str, args: list[str], env: dict[str, str], headless: bool,
+                 cast: dict[str, Role]) -> None:
         self.label = label
+        self.cast = cast   # every role of the demo: if one of them dies, waiting for a line is pointless
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._lines: queue.Queue = queue.Queue()
@@ -77,7 +80,7 @@ class Role:
             self._lines.put(line)
 
     def wait_for(self, pattern: str, lines: list[str]) -> re.Match:
-        """Wait (at most DEADLINE_SECONDS) until a line of ``lines`` matches."""
+        """Wait (at most DEADLINE_SECONDS, and only while every role runs) until a line of ``lines`` matches."""
         deadline = time.monotonic() + DEADLINE_SECONDS
         while True:
             for line in list(lines):
@@ -85,12 +88,17 @@ class Role:
                 if match:
                     return match
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.process.poll() is not None and self._lines.empty():
-                raise RuntimeError(f"{self.label}: no line /{pattern}/\n" + "\n".join(self.stderr))
-            try:
-                self._lines.get(timeout=remaining)
+            dead = [role for role in self.cast.values() if role.process.poll() is not None]
+            if remaining <= 0 or dead and self._lines.empty():
+                for role in self.cast.values():   # a role that is dying: its last words first
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        role.process.wait(0.5 if role in dead else 0)
+                raise RuntimeError(why_stopped(f"{self.label}: no line /{pattern}/",
+                                               [*dead, self, *self.cast.values()]))
+            try:   # another role may die without a word to us: look again every half second
+                self._lines.get(timeout=min(remaining, 0.5))
             except queue.Empty:
-                pass  # the deadline check above reports it
+                pass  # the checks above report it
 
     def type(self, text: str) -> None:
         self.process.stdin.write(text + "\n")
@@ -105,6 +113,22 @@ class Role:
             except (OSError, subprocess.TimeoutExpired):   # a closed pipe, or a hung role
                 self.process.kill()
         self.process.wait()
+
+
+def why_stopped(what: str, roles: list[Role]) -> str:
+    """What went wrong, for a person: the roles that stopped and their last
+    words; first of all, a TODO region that is not written yet (the students'
+    copy: its handout lists them under "Your tasks")."""
+    lines = [what]
+    for role in dict.fromkeys(roles):
+        code = role.process.poll()
+        status = "still running" if code is None else f"exited with code {code}"
+        lines.append(f"{role.label} ({status}): " + (" | ".join(role.stderr[-3:]) or "said nothing"))
+    todo = next((line for role in roles for line in role.stderr if line.startswith("NotImplementedError")), "")
+    if todo:
+        lines.insert(0, f"A TODO region is not written yet: {todo.removeprefix('NotImplementedError: ')}. "
+                        "Write it (the handout's \"Your tasks\" lists every region), then run make demo again.")
+    return "\n".join(lines)
 
 
 def free_udp_port() -> int:
@@ -146,7 +170,7 @@ class Demo:
         env = {**os.environ, "CHAT_PASSWORD": PASSWORD}
         if self.geometries is not None:   # a window that takes the script's lines on stdin, in its tile
             env.update(CHAT_WINDOW_STDIN="1", CHAT_WINDOW_GEOMETRY=self.geometries[SCREENS.index(label)])
-        self.roles[label] = Role(label, module, args, env, headless=self.geometries is None)
+        self.roles[label] = Role(label, module, args, env, headless=self.geometries is None, cast=self.roles)
         return self.roles[label]
 
     def join(self, name: str) -> None:
@@ -324,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:   # Ctrl-C reaches the roles too (one terminal): each quits by itself
         print("the demo was interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as error:   # a role did not do its part: say which, and why
+        print(f"the demo stopped:\n{error}", file=sys.stderr)
+        return 1
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

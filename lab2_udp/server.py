@@ -210,6 +210,9 @@ class RoomServer:
         # END SOLUTION
 
     def broadcast(self, batch: RoomBatch) -> None:
+        # Our own screen shows what the clients' do, as they do.
+        if show_events(self.ui, self.roster, self.transcript.receive(batch.events, batch.latest_seq)):
+            self.show_room_state()
         # BEGIN SOLUTION
         # PROMPT: send the batch as one sealed UDP datagram to self.broadcast_to (the network copies it to
         # PROMPT: every member); note a failed send once, not once per datagram: clients repair over TCP.
@@ -220,9 +223,6 @@ class RoomServer:
                 self.reported.add(str(error))
                 self.ui.show_note(f"broadcast failed: {error}; clients will repair over TCP")
         # END SOLUTION
-        # Our own screen shows what the clients' do, as they do.
-        if show_events(self.ui, self.roster, self.transcript.receive(batch.events, batch.latest_seq)):
-            self.show_room_state()
 
     def after_round(self) -> None:
         """After every round of events: broadcast, send what is queued, drop the

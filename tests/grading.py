@@ -74,6 +74,7 @@ import pytest
 from _pytest.mark.expression import Expression
 
 from tests.platforms import NOT_RUN_HERE, not_run_here
+from tests.tasks import TASK_OF_TEST, TASKS
 from tests.procs import ATTACH_VARIABLE, ROLE_OVERRIDES_VARIABLE, Attachment, parse_attach, role_overrides
 from tests.xvfb import screenshot
 
@@ -86,6 +87,7 @@ _DEADLINE_KEY = pytest.StashKey[float]()
 _MANIFEST_KEY = pytest.StashKey[dict]()      # the manifest's tests, or {} when there is none
 _MISSING_KEY = pytest.StashKey[dict]()       # results of the manifest's tests not collected
 _DESELECTED_KEY = pytest.StashKey[list]()    # node ids that -k, -m or --deselect left out
+_COLLECTED_KEY = pytest.StashKey[dict]()     # node id -> (points, hidden) of every test this run selected
 
 KIT_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_NAME = "tests/expected_tests.json"
@@ -128,6 +130,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--grade-category", action="append", metavar="NAME", choices=CATEGORIES,
                     help="run only the tests of this category (" + ", ".join(CATEGORIES) + "; "
                          "may be given again), as the manifest or the test's name and file say")
+    group.addoption("--grade-task", action="append", metavar="LAB.N", choices=[task.name for task in TASKS],
+                    help="run only the tests of one task of a handout (lab1.1, lab1.2, ...; may be given "
+                         "again), as the manifest says: the handout names each task's command")
     group.addoption("--write-manifest", metavar="FILE",
                     help=f"write the collected tests' points and categories to FILE (with --collect-only; "
                          f"{WRITE_MANIFEST_COMMAND} writes {MANIFEST_NAME} and the handouts' rubrics)")
@@ -261,17 +266,24 @@ def pytest_runtest_teardown(item: pytest.Item):
 
 # A test's category is its lab when its name says so (test_lab1_..., test_lab2_...), else its file's.
 CORE_TESTS_WITHOUT_A_MODULE = ("test_conversation",)   # the core's whole conversation, without sockets
+# Tests of the kit's own programs, which no --role reaches (the demo starts the kit's role files):
+# they grade the kit, never a student's lab.
+KIT_PROGRAM_TESTS = ("test_the_instructor_demo_ends_with_every_screen_the_same",
+                     "test_windowed_demo_plays_the_class_in_tiles_and_every_screen_ends_with_one_hash")
 MANIFEST_MARKERS = ("network", "gui", "hidden")       # the markers -m may select on
 CATEGORIES = ("lab1", "lab2", "common", "tools")
 
 
 def category_of(nodeid: str) -> str:
-    """lab1, lab2, common or tools. A test named test_lab1_... or test_lab2_...
-    grades that lab wherever it is; otherwise its file says: test_lab1*.py,
+    """lab1, lab2, common or tools. A test of the kit's own programs
+    (KIT_PROGRAM_TESTS) grades the kit; a test named test_lab1_... or
+    test_lab2_... grades that lab wherever it is; otherwise its file says: test_lab1*.py,
     test_lab2*.py and test_lan.py grade a lab, a file named for a module of
     common/ grades the core, and the rest grade the kit's shape and tools."""
     path, _, name = nodeid.partition("::")
     stem = Path(path).stem
+    if name in KIT_PROGRAM_TESTS:
+        return "tools"
     for lab in ("lab1", "lab2"):
         if name.startswith(f"test_{lab}_"):
             return lab
@@ -283,6 +295,12 @@ def category_of(nodeid: str) -> str:
     if stem in CORE_TESTS_WITHOUT_A_MODULE or (KIT_ROOT / "common" / f"{stem.removeprefix('test_')}.py").exists():
         return "common"
     return "tools"
+
+
+def task_of(nodeid: str) -> str:
+    """The handout task a lab's test checks (tests/tasks.py: lab1.2), or ""."""
+    name = nodeid.partition("::")[2].split("[")[0]
+    return TASK_OF_TEST.get(name, "") if category_of(nodeid) in HANDOUTS else ""
 
 
 def _read_manifest(config: pytest.Config) -> dict[str, dict]:
@@ -305,6 +323,9 @@ def manifest_text(items: list[pytest.Item]) -> str:
         markers = sorted({mark.name for mark in item.iter_markers()} & set(MANIFEST_MARKERS))
         tests[function] = {"points": marker.args[0] if marker else 1, "category": category_of(function),
                            "markers": markers}
+        task = task_of(function)
+        if task:
+            tests[function]["task"] = task
     lines = [f"  {json.dumps(function)}: {json.dumps(entry)}" for function, entry in sorted(tests.items())]
     return ('{\n "written by": ' + json.dumps(WRITE_MANIFEST_COMMAND) + ',\n "tests": {\n'
             + ",\n".join(lines) + "\n }\n}\n")
@@ -317,6 +338,9 @@ def _asked_for(config: pytest.Config, function: str, entry: dict) -> bool:
     not missing."""
     categories, markers = config.getoption("--grade-category"), entry["markers"]
     if categories and entry["category"] not in categories:
+        return False
+    tasks = config.getoption("--grade-task")
+    if tasks and entry.get("task") not in tasks:
         return False
     path, _, name = function.partition("::")
     file = (config.rootpath / path).resolve()
@@ -343,22 +367,38 @@ def _asked_for(config: pytest.Config, function: str, entry: dict) -> bool:
     return not marks or Expression.compile(marks).evaluate(lambda mark, **_: mark in markers)
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With --grade-category or --grade-task, a test file that holds none of
+    the manifest's tests of those is not even imported: a task's command
+    starts testing at once."""
+    categories, tasks = config.getoption("--grade-category"), config.getoption("--grade-task")
+    manifest = config.stash.get(_MANIFEST_KEY, {})
+    if not (categories or tasks) or not manifest or not collection_path.name.startswith("test_") \
+            or collection_path.suffix != ".py":
+        return None
+    wanted = {config.rootpath / function.partition("::")[0] for function, entry in manifest.items()
+              if (not categories or entry["category"] in categories) and (not tasks or entry.get("task") in tasks)}
+    return True if collection_path not in wanted else None
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """--grade-category: leave out the tests of the other categories."""
-    categories = config.getoption("--grade-category")
-    if not categories:
+    """--grade-category and --grade-task: leave out the tests of the other
+    categories and tasks."""
+    categories, tasks = config.getoption("--grade-category"), config.getoption("--grade-task")
+    if not categories and not tasks:
         return
     manifest = config.stash[_MANIFEST_KEY]
 
-    def category(item: pytest.Item) -> str:
+    def wanted(item: pytest.Item) -> bool:
         function = item.nodeid.split("[")[0]
-        return manifest[function]["category"] if function in manifest else category_of(function)
+        entry = manifest.get(function) or {"category": category_of(function), "task": task_of(function)}
+        return (not categories or entry["category"] in categories) and (not tasks or entry.get("task") in tasks)
 
-    left_out = [item for item in items if category(item) not in categories]
+    left_out = [item for item in items if not wanted(item)]
     if left_out:
         config.hook.pytest_deselected(items=left_out)
-        items[:] = [item for item in items if category(item) in categories]
+        items[:] = [item for item in items if wanted(item)]
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
@@ -375,6 +415,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                         returncode=pytest.ExitCode.USAGE_ERROR)
         Path(output).write_text(manifest_text(session.items), encoding="utf-8")
         return
+    config.stash[_COLLECTED_KEY] = {
+        item.nodeid: (item.get_closest_marker("points").args[0] if item.get_closest_marker("points") else 1,
+                      item.get_closest_marker("hidden") is not None) for item in session.items}
     collected = {nodeid.split("[")[0] for nodeid in
                  [*(item.nodeid for item in session.items), *config.stash[_DESELECTED_KEY]]}
     for function, entry in config.stash[_MANIFEST_KEY].items():
@@ -449,6 +492,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         "hidden": item.get_closest_marker("hidden") is not None,
         "reason": "", "details": "", "seconds": 0.0})
     result["seconds"] += report.duration
+    result["called"] = result.get("called", False) or report.when == "call"
     if report.failed or report.skipped:
         reason, details = _failure_text(report)
         if report.failed:
@@ -631,8 +675,9 @@ def as_prairielearn(rows: list[dict], summary: str) -> dict:
 
 
 def as_junit(results: dict[str, dict], rows: list[dict], seconds: float) -> bytes:
-    """JUnit XML: one testcase per case, with its points and category as
-    properties; the suite's properties hold the totals per category."""
+    """JUnit XML, valid under pytest's xunit2 schema: one testcase per case;
+    the suite's properties hold the totals per category and each case's
+    points and category."""
     outcomes = [result["outcome"] for result in results.values()]
     suite = ElementTree.Element("testsuite", name="chat-lab-kit", tests=str(len(outcomes)),
                                 failures=str(outcomes.count("failed")), errors="0",
@@ -641,14 +686,18 @@ def as_junit(results: dict[str, dict], rows: list[dict], seconds: float) -> byte
     for category, total in category_totals(rows).items():
         ElementTree.SubElement(totals, "property", name=f"points {category}",
                                value=f"{total['earned']:g}/{total['possible']:g}")
-    category = {row["name"]: row["category"] for row in rows}
+    # xunit2 (pytest's junit_family) allows properties on the suite only: each case's share of its
+    # test's points, as the manifest sets them, and its category, go there, named by the case.
+    row_of = {row["name"]: row for row in rows}
+    cases = by_function(results)
+    for nodeid in results:
+        row = row_of[nodeid.split("[")[0]]
+        share = row["points"] / len(cases[row["name"]])
+        ElementTree.SubElement(totals, "property", name=f"points {nodeid}", value=f"{share:g} ({row['category']})")
     for nodeid, result in results.items():
         path, _, name = nodeid.partition("::")
         case = ElementTree.SubElement(suite, "testcase", classname=path.removesuffix(".py").replace("/", "."),
                                       name=name, time=f"{result['seconds']:.3f}")
-        properties = ElementTree.SubElement(case, "properties")
-        ElementTree.SubElement(properties, "property", name="points", value=str(result["points"]))
-        ElementTree.SubElement(properties, "property", name="category", value=category[nodeid.split("[")[0]])
         if result["outcome"] != "passed":
             tag = "failure" if result["outcome"] == "failed" else "skipped"
             element = ElementTree.SubElement(case, tag, message=result["reason"])
@@ -697,8 +746,25 @@ def _report_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _not_finished(config: pytest.Config) -> dict[str, dict]:
+    """The selected tests an interrupted run (Ctrl-C, or the autograder's own
+    deadline: tools/autograder/run_autograder) did not finish: each counts as
+    failed, with its points, so the report still gives what did finish."""
+    results = config.stash[_RESULTS_KEY]
+    why = "not finished: the run was stopped before this test ended (the grader's deadline, or Ctrl-C)"
+    unfinished = {}
+    for nodeid, (points, hidden) in config.stash.get(_COLLECTED_KEY, {}).items():
+        result = results.get(nodeid)
+        if result is None or (result["outcome"] == "passed" and not result["called"]):
+            unfinished[nodeid] = {"points": points, "outcome": "failed", "hidden": hidden, "reason": why,
+                                  "details": "", "seconds": result["seconds"] if result else 0.0}
+    return unfinished
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     results = {**config.stash[_RESULTS_KEY], **config.stash[_MISSING_KEY]}
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        results.update(_not_finished(config))
     if not results or config.option.collectonly:
         return
     rows = _function_scores(results, config.stash[_MANIFEST_KEY])
@@ -771,6 +837,61 @@ def with_rubric(handout: str, text: str) -> str:
     return (before if found else handout.rstrip("\n") + "\n\n") + text
 
 
+TASKS_START = ("<!-- tasks: written from tests/tasks.py and tests/expected_tests.json by "
+               "`python -m tests.grading --write-manifest` -->")
+TASKS_END = "<!-- end of tasks -->"
+TASK_COMMAND = ".venv/bin/python -m pytest --grade-task {name}"
+
+
+def tasks_section(manifest: dict[str, dict], lab: str) -> str:
+    """The handout's tasks: for each, the command that checks it, the TODO
+    regions it fills in and every test of it with its points."""
+    number = lab.removeprefix("lab")
+    tasks = [task for task in TASKS if task.lab == lab]
+    regions = sum(len(task.regions) for task in tasks)
+    lines = [TASKS_START, "## Your tasks: the TODO regions", "", textwrap.fill(
+        f"In the students' copy of the kit the core of Lab {number} is {regions} TODO regions in its two role "
+        "files: each is a `# TODO:` comment that says what to write, and a `raise "
+        "NotImplementedError(...)` with the TODO's first words. A role runs up to the first region "
+        "it needs and stops there with a traceback that names it. Do the tasks in order: each task's "
+        "tests need its regions and those of the tasks before it, never a later one. One command "
+        "checks a task (`make test` checks everything); a test of the task that fails names what it "
+        "waited for.", width=100), ""]
+    for task in tasks:
+        functions = sorted(function for function, entry in manifest.items() if entry.get("task") == task.name)
+        points = sum(manifest[function]["points"] for function in functions)
+        lines += [f"### Task {task.number}: {task.title}", "",
+                  f"Check it: `{TASK_COMMAND.format(name=task.name)}` ({len(functions)} tests, {points:g} points)", ""]
+        if task.regions:
+            lines.append("Its TODO regions:")
+            lines += [f"- `{path}`: `{function}`" for path, _, function in
+                      (region.partition("::") for region in task.regions)]
+        else:
+            lines.append("No region of its own: what tasks before it wrote, checked under attack.")
+        lines += ["", "| test | file | points |", "|---|---|---:|"]
+        for function in functions:
+            path, _, name = function.partition("::")
+            lines.append(f"| `{name}` | `{path}` | {manifest[function]['points']:g} |")
+        lines.append("")
+    lines += [textwrap.fill("A parametrized test shares its points among its cases. Windows Python: "
+                            "`.venv\\Scripts\\python` for `.venv/bin/python`.", width=100), TASKS_END]
+    return "\n".join(lines)
+
+
+def with_tasks(handout: str, text: str) -> str:
+    """The handout with its tasks section replaced (it must have the markers)."""
+    before, found, rest = handout.partition(TASKS_START)
+    _old, end, after = rest.partition(TASKS_END)
+    if not found or not end:
+        raise ValueError(f"the handout has no {TASKS_START!r} ... {TASKS_END!r} to write its tasks into")
+    return before + text + after
+
+
+def handout_from_manifest(handout: str, manifest: dict[str, dict], lab: str) -> str:
+    """The handout with every part the manifest writes (its tasks, its rubric) written anew."""
+    return with_rubric(with_tasks(handout, tasks_section(manifest, lab)), rubric(manifest, lab))
+
+
 def write_manifest() -> int:
     """Collect the whole suite into tests/expected_tests.json, then rewrite the
     rubric at the end of each handout from it."""
@@ -782,7 +903,7 @@ def write_manifest() -> int:
     manifest = json.loads(manifest_file.read_text(encoding="utf-8"))["tests"]
     for lab, handout in HANDOUTS.items():
         path = KIT_ROOT / handout
-        path.write_text(with_rubric(path.read_text(encoding="utf-8"), rubric(manifest, lab)), encoding="utf-8")
+        path.write_text(handout_from_manifest(path.read_text(encoding="utf-8"), manifest, lab), encoding="utf-8")
     print(f"wrote {MANIFEST_NAME} ({len(manifest)} tests) and the rubrics of {', '.join(HANDOUTS.values())}")
     return 0
 

@@ -15,10 +15,12 @@ documentation (no network at test time):
   0 to 1, ``message``, ``output``; ``tests[]`` with ``name``, ``points``,
   ``max_points``, ``message``, ``output`` and optional ``images``, each with a
   ``label`` and a ``url``, a data URL ("data:image/png;base64,...").
-- JUnit XML as CI systems read it (GitHub Actions reporters, Jenkins): a
+- JUnit XML as CI systems read it (GitHub Actions reporters, Jenkins), valid
+  under the xunit2 schema pytest publishes (``junit_family=xunit2``): a
   ``testsuite`` whose ``tests``, ``failures``, ``errors`` and ``skipped``
-  count its ``testcase`` elements; a testcase holds at most one ``failure``,
-  ``error`` or ``skipped``.
+  count its ``testcase`` elements; ``properties`` on the suite only; a
+  testcase has ``name``, ``classname`` and ``time`` and holds at most one
+  ``failure``, ``error`` or ``skipped``.
 """
 import base64
 import json
@@ -27,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 import zipfile
 from pathlib import Path
@@ -92,6 +95,7 @@ def check_gradescope(results: dict) -> None:
     assert isinstance(results["score"], (int, float))
     assert isinstance(results["execution_time"], int) and results["execution_time"] >= 0
     assert isinstance(results["output"], str) and results["output_format"] in GRADESCOPE_OUTPUT_FORMATS
+    assert results["output_format"] == "md"   # the kit's output is Markdown: fences, not literal backticks
     numbers = [test["number"] for test in results["tests"]]
     assert len(set(numbers)) == len(numbers)
     assert isinstance(results.get("extra_data", {}), dict)
@@ -166,9 +170,16 @@ def test_junit_xml_counts_its_cases_and_marks_failures_and_skips(student):
     assert verdicts["test_skips"] == "skipped" and verdicts["test_passes"] == "passed"
     failure = next(case for case in cases if case.get("name") == "test_fails").find("failure")
     assert "the server never answered" in failure.get("message")
-    points = {case.get("name"): case.find("properties/property[@name='points']").get("value") for case in cases}
-    assert points["test_passes"] == "3"
-    assert suite.find("properties/property[@name='points tools']").get("value") == "5/12"
+    properties = {prop.get("name"): prop.get("value") for prop in suite.findall("properties/property")}
+    assert properties["points test_student.py::test_passes"] == "3 (tools)"
+    assert properties["points test_student.py::test_half_of_the_cases_pass[1]"] == "0.5 (tools)"   # 2 points, 4 cases
+    assert properties["points tools"] == "5/12"
+    # pytest's xunit2 schema: properties belong to the suite, a testcase has these attributes and children only.
+    assert set(suite.attrib) <= {"name", "errors", "failures", "skipped", "tests", "time", "timestamp", "hostname"}
+    assert {child.tag for child in suite} <= {"properties", "testcase", "system-out", "system-err"}
+    for case in cases:
+        assert set(case.attrib) <= {"name", "classname", "time"}
+        assert {child.tag for child in case} <= {"skipped", "error", "failure", "system-out", "system-err"}
 
 
 @pytest.mark.points(3)
@@ -264,7 +275,9 @@ LAB2_SUBSET = ("-k", "test_own_message_appears_only_when_numbered_by_the_server 
 @pytest.mark.points(2)
 @pytest.mark.deadline(300)
 def test_the_gradescope_autograder_gives_a_good_submission_full_marks_and_names_a_bug(tmp_path):
-    from tests.mutants import MUTANTS, mutate
+    # The students' starter leaves the mutants out (each quotes a line of a TODO region).
+    mutants = pytest.importorskip("tests.mutants", reason="the students' starter has no tests/mutants.py")
+    MUTANTS, mutate = mutants.MUTANTS, mutants.mutate
     reference = (ROOT / "lab2_udp" / "client.py").read_text(encoding="utf-8")
     server = (ROOT / "lab2_udp" / "server.py").read_text(encoding="utf-8")
     results = run_autograder(gradescope_tree(tmp_path / "good", "lab2_udp/client.py", reference,
@@ -286,6 +299,61 @@ def test_the_gradescope_autograder_gives_a_good_submission_full_marks_and_names_
 
 
 @pytest.mark.points(1)
+def test_an_interrupted_run_still_reports_what_finished_and_counts_the_rest_as_failed(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))   # the subprocess imports the plugin from the kit
+    pytester.makeconftest('pytest_plugins = ["tests.grading"]\n')
+    pytester.makeini("[pytest]\nmarkers =\n    points(n): points\n")
+    started = pytester.path / "started"
+    pytester.makepyfile(test_slow=f'''
+import threading
+import pytest
+
+def test_first():
+    pass
+
+@pytest.mark.points(3)
+def test_still_running():
+    open({str(started)!r}, "w").close()
+    threading.Event().wait()
+
+def test_never_started():
+    pass
+''')
+    # What run_autograder does at its deadline: SIGINT to pytest, which then writes its results.
+    process = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--test-deadline", "0",
+                                "--grade-format", "gradescope", "--grade-output", "results.json"],
+                               cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
+            time.sleep(0.05)   # polling a file the test writes, with a deadline
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=60)[0]
+    finally:
+        process.kill()
+    results = json.loads((pytester.path / "results.json").read_text())
+    check_gradescope(results)
+    tests = {test["name"]: test for test in results["tests"]}
+    assert tests["test_slow.py::test_first"]["status"] == "passed", output
+    for name in ("test_slow.py::test_still_running", "test_slow.py::test_never_started"):
+        assert tests[name]["status"] == "failed" and "not finished" in tests[name]["output"], output
+    assert tests["test_slow.py::test_still_running"]["max_score"] == 3 and results["score"] == 1
+
+
+@pytest.mark.points(1)
+def test_the_autograder_bundle_installs_only_what_grading_needs_in_a_virtual_environment():
+    from tools.autograder.build import requirements
+    names = {line.split(">")[0].split("=")[0].split("<")[0] for line in requirements().split()}
+    assert {"pytest", "cryptography", "python-dotenv", "hypothesis"} <= names
+    assert not names & {"ruff", "matplotlib"}, names
+    setup = (ROOT / "tools" / "autograder" / "setup.sh").read_text(encoding="utf-8")
+    assert "python3 -m venv /autograder/venv" in setup and "pip install" not in setup.replace(
+        "/autograder/venv/bin/python -m pip install", "")   # never pip on the system Python (PEP 668)
+    assert '"venv" / "bin" / "python"' in (ROOT / "tools" / "autograder" / "run_autograder").read_text()
+
+
+@pytest.mark.points(1)
 def test_the_autograder_says_so_when_no_role_file_was_submitted(tmp_path):
     root = gradescope_tree(tmp_path, "lab2_udp/client.py", "")
     shutil.rmtree(root / "submission")
@@ -296,6 +364,7 @@ def test_the_autograder_says_so_when_no_role_file_was_submitted(tmp_path):
                                capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0
     results = json.loads((root / "results" / "results.json").read_text())
+    check_gradescope(results)
     assert results["score"] == 0 and "No role file found" in results["output"]
 
 
@@ -417,12 +486,49 @@ def test_the_manifest_holds_every_test_of_the_suite_with_its_points(tmp_path):
 
 @pytest.mark.points(1)
 def test_each_handout_ends_with_its_rubric_from_the_manifest():
-    from tests.grading import HANDOUTS, WRITE_MANIFEST_COMMAND, rubric
+    from tests.grading import HANDOUTS, WRITE_MANIFEST_COMMAND, handout_from_manifest, rubric
     manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
     for lab, handout in HANDOUTS.items():
-        assert (ROOT / handout).read_text(encoding="utf-8").endswith(rubric(manifest, lab)), (
-            f"{handout} does not end with the rubric of {lab} from tests/expected_tests.json: "
+        text = (ROOT / handout).read_text(encoding="utf-8")
+        assert text.endswith(rubric(manifest, lab)) and text == handout_from_manifest(text, manifest, lab), (
+            f"{handout}'s tasks or rubric are not those of {lab} in tests/expected_tests.json: "
             f"run `{WRITE_MANIFEST_COMMAND}`")
+
+
+@pytest.mark.points(2)
+def test_the_handouts_tasks_and_the_labs_tests_and_regions_match_one_to_one():
+    from tests.grading import HANDOUTS, TASK_COMMAND
+    from tests.tasks import TASKS
+    from tools.starter import find_regions, region_function
+    manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
+    names = {task.name for task in TASKS}
+    for function, entry in manifest.items():
+        if entry["category"] in HANDOUTS:   # every test of a lab checks one task of that lab
+            assert entry.get("task") in names and entry["task"].startswith(entry["category"] + "."), function
+        else:
+            assert "task" not in entry, function
+    for task in TASKS:
+        assert any(entry.get("task") == task.name for entry in manifest.values()), f"{task.name} has no test"
+        assert f"Check it: `{TASK_COMMAND.format(name=task.name)}`" in (ROOT / HANDOUTS[task.lab]).read_text()
+    # Every TODO region of the role files belongs to exactly one task of its lab.
+    regions = []
+    for path in ("lab1_tcp/client.py", "lab1_tcp/server.py", "lab2_udp/client.py", "lab2_udp/server.py"):
+        text = (ROOT / path).read_text(encoding="utf-8")
+        regions += [f"{path}::{region_function(text, region)}" for region in find_regions(text, path)]
+    assigned = [(region, task.lab) for task in TASKS for region in task.regions]
+    assert sorted(region for region, _lab in assigned) == sorted(regions)
+    assert all(region.startswith(f"{lab}_") for region, lab in assigned)
+
+
+@pytest.mark.points(1)
+def test_grade_task_runs_exactly_the_tests_of_one_task():
+    manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
+    completed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                "--grade-task", "lab1.1", "tests"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=120)
+    collected = {line.split("[")[0] for line in completed.stdout.splitlines() if "::" in line}
+    assert collected == {function for function, entry in manifest.items() if entry.get("task") == "lab1.1"}, (
+        completed.stdout + completed.stderr)
 
 
 @pytest.mark.points(2)
@@ -455,6 +561,12 @@ def test_a_test_deleted_from_a_copy_of_the_kit_costs_its_points(tmp_path):
 
 # --- The leaderboard: a few seconds of the student's room ---------------------------------------
 
+# The students' starter leaves the benchmarks out (their simulated client mirrors Lab 2's).
+needs_the_benchmark = pytest.mark.skipif(not (ROOT / "bench" / "leaderboard.py").exists(),
+                                         reason="the students' starter has no bench/leaderboard.py")
+
+
+@needs_the_benchmark
 @pytest.mark.network
 @pytest.mark.points(2)
 def test_the_leaderboard_gives_the_rooms_deliveries_per_second_and_p99(student):
@@ -468,6 +580,7 @@ def test_the_leaderboard_gives_the_rooms_deliveries_per_second_and_p99(student):
     assert f"leaderboard: {deliveries['value']} deliveries/s" in results["output"]
 
 
+@needs_the_benchmark
 @pytest.mark.network
 @pytest.mark.points(2)
 def test_a_failing_benchmark_leaves_the_leaderboard_out_saying_why_and_costs_nothing(student, monkeypatch):

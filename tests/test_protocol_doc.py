@@ -101,3 +101,71 @@ def test_the_format_characters_chat_text_allows_and_refuses_are_listed_in_the_pr
     assert {f"{ord(char):04X}" for char in named} <= listed
     assert {f"{ord(messages.BLACK_FLAG):04X}", f"{messages.TAGS.start:04X}", f"{messages.TAGS.stop - 1:04X}"} <= listed
     assert f"at most {messages.MAX_TAG_RUN}" in doc
+
+
+# --- Every text a lab's test compares is written down for the student ----------------------
+
+LAB_TEST_FILES = ("tests/test_lab1.py", "tests/test_lab2.py", "tests/test_lab2_hostile.py",
+                  "tests/test_lab2_attacks.py", "tests/test_quit_paths.py", "tests/test_ui.py")
+STUDENT_DOCS = ("docs/lab1.md", "docs/lab2.md", "docs/protocol.md")
+# A line of a transcript (its format is in the handouts; its words are what the test typed): "alice: hi",
+# "#3 alice: hi", "~#3 ...", "@alice -> bob: hi", "#2 * bob joined", "* bob joined".
+TRANSCRIPT_LINE = re.compile(r"^(~?#\d+ |@)?[a-z_]+( -> [a-z_]+)?: |^(#\d+ )?\* ")
+# Texts a test makes up itself: an error it raises in a handler, argparse's own words.
+MADE_UP_BY_THE_TEST = ("RuntimeError: a bug in a handler", "argument --port: invalid int value")
+
+
+def fixed_words(pattern: str) -> list[str]:
+    """The literal runs of a regular expression (or of a plain text)."""
+    for variable in (r"\d+", ".*", ".+", r"\S+", r"\w+"):
+        pattern = pattern.replace(variable, "\0")
+    pattern = re.sub(r"\([^)]*\)|\[[^\]]*\][*+?]?", "\0", pattern).replace("^", "").replace("$", "")
+    return [run.strip(" :") for run in re.sub(r"\\(.)", r"\1", pattern).split("\0")]
+
+
+def compared_texts(path: str) -> list[tuple[int, str]]:
+    """(line, text) of every text of three words or more that a test waits for or compares."""
+    tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+    typed = [node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call) and node.args
+             and getattr(node.func, "attr", "") == "send_line" and isinstance(node.args[0], ast.Constant)]
+    # Words the test itself puts on the wire (a raw peer's message) appear in it outside a comparison too.
+    compared = {id(node.args[0]) for node in ast.walk(tree) if isinstance(node, ast.Call) and node.args
+                and getattr(node.func, "attr", "") in ("wait_for_stderr", "wait_for_stdout")}
+    compared |= {id(part) for node in ast.walk(tree) if isinstance(node, ast.Compare)
+                 for part in (node.left, *node.comparators)}
+    constants = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
+                 and isinstance(node.value, str) and id(node) not in compared]
+    found = []
+    for node in ast.walk(tree):
+        texts = []
+        if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("wait_for_stderr", "wait_for_stdout")
+                and node.args and isinstance(node.args[0], ast.Constant)):
+            texts = fixed_words(node.args[0].value)
+        elif isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.Eq) and isinstance(
+                node.comparators[0], ast.Constant) and isinstance(node.comparators[0].value, str):
+            texts = [node.comparators[0].value]
+        elif isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In) and isinstance(
+                node.left, ast.Constant) and isinstance(node.left.value, str):
+            texts = [node.left.value]
+        for text in texts:
+            if (len(text.split()) >= 3 and not TRANSCRIPT_LINE.match(text) and not text.startswith(MADE_UP_BY_THE_TEST)
+                    and not any(text in line or line in text for line in typed)
+                    and not any(text in constant for constant in constants)):
+                found.append((node.lineno, text))
+    return found
+
+
+# The names the tests log in with: a handout's example may use another.
+TEST_NAMES = re.compile(r"\b(alice|bob|carol|dave|mallory|ally|host|nobody_here)\b")
+
+
+def as_example(text: str) -> str:
+    return TEST_NAMES.sub("NAME", re.sub(r"\s+", " ", text.replace("`", "")))
+
+
+@pytest.mark.points(2)
+def test_every_text_a_lab_test_compares_is_in_a_handout_or_the_protocol_document():
+    docs = as_example(" ".join((ROOT / doc).read_text(encoding="utf-8") for doc in STUDENT_DOCS))
+    missing = [f"{path}:{line}: {text!r}" for path in LAB_TEST_FILES for line, text in compared_texts(path)
+               if as_example(text) not in docs]
+    assert not missing, "texts a test compares that no handout gives:\n" + "\n".join(missing)

@@ -2,7 +2,8 @@
 
     make starter                         # writes starter/
     make starter STARTER_DIR=/tmp/lab    # or anywhere else
-    python -m tools.starter OUTDIR [--replace]
+    make starter LAB=2                   # Lab 2's regions cut, Lab 1 solved
+    python -m tools.starter OUTDIR [--replace] [--lab N]
 
 The solution marks what students write themselves (docs/instructor.md,
 "Starter code for students", shows an example). In a .py file a region is a
@@ -11,7 +12,8 @@ at the block's indentation; the PROMPT line (or lines) right after BEGIN says
 what to write. In the starter the region becomes, at the same indentation, a
 TODO comment with the prompt and ``raise NotImplementedError("...")`` with
 the prompt's first clause (up to its first '; ', ': ', '. ' or ' ('). In a .md file, the lines from MARKDOWN_BEGIN to
-MARKDOWN_END go: notes for the instructor only.
+MARKDOWN_END go: notes for the instructor only; so do a Makefile's lines
+between BEGIN and END.
 
 A marker that opens no region or closes none, a region without a prompt, a
 region inside another, markers at different depths, code shallower than its
@@ -20,8 +22,10 @@ and line, before anything is written; no marker text survives into the
 starter. The starter is the kit as git tracks it, as it is on disk now (or,
 outside a git checkout, every file), without what is not the kit's to give
 (.git, .venv, caches, .env with the server's private key, databases,
-autograder.zip, the starter folder) and without tests/test_starter.py, which
-checks this tool against the solution.
+autograder.zip, the starter folder), without tests/test_starter.py, which
+checks this tool against the solution, and without what quotes the solution
+(LEFT_OUT_PATHS: the mutants, the benchmarks built on Lab 2's client). Its
+handouts' tasks and rubrics are written from its own manifest.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,8 +53,16 @@ TODO = "# TODO: "
 LEFT_OUT_NAMES = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", "build",
                   "autograder.zip", ".env"}
 LEFT_OUT_SUFFIXES = (".egg-info", ".db", ".db-wal", ".db-shm", ".pyc")
-# The default output folder, and the test that compares the starter with the solution.
-LEFT_OUT_PATHS = {"starter", "tests/test_starter.py"}
+# The default output folder, the test that compares the starter with the solution, and what
+# quotes the solution's lines: the mutants (each anchored on a line of a region) and the tests
+# that use them, and the benchmarks whose simulated client mirrors Lab 2's (and the report and
+# leaderboard built on it).
+LEFT_OUT_PATHS = {"starter", "tests/test_starter.py", "tests/mutants.py", "tests/test_mutants.py",
+                  "tests/test_interop.py", "bench/lab2_fanout.py", "bench/leaderboard.py", "bench/report.py"}
+# Files whose lines between the .py markers (each alone on its line) are the instructor's only:
+# the Makefile's targets for what the starter leaves out.
+INSTRUCTOR_ONLY_BLOCKS = {"Makefile"}
+LAB_FOLDERS = {1: "lab1_tcp", 2: "lab2_udp"}
 # The grader's list of the suite's tests: a test it lists that a clone lacks counts as failed.
 MANIFEST = "tests/expected_tests.json"
 
@@ -135,9 +148,23 @@ def find_regions(text: str, path: str = "<text>") -> list[Region]:
     return regions
 
 
-def starter_python(text: str, path: str = "<text>") -> str:
+def region_function(text: str, region: Region) -> str:
+    """The function a region is in, with its class: ``ChatClient.connect``."""
+    names: list[tuple[int, str]] = []   # (indentation, name) of each def or class still open
+    for line in text.splitlines()[:region.begin - 1]:
+        stripped = line.lstrip()
+        depth = len(line) - len(stripped)
+        if stripped.startswith(("def ", "class ")):
+            names = [(indent, name) for indent, name in names if indent < depth]
+            names.append((depth, stripped.split()[1].split("(")[0].rstrip(":")))
+    return ".".join(name for indent, name in names if indent < len(region.indent))
+
+
+def starter_python(text: str, path: str = "<text>", cut: Callable[[str, str], bool] | None = None) -> str:
     """The student's version of one .py file: each region replaced by its
-    TODO and a NotImplementedError, at the region's indentation."""
+    TODO and a NotImplementedError, at the region's indentation. With ``cut``,
+    only the regions it accepts (by file and function) are; the others keep
+    their code, without their markers."""
     regions = find_regions(text, path)
     if not regions:
         return text
@@ -147,6 +174,10 @@ def starter_python(text: str, path: str = "<text>") -> str:
     raised_at: list[tuple[int, Region]] = []   # the starter's line of each region's raise
     for region in regions:
         out.extend(lines[position:region.begin - 1])
+        if cut is not None and not cut(path, region_function(text, region)):
+            out.extend(f"{line}\n" for line in region.code)   # the solution's code, as it is
+            position = region.end
+            continue
         out.append(f"{region.indent}{TODO}{region.prompt[0]}\n")
         out.extend(f"{region.indent}#{' ' * (len(TODO) - 1)}{more}\n" for more in region.prompt[1:])
         message = json.dumps(region.short_prompt, ensure_ascii=False)   # a valid Python literal too
@@ -165,27 +196,30 @@ def starter_python(text: str, path: str = "<text>") -> str:
     return starter
 
 
-def starter_markdown(text: str, path: str = "<text>") -> str:
-    """A .md file without its instructor-only parts."""
+def starter_markdown(text: str, path: str = "<text>",
+                     markers: tuple[str, str] = (MARKDOWN_BEGIN, MARKDOWN_END)) -> str:
+    """A .md file without its instructor-only parts (or a Makefile, with
+    ``markers`` the .py ones: its instructor-only targets)."""
+    begin, end = markers
     out: list[str] = []
     open_at: int | None = None
     for number, line in enumerate(text.splitlines(keepends=True), start=1):
         stripped = line.strip()
-        if stripped == MARKDOWN_BEGIN:
+        if stripped == begin:
             if open_at is not None:
-                raise MarkerError(f"{_where(path, number)}: nested region: {MARKDOWN_BEGIN!r} inside the "
+                raise MarkerError(f"{_where(path, number)}: nested region: {begin!r} inside the "
                                   f"region opened at line {open_at}")
             open_at = number
-        elif stripped == MARKDOWN_END:
+        elif stripped == end:
             if open_at is None:
-                raise MarkerError(f"{_where(path, number)}: unmatched {MARKDOWN_END!r}: no region is open")
+                raise MarkerError(f"{_where(path, number)}: unmatched {end!r}: no region is open")
             open_at = None
         elif open_at is None:
             _check_no_markers(line, path, number)
             out.append(line)
     if open_at is not None:
-        raise MarkerError(f"{_where(path, open_at)}: unmatched {MARKDOWN_BEGIN!r}: the file ends before "
-                          f"its {MARKDOWN_END!r}")
+        raise MarkerError(f"{_where(path, open_at)}: unmatched {begin!r}: the file ends before "
+                          f"its {end!r}")
     return "".join(out)
 
 
@@ -209,16 +243,31 @@ def starter_manifest(text: str) -> str:
             + ",\n".join(lines) + "\n }\n}\n")
 
 
-def starter_text(text: str, path: str) -> str:
+def starter_text(text: str, path: str, cut: Callable[[str, str], bool] | None = None) -> str:
     """One file of the starter, by its kind."""
     if path == MANIFEST:
         return starter_manifest(text)
     if path.endswith(".py"):
-        return starter_python(text, path)
+        return starter_python(text, path, cut)
     if path.endswith(".md"):
         return starter_markdown(text, path)
+    if Path(path).name in INSTRUCTOR_ONLY_BLOCKS:
+        return starter_markdown(text, path, (BEGIN, END))
     _check_no_markers(text, path)
     return text
+
+
+def lab_cut(lab: int | None) -> Callable[[str, str], bool] | None:
+    """Which regions a starter for one lab cuts (None: every region).
+
+    Lab 1's starter cuts both labs: a solved Lab 2 would answer Lab 1 (its
+    client reads and dispatches as Lab 1's does, which is why that is a
+    region of Lab 2 too). Lab 2's starter, handed out once Lab 1 is done,
+    cuts Lab 2's regions only and gives Lab 1 solved."""
+    if lab is None or lab == 1:
+        return None
+    folder = LAB_FOLDERS[lab]
+    return lambda path, _function: path.startswith(folder + "/")
 
 
 def _tracked(root: Path) -> list[Path] | None:
@@ -251,12 +300,14 @@ def kit_files(root: Path, out: Path) -> list[Path]:
     return files
 
 
-def starter_files(out: Path, root: Path = ROOT) -> tuple[dict[Path, bytes | str], dict[str, int]]:
+def starter_files(out: Path, root: Path = ROOT, cut: Callable[[str, str], bool] | None = None
+                  ) -> tuple[dict[Path, bytes | str], dict[str, int]]:
     """Every file of the starter, by its path relative to ``root``, and the
-    number of regions cut from each file that had any; MarkerError for the
-    first file that is wrong."""
+    number of regions cut from each file that had any (``cut``: only the
+    regions it accepts, by file and function); MarkerError for the first
+    file that is wrong."""
     files: dict[Path, bytes | str] = {}
-    cut: dict[str, int] = {}
+    counts: dict[str, int] = {}
     for relative in kit_files(root, out):
         data = (root / relative).read_bytes()
         try:
@@ -265,20 +316,38 @@ def starter_files(out: Path, root: Path = ROOT) -> tuple[dict[Path, bytes | str]
             files[relative] = data
             continue
         name = relative.as_posix()
-        files[relative] = starter_text(text, name)
-        if name.endswith(".py") and (regions := find_regions(text, name)):
-            cut[name] = len(regions)
-    return files, cut
+        files[relative] = starter_text(text, name, cut)
+        regions = find_regions(text, name) if name.endswith(".py") else []
+        if cut is not None:
+            regions = [region for region in regions if cut(name, region_function(text, region))]
+        if regions:
+            counts[name] = len(regions)
+    _handouts_from_own_manifest(files)
+    return files, counts
 
 
-def write_starter(out: Path, root: Path = ROOT) -> dict[str, int]:
+def _handouts_from_own_manifest(files: dict[Path, bytes | str]) -> None:
+    """The handouts' parts written from the manifest (tests.grading), written
+    anew from the starter's own manifest: it lists fewer tests than the kit's."""
+    manifest = files.get(Path(MANIFEST))
+    if not isinstance(manifest, str):
+        return
+    from tests.grading import HANDOUTS, handout_from_manifest   # the grader: only where the kit's tests are
+    tests = json.loads(manifest)["tests"]
+    for lab, handout in HANDOUTS.items():
+        text = files.get(Path(handout))
+        if isinstance(text, str):
+            files[Path(handout)] = handout_from_manifest(text, tests, lab)
+
+
+def write_starter(out: Path, root: Path = ROOT, cut: Callable[[str, str], bool] | None = None) -> dict[str, int]:
     """Write the starter into the empty or missing folder ``out``; return
     the number of regions cut from each file that had any. Nothing is written
     unless every file is right."""
     root, out = root.resolve(), out.resolve()
-    files, cut = starter_files(out, root)
+    files, counts = starter_files(out, root, cut)
     _write(files, out, root)
-    return cut
+    return counts
 
 
 def _write(files: dict[Path, bytes | str], out: Path, root: Path) -> None:
@@ -312,11 +381,14 @@ def main(argv: list[str] | None = None) -> int:
                                                  "solution region replaced by a TODO.")
     parser.add_argument("outdir", type=Path, help="the folder to write (missing or empty)")
     parser.add_argument("--replace", action="store_true", help="replace a starter written before")
+    parser.add_argument("--lab", type=int, choices=sorted(LAB_FOLDERS),
+                        help="the starter of one lab: 1 cuts both labs' regions (a solved Lab 2 would "
+                             "answer Lab 1), 2 cuts Lab 2's and gives Lab 1 solved (default: both labs)")
     args = parser.parse_args(argv)
     out = args.outdir.resolve()
     remove_first = _check_room(out, args.replace)
     try:
-        files, cut = starter_files(out, ROOT)   # every marker is checked before the previous starter goes
+        files, cut = starter_files(out, ROOT, lab_cut(args.lab))   # every marker is checked first
     except MarkerError as error:
         print(f"starter: {error}", file=sys.stderr)
         return 1

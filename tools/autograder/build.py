@@ -2,8 +2,9 @@
 
 The zip holds the kit as git tracks it (the tests included, screenshots
 left out), Gradescope's two scripts from this folder, and requirements.txt
-with the kit's dependencies and test dependencies, read from the installed
-package so it stays in step with pyproject.toml.
+with what grading needs: the kit's dependencies and test dependencies, read
+from the installed package so it stays in step with pyproject.toml, without
+the bench's plotting and the linter.
 
     python -m tools.autograder.build [OUTPUT]      # default: autograder.zip
 """
@@ -28,9 +29,20 @@ def kit_files() -> list[str]:
     return [name for name in names if not name.endswith(LEFT_OUT_SUFFIXES) and (ROOT / name).is_file()]
 
 
+# Dev-only tools among the test extras: grading never runs them.
+NOT_FOR_GRADING = ("ruff",)
+
+
 def requirements() -> str:
-    """The kit's dependencies and its test dependencies, one a line."""
-    lines = [requirement.split(";")[0].strip() for requirement in metadata.requires("chat-lab-kit") or []]
+    """What grading needs, one a line: the kit's dependencies and its test
+    dependencies (not the bench's plotting, nor the linter)."""
+    lines = []
+    for requirement in metadata.requires("chat-lab-kit") or []:
+        spec, _, marker = (part.strip() for part in requirement.partition(";"))
+        extra = marker.replace('"', "'").partition("extra == ")[2].strip("'")
+        name = spec.split("<")[0].split(">")[0].split("=")[0].split("[")[0].strip()
+        if (not marker or extra == "test") and name not in NOT_FOR_GRADING:
+            lines.append(spec)
     return "\n".join(lines) + "\n"
 
 
