@@ -229,7 +229,9 @@ class ChatClient:
         self.selector.unregister(self.sock)
         self.session.close(QUIT_REASON)   # a Goodbye, once the handshake is done
         net.send_last_words_and_close(self.sock, self.session.outgoing)
-        self.sock = None
+        # CLOSED, as fail() leaves it: a handler still running (on_readable's
+        # loop) then knows there is no socket left to send on.
+        self.sock, self.phase = None, Phase.CLOSED
 
     # --- The loop: one thread, one selector, every socket ----------------------------------
 

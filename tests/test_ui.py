@@ -10,13 +10,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from common import ui
 from common.messages import MAX_TEXT_BYTES, checked_text
-from tests.procs import DEADLINE_SECONDS
+from tests.procs import DEADLINE_SECONDS, ROOT
 from tests.test_lab1 import lab  # noqa: F401  (a fixture)
 from tests.xvfb import start_xvfb
 
@@ -249,3 +250,103 @@ def test_lab1_refused_line_is_explained_and_the_chat_goes_on(lab):
     alice.wait_for_stdout(r"^alice: still here$")   # its own line: a pipe of its own, read by a thread
     assert server.stdout_lines == ["alice: still here"]
     assert alice.stdout_lines == ["alice: still here"]
+
+
+def read_all(reader: ui.StdinReader) -> bytes:
+    """Everything the reader hands over, to the end of stdin (b"" from the socket)."""
+    data = bytearray()
+    reader.chunks.setblocking(True)
+    reader.chunks.settimeout(DEADLINE_SECONDS)
+    while chunk := reader.chunks.recv(4096):
+        data += chunk
+    return bytes(data)
+
+
+@pytest.mark.points(1)
+def test_stdin_reader_hands_over_every_byte_in_order(stdin_pipe):
+    reader = ui.StdinReader()
+    # More than a socketpair buffers: the thread must wait for the loop, never drop.
+    lines = b"".join(b"line %d\n" % number for number in range(100_000))
+    writer = threading.Thread(target=os.write, args=(stdin_pipe, lines))
+    writer.start()
+    received = bytearray()
+    reader.chunks.setblocking(True)
+    reader.chunks.settimeout(DEADLINE_SECONDS)
+    while len(received) < len(lines):
+        received += reader.chunks.recv(4096)
+    writer.join(DEADLINE_SECONDS)
+    assert bytes(received) == lines
+    reader.close()
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("stdin", ["closed", "none"])
+def test_stdin_reader_reads_a_closed_or_missing_stdin_as_empty(monkeypatch, stdin):
+    if stdin == "none":
+        monkeypatch.setattr(sys, "stdin", None)
+    else:
+        read_end, write_end = os.pipe()
+        os.close(write_end)
+        closed = os.fdopen(read_end, "rb", buffering=0)
+        closed.close()
+        monkeypatch.setattr(sys, "stdin", closed)
+    assert read_all(ui.StdinReader()) == b""
+
+
+@pytest.mark.points(1)
+def test_stdin_reader_takes_the_password_line_only_and_leaves_the_rest_for_the_loop(stdin_pipe):
+    reader = ui.StdinReader()
+    os.write(stdin_pipe, b"secret\r\nfirst line\nsecond")
+    assert reader.read_line(0.05) == "secret"
+    threading.Thread(target=os.write, args=(stdin_pipe, b" half\n")).start()
+    received = b""
+    reader.chunks.setblocking(True)
+    reader.chunks.settimeout(DEADLINE_SECONDS)
+    while not received.endswith(b"half\n"):
+        received += reader.chunks.recv(4096)
+    assert received == b"first line\nsecond half\n"
+    reader.close()
+
+
+@pytest.mark.points(1)
+def test_terminal_keeps_lines_waiting_while_input_is_off_and_quits_at_the_end(stdin_pipe):
+    sent, quits = [], []
+    terminal = ui.TerminalChat("test", sent.append, lambda: quits.append(1))
+    terminal.set_input_enabled(False)
+    os.write(stdin_pipe, b"one\ntwo\n")
+    with selectors.DefaultSelector() as selector:
+        login, server = socket.socketpair()
+        turns = []
+
+        def on_login(_mask: int) -> None:   # the "login" arrives after two turns with input off
+            turns.append(1)
+            if len(turns) == 2:
+                assert sent == []   # nothing taken while input was off
+                login.recv(1)
+                terminal.set_input_enabled(True)
+                os.write(stdin_pipe, b"three\n/quit\nnever sent\n")
+
+        server.send(b"x")
+        selector.register(login, selectors.EVENT_READ, on_login)
+        terminal.run(selector, turn_of(selector, terminal))
+        login.close()
+        server.close()
+    assert sent == ["one", "two", "three"]
+    assert quits == [1]
+
+
+@pytest.mark.points(1)
+def test_stdin_reader_thread_never_keeps_a_program_alive():
+    # A program whose stdin is a pipe nobody writes to or closes: the reader
+    # blocks in read() for good, and the program must still end.
+    code = ("import sys; from common import ui; ui.StdinReader(); "
+            "print('main thread done', flush=True)")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = process.communicate(timeout=DEADLINE_SECONDS)
+    finally:
+        process.kill()
+        process.stdin.close()
+    assert process.returncode == 0, err
+    assert out == b"main thread done\n"
