@@ -78,6 +78,21 @@ def role_command(module: str, env: dict[str, str]) -> list[str]:
     return [sys.executable, str(replacement)]
 
 
+# Role processes under a simulation of Windows' sockets on Linux: set this
+# variable to "windows" (for one Processes, or the whole run) and every role
+# started here imports tests/winsim/sitecustomize.py first, which says what it
+# simulates and what it does not.
+SIMULATION_VARIABLE = "CHAT_LAB_SIMULATE"
+WINSIM_FOLDER = ROOT / "tests" / "winsim"
+
+
+def simulation_environment(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the simulation's folder first on PYTHONPATH, if it asks for one."""
+    if env.get(SIMULATION_VARIABLE) != "windows":
+        return env
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(WINSIM_FOLDER), env.get("PYTHONPATH")]))}
+
+
 # A server the student started by hand (pytest --attach HOST:PORT, see
 # tests/grading.py): its address, its .env, and the files its stdout and
 # stderr go to if the student sent them to files, as JSON.
@@ -333,7 +348,8 @@ class Processes:
         full_env.update(self.base_env)
         full_env.update(env or {})
         process = RoleProcess(module, list(args),
-                              {key: value for key, value in full_env.items() if value is not None},
+                              simulation_environment({key: value for key, value in full_env.items()
+                                                      if value is not None}),
                               prefix, stdin)
         self.started.append(process)
         return process
