@@ -16,14 +16,15 @@ Both have one interface, so a role file never asks which one it has::
 
 The wire view (common/wire.py) shows every record and datagram as it crosses
 the wire. A role's command line gets ``--wire`` (and ``--headless``) from
-``add_front_end_options(parser)``: given, the view is on from the start, its lines on stdout as "wire: ..." (in
-both front ends: a test that reads chat lines skips them by that prefix). A
-window also has a toggle, "Show the wire" (or F2), and shows the lines in
-its transcript in small grey type. They never count as transcript lines.
+``add_front_end_options(parser)``: given, the view is on from the start, its
+lines on stdout as "wire: ..." (in both front ends: a test that reads chat
+lines skips them by that prefix). A window also has a toggle, "Show the wire"
+(or F2; F6 on macOS, whose Tk makes F2 a Cut), and shows the lines in its
+transcript in small grey type. They never count as transcript lines.
 
 ``on_submit(text)`` runs when the user enters a line; ``on_quit()`` when the
-user leaves (Ctrl-X, closing the window, a line "/quit", the end of stdin,
-Ctrl-C or SIGTERM); the loop ends right after it.
+user leaves (Ctrl-X, closing the window, Cmd-Q on macOS, a line "/quit", the
+end of stdin, Ctrl-C or SIGTERM); the loop ends right after it.
 
 Both write the transcript to stdout, one flushed line per message, and notes
 and status to stderr. In the terminal that is the whole interface; the window
@@ -105,7 +106,17 @@ WINDOW_STDIN_VARIABLE = "CHAT_WINDOW_STDIN"
 # emoji): the window shows "[U+1F600]" instead. stdout keeps the real text.
 TK_SHOWS_ALL_CHARACTERS = tk is not None and tk.TkVersion >= 8.7
 WIRE_PREFIX = "wire: "     # every wire line on stdout starts so: never a chat line's start
-WIRE_TOGGLE_KEY = "<F2>"
+# Whose habits a window follows: "darwin" (macOS), "win32" (Windows), or another
+# (Linux, the BSDs). Read when a window opens, so a test may set another.
+PLATFORM = sys.platform
+PROCESS_SYSTEM_DPI_AWARE = 1   # Windows' SetProcessDpiAwareness: draw at the screen's own scale
+
+
+def wire_toggle_key() -> tuple[str, str]:
+    """The key that shows or hides the wire view: (its Tk event, its name for people)."""
+    # macOS's Tk makes F2 a Cut (and F3, F4 Copy and Paste): there, F2 would
+    # also cut the selected text out of the entry box. F6 means nothing to it.
+    return ("<F6>", "F6") if PLATFORM == "darwin" else ("<F2>", "F2")
 
 
 def add_front_end_options(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +127,7 @@ def add_front_end_options(parser: argparse.ArgumentParser) -> None:
                         help="no window: chat through stdin and stdout (the default without a display)")
     parser.add_argument("--wire", action=_WireOption, nargs=0, default=False,
                         help="show every record and datagram as it crosses the wire (lines 'wire: ...' "
-                             "on stdout; a window's F2 toggles it)")
+                             f"on stdout; a window's {wire_toggle_key()[1]} toggles it)")
 
 
 class _WireOption(argparse.Action):
@@ -142,7 +153,7 @@ def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callab
     if not headless:
         if tk is None:
             reason = "tkinter is not installed"
-        elif sys.platform.startswith("linux") and not (
+        elif PLATFORM.startswith("linux") and not (
                 os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             reason = "no display (DISPLAY is not set)"
         else:
@@ -153,6 +164,18 @@ def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callab
     if reason:
         print(f"{reason}: running in headless terminal mode", file=sys.stderr, flush=True)
     return TerminalChat(title, on_submit, on_quit)
+
+
+def _sharp_on_high_dpi_screens() -> None:
+    """On Windows, say that we draw at the screen's scale before Tk opens a
+    window; else Windows draws it small and scales it up, blurred. As IDLE does."""
+    if PLATFORM != "win32":
+        return
+    try:
+        import ctypes  # here, not on top: only Windows needs it, and a Python may lack it
+        ctypes.OleDLL("shcore").SetProcessDpiAwareness(PROCESS_SYSTEM_DPI_AWARE)
+    except (ImportError, AttributeError, OSError):
+        pass   # Windows before 8.1 has no shcore, or the setting was made already: blurred but working
 
 
 def displayable(text: str) -> str:
@@ -522,9 +545,9 @@ class ChatWindow(_FrontEnd):
     """A tkinter window: scrolling transcript, entry box, status line, and in
     Lab 2 a member list at the right.
 
-    Enter sends the line; Ctrl-X, closing the window, Ctrl-C or SIGTERM quits.
-    F2, or the "Show the wire" box beside the status line, shows or hides the
-    wire view (common/wire.py) in the transcript.
+    Enter sends the line; Ctrl-X, closing the window, Cmd-Q (macOS), Ctrl-C
+    or SIGTERM quits. F2 (F6 on macOS), or the "Show the wire" box beside the
+    status line, shows or hides the wire view (common/wire.py) in the transcript.
     Raises tkinter.TclError if no window can be opened.
     """
 
@@ -533,6 +556,7 @@ class ChatWindow(_FrontEnd):
         super().__init__(title, on_submit, on_quit,
                          reads_stdin=os.environ.get(WINDOW_STDIN_VARIABLE) == "1")
         self._poll_interval_ms = poll_interval_ms
+        _sharp_on_high_dpi_screens()
         self._root = tk.Tk()
         self._root.title(title)
         self._root.geometry(os.environ.get(GEOMETRY_VARIABLE) or DEFAULT_GEOMETRY)
@@ -558,7 +582,8 @@ class ChatWindow(_FrontEnd):
         self._status_line = tk.Label(bottom, anchor="w", relief="sunken", padx=4)
         # --wire (add_front_end_options) turned the view on before the window existed.
         self._wire_shown = tk.BooleanVar(self._root, value=wire.tap is not None)
-        self._wire_toggle = tk.Checkbutton(bottom, text="Show the wire (F2)", takefocus=0,
+        self._wire_key, wire_key_name = wire_toggle_key()
+        self._wire_toggle = tk.Checkbutton(bottom, text=f"Show the wire ({wire_key_name})", takefocus=0,
                                            variable=self._wire_shown, command=self._on_wire_toggled)
         self._wire_toggle.pack(side="right")
         self._status_line.pack(side="left", fill="x", expand=True)
@@ -568,11 +593,21 @@ class ChatWindow(_FrontEnd):
         self._entry.pack(side="bottom", fill="x", padx=4, pady=4)
         self._transcript.pack(side="top", fill="both", expand=True, padx=4, pady=(4, 0))
         self._entry.bind("<Return>", self._on_return)
-        # Bound on the toplevel, so the keys work whichever widget has the focus.
-        self._root.bind("<Control-x>", lambda _event: self._quit())
-        self._root.bind("<Control-X>", lambda _event: self._quit())
-        self._root.bind(WIRE_TOGGLE_KEY, self._on_wire_key)
-        self._root.protocol("WM_DELETE_WINDOW", self._quit)
+        # Bound on the toplevel, so the keys work whichever widget has the focus;
+        # and on the entry box too, where "break" stops the event there. On
+        # Windows and Linux, Tk makes Ctrl-X a Cut, which the entry box's own
+        # class binding would do first: the text typed would leave the box for
+        # the clipboard on the way out.
+        for widget in (self._entry, self._root):
+            widget.bind("<Control-x>", self._on_quit_key)
+            widget.bind("<Control-X>", self._on_quit_key)
+        self._root.bind(self._wire_key, self._on_wire_key)
+        self._root.protocol("WM_DELETE_WINDOW", self._quit)   # the window's close button
+        if PLATFORM == "darwin":
+            # Cmd-Q, and Quit in the application menu, call this Tk procedure if it
+            # exists; without it, Tk would end the program at once, with no goodbye.
+            self._root.createcommand("::tk::mac::Quit", self._quit)
+            self._root.bind("<Command-q>", self._on_quit_key)
         self._entry.focus_set()
 
     def show_line(self, sender: str, text: str) -> None:
@@ -705,14 +740,20 @@ class ChatWindow(_FrontEnd):
         super().stop()
         self._root.quit()   # ends mainloop() once the current callback returns
 
-    def _on_wire_key(self, _event: tk.Event) -> None:
+    def _on_quit_key(self, _event: tk.Event) -> str:
+        self._quit()
+        return "break"   # no other binding of the key runs: no Cut of the entry's text
+
+    def _on_wire_key(self, _event: tk.Event) -> str:
         self._wire_shown.set(not self._wire_shown.get())
         self._on_wire_toggled()
+        return "break"
 
     def _on_wire_toggled(self) -> None:
         if self._wire_shown.get():
             wire.turn_on(self.show_wire)
-            self.show_note("showing the wire: each record and datagram as it crosses it (F2 hides it)")
+            self.show_note("showing the wire: each record and datagram as it crosses it "
+                           f"({wire_toggle_key()[1]} hides it)")
         else:
             wire.turn_off()
 
