@@ -48,8 +48,8 @@ thread (StdinReader) that passes its chunks through a socketpair, and a
 signal (Ctrl-C, SIGTERM) writes a byte into another socketpair: both are
 sockets the loop watches like any other. While input is off (before a
 login), the loop leaves the stdin socket unread and its lines wait there, in
-order. With no CHAT_PASSWORD and a stdin that is no terminal (a pipe, a
-file), the password is stdin's first line.
+order. A password asked for in the terminal while stdin is no terminal (a
+pipe, a file) is stdin's first line: getpass would swallow the lines after it.
 
 Two environment variables serve the demo (lab2_udp/demo.py) and are not
 needed otherwise: CHAT_WINDOW_GEOMETRY places a window ("640x360+0+0", Tk's
@@ -285,8 +285,8 @@ class _FrontEnd:
         self._watch_stdin()
         # A signal handler runs between any two steps of whatever the loop was
         # doing, maybe half-way through sending a record: quitting right there
-        # could close a socket under a handler's feet. So the handler only
-        # writes a byte to a socketpair that the selector watches, and the loop
+        # could close a socket under a handler's feet. So the signal only puts
+        # a byte into a socketpair that the selector watches, and the loop
         # quits on its own time, as if the user had typed /quit. (A window polls
         # the same selector, so the same byte reaches it.)
         self._wakeup_receive, self._wakeup_send = socket.socketpair()
@@ -299,8 +299,8 @@ class _FrontEnd:
             # Python itself writes the signal's number to this socket the moment
             # the signal arrives, before any handler of ours runs. On Windows that
             # is the only way to wake a select() that waits: Ctrl-C does not
-            # interrupt it there, so the handler alone would run only after the
-            # next packet came.
+            # interrupt it there, so a handler would run only once the next
+            # packet came.
             self._previous_wakeup = signal.set_wakeup_fd(self._wakeup_send.fileno(),
                                                          warn_on_full_buffer=False)
 
