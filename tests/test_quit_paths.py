@@ -18,7 +18,7 @@ import pytest
 
 from common import net
 from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file
-from tests.test_lab1 import lab  # noqa: F401  (a fixture)
+from tests.test_lab1 import lab, with_sitecustomize  # noqa: F401  (a fixture)
 from tests.test_lab2 import Room, free_udp_port, room  # noqa: F401  (a fixture)
 from tests.xvfb import xdotool, xvfb_display  # noqa: F401  (a fixture)
 
@@ -108,6 +108,29 @@ def test_lab2_window_quits_on_a_signal_as_on_ctrl_x(tmp_path, xvfb_display, way)
         alice = window_room.join("alice", headless=False)
         assert not any("headless" in line for line in alice.stderr_lines), alice.output()
         quit_by(alice, way)
+        assert alice.wait_exit() == 0, alice.output()
+        assert alice.stderr_lines[-1].startswith("transcript "), alice.output()
+        server.wait_for_stdout(r"^#2 \* alice left$")
+        assert_no_traceback(alice, server)
+
+
+@pytest.mark.gui
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_lab2_window_on_a_mac_quits_on_cmd_q_with_its_goodbye(tmp_path, xvfb_display):
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (apt-get install xdotool); CI installs it")
+    # macOS's habits, set in the client's common/ui.py before it opens its window (the
+    # server runs headless, where they change nothing). X11 has no Command key: Tk
+    # takes Command for Mod1, the Alt key, so alt+q plays Cmd-Q here.
+    mac = with_sitecustomize(tmp_path, "import common.ui\ncommon.ui.PLATFORM = 'darwin'\n")
+    with Processes(base_env={"DISPLAY": xvfb_display, **mac}) as processes:
+        window_room = Room(tmp_path, processes)
+        server = window_room.start_server()
+        alice = window_room.join("alice", headless=False)
+        window = xdotool(xvfb_display, "search", "--sync", "--name", "^Lab 2 room: alice$").split()[0]
+        xdotool(xvfb_display, "windowfocus", "--sync", window)
+        xdotool(xvfb_display, "key", "alt+q")
         assert alice.wait_exit() == 0, alice.output()
         assert alice.stderr_lines[-1].startswith("transcript "), alice.output()
         server.wait_for_stdout(r"^#2 \* alice left$")
