@@ -41,6 +41,29 @@ from common.session import SecureSession
 
 LISTEN_BACKLOG = 128   # a class connecting at once must not be turned away
 RECV_BYTES = 65536
+ON_WINDOWS = sys.platform == "win32"
+
+
+# --- Errors in the system's words ------------------------------------------------
+
+def error_text(number: int) -> str:
+    """The system's words for the error ``number`` of a socket call ("Connection
+    refused"). os.strerror knows the C library's numbers only; Windows' socket
+    errors are Winsock's (WSAECONNREFUSED is 10061), for which it says "Unknown
+    error", and which socket.errorTab names (it exists on Windows only)."""
+    winsock_words = getattr(socket, "errorTab", {}).get(number)
+    return winsock_words.rstrip(".") if winsock_words else os.strerror(number)
+
+
+def describe_error(error: OSError) -> str:
+    """Why a socket call failed, for a person: "Connection refused", not
+    "[Errno 111] Connection refused"; an error with a number only gets its
+    words from error_text; one with a message only (ours) is that message."""
+    if error.strerror:
+        return error.strerror
+    if isinstance(error.errno, int):
+        return error_text(error.errno)
+    return str(error)
 
 
 # --- TCP ------------------------------------------------------------------------
@@ -51,12 +74,12 @@ def listening_socket(host: str, port: int) -> socket.socket:
     Raises OSError if the address is taken or unknown."""
     sock = socket.socket(_family_of(host), socket.SOCK_STREAM)
     # After a server quits, its old connections linger in TIME_WAIT for a minute
-    # or two. SO_REUSEADDR lets a restarted server bind the port anyway. Windows
-    # gives SO_REUSEADDR another meaning (two live servers could share a port),
-    # so there we ask for the opposite, exclusive use.
-    if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
-    else:
+    # or two. On Linux and macOS, SO_REUSEADDR lets a restarted server bind the
+    # port anyway. Windows lets it without asking, and gives SO_REUSEADDR another
+    # meaning (a second live server could take the port): there we set nothing,
+    # as socket.create_server does. Not SO_EXCLUSIVEADDRUSE either: it would keep
+    # the port from a restarted server for as long as old connections linger.
+    if not ON_WINDOWS:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if sock.family == socket.AF_INET6:
         # Bound to "::", an IPv6 socket can take IPv4 connections too (they show
@@ -74,8 +97,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 # accept() fails with these when a per-process (EMFILE) or system-wide (ENFILE)
-# table of file descriptors, or kernel memory, is full.
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# table of file descriptors, or kernel memory, is full. Windows says WSAEMFILE.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
+                               getattr(errno, "WSAEMFILE", errno.EMFILE)})
 ACCEPT_PAUSE_SECONDS = 1.0      # how long the listener rests when we are out of descriptors
 NOTE_INTERVAL_SECONDS = 10.0    # at most one note per this long about refused connections
 ACCEPTS_PER_TURN = 64           # connections taken each time the listener is ready
@@ -140,10 +164,10 @@ class Acceptor:
                 if error.errno in _OUT_OF_RESOURCES:
                     self._selector.unregister(self._listener)
                     self._paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
-                    self._trouble(f"cannot accept connections: {error.strerror}; "
+                    self._trouble(f"cannot accept connections: {describe_error(error)}; "
                                   f"pausing {ACCEPT_PAUSE_SECONDS:g} s at a time")
                     return
-                self._trouble(f"a connection attempt failed: {error.strerror or error}")   # reset while it waited
+                self._trouble(f"a connection attempt failed: {describe_error(error)}")   # reset while it waited
                 continue
             refusal = self._admit(addr)
             if refusal is not None:
@@ -197,7 +221,7 @@ def finish_connect(sock: socket.socket) -> None:
     unreachable, timed out) if the connection failed."""
     error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if error:
-        raise OSError(error, os.strerror(error))
+        raise OSError(error, error_text(error))
 
 
 Resolver = Callable[..., list]   # socket.getaddrinfo, or a stand-in a test controls
@@ -261,7 +285,7 @@ class Connector:
             try:
                 sock = socket.socket(family, kind, proto)
             except OSError as error:   # e.g. an IPv6 address on a machine without IPv6
-                self._failures.append((addr, error.strerror or str(error)))
+                self._failures.append((addr, describe_error(error)))
                 continue
             _prepare(sock)
             # connect_ex returns an error number instead of raising. EINPROGRESS
@@ -271,7 +295,7 @@ class Connector:
             error = sock.connect_ex(addr)
             if error not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
                 sock.close()
-                self._failures.append((addr, os.strerror(error)))
+                self._failures.append((addr, error_text(error)))
                 continue
             self.sock = sock
             self._address = addr
@@ -288,7 +312,7 @@ class Connector:
             finish_connect(sock)
         except OSError as error:
             sock.close()
-            self._failures.append((self._address, error.strerror))
+            self._failures.append((self._address, describe_error(error)))
             if not self._start_next():
                 self._on_failed(self._reason())
             return
@@ -409,7 +433,12 @@ def _family_of(host: str) -> socket.AddressFamily:
 
 # --- UDP broadcast (Lab 2) --------------------------------------------------------------
 
-MAX_DATAGRAM_RECV_BYTES = 2048   # more than any valid room datagram, so an oversize one shows
+# Room for the largest UDP datagram there is (65,507 bytes of IPv4 payload), far
+# more than any valid room datagram (1200 bytes): so no system cuts one short.
+# Linux and macOS would cut it silently; Windows would refuse it with an error
+# (WSAEMSGSIZE, 10040) that a loop must not let escape. Whole, an oversize
+# datagram reaches the size check and is rejected as any damaged one is.
+MAX_DATAGRAM_RECV_BYTES = 65535
 
 
 def broadcast_sender() -> socket.socket:

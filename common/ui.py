@@ -8,7 +8,7 @@ Both have one interface, so a role file never asks which one it has::
     ui.show_note(text)           # something happened: "alice left"
     ui.set_status(text)          # connected to whom, encrypted or not
     ui.set_members(names)        # who is in the room: a list beside the transcript (Lab 2)
-    ui.ask_password(prompt)      # a Tk dialog, or getpass in a terminal
+    ui.ask_password(prompt)      # a Tk dialog; getpass in a terminal; a pipe's first line
     ui.set_input_enabled(flag)   # take lines from the user now, or not yet
     ui.session_over(text)        # the peer is gone: show why, and let the user leave
     ui.run(selector, turn, tick=..., tick_interval_ms=...)   # until stop() or quit
@@ -16,14 +16,15 @@ Both have one interface, so a role file never asks which one it has::
 
 The wire view (common/wire.py) shows every record and datagram as it crosses
 the wire. A role's command line gets ``--wire`` (and ``--headless``) from
-``add_front_end_options(parser)``: given, the view is on from the start, its lines on stdout as "wire: ..." (in
-both front ends: a test that reads chat lines skips them by that prefix). A
-window also has a toggle, "Show the wire" (or F2), and shows the lines in
-its transcript in small grey type. They never count as transcript lines.
+``add_front_end_options(parser)``: given, the view is on from the start, its
+lines on stdout as "wire: ..." (in both front ends: a test that reads chat
+lines skips them by that prefix). A window also has a toggle, "Show the wire"
+(or F2; F6 on macOS, whose Tk makes F2 a Cut), and shows the lines in its
+transcript in small grey type. They never count as transcript lines.
 
 ``on_submit(text)`` runs when the user enters a line; ``on_quit()`` when the
-user leaves (Ctrl-X, closing the window, a line "/quit", the end of stdin,
-Ctrl-C or SIGTERM); the loop ends right after it.
+user leaves (Ctrl-X, closing the window, Cmd-Q on macOS, a line "/quit", the
+end of stdin, Ctrl-C or SIGTERM); the loop ends right after it.
 
 Both write the transcript to stdout, one flushed line per message, and notes
 and status to stderr. In the terminal that is the whole interface; the window
@@ -36,12 +37,19 @@ the text in its entry box, selected, for the user to fix.
 The loop is the role file's own ``turn(timeout)``: select, then run each
 ready key's handler (``key.data``, see net.py). A front end only decides
 when to call it, and with what timeout. The terminal calls it with a
-blocking timeout, stdin registered next to the sockets; a window cannot
-block (Tk must keep drawing and reading the keyboard), so a Tk timer calls
-it with timeout 0 every POLL_INTERVAL_MS. An exception escaping a turn is a
-bug: it is reported once on stderr and the loop carries on (the selector
-reports the unhandled sockets again next turn), so one bug never freezes a
-window.
+blocking timeout; a window cannot block (Tk must keep drawing and reading
+the keyboard), so a Tk timer calls it with timeout 0 every POLL_INTERVAL_MS.
+An exception escaping a turn is a bug: it is reported once on stderr and the
+loop carries on (the selector reports the unhandled sockets again next
+turn), so one bug never freezes a window.
+
+The selector watches sockets only, as Windows requires. stdin is read by a
+thread (StdinReader) that passes its chunks through a socketpair, and a
+signal (Ctrl-C, SIGTERM) writes a byte into another socketpair: both are
+sockets the loop watches like any other. While input is off (before a
+login), the loop leaves the stdin socket unread and its lines wait there, in
+order. A password asked for in the terminal while stdin is no terminal (a
+pipe, a file) is stdin's first line: getpass would swallow the lines after it.
 
 Two environment variables serve the demo (lab2_udp/demo.py) and are not
 needed otherwise: CHAT_WINDOW_GEOMETRY places a window ("640x360+0+0", Tk's
@@ -52,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import io
 import os
 import re
 import selectors
@@ -97,7 +106,17 @@ WINDOW_STDIN_VARIABLE = "CHAT_WINDOW_STDIN"
 # emoji): the window shows "[U+1F600]" instead. stdout keeps the real text.
 TK_SHOWS_ALL_CHARACTERS = tk is not None and tk.TkVersion >= 8.7
 WIRE_PREFIX = "wire: "     # every wire line on stdout starts so: never a chat line's start
-WIRE_TOGGLE_KEY = "<F2>"
+# Whose habits a window follows: "darwin" (macOS), "win32" (Windows), or another
+# (Linux, the BSDs). Read when a window opens, so a test may set another.
+PLATFORM = sys.platform
+PROCESS_SYSTEM_DPI_AWARE = 1   # Windows' SetProcessDpiAwareness: draw at the screen's own scale
+
+
+def wire_toggle_key() -> tuple[str, str]:
+    """The key that shows or hides the wire view: (its Tk event, its name for people)."""
+    # macOS's Tk makes F2 a Cut (and F3, F4 Copy and Paste): there, F2 would
+    # also cut the selected text out of the entry box. F6 means nothing to it.
+    return ("<F6>", "F6") if PLATFORM == "darwin" else ("<F2>", "F2")
 
 
 def add_front_end_options(parser: argparse.ArgumentParser) -> None:
@@ -108,7 +127,7 @@ def add_front_end_options(parser: argparse.ArgumentParser) -> None:
                         help="no window: chat through stdin and stdout (the default without a display)")
     parser.add_argument("--wire", action=_WireOption, nargs=0, default=False,
                         help="show every record and datagram as it crosses the wire (lines 'wire: ...' "
-                             "on stdout; a window's F2 toggles it)")
+                             f"on stdout; a window's {wire_toggle_key()[1]} toggles it)")
 
 
 class _WireOption(argparse.Action):
@@ -134,7 +153,7 @@ def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callab
     if not headless:
         if tk is None:
             reason = "tkinter is not installed"
-        elif sys.platform.startswith("linux") and not (
+        elif PLATFORM.startswith("linux") and not (
                 os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             reason = "no display (DISPLAY is not set)"
         else:
@@ -145,6 +164,18 @@ def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callab
     if reason:
         print(f"{reason}: running in headless terminal mode", file=sys.stderr, flush=True)
     return TerminalChat(title, on_submit, on_quit)
+
+
+def _sharp_on_high_dpi_screens() -> None:
+    """On Windows, say that we draw at the screen's scale before Tk opens a
+    window; else Windows draws it small and scales it up, blurred. As IDLE does."""
+    if PLATFORM != "win32":
+        return
+    try:
+        import ctypes  # here, not on top: only Windows needs it, and a Python may lack it
+        ctypes.OleDLL("shcore").SetProcessDpiAwareness(PROCESS_SYSTEM_DPI_AWARE)
+    except (ImportError, AttributeError, OSError):
+        pass   # Windows before 8.1 has no shcore, or the setting was made already: blurred but working
 
 
 def displayable(text: str) -> str:
@@ -168,12 +199,14 @@ class _FrontEnd:
         self.stopped = False
         self._reads_stdin = reads_stdin
         self._pending = bytearray()   # stdin bytes of a line not yet ended
+        self._stdin_reader: StdinReader | None = None   # see _stdin()
         self._selector: selectors.BaseSelector | None = None
         self._colours: dict[str, int] = {}          # name -> its order of first appearance
         self._reported: set[tuple[str, str]] = set()  # (callback, exception type) seen already
         self._wakeup_receive: socket.socket | None = None
         self._wakeup_send: socket.socket | None = None
         self._previous_handlers: dict[int, object] = {}
+        self._previous_wakeup = -1
 
     def show_line(self, sender: str, text: str) -> None:
         """Add one line to the transcript."""
@@ -252,8 +285,8 @@ class _FrontEnd:
         self._watch_stdin()
         # A signal handler runs between any two steps of whatever the loop was
         # doing, maybe half-way through sending a record: quitting right there
-        # could close a socket under a handler's feet. So the handler only
-        # writes a byte to a socketpair that the selector watches, and the loop
+        # could close a socket under a handler's feet. So the signal only puts
+        # a byte into a socketpair that the selector watches, and the loop
         # quits on its own time, as if the user had typed /quit. (A window polls
         # the same selector, so the same byte reaches it.)
         self._wakeup_receive, self._wakeup_send = socket.socketpair()
@@ -263,9 +296,18 @@ class _FrontEnd:
         if threading.current_thread() is threading.main_thread():   # only it may set handlers
             for signal_number in QUIT_SIGNALS:
                 self._previous_handlers[signal_number] = signal.signal(signal_number, self._on_signal)
+            # Python itself writes the signal's number to this socket the moment
+            # the signal arrives, before any handler of ours runs. On Windows that
+            # is the only way to wake a select() that waits: Ctrl-C does not
+            # interrupt it there, so a handler would run only once the next
+            # packet came.
+            self._previous_wakeup = signal.set_wakeup_fd(self._wakeup_send.fileno(),
+                                                         warn_on_full_buffer=False)
 
     def _finish(self) -> None:
         """After the loop: put the signals and the selector back as they were."""
+        if self._previous_handlers:
+            signal.set_wakeup_fd(self._previous_wakeup)
         for signal_number, handler in self._previous_handlers.items():
             signal.signal(signal_number, handler)
         self._previous_handlers.clear()
@@ -274,26 +316,31 @@ class _FrontEnd:
         self._wakeup_receive.close()
         self._wakeup_send.close()
         self.set_input_enabled(False)   # leave the selector without our stdin in it
+        if self._stdin_reader is not None:
+            self._stdin_reader.close()
 
     def _on_signal(self, _signal_number: int, _frame: object) -> None:
-        try:
-            self._wakeup_send.send(b"\0")
-        except BlockingIOError:
-            pass   # the socketpair is full of wake-ups already: one is enough
+        # Nothing to do here: the signal's number is in the wake-up socket
+        # already (set_wakeup_fd), and the loop quits when it reads it. Having
+        # a handler at all is what keeps Ctrl-C from raising KeyboardInterrupt.
+        return
 
     def _on_wakeup(self, _mask: int) -> None:
-        self._wakeup_receive.recv(STDIN_READ_BYTES)
-        self._quit()
+        if set(self._wakeup_receive.recv(STDIN_READ_BYTES)) & set(QUIT_SIGNALS):
+            self._quit()
 
-    def _guarded(self, callback: Callable, *args: object) -> None:
-        """Run one callback of the loop. An exception that escapes it is a bug
-        in the role file: say so once, with its traceback, and carry on, so a
-        bug costs one event, never the whole chat or a frozen window."""
+    def _guarded(self, callback: Callable, *args: object) -> object:
+        """Run one callback of the loop and return what it returns. An
+        exception that escapes it is a bug in the role file: say so once, with
+        its traceback, and carry on (returning None), so a bug costs one event,
+        never the whole chat or a frozen window."""
+        result = None
         try:
-            callback(*args)
+            result = callback(*args)
         except Exception as error:   # deliberately broad: this is the last boundary
             self._report(getattr(callback, "__qualname__", repr(callback)), error)
         wire.flush()   # wire lines still waiting for a step that did not come (common/wire.py)
+        return result
 
     def _report(self, where: str, error: BaseException) -> None:
         if (where, type(error).__name__) in self._reported:
@@ -305,28 +352,32 @@ class _FrontEnd:
 
     # --- stdin: the terminal's keyboard, or a script typing into a window ---------------
 
+    def _stdin(self) -> StdinReader:
+        """The reader of stdin, started on first use: at the loop's start, or
+        by a password read from a pipe (TerminalChat.ask_password)."""
+        if self._stdin_reader is None:
+            self._stdin_reader = StdinReader()
+        return self._stdin_reader
+
     def _watch_stdin(self) -> None:
-        # While input is off, stdin is simply not watched: its lines (and its
-        # end) wait in the pipe, and none is lost. Ctrl-C still works.
+        # While input is off, the reader's socket is simply not watched: its
+        # lines (and its end) wait in the socket, and none is lost. The reader
+        # thread meanwhile blocks once that socket's buffer is full, so a long
+        # wait costs no memory. Ctrl-C still works.
         if not self._reads_stdin:
             return
-        stdin_fd = sys.stdin.fileno()
-        watched = stdin_fd in self._selector.get_map()
+        chunks = self._stdin().chunks
+        watched = chunks in self._selector.get_map()
         if self._input_enabled and not watched and not self.stopped:
-            try:
-                self._selector.register(stdin_fd, selectors.EVENT_READ, self._on_stdin)
-            except PermissionError:
-                # epoll refuses to watch a regular file or /dev/null: they never
-                # block, so there is nothing to wait for. Read them now, to the end.
-                while not self.stopped:
-                    self._on_stdin(selectors.EVENT_READ)
+            self._selector.register(chunks, selectors.EVENT_READ, self._on_stdin)
         elif watched and not self._input_enabled:
-            self._selector.unregister(stdin_fd)
+            self._selector.unregister(chunks)
 
     def _on_stdin(self, _mask: int) -> None:
-        # os.read, not sys.stdin.readline(): readline would block until a whole
-        # line arrived, and Python's own buffer could hide lines from select().
-        data = os.read(sys.stdin.fileno(), STDIN_READ_BYTES)
+        try:
+            data = self._stdin().chunks.recv(STDIN_READ_BYTES)   # b"": the reader saw the end of stdin
+        except BlockingIOError:   # woken for nothing: nothing is lost by waiting for the next chunk
+            return
         before_ctrl_x, ctrl_x, _after = data.partition(CTRL_X)
         self._pending += before_ctrl_x
         *lines, rest = self._pending.split(b"\n")
@@ -341,13 +392,94 @@ class _FrontEnd:
             self._quit()
 
 
+class StdinReader:
+    """Read stdin in a thread of its own, and hand what it reads to the loop
+    through a socketpair that the selector can watch.
+
+    Why not watch stdin itself? Windows' select() takes sockets only (a pipe
+    or the console raises WinError 10038), and even on Linux and macOS epoll
+    and kqueue refuse a regular file or /dev/null. A blocking read in a thread
+    works on anything: a terminal, a pipe, a file, /dev/null, a closed
+    descriptor (read as an empty stdin). Net.BackgroundWork hands results to
+    the loop the same way.
+
+    The thread sends every chunk, in order, into ``chunks``' other end, and at
+    the end of stdin closes it: ``chunks.recv()`` then returns b"", as a socket
+    does when its peer closes. So the loop reads stdin exactly as it reads a
+    TCP connection. The thread is a daemon: blocked in a read of the keyboard,
+    it never keeps the program alive once the loop is over.
+    """
+
+    def __init__(self) -> None:
+        self.chunks, self._writer = socket.socketpair()
+        self.chunks.setblocking(False)
+        threading.Thread(target=self._read, args=(_raw_stdin(),), name="stdin", daemon=True).start()
+
+    def _read(self, stdin: io.RawIOBase | None) -> None:
+        try:
+            while stdin is not None:
+                try:
+                    data = stdin.read(STDIN_READ_BYTES)
+                except (OSError, ValueError):   # a descriptor that is closed, or a terminal gone
+                    data = b""
+                if not data:   # the end of stdin (None: a non-blocking stdin, which no role sets up)
+                    break
+                self._writer.sendall(data)   # blocks while the loop leaves input off: no line lost
+        except OSError:
+            return   # the loop is over and closed its end: nobody is left to read stdin for
+        finally:
+            self._writer.close()   # the end of stdin, as the loop will read it: b""
+
+    def read_line(self, check_interval_seconds: float) -> str | None:
+        """Wait for one whole line and return it without its line end; None at
+        the end of stdin, or on a Ctrl-X. Takes exactly that line off the
+        socket: whatever follows stays there for the loop. Ctrl-C and SIGTERM
+        (as KeyboardInterrupt) are let in every ``check_interval_seconds``."""
+        line = bytearray()
+        self.chunks.settimeout(check_interval_seconds)   # a blocking wait Windows would not interrupt
+        try:
+            while True:
+                try:
+                    # MSG_PEEK looks without taking: only the line itself is then taken.
+                    peeked = self.chunks.recv(STDIN_READ_BYTES, socket.MSG_PEEK)
+                except TimeoutError:
+                    continue   # back in Python for a moment: a signal's handler may run
+                end = peeked.find(b"\n")
+                line += self.chunks.recv(len(peeked) if end < 0 else end + 1)
+                if not peeked or CTRL_X in line:
+                    return None
+                if end >= 0:
+                    return line.decode("utf-8", errors="replace").rstrip("\r\n")
+        finally:
+            self.chunks.setblocking(False)
+
+    def close(self) -> None:
+        """Stop handing stdin to anyone: the thread ends at its next chunk."""
+        self.chunks.close()
+
+
+def _stdin_is_a_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except ValueError:   # stdin was closed
+        return False
+
+
+def _raw_stdin() -> io.RawIOBase | None:
+    """stdin without Python's buffer, or None if there is no stdin at all.
+    Raw, so that nothing is read ahead and kept where the loop cannot see it;
+    on a Windows console it is the console's own reader, which hands us UTF-8."""
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)
+    return getattr(stdin, "raw", None)
+
+
 class TerminalChat(_FrontEnd):
     """Headless mode for SSH and CI: stdin lines in, transcript lines out.
 
     Each line of stdin is one message. A line "/quit", a Ctrl-X (byte 0x18,
     then Enter: the terminal hands us whole lines), the end of stdin, Ctrl-C
-    or SIGTERM quits.
-    Needs a POSIX system: Windows can select() on sockets only, not on stdin.
+    or SIGTERM quits. stdin may be a terminal, a pipe, a file or /dev/null,
+    on any system: a thread reads it (StdinReader).
     set_members() shows nothing here: /who lists the room on demand.
     """
 
@@ -358,14 +490,20 @@ class TerminalChat(_FrontEnd):
 
     def ask_password(self, prompt: str) -> str | None:
         """Ask on the terminal without echoing; None if the user gives up
-        (Ctrl-D, Ctrl-C or SIGTERM)."""
+        (Ctrl-D, Ctrl-C or SIGTERM). If stdin is no terminal (a pipe, a file),
+        the password is its first line, and the lines after it are the chat."""
         # While we wait for the password, SIGTERM interrupts as Ctrl-C does:
         # there is no session yet to say goodbye to.
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            with warnings.catch_warnings():   # stdin is a pipe: the answer echoes, which getpass warns of
+            if not _stdin_is_a_terminal():
+                # getpass would read the line through Python's buffer of stdin,
+                # which takes the lines after it too, out of our reader's sight.
+                print(f"{prompt}: ", end="", file=sys.stderr, flush=True)
+                return self._stdin().read_line(PROMPT_SIGNAL_CHECK_MS / 1000)
+            with warnings.catch_warnings():   # no terminal to hide the answer on: getpass warns of it
                 warnings.simplefilter("ignore", getpass.GetPassWarning)
                 return getpass.getpass(f"{prompt}: ")
         except (EOFError, KeyboardInterrupt):
@@ -407,9 +545,9 @@ class ChatWindow(_FrontEnd):
     """A tkinter window: scrolling transcript, entry box, status line, and in
     Lab 2 a member list at the right.
 
-    Enter sends the line; Ctrl-X, closing the window, Ctrl-C or SIGTERM quits.
-    F2, or the "Show the wire" box beside the status line, shows or hides the
-    wire view (common/wire.py) in the transcript.
+    Enter sends the line; Ctrl-X, closing the window, Cmd-Q (macOS), Ctrl-C
+    or SIGTERM quits. F2 (F6 on macOS), or the "Show the wire" box beside the
+    status line, shows or hides the wire view (common/wire.py) in the transcript.
     Raises tkinter.TclError if no window can be opened.
     """
 
@@ -418,6 +556,7 @@ class ChatWindow(_FrontEnd):
         super().__init__(title, on_submit, on_quit,
                          reads_stdin=os.environ.get(WINDOW_STDIN_VARIABLE) == "1")
         self._poll_interval_ms = poll_interval_ms
+        _sharp_on_high_dpi_screens()
         self._root = tk.Tk()
         self._root.title(title)
         self._root.geometry(os.environ.get(GEOMETRY_VARIABLE) or DEFAULT_GEOMETRY)
@@ -443,7 +582,8 @@ class ChatWindow(_FrontEnd):
         self._status_line = tk.Label(bottom, anchor="w", relief="sunken", padx=4)
         # --wire (add_front_end_options) turned the view on before the window existed.
         self._wire_shown = tk.BooleanVar(self._root, value=wire.tap is not None)
-        self._wire_toggle = tk.Checkbutton(bottom, text="Show the wire (F2)", takefocus=0,
+        self._wire_key, wire_key_name = wire_toggle_key()
+        self._wire_toggle = tk.Checkbutton(bottom, text=f"Show the wire ({wire_key_name})", takefocus=0,
                                            variable=self._wire_shown, command=self._on_wire_toggled)
         self._wire_toggle.pack(side="right")
         self._status_line.pack(side="left", fill="x", expand=True)
@@ -453,11 +593,21 @@ class ChatWindow(_FrontEnd):
         self._entry.pack(side="bottom", fill="x", padx=4, pady=4)
         self._transcript.pack(side="top", fill="both", expand=True, padx=4, pady=(4, 0))
         self._entry.bind("<Return>", self._on_return)
-        # Bound on the toplevel, so the keys work whichever widget has the focus.
-        self._root.bind("<Control-x>", lambda _event: self._quit())
-        self._root.bind("<Control-X>", lambda _event: self._quit())
-        self._root.bind(WIRE_TOGGLE_KEY, self._on_wire_key)
-        self._root.protocol("WM_DELETE_WINDOW", self._quit)
+        # Bound on the toplevel, so the keys work whichever widget has the focus;
+        # and on the entry box too, where "break" stops the event there. On
+        # Windows and Linux, Tk makes Ctrl-X a Cut, which the entry box's own
+        # class binding would do first: the text typed would leave the box for
+        # the clipboard on the way out.
+        for widget in (self._entry, self._root):
+            widget.bind("<Control-x>", self._on_quit_key)
+            widget.bind("<Control-X>", self._on_quit_key)
+        self._root.bind(self._wire_key, self._on_wire_key)
+        self._root.protocol("WM_DELETE_WINDOW", self._quit)   # the window's close button
+        if PLATFORM == "darwin":
+            # Cmd-Q, and Quit in the application menu, call this Tk procedure if it
+            # exists; without it, Tk would end the program at once, with no goodbye.
+            self._root.createcommand("::tk::mac::Quit", self._quit)
+            self._root.bind("<Command-q>", self._on_quit_key)
         self._entry.focus_set()
 
     def show_line(self, sender: str, text: str) -> None:
@@ -561,8 +711,9 @@ class ChatWindow(_FrontEnd):
             finally:   # whatever happened, keep polling: a window that stops polling is dead
                 if not self.stopped:
                     # Sockets still ready (a burst of traffic): come back at once, after
-                    # the window's own events; else in POLL_INTERVAL_MS.
-                    busy = bool(selector.select(0))
+                    # the window's own events; else in POLL_INTERVAL_MS. Guarded as the
+                    # turn is: a select() that fails must not stop the polling.
+                    busy = bool(self._guarded(selector.select, 0))
                     self._root.after(1 if busy else self._poll_interval_ms, poll_network)
 
         def tick_again() -> None:
@@ -589,14 +740,20 @@ class ChatWindow(_FrontEnd):
         super().stop()
         self._root.quit()   # ends mainloop() once the current callback returns
 
-    def _on_wire_key(self, _event: tk.Event) -> None:
+    def _on_quit_key(self, _event: tk.Event) -> str:
+        self._quit()
+        return "break"   # no other binding of the key runs: no Cut of the entry's text
+
+    def _on_wire_key(self, _event: tk.Event) -> str:
         self._wire_shown.set(not self._wire_shown.get())
         self._on_wire_toggled()
+        return "break"
 
     def _on_wire_toggled(self) -> None:
         if self._wire_shown.get():
             wire.turn_on(self.show_wire)
-            self.show_note("showing the wire: each record and datagram as it crosses it (F2 hides it)")
+            self.show_note("showing the wire: each record and datagram as it crosses it "
+                           f"({wire_toggle_key()[1]} hides it)")
         else:
             wire.turn_off()
 

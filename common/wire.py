@@ -1,6 +1,6 @@
 """The wire view: every record and datagram, one line each, as it crosses the wire.
 
-Turn it on with ``--wire`` (any role) or the window's "Show the wire" (F2).
+Turn it on with ``--wire`` (any role) or the window's "Show the wire" (F2; F6 on macOS).
 Each line shows what an eavesdropper sees (sizes, the clear header fields,
 the first bytes of ciphertext) beside what only the two ends can read (the
 decoded message), and what the receiver made of it::

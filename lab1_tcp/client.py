@@ -101,7 +101,7 @@ class ChatClient:
             self.connector = net.Connector(self.selector, self.host, self.port,
                                            self.on_connected, self.on_connect_failed)
         except OSError as error:   # the name does not resolve, or no address could be tried
-            self.fail(f"cannot reach the server at {self.address}: {error.strerror or error}")
+            self.fail(f"cannot reach the server at {self.address}: {net.describe_error(error)}")
         # END SOLUTION
 
     def on_connected(self, sock: socket.socket) -> None:
@@ -128,7 +128,7 @@ class ChatClient:
         except ProtocolError as error:
             self.fail(f"the server broke the protocol: {error}")
         except OSError as error:
-            self.fail(f"lost the connection to the server: {error.strerror or error}")
+            self.fail(f"lost the connection to the server: {net.describe_error(error)}")
 
     def on_readable(self) -> bool:
         """Handle the bytes that arrived; return False if the session is over."""
@@ -223,7 +223,7 @@ class ChatClient:
         try:
             net.send_pending(self.selector, self.sock, self.session.outgoing)
         except OSError as error:
-            self.fail(f"lost the connection to the server: {error.strerror or error}")
+            self.fail(f"lost the connection to the server: {net.describe_error(error)}")
         # END SOLUTION
 
     def on_quit(self) -> None:
@@ -236,7 +236,9 @@ class ChatClient:
         self.selector.unregister(self.sock)
         self.session.close(QUIT_REASON)   # a Goodbye, once the handshake is done
         net.send_last_words_and_close(self.sock, self.session.outgoing)
-        self.sock = None
+        # CLOSED, as fail() leaves it: a handler still running (on_readable's
+        # loop) then knows there is no socket left to send on.
+        self.sock, self.phase = None, Phase.CLOSED
 
     # --- The loop: one thread, one selector, every socket ----------------------------------
 

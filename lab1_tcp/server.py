@@ -145,7 +145,7 @@ class ChatServer:
             self.drop(peer, f"dropped: {error}")
             return
         except OSError as error:
-            self.drop(peer, f"connection lost: {error.strerror or error}")
+            self.drop(peer, f"connection lost: {net.describe_error(error)}")
             return
         self.flush(peer)
 
@@ -246,8 +246,8 @@ class ChatServer:
             return
         try:   # the limit: common/net.py's Connection.flush says why it is there
             peer.flush(self.selector, MAX_OUTGOING_BYTES)
-        except OSError as error:   # a broken connection has a strerror; a peer that stopped reading, not
-            self.drop(peer, f"connection lost: {error.strerror}" if error.strerror else str(error))
+        except OSError as error:   # a broken connection, or a peer that stopped reading (see Connection.flush)
+            self.drop(peer, f"connection lost: {net.describe_error(error)}" if error.errno else str(error))
 
     def drop(self, peer: Peer, why: str) -> None:
         """Close one connection, with what is queued for it as last words (a

@@ -168,6 +168,14 @@ MUTANTS = (
         "quitting just closes the socket: the server cannot tell a quit from a crash",
     ),
     Mutant(
+        "lab1 client reads stdin before the login",
+        "lab1_tcp.client",
+        "        self.ui.set_input_enabled(False)\n",
+        "",
+        "tests/test_quit_paths.py::test_lab1_client_with_any_stdin_logs_in_then_leaves_at_its_end",
+        "stdin is read from the start: a file's lines, or its end, arrive before there is a session to take them",
+    ),
+    Mutant(
         "lab1 server shuts down without a goodbye",
         "lab1_tcp.server",
         "            peer.session.close(SHUTDOWN_REASON)   # a Goodbye, if it can read one\n",

@@ -78,6 +78,21 @@ def role_command(module: str, env: dict[str, str]) -> list[str]:
     return [sys.executable, str(replacement)]
 
 
+# Role processes under a simulation of Windows' sockets on Linux: set this
+# variable to "windows" (for one Processes, or the whole run) and every role
+# started here imports tests/winsim/sitecustomize.py first, which says what it
+# simulates and what it does not.
+SIMULATION_VARIABLE = "CHAT_LAB_SIMULATE"
+WINSIM_FOLDER = ROOT / "tests" / "winsim"
+
+
+def simulation_environment(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the simulation's folder first on PYTHONPATH, if it asks for one."""
+    if env.get(SIMULATION_VARIABLE) != "windows":
+        return env
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(WINSIM_FOLDER), env.get("PYTHONPATH")]))}
+
+
 # A server the student started by hand (pytest --attach HOST:PORT, see
 # tests/grading.py): its address, its .env, and the files its stdout and
 # stderr go to if the student sent them to files, as JSON.
@@ -170,14 +185,14 @@ class RoleProcess(_Screen):
     """One running role script, with its stdout and stderr collected line by line."""
 
     def __init__(self, module: str, args: list[str], env: dict[str, str],
-                 prefix: list[str] | None = None) -> None:
+                 prefix: list[str] | None = None, stdin=subprocess.PIPE) -> None:
         self.name = module
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
             [*(prefix or []), *role_command(module, env), *args], cwd=ROOT, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._readers = [
             threading.Thread(target=self._collect, args=(self.process.stdout, self.stdout_lines),
                              daemon=True),
@@ -228,7 +243,8 @@ class RoleProcess(_Screen):
         for reader in self._readers:
             reader.join(DEADLINE_SECONDS)
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-            stream.close()
+            if stream is not None:   # None: stdin was a file of the test's (Processes.start)
+                stream.close()
 
 
 def _search(pattern: str, lines: list[str], count: int) -> re.Match | None:
@@ -320,19 +336,21 @@ class Processes:
         self.started: list[RoleProcess] = []
 
     def start(self, module: str, *args: str, env: dict[str, str | None] | None = None,
-              prefix: list[str] | None = None) -> RoleProcess:
+              prefix: list[str] | None = None, stdin=subprocess.PIPE) -> RoleProcess:
         """Start ``python -m module args`` with the test's environment plus
         ``env``; a value of None removes that variable (DISPLAY, say). ``prefix``
         goes before the command: ``["ip", "netns", "exec", NAME]`` runs it on
-        another host of a test LAN."""
+        another host of a test LAN. ``stdin`` is a pipe the test writes into
+        (send_line), unless a file or subprocess.DEVNULL is given."""
         full_env = {key: value for key, value in os.environ.items()
                     if key not in _SETTING_VARIABLES}
         full_env.update(wire_story.process_environment(list(args)))   # its key log; the capture's ports
         full_env.update(self.base_env)
         full_env.update(env or {})
         process = RoleProcess(module, list(args),
-                              {key: value for key, value in full_env.items() if value is not None},
-                              prefix)
+                              simulation_environment({key: value for key, value in full_env.items()
+                                                      if value is not None}),
+                              prefix, stdin)
         self.started.append(process)
         return process
 

@@ -43,6 +43,7 @@ TASKS = (
         "test_client_names_every_address_it_tried_when_none_answers",
         "test_a_login_and_close_loop_leaves_no_password_checks_queued_behind_it",
         "test_client_is_told_when_the_server_quits",
+        "test_lab1_refused_connect_is_named_in_words_under_windows_simulation",
         "test_lab1_server_that_cannot_open_its_database_says_which_file_and_why",
     )),
     Task("lab1", 2, "Chat both ways", (
@@ -65,6 +66,11 @@ TASKS = (
         "test_lab1_server_quit_tells_the_client_the_chat_ended",
         "test_lab1_refused_line_is_explained_and_the_chat_goes_on",
         "test_lab1_chat_between_two_hosts",
+        "test_lab1_client_with_any_stdin_logs_in_then_leaves_at_its_end",
+        "test_lab1_chat_and_the_end_of_stdin_under_windows_simulation",
+        "test_lab1_client_with_stdin_at_its_end_under_windows_simulation",
+        "test_lab1_ctrl_x_quits_under_windows_simulation",
+        "test_lab1_quit_paths_under_windows_simulation",
     )),
     Task("lab1", 3, "A server that strangers cannot stop", (), (
         "test_idle_connections_without_the_key_neither_keep_a_member_out_nor_stay_open",
@@ -118,6 +124,9 @@ TASKS = (
         "test_a_multicast_room_names_its_group_at_login_and_members_hear_it_by_datagram",
         "test_lab2_client_quit_is_seen_as_a_leave_and_ends_with_its_hash",
         "test_lab2_server_quit_says_goodbye_to_every_client",
+        "test_lab2_lines_piped_before_the_login_under_windows_simulation",
+        "test_lab2_password_from_a_pipe_under_windows_simulation",
+        "test_lab2_server_quit_under_windows_simulation",
     )),
     Task("lab2", 3, "The room through loss, deafness and slow logins, on a LAN and in windows", (), (
         "test_a_slow_password_check_does_not_stall_the_room",
@@ -134,6 +143,8 @@ TASKS = (
         "test_the_lossy_relay_hears_and_forwards_a_multicast_room",
         "test_lab2_one_machine_room_where_loopback_cannot_broadcast_goes_multicast_by_datagram",
         "test_the_demo_where_loopback_cannot_broadcast_still_loses_and_repairs",
+        "test_lab2_window_on_a_mac_quits_on_cmd_q_with_its_goodbye",
+        "test_lab2_demo_plays_to_the_same_screens_under_windows_simulation",
     )),
     Task("lab2", 4, "A room that no member or stranger can break", (), (
         "test_flooding_client_alone_is_told_to_slow_down",
@@ -152,6 +163,7 @@ TASKS = (
         "test_text_that_could_pose_as_another_line_is_refused_by_client_and_server",
         "test_a_database_another_program_holds_locked_does_not_stop_the_room",
         "test_a_genuine_message_read_together_with_a_tampered_record_is_said_then_the_peer_is_dropped",
+        "test_lab2_oversize_datagram_is_rejected_not_raised_under_windows_simulation",
     )),
 )
 TASK_OF_TEST = {test: task.name for task in TASKS for test in task.tests}

@@ -72,13 +72,13 @@ class Room:
         return server
 
     def start_client(self, name: str, *, register: bool = True, password: str = PASSWORD,
-                     headless: bool = True) -> RoleProcess:
-        """Start a client, without waiting for its login."""
+                     headless: bool = True, env: dict[str, str | None] | None = None) -> RoleProcess:
+        """Start a client, without waiting for its login; ``env`` as Processes.start takes it."""
         return self.processes.start(
             CLIENT, "--host", self.host, "--port", str(self.port), "--name", name,
             "--env", str(self.env_file), "--broadcast-port", str(self.client_broadcast_port),
             *(["--register"] if register else []), *(["--headless"] if headless else []),
-            env={"CHAT_PASSWORD": password})
+            env={"CHAT_PASSWORD": password, **(env or {})})
 
     def join(self, name: str, **options) -> RoleProcess:
         """Start a client and wait until it is in the room."""

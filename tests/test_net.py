@@ -2,6 +2,8 @@
 inside the test. Every wait has a deadline; nothing sleeps."""
 from __future__ import annotations
 
+import errno
+import os
 import selectors
 import socket
 import threading
@@ -256,6 +258,24 @@ def test_where_loopback_broadcast_reaches_nobody_the_room_is_multicast_on_loopba
         assert receive_skipping_probes(member)[0] == b"a room datagram"
 
 
+# --- Errors in the system's words, and port reuse, per platform ----------------------------
+
+# What socket.errorTab says on Windows for the errors a connect meets (CPython's Lib/socket.py).
+WINSOCK_WORDS = {10061: "Connection refused.", 10060: "The operation timed out.",
+                 10065: "The host is unreachable.", 10040: "Message too long."}
+
+
+@pytest.mark.points(1)
+def test_winsock_error_numbers_are_named_in_words_not_unknown_error(monkeypatch):
+    monkeypatch.setattr(socket, "errorTab", WINSOCK_WORDS, raising=False)
+    assert net.error_text(10061) == "Connection refused"    # os.strerror would say "Unknown error"
+    assert net.describe_error(OSError(10060, "")) == "The operation timed out"   # a number, no words
+    assert net.describe_error(OSError(111, "Connection refused")) == "Connection refused"
+    assert net.describe_error(OSError("stopped reading: dropped")) == "stopped reading: dropped"
+    monkeypatch.delattr(socket, "errorTab")   # Linux and macOS: the C library's words
+    assert net.error_text(errno.ECONNREFUSED) == os.strerror(errno.ECONNREFUSED)
+
+
 @pytest.mark.network
 @pytest.mark.points(1)
 def test_a_probe_heard_by_one_socket_of_two_is_no_broadcast():
@@ -271,3 +291,62 @@ def test_a_probe_heard_by_one_socket_of_two_is_no_broadcast():
 def test_own_addresses_are_those_a_socket_can_bind():
     assert net.is_own_address("127.0.0.1")
     assert not net.is_own_address("192.0.2.1")   # TEST-NET-1 (RFC 5737): no machine has it
+
+
+def test_a_refused_connect_is_named_in_winsock_words_when_the_number_is_winsock(selector, monkeypatch):
+    # The Connector reads SO_ERROR's number and words it itself: with Windows'
+    # number and table, the words must come from the table.
+    monkeypatch.setattr(socket, "errorTab", WINSOCK_WORDS, raising=False)
+    monkeypatch.setattr(net.os, "strerror", lambda number: "Unknown error")   # as Windows' C library says
+    real_getsockopt = socket.socket.getsockopt
+
+    def winsock_getsockopt(sock, level, option, *args):
+        value = real_getsockopt(sock, level, option, *args)
+        return 10061 if (level, option, value) == (socket.SOL_SOCKET, socket.SO_ERROR, errno.ECONNREFUSED) else value
+
+    monkeypatch.setattr(socket.socket, "getsockopt", winsock_getsockopt)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+    outcome = Outcome()
+    net.Connector(selector, "127.0.0.1", port, outcome.connected, outcome.failed)
+    run_loop_until(selector, outcome.known, "the connector's verdict")
+    assert outcome.reason == "Connection refused"
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+@pytest.mark.parametrize("on_windows", [False, True])
+def test_a_restarted_server_binds_its_port_while_old_connections_linger(monkeypatch, on_windows):
+    monkeypatch.setattr(net, "ON_WINDOWS", on_windows)
+    listener = net.listening_socket("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    # SO_REUSEADDR on Linux and macOS; nothing at all on Windows, where it would
+    # let a second live server take the port (and SO_EXCLUSIVEADDRUSE would keep
+    # the port from a restarted server while old connections linger).
+    assert bool(listener.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)) is not on_windows
+    client = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_SECONDS)
+    listener.setblocking(True)
+    listener.settimeout(DEADLINE_SECONDS)
+    accepted, _ = listener.accept()
+    accepted.close()        # the server closes first: its end lingers in TIME_WAIT
+    client.settimeout(DEADLINE_SECONDS)
+    assert client.recv(1) == b""
+    client.close()
+    listener.close()
+    if on_windows:
+        return   # Linux refuses a bind next to TIME_WAIT without SO_REUSEADDR; Windows does not
+    with net.listening_socket("127.0.0.1", port) as restarted:
+        assert restarted.getsockname()[1] == port
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_an_oversize_datagram_is_read_whole_never_cut_nor_raised():
+    with net.broadcast_receiver(0) as receiver, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        receiver.setblocking(True)
+        receiver.settimeout(DEADLINE_SECONDS)
+        oversize = bytes(60_000)   # 50 times a valid room datagram
+        sender.sendto(oversize, ("127.0.0.1", receiver.getsockname()[1]))
+        datagram, source = receiver.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)
+        assert source == ("127.0.0.1", sender.getsockname()[1])
+    assert datagram == oversize    # whole: its size check rejects it, with its source known

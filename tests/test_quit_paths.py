@@ -18,7 +18,7 @@ import pytest
 
 from common import net
 from tests.procs import DEADLINE_SECONDS, ROOT, Processes, RoleProcess, create_test_env_file
-from tests.test_lab1 import lab  # noqa: F401  (a fixture)
+from tests.test_lab1 import lab, with_sitecustomize  # noqa: F401  (a fixture)
 from tests.test_lab2 import Room, free_udp_port, room  # noqa: F401  (a fixture)
 from tests.xvfb import xdotool, xvfb_display  # noqa: F401  (a fixture)
 
@@ -114,6 +114,29 @@ def test_lab2_window_quits_on_a_signal_as_on_ctrl_x(tmp_path, xvfb_display, way)
         assert_no_traceback(alice, server)
 
 
+@pytest.mark.gui
+@pytest.mark.network
+@pytest.mark.points(1)
+def test_lab2_window_on_a_mac_quits_on_cmd_q_with_its_goodbye(tmp_path, xvfb_display):
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (apt-get install xdotool); CI installs it")
+    # macOS's habits, set in the client's common/ui.py before it opens its window (the
+    # server runs headless, where they change nothing). X11 has no Command key: Tk
+    # takes Command for Mod1, the Alt key, so alt+q plays Cmd-Q here.
+    mac = with_sitecustomize(tmp_path, "import common.ui\ncommon.ui.PLATFORM = 'darwin'\n")
+    with Processes(base_env={"DISPLAY": xvfb_display, **mac}) as processes:
+        window_room = Room(tmp_path, processes)
+        server = window_room.start_server()
+        alice = window_room.join("alice", headless=False)
+        window = xdotool(xvfb_display, "search", "--sync", "--name", "^Lab 2 room: alice$").split()[0]
+        xdotool(xvfb_display, "windowfocus", "--sync", window)
+        xdotool(xvfb_display, "key", "alt+q")
+        assert alice.wait_exit() == 0, alice.output()
+        assert alice.stderr_lines[-1].startswith("transcript "), alice.output()
+        server.wait_for_stdout(r"^#2 \* alice left$")
+        assert_no_traceback(alice, server)
+
+
 @pytest.mark.points(1)
 @pytest.mark.parametrize("module", ["lab1_tcp.client", "lab2_udp.client"])
 @pytest.mark.parametrize("way", ["SIGINT", "SIGTERM"])
@@ -184,3 +207,61 @@ def test_interrupt_at_the_password_dialog_ends_in_one_line(tmp_path, xvfb_displa
         assert client.wait_exit() == 1, client.output()
     assert client.stderr_lines[-1] == "no password given", client.output()
     assert_no_traceback(client)
+
+
+# --- stdin of every kind: read by a thread, on every system (common/ui.py, StdinReader) ---
+
+def run_with_stdin(kind: str, tmp_path):
+    """What Processes.start needs for a stdin of ``kind``: (stdin, prefix)."""
+    if kind == "/dev/null":
+        return subprocess.DEVNULL, None
+    if kind == "a file":
+        path = tmp_path / "typed.txt"
+        path.write_bytes(b"from a file\n")
+        return open(path, "rb"), None   # closed by the caller once the process has it
+    # A closed descriptor 0: Python then starts with sys.stdin None.
+    return subprocess.DEVNULL, ["sh", "-c", 'exec "$@" 0<&-', "sh"]
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+@pytest.mark.parametrize("kind", ["/dev/null", "a file", "a closed descriptor"])
+def test_lab1_client_with_any_stdin_logs_in_then_leaves_at_its_end(lab, tmp_path, kind):
+    if kind == "a closed descriptor" and shutil.which("sh") is None:
+        pytest.skip("needs a POSIX shell to close descriptor 0")
+    server = lab.start_server()
+    stdin, prefix = run_with_stdin(kind, tmp_path)
+    alice = lab.processes.start(
+        "lab1_tcp.client", "--host", lab.host, "--port", str(lab.port), "--name", "alice", "--register",
+        "--env", str(lab.client_env), "--headless", env={"CHAT_PASSWORD": "correct horse battery"},
+        stdin=stdin, prefix=prefix)
+    if kind == "a file":
+        stdin.close()
+    # Its lines (none, or the file's one) waited for the login, then its end quit as /quit does.
+    assert alice.wait_exit() == 0, alice.output()
+    server.wait_for_stderr(r"^alice logged in from")
+    server.wait_for_stderr(r"^alice left the chat \(quit\)$")
+    assert server.stdout_lines == (["alice: from a file"] if kind == "a file" else []), server.output()
+    assert_no_traceback(alice, server)
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+@pytest.mark.parametrize("lab_number", [1, 2])
+def test_password_from_a_pipe_is_its_first_line_and_the_lines_after_it_are_chat(lab, room, lab_number):
+    # No CHAT_PASSWORD and a pipe: the password and the first message come in one write,
+    # as a script would send them; reading the password must not swallow the message.
+    if lab_number == 1:
+        server = lab.start_server()
+        alice = lab.start_client("alice", "--register", env={"CHAT_PASSWORD": None})
+        expected = r"^alice: said after the password$"
+    else:
+        server = room.start_server()
+        alice = room.start_client("alice", env={"CHAT_PASSWORD": None})
+        expected = r"^#2 alice: said after the password$"
+    alice.send_bytes(b"correct horse battery\nsaid after the password\n")
+    server.wait_for_stdout(expected)
+    alice.send_line("/quit")
+    assert alice.wait_exit() == 0, alice.output()
+    assert alice.stderr_lines[0].startswith("Password for alice: "), alice.output()
+    assert_no_traceback(alice, server)

@@ -10,13 +10,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from common import ui
 from common.messages import MAX_TEXT_BYTES, checked_text
-from tests.procs import DEADLINE_SECONDS
+from tests.procs import DEADLINE_SECONDS, ROOT
 from tests.test_lab1 import lab  # noqa: F401  (a fixture)
 from tests.xvfb import start_xvfb
 
@@ -249,3 +250,204 @@ def test_lab1_refused_line_is_explained_and_the_chat_goes_on(lab):
     alice.wait_for_stdout(r"^alice: still here$")   # its own line: a pipe of its own, read by a thread
     assert server.stdout_lines == ["alice: still here"]
     assert alice.stdout_lines == ["alice: still here"]
+
+
+def read_all(reader: ui.StdinReader) -> bytes:
+    """Everything the reader hands over, to the end of stdin (b"" from the socket)."""
+    data = bytearray()
+    reader.chunks.setblocking(True)
+    reader.chunks.settimeout(DEADLINE_SECONDS)
+    while chunk := reader.chunks.recv(4096):
+        data += chunk
+    return bytes(data)
+
+
+@pytest.mark.points(1)
+def test_stdin_reader_hands_over_every_byte_in_order(stdin_pipe):
+    reader = ui.StdinReader()
+    # More than a socketpair buffers: the thread must wait for the loop, never drop.
+    lines = b"".join(b"line %d\n" % number for number in range(100_000))
+    writer = threading.Thread(target=os.write, args=(stdin_pipe, lines))
+    writer.start()
+    received = bytearray()
+    reader.chunks.setblocking(True)
+    reader.chunks.settimeout(DEADLINE_SECONDS)
+    while len(received) < len(lines):
+        received += reader.chunks.recv(4096)
+    writer.join(DEADLINE_SECONDS)
+    assert bytes(received) == lines
+    reader.close()
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("stdin", ["closed", "none"])
+def test_stdin_reader_reads_a_closed_or_missing_stdin_as_empty(monkeypatch, stdin):
+    if stdin == "none":
+        monkeypatch.setattr(sys, "stdin", None)
+    else:
+        read_end, write_end = os.pipe()
+        os.close(write_end)
+        closed = os.fdopen(read_end, "rb", buffering=0)
+        closed.close()
+        monkeypatch.setattr(sys, "stdin", closed)
+    assert read_all(ui.StdinReader()) == b""
+
+
+@pytest.mark.points(1)
+def test_stdin_reader_takes_the_password_line_only_and_leaves_the_rest_for_the_loop(stdin_pipe):
+    reader = ui.StdinReader()
+    os.write(stdin_pipe, b"secret\r\nfirst line\nsecond")
+    assert reader.read_line(0.05) == "secret"
+    threading.Thread(target=os.write, args=(stdin_pipe, b" half\n")).start()
+    received = b""
+    reader.chunks.setblocking(True)
+    reader.chunks.settimeout(DEADLINE_SECONDS)
+    while not received.endswith(b"half\n"):
+        received += reader.chunks.recv(4096)
+    assert received == b"first line\nsecond half\n"
+    reader.close()
+
+
+@pytest.mark.points(1)
+def test_terminal_keeps_lines_waiting_while_input_is_off_and_quits_at_the_end(stdin_pipe):
+    sent, quits = [], []
+    terminal = ui.TerminalChat("test", sent.append, lambda: quits.append(1))
+    terminal.set_input_enabled(False)
+    os.write(stdin_pipe, b"one\ntwo\n")
+    with selectors.DefaultSelector() as selector:
+        login, server = socket.socketpair()
+        turns = []
+
+        def on_login(_mask: int) -> None:   # the "login" arrives after two turns with input off
+            turns.append(1)
+            if len(turns) == 2:
+                assert sent == []   # nothing taken while input was off
+                login.recv(1)
+                terminal.set_input_enabled(True)
+                os.write(stdin_pipe, b"three\n/quit\nnever sent\n")
+
+        server.send(b"x")
+        selector.register(login, selectors.EVENT_READ, on_login)
+        terminal.run(selector, turn_of(selector, terminal))
+        login.close()
+        server.close()
+    assert sent == ["one", "two", "three"]
+    assert quits == [1]
+
+
+@pytest.mark.points(1)
+def test_stdin_reader_thread_never_keeps_a_program_alive():
+    # A program whose stdin is a pipe nobody writes to or closes: the reader
+    # blocks in read() for good, and the program must still end.
+    code = ("import sys; from common import ui; ui.StdinReader(); "
+            "print('main thread done', flush=True)")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = process.communicate(timeout=DEADLINE_SECONDS)
+    finally:
+        process.kill()
+        process.stdin.close()
+    assert process.returncode == 0, err
+    assert out == b"main thread done\n"
+
+
+# --- Keys in each platform's habits (the platform is set, not detected: ui.PLATFORM) ------------
+
+# The keys Tk itself gives Cut, Copy and Paste on each platform (Tk 8.6's library/tk.tcl):
+# a key of ours must not be one of them, or the entry box would cut its text on that key.
+TK_CLIPBOARD_KEYS = {
+    "darwin": {"<Command-Key-x>", "<Key-F2>", "<Command-Key-c>", "<Key-F3>", "<Command-Key-v>", "<Key-F4>"},
+    "win32": {"<Control-Key-x>", "<Shift-Key-Delete>", "<Control-Key-c>", "<Control-Key-Insert>",
+              "<Control-Key-v>", "<Shift-Key-Insert>"},
+    "linux": {"<Control-Key-x>", "<Key-F20>", "<Control-Key-c>", "<Key-F16>", "<Control-Key-v>", "<Key-F18>"},
+}
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+@pytest.mark.parametrize("platform", ["linux", "win32", "darwin"])
+def test_the_wire_key_is_no_cut_copy_or_paste_of_the_platform_and_its_label_names_it(
+        window_display, monkeypatch, platform):
+    monkeypatch.setattr(ui, "PLATFORM", platform)
+    key, name = ui.wire_toggle_key()
+    assert key not in TK_CLIPBOARD_KEYS[platform] and f"<Key-{name}>" not in TK_CLIPBOARD_KEYS[platform]
+    window = ui.ChatWindow("keys test", lambda text: None, lambda: None, poll_interval_ms=5)
+    try:
+        assert window._wire_toggle.cget("text") == f"Show the wire ({name})"
+        assert f"<Key-{name}>" in window._root.bind()
+        has_mac_quit = bool(window._root.tk.call("info", "commands", "::tk::mac::Quit"))
+        assert has_mac_quit is (platform == "darwin")
+    finally:
+        window._root.destroy()
+
+
+def run_window_until_quit(window: ui.ChatWindow, action) -> None:
+    """Run the window's loop, do ``action()`` from a Tk timer, and return when
+    the loop ends; fail (closing the window) if it has not by the deadline."""
+    idle, other = socket.socketpair()
+    with selectors.DefaultSelector() as selector:
+        selector.register(idle, selectors.EVENT_READ, lambda _mask: None)
+        window._root.after(10, action)
+        window._root.after(int(DEADLINE_SECONDS * 1000), window.stop)
+        started = time.monotonic()
+        window.run(selector, turn_of(selector, window))
+    idle.close()
+    other.close()
+    assert time.monotonic() - started < DEADLINE_SECONDS, "the window did not quit"
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+@pytest.mark.parametrize("how", ["Cmd-Q", "the close button"])
+def test_mac_cmd_q_and_the_close_button_quit_as_ctrl_x_does(window_display, monkeypatch, how):
+    monkeypatch.setattr(ui, "PLATFORM", "darwin")
+    quits = []
+    window = ui.ChatWindow("quit test", lambda text: None, lambda: quits.append(how), poll_interval_ms=5)
+    if how == "Cmd-Q":   # what macOS's application menu calls, and its key
+        run_window_until_quit(window, lambda: window._root.tk.call("::tk::mac::Quit"))
+    else:
+        run_window_until_quit(window, lambda: window._root.tk.call(window._root.protocol("WM_DELETE_WINDOW")))
+    assert quits == [how]   # on_quit, where a role says goodbye, once
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+@pytest.mark.parametrize("platform", ["linux", "win32"])
+def test_ctrl_x_in_the_entry_quits_without_cutting_its_text(window_display, monkeypatch, platform):
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (apt-get install xdotool); CI installs it")
+    monkeypatch.setattr(ui, "PLATFORM", platform)
+    quits = []
+    window = ui.ChatWindow("cut test", lambda text: None, lambda: quits.append(1), poll_interval_ms=5)
+    try:
+        window._root.clipboard_clear()
+        window._root.clipboard_append("on the clipboard before")
+        window._entry.insert(0, "half a thought")
+        window._entry.selection_range(0, "end")   # a Cut would take exactly this
+        drive(window, window_display, "search", "--sync", "--name", "^cut test$", "windowfocus", "--sync", "%1")
+        drive(window, window_display, "key", "ctrl+x")
+        assert quits == [1]
+        assert window._entry.get() == "half a thought"
+        assert window._root.clipboard_get() == "on the clipboard before"
+    finally:
+        window._root.destroy()
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+@pytest.mark.parametrize("platform", ["win32", "linux"])
+def test_a_window_on_windows_asks_to_be_drawn_at_the_screens_scale(window_display, monkeypatch, platform):
+    import ctypes
+    monkeypatch.setattr(ui, "PLATFORM", platform)
+    calls = []
+
+    class Shcore:
+        def SetProcessDpiAwareness(self, value):   # noqa: N802 (Windows' name)
+            calls.append(("SetProcessDpiAwareness", value, ui.tk._default_root))
+
+    monkeypatch.setattr(ctypes, "OleDLL", lambda name: Shcore() if name == "shcore" else None, raising=False)
+    window = ui.ChatWindow("dpi test", lambda text: None, lambda: None, poll_interval_ms=5)
+    window._root.destroy()
+    # Before the window exists (Windows fixes a process's scale at its first window), on Windows only.
+    assert calls == ([("SetProcessDpiAwareness", ui.PROCESS_SYSTEM_DPI_AWARE, None)] if platform == "win32" else [])
