@@ -146,7 +146,10 @@ class LoginQueue:
     ``submit(call, on_done)`` hands a check to the workers (net.BackgroundWork
     does); at most ``workers`` run at once, and the queue hands them one
     check from each waiting source in turn: the source whose last check
-    started longest ago goes first.
+    started longest ago goes first. Registrations take at most all workers
+    but one (when there are two or more): from however many addresses new
+    accounts are made, a member who already has one always finds a worker
+    free for its login within one check's time.
     """
 
     def __init__(self, submit: Callable[[Callable, Callable], None], workers: int,
@@ -158,6 +161,8 @@ class LoginQueue:
         self.max_queued = max_queued
         self.max_queued_per_source = max_queued_per_source
         self.running = 0
+        self.registering = 0                        # of the running checks, how many are registrations
+        self.max_registering = max(1, workers - 1)
         self._waiting: dict[str, deque] = {}        # source -> its jobs, oldest first
         self._turns = 0                             # checks started so far
         self._last_turn: dict[str, int] = {}        # source -> when it last had a check started
@@ -165,9 +170,11 @@ class LoginQueue:
     def __len__(self) -> int:
         return sum(len(jobs) for jobs in self._waiting.values())
 
-    def add(self, source: str, owner: Hashable, call: Callable, on_done: Callable) -> bool:
+    def add(self, source: str, owner: Hashable, call: Callable, on_done: Callable,
+            registering: bool = False) -> bool:
         """Queue ``call`` for ``source``, on behalf of ``owner`` (a connection);
-        ``on_done(future)`` runs when it is done. Returns False if that source's
+        ``on_done(future)`` runs when it is done; ``registering``: it may make
+        a new account (a Register). Returns False if that source's
         share of the queue is full: refuse that login now rather than keep it
         waiting. When the whole queue is full, the source that has the most
         waiting gives way: its newest check is dropped and its owner passed to
@@ -180,9 +187,9 @@ class LoginQueue:
             busiest = max(self._waiting, key=lambda s: len(self._waiting[s]))
             if len(self._waiting[busiest]) <= own:
                 return False
-            evicted_owner, _call, _on_done = self._waiting[busiest].pop()
+            evicted_owner, *_job = self._waiting[busiest].pop()
             self._on_evicted(evicted_owner)
-        self._waiting.setdefault(source, deque()).append((owner, call, on_done))
+        self._waiting.setdefault(source, deque()).append((owner, call, on_done, registering))
         self._start()
         return True
 
@@ -194,11 +201,16 @@ class LoginQueue:
                 del self._waiting[source]
 
     def _start(self) -> None:
-        while self._waiting and self.running < self.workers:
-            # The source whose turn came longest ago (or never) goes next.
-            source = min(self._waiting, key=lambda s: self._last_turn.get(s, -1))
+        while self.running < self.workers:
+            # The source whose turn came longest ago (or never) goes next, of those
+            # whose next check may start: a registration only while a worker is left for logins.
+            ready = [s for s in self._waiting
+                     if not self._waiting[s][0][3] or self.registering < self.max_registering]
+            if not ready:
+                return
+            source = min(ready, key=lambda s: self._last_turn.get(s, -1))
             jobs = self._waiting[source]
-            _owner, call, on_done = jobs.popleft()
+            _owner, call, on_done, registering = jobs.popleft()
             if not jobs:
                 del self._waiting[source]
             if len(self._last_turn) > 1000:   # bounded memory, whatever the sources
@@ -206,10 +218,12 @@ class LoginQueue:
             self._turns += 1
             self._last_turn[source] = self._turns
             self.running += 1
-            self._submit(call, partial(self._finished, on_done))
+            self.registering += registering
+            self._submit(call, partial(self._finished, on_done, registering))
 
-    def _finished(self, on_done: Callable, future) -> None:
+    def _finished(self, on_done: Callable, registering: bool, future) -> None:
         self.running -= 1
+        self.registering -= registering
         self._start()
         on_done(future)
 
@@ -301,10 +315,12 @@ class Doorway:
             self._pace[source].give_back(now)
         return self.key_holders.admit(conn, source, now + LOGIN_TIMEOUT_SECONDS)
 
-    def check_password(self, conn: Hashable, source: str, call: Callable, on_done: Callable) -> bool:
-        """Queue the password check ``call``; False if ``source`` has too many
-        waiting. Once queued, the login queue bounds it, no longer a deadline."""
-        if not self.logins.add(source, conn, call, on_done):
+    def check_password(self, conn: Hashable, source: str, call: Callable, on_done: Callable,
+                       registering: bool = False) -> bool:
+        """Queue the password check ``call`` (``registering``: of a Register);
+        False if ``source`` has too many waiting. Once queued, the login queue
+        bounds it, no longer a deadline."""
+        if not self.logins.add(source, conn, call, on_done, registering):
             return False
         self.key_holders.forget(conn)
         return True

@@ -153,9 +153,10 @@ class RoomServer:
     def handle_login(self, peer: Connection, message: Login | Register) -> None:
         if peer.phase is not Phase.LOGIN:
             raise ProtocolError("one login per connection")
-        check = self.accounts.register if isinstance(message, Register) else self.accounts.login
+        registering = isinstance(message, Register)   # new accounts never take every worker from logins
+        check = self.accounts.register if registering else self.accounts.login
         if not self.doorway.check_password(peer, peer.source, partial(check, message.name, message.password,
-                                           peer.source), partial(self.on_password_checked, peer)):
+                                           peer.source), partial(self.on_password_checked, peer), registering):
             return self.refuse_busy(peer)
         peer.phase = Phase.CHECKING
 

@@ -78,6 +78,21 @@ def test_logins_are_handed_out_one_source_at_a_time_and_refused_past_the_caps():
     assert done == ["flood0", "alice"]
 
 
+@pytest.mark.points(2)
+def test_registrations_from_many_addresses_always_leave_a_worker_for_a_login():
+    workers, done = ManualWorkers(), []
+    queue = LoginQueue(workers.submit, workers=2, max_queued=64, max_queued_per_source=8, on_evicted=print)
+    for i in range(49):   # new accounts from 49 addresses
+        assert queue.add(f"10.0.1.{i}", f"new{i}", lambda i=i: f"new{i}", lambda f: done.append(f.result()),
+                         registering=True)
+    assert len(workers.running) == 1 and queue.registering == 1   # the other worker waits for a login
+    queue.add("10.0.0.1", "alice", lambda: "alice", lambda f: done.append(f.result()))
+    assert len(workers.running) == 2                               # alice's check starts at once
+    workers.finish_first()                                         # new0 ends: one registration follows
+    assert len(workers.running) == 2 and queue.registering == 1
+    assert workers.running[0][0]() == "alice"
+
+
 @pytest.mark.points(1)
 def test_a_login_whose_connection_closed_is_never_checked():
     workers, done = ManualWorkers(), []
