@@ -269,7 +269,6 @@ class Doorway:
 
     def __init__(self, limits: DoorwayLimits, submit: Callable[[Callable, Callable], None], workers: int,
                  on_evicted: Callable[[Hashable], None], clock: Callable[[], float]) -> None:
-        self.limits = limits
         self.strangers = PendingConnections(limits.strangers, limits.strangers_per_address)
         self.key_holders = PendingConnections(limits.key_holders, limits.key_holders_per_address)
         self.logins = LoginQueue(submit, workers, limits.queued_logins, limits.queued_logins_per_address,
