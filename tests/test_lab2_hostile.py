@@ -63,7 +63,9 @@ def handshake_from(source: str, room: Room) -> tuple[socket.socket, SecureSessio
     session = SecureSession.client(settings.psk, settings.server_public_key)
     send_queued(sock, session)
     while not session.established:
-        session.receive(sock.recv(65536))
+        data = sock.recv(65536)
+        assert data, f"the server closed the connection from {source} during the handshake"
+        session.receive(data)
     return sock, session
 
 
