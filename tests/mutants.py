@@ -127,6 +127,14 @@ MUTANTS = (
         "message counts depends on how TCP cut the stream",
     ),
     Mutant(
+        "lab1 server forgets the first handshake records it has seen",
+        "lab1_tcp.server",
+        "address,\n                                       recent=self.doorway.handshakes)",
+        "address)",
+        f"{LAB1}::test_a_replayed_first_handshake_record_is_closed_unanswered",
+        "a sniffed first handshake record, sent again, makes the server finish a handshake each time",
+    ),
+    Mutant(
         "lab2 server forgets the first handshake records it has seen",
         "lab2_udp.server",
         "address,\n                                       recent=self.doorway.handshakes)",

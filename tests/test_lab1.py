@@ -453,6 +453,36 @@ def test_strangers_holding_connections_from_eight_addresses_do_not_keep_new_chat
 
 @pytest.mark.network
 @pytest.mark.points(2)
+def test_a_replayed_first_handshake_record_is_closed_unanswered(lab):
+    server = lab.start_server()
+    settings = load_settings(lab.client_env, create=False)
+    session = SecureSession.client(settings.psk, settings.server_public_key)
+    first_record = bytes(session.outgoing)           # sniffed on its way to the server
+    honest = idle_connection(lab)
+    send_queued(honest, session)
+    while not session.established:
+        data = honest.recv(65536)
+        assert data, "the server closed the honest connection during the handshake"
+        session.receive(data)
+    replay = idle_connection(lab, "127.0.0.2")
+    replay.sendall(first_record)                     # the same record, from elsewhere
+    answer = b""
+    try:
+        while data := replay.recv(65536):
+            answer += data
+    except ConnectionResetError:
+        pass   # closed with unread bytes: a reset is a close too
+    replay.close()
+    assert answer == b""                             # no handshake record 2: no key exchange was done
+    server.wait_for_stderr(r"^127\.0\.0\.2:\d+ dropped: a replayed handshake")
+    session.send(Register("alice", PASSWORD))        # the honest client goes on undisturbed
+    send_queued(honest, session)
+    assert isinstance(receive_until(honest, session, [], LoginAccepted), LoginAccepted)
+    honest.close()
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
 def test_a_flood_of_strangers_does_not_become_a_flood_of_notes(lab):
     server = lab.start_server()
     for _ in range(200):   # no key: garbage, and gone
