@@ -3,22 +3,35 @@
 A connection costs the server a socket, a file descriptor and a little
 memory before its peer has shown anything: that it knows the pre-shared key
 (the handshake) or holds an account (the login). Someone without either
-must not be able to use those up and lock the members out. So:
+must not be able to use those up and lock the members out. Both labs'
+servers let connections in through one ``Doorway``, with their own
+``DoorwayLimits``; it ranks what a connection has proved:
 
-* ``PendingConnections`` bounds the connections that are not members yet,
-  in all and per source address. When a source is at its cap, its *own*
-  oldest pending connection makes room for its newest: a flood from one
-  address evicts only itself, never a member and never another address.
-* ``TokenBucket`` is the budget of one member, or one source: a steady pace
-  is allowed, a burst only up to a second's worth.
+1. a *stranger* has connected and not yet completed the handshake;
+2. a *key holder* has completed it (its first record decrypted with the
+   pre-shared key, and was no replay) but has not logged in yet;
+3. a *login* waits for, or is in, a password check (``LoginQueue``);
+4. a *member* has logged in, and is the server's own business.
+
+Each rank competes only with its own: a stranger is never given the place
+of a key holder, a login or a member, however many strangers come, so a
+flood without the key cannot keep out anyone who has it. Within a rank:
+
+* ``PendingConnections`` bounds a rank in all and per source address. When
+  a source is at its cap, its *own* oldest connection makes room for its
+  newest: a flood from one address evicts only itself. When the rank is
+  full, the oldest connection of the address holding the most gives way.
+* ``TokenBucket`` paces new connections per source address: a steady pace,
+  a burst of a few. A connection that completes the handshake gives its
+  token back, so honest clients behind one address never run it down; a
+  source sending handshakes that fail does, and is then refused at once,
+  before any key exchange is spent on it.
+* ``RecentHandshakes`` remembers the first handshake records that
+  succeeded, for as long as a handshake may take: a copy replayed by
+  someone who sniffed it is refused before any Diffie-Hellman is done.
 * ``LoginQueue`` bounds the password checks waiting for a worker (each
   costs tens of milliseconds of CPU, on purpose), in all and per source,
-  and hands the workers one check from each waiting source in turn: a
-  flood of logins from one address delays another address's login only by
-  the checks already running, and past its cap is refused at once.
-
-``Doorway`` puts the two together, with Lab 2's numbers: all that a
-server gives a connection between its arrival and its first room message.
+  and hands the workers one check from each waiting source in turn.
 
 A server counts a source by IP address. Behind a NAT, or in a demo on one
 machine, many honest clients share one address: the caps leave them room.
@@ -27,18 +40,21 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from functools import partial
 
 
 class PendingConnections:
-    """Connections that have not logged in yet, oldest first, by source
-    address, each with the time by which it must have moved on."""
+    """Connections of one rank (strangers, or key holders not logged in),
+    oldest first, by source address, each with the time by which it must
+    have moved on."""
 
     def __init__(self, max_total: int, max_per_source: int) -> None:
         self.max_total = max_total
         self.max_per_source = max_per_source
         self._sources: OrderedDict[Hashable, str] = OrderedDict()   # conn -> source, oldest first
         self._deadlines: dict[Hashable, float] = {}
+        self._counts: dict[str, int] = {}                           # source -> its connections here
 
     def __len__(self) -> int:
         return len(self._sources)
@@ -47,38 +63,81 @@ class PendingConnections:
         return conn in self._sources
 
     def admit(self, conn: Hashable, source: str, deadline: float) -> list[Hashable]:
-        """Count ``conn`` from ``source`` as pending until ``deadline``; return
-        the connections to close to make room for it (none, or the oldest one
-        of the source that holds the most, which is ``source`` itself when it
-        is at its cap)."""
+        """Count ``conn`` from ``source`` until ``deadline``; return the
+        connections to close to make room for it: none; or the oldest of
+        ``source`` itself when it is at its cap; or, when all are full, the
+        oldest of the source that holds the most (the oldest of all on a tie)."""
         evicted = []
-        same_source = [c for c, s in self._sources.items() if s == source]
-        if len(same_source) >= self.max_per_source:
-            evicted.append(same_source[0])
+        if self._counts.get(source, 0) >= self.max_per_source:
+            evicted.append(next(c for c, s in self._sources.items() if s == source))
         elif len(self._sources) >= self.max_total:
-            counts: dict[str, int] = {}
-            for s in self._sources.values():
-                counts[s] = counts.get(s, 0) + 1
-            busiest = max(counts, key=counts.get)
-            evicted.append(next(c for c, s in self._sources.items() if s == busiest))
+            most = max(self._counts.values())
+            evicted.append(next(c for c, s in self._sources.items() if self._counts[s] == most))
         for old in evicted:
             self.forget(old)
         self._sources[conn], self._deadlines[conn] = source, deadline
+        self._counts[source] = self._counts.get(source, 0) + 1
         return evicted
 
-    def extend(self, conn: Hashable, deadline: float) -> None:
-        """``conn`` reached its next step (the handshake is done): a new deadline."""
-        if conn in self._deadlines:
-            self._deadlines[conn] = deadline
-
     def expired(self, now: float) -> list[Hashable]:
-        """The pending connections whose deadline has passed."""
+        """The connections whose deadline has passed."""
         return [conn for conn, deadline in self._deadlines.items() if deadline <= now]
 
     def forget(self, conn: Hashable) -> None:
-        """``conn`` logged in or closed: it no longer counts."""
-        self._sources.pop(conn, None)
-        self._deadlines.pop(conn, None)
+        """``conn`` moved on or closed: it no longer counts."""
+        source = self._sources.pop(conn, None)
+        if source is None:
+            return
+        del self._deadlines[conn]
+        self._counts[source] -= 1
+        if not self._counts[source]:
+            del self._counts[source]
+
+
+class RecentHandshakes:
+    """The initiator's ephemeral public keys (the first 32 bytes of handshake
+    record 1, sent in clear) of the handshakes that succeeded in the last
+    ``window_seconds``, at most ``max_remembered`` of them.
+
+    NKpsk0's first record is all a client sends before the server answers,
+    and it does not depend on anything the server chose: a copy sniffed on
+    the network and sent again would make the server do both key exchanges
+    and finish a handshake with someone who cannot read the answer. A
+    client makes a fresh key pair for every connection, so a key seen twice
+    is a replay. Remembering them as long as a handshake may take is enough
+    to refuse every fast replay; an old copy replayed later still finishes a
+    handshake, but its sender can say nothing after it, and the login
+    deadline closes it. When ``max_remembered`` keys are remembered (a
+    handshake every few milliseconds for the whole window), new handshakes
+    are refused until the oldest is old enough to forget: forgetting one
+    earlier would let its replay through.
+    """
+
+    def __init__(self, clock: Callable[[], float], window_seconds: float, max_remembered: int) -> None:
+        self._clock = clock
+        self.window_seconds = window_seconds
+        self.max_remembered = max_remembered
+        self._seen: OrderedDict[bytes, float] = OrderedDict()   # key -> when to forget it, oldest first
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def refusal(self, ephemeral_key: bytes) -> str | None:
+        """Why a handshake whose first record starts with ``ephemeral_key``
+        is refused before any work is done on it, or None to go on."""
+        now = self._clock()
+        while self._seen and next(iter(self._seen.values())) <= now:
+            self._seen.popitem(last=False)
+        if ephemeral_key in self._seen:
+            return "a replayed handshake: its first record was used before"
+        if len(self._seen) >= self.max_remembered:
+            return (f"{self.max_remembered} handshakes in the last {self.window_seconds:g} s: "
+                    f"too many to tell a replay from a new one")
+        return None
+
+    def remember(self, ephemeral_key: bytes) -> None:
+        """The handshake that began with ``ephemeral_key`` succeeded."""
+        self._seen[ephemeral_key] = self._clock() + self.window_seconds
 
 
 class LoginQueue:
@@ -87,7 +146,10 @@ class LoginQueue:
     ``submit(call, on_done)`` hands a check to the workers (net.BackgroundWork
     does); at most ``workers`` run at once, and the queue hands them one
     check from each waiting source in turn: the source whose last check
-    started longest ago goes first.
+    started longest ago goes first. Registrations take at most all workers
+    but one (when there are two or more): from however many addresses new
+    accounts are made, a member who already has one always finds a worker
+    free for its login within one check's time.
     """
 
     def __init__(self, submit: Callable[[Callable, Callable], None], workers: int,
@@ -99,6 +161,8 @@ class LoginQueue:
         self.max_queued = max_queued
         self.max_queued_per_source = max_queued_per_source
         self.running = 0
+        self.registering = 0                        # of the running checks, how many are registrations
+        self.max_registering = max(1, workers - 1)
         self._waiting: dict[str, deque] = {}        # source -> its jobs, oldest first
         self._turns = 0                             # checks started so far
         self._last_turn: dict[str, int] = {}        # source -> when it last had a check started
@@ -106,9 +170,11 @@ class LoginQueue:
     def __len__(self) -> int:
         return sum(len(jobs) for jobs in self._waiting.values())
 
-    def add(self, source: str, owner: Hashable, call: Callable, on_done: Callable) -> bool:
+    def add(self, source: str, owner: Hashable, call: Callable, on_done: Callable,
+            registering: bool = False) -> bool:
         """Queue ``call`` for ``source``, on behalf of ``owner`` (a connection);
-        ``on_done(future)`` runs when it is done. Returns False if that source's
+        ``on_done(future)`` runs when it is done; ``registering``: it may make
+        a new account (a Register). Returns False if that source's
         share of the queue is full: refuse that login now rather than keep it
         waiting. When the whole queue is full, the source that has the most
         waiting gives way: its newest check is dropped and its owner passed to
@@ -121,9 +187,9 @@ class LoginQueue:
             busiest = max(self._waiting, key=lambda s: len(self._waiting[s]))
             if len(self._waiting[busiest]) <= own:
                 return False
-            evicted_owner, _call, _on_done = self._waiting[busiest].pop()
+            evicted_owner, *_job = self._waiting[busiest].pop()
             self._on_evicted(evicted_owner)
-        self._waiting.setdefault(source, deque()).append((owner, call, on_done))
+        self._waiting.setdefault(source, deque()).append((owner, call, on_done, registering))
         self._start()
         return True
 
@@ -135,11 +201,16 @@ class LoginQueue:
                 del self._waiting[source]
 
     def _start(self) -> None:
-        while self._waiting and self.running < self.workers:
-            # The source whose turn came longest ago (or never) goes next.
-            source = min(self._waiting, key=lambda s: self._last_turn.get(s, -1))
+        while self.running < self.workers:
+            # The source whose turn came longest ago (or never) goes next, of those
+            # whose next check may start: a registration only while a worker is left for logins.
+            ready = [s for s in self._waiting
+                     if not self._waiting[s][0][3] or self.registering < self.max_registering]
+            if not ready:
+                return
+            source = min(ready, key=lambda s: self._last_turn.get(s, -1))
             jobs = self._waiting[source]
-            _owner, call, on_done = jobs.popleft()
+            _owner, call, on_done, registering = jobs.popleft()
             if not jobs:
                 del self._waiting[source]
             if len(self._last_turn) > 1000:   # bounded memory, whatever the sources
@@ -147,52 +218,120 @@ class LoginQueue:
             self._turns += 1
             self._last_turn[source] = self._turns
             self.running += 1
-            self._submit(call, partial(self._finished, on_done))
+            self.registering += registering
+            self._submit(call, partial(self._finished, on_done, registering))
 
-    def _finished(self, on_done: Callable, future) -> None:
+    def _finished(self, on_done: Callable, registering: bool, future) -> None:
         self.running -= 1
+        self.registering -= registering
         self._start()
         on_done(future)
 
 
 HANDSHAKE_TIMEOUT_SECONDS = 5   # a peer that cannot finish the handshake by then has no key
 LOGIN_TIMEOUT_SECONDS = 10      # after the handshake, to send Login or Register
-MAX_PENDING_CONNECTIONS, MAX_PENDING_PER_ADDRESS = 128, 32   # not logged in yet
-MAX_QUEUED_LOGINS, MAX_QUEUED_LOGINS_PER_ADDRESS = 64, 8
+# New connections from one address: a steady pace, and a burst of as many. A
+# connection that completes the handshake gives its token back.
+NEW_CONNECTIONS_PER_SECOND_PER_ADDRESS, NEW_CONNECTIONS_BURST_PER_ADDRESS = 4, 16
+MAX_REMEMBERED_HANDSHAKES = 4096   # in HANDSHAKE_TIMEOUT_SECONDS: one every 1.2 ms
+MAX_ADDRESSES_PACED = 4096         # then the addresses whose budget is full again are forgotten
+TOO_MANY_NEW_CONNECTIONS = (f"too many connections from there without a handshake: at most "
+                            f"{NEW_CONNECTIONS_PER_SECOND_PER_ADDRESS} a second")
 BUSY_WITH_LOGINS = "the server is busy with other logins; try again in a moment"
 
 
-class Doorway:
-    """A connection's way in: a place among the pending connections with a
-    deadline for each step (handshake, then login), then a place in the
-    login queue. ``late(now)`` lists who missed a deadline; ``leave(conn)``
-    frees what a closed connection held."""
+@dataclass(frozen=True)
+class DoorwayLimits:
+    """How many connections of each rank a server holds before they log in."""
+    strangers: int                  # still in the handshake, in all
+    strangers_per_address: int
+    key_holders: int                # handshake done, Login or Register not sent yet, in all
+    key_holders_per_address: int
+    queued_logins: int              # password checks waiting for a worker, in all
+    queued_logins_per_address: int
 
-    def __init__(self, submit: Callable[[Callable, Callable], None], workers: int,
-                 on_evicted: Callable[[Hashable], None]) -> None:
-        self.pending = PendingConnections(MAX_PENDING_CONNECTIONS, MAX_PENDING_PER_ADDRESS)
-        self.logins = LoginQueue(submit, workers, MAX_QUEUED_LOGINS, MAX_QUEUED_LOGINS_PER_ADDRESS, on_evicted)
+
+LAB2_LIMITS = DoorwayLimits(strangers=128, strangers_per_address=8, key_holders=128, key_holders_per_address=32,
+                            queued_logins=64, queued_logins_per_address=8)
+# Lab 1 chats with one client at a time: the ranks are smaller.
+LAB1_LIMITS = DoorwayLimits(strangers=32, strangers_per_address=8, key_holders=16, key_holders_per_address=8,
+                            queued_logins=16, queued_logins_per_address=8)
+
+
+class Doorway:
+    """A connection's way in, the same in both labs: ``refusal`` paces new
+    connections per address; ``arrive`` gives one a place among the
+    strangers, ``handshake_done`` among the key holders, each with a
+    deadline; ``check_password`` a place in the login queue. ``late(now)``
+    lists who missed a deadline; ``leave(conn)`` frees what a closed
+    connection held. ``handshakes`` is for the server's sessions: it refuses
+    a replayed first record (session.SecureSession.server)."""
+
+    def __init__(self, limits: DoorwayLimits, submit: Callable[[Callable, Callable], None], workers: int,
+                 on_evicted: Callable[[Hashable], None], clock: Callable[[], float]) -> None:
+        self.strangers = PendingConnections(limits.strangers, limits.strangers_per_address)
+        self.key_holders = PendingConnections(limits.key_holders, limits.key_holders_per_address)
+        self.logins = LoginQueue(submit, workers, limits.queued_logins, limits.queued_logins_per_address,
+                                 on_evicted)
+        self.handshakes = RecentHandshakes(clock, HANDSHAKE_TIMEOUT_SECONDS, MAX_REMEMBERED_HANDSHAKES)
+        self._pace: dict[str, TokenBucket] = {}     # source -> its budget of new connections
+        self._sources: dict[Hashable, str] = {}     # conn -> source, until its handshake is done
+
+    def refusal(self, source: str, now: float) -> str | None:
+        """Why a new connection from ``source`` is refused before any work is
+        spent on it, or None to take it (it then spends one of its source's
+        tokens, given back if it completes the handshake)."""
+        bucket = self._pace.get(source)
+        if bucket is None:
+            if len(self._pace) >= MAX_ADDRESSES_PACED:   # bounded memory, whatever the sources:
+                # a full budget is what a new address gets anyway; past that, the oldest half goes.
+                self._pace = {s: b for s, b in self._pace.items() if b.available(now) < b.burst}
+                if len(self._pace) >= MAX_ADDRESSES_PACED:
+                    self._pace = dict(list(self._pace.items())[MAX_ADDRESSES_PACED // 2:])
+            bucket = self._pace[source] = TokenBucket(NEW_CONNECTIONS_PER_SECOND_PER_ADDRESS, now,
+                                                      burst=NEW_CONNECTIONS_BURST_PER_ADDRESS)
+        if not bucket.take(now):
+            return TOO_MANY_NEW_CONNECTIONS
+        return None
 
     def arrive(self, conn: Hashable, source: str, now: float) -> list[Hashable]:
-        """A new connection: returns the older ones to close to make room (see PendingConnections)."""
-        return self.pending.admit(conn, source, now + HANDSHAKE_TIMEOUT_SECONDS)
+        """A new connection: returns the strangers to close to make room (see
+        PendingConnections); never anyone who completed the handshake."""
+        self._sources[conn] = source
+        evicted = self.strangers.admit(conn, source, now + HANDSHAKE_TIMEOUT_SECONDS)
+        for old in evicted:
+            self._sources.pop(old, None)
+        return evicted
 
-    def handshake_done(self, conn: Hashable, now: float) -> None:
-        self.pending.extend(conn, now + LOGIN_TIMEOUT_SECONDS)
+    def handshake_done(self, conn: Hashable, now: float) -> list[Hashable]:
+        """``conn`` proved the key: it gives its source's token back and moves
+        to the key holders, with the login deadline. Returns the key holders
+        to close to make room (see PendingConnections); never a stranger's
+        doing."""
+        source = self._sources.pop(conn)
+        self.strangers.forget(conn)
+        if source in self._pace:
+            self._pace[source].give_back(now)
+        return self.key_holders.admit(conn, source, now + LOGIN_TIMEOUT_SECONDS)
 
-    def check_password(self, conn: Hashable, source: str, call: Callable, on_done: Callable) -> bool:
-        """Queue the password check ``call``; False if ``source`` has too many
-        waiting. Once queued, the login queue bounds it, no longer a deadline."""
-        if not self.logins.add(source, conn, call, on_done):
+    def check_password(self, conn: Hashable, source: str, call: Callable, on_done: Callable,
+                       registering: bool = False) -> bool:
+        """Queue the password check ``call`` (``registering``: of a Register);
+        False if ``source`` has too many waiting. Once queued, the login queue
+        bounds it, no longer a deadline."""
+        if not self.logins.add(source, conn, call, on_done, registering):
             return False
-        self.pending.forget(conn)
+        self.key_holders.forget(conn)
         return True
 
     def late(self, now: float) -> list[Hashable]:
-        return self.pending.expired(now)
+        """The connections that missed their deadline: strangers first."""
+        return self.strangers.expired(now) + self.key_holders.expired(now)
 
     def leave(self, conn: Hashable) -> None:
-        self.pending.forget(conn)
+        self._sources.pop(conn, None)
+        self.strangers.forget(conn)
+        self.key_holders.forget(conn)
         self.logins.discard(conn)
 
 
@@ -224,14 +363,16 @@ class NoteBudget:
 
 
 class TokenBucket:
-    """``rate`` tokens a second, at most ``rate`` saved up: a steady pace is
-    always allowed, a burst only up to one second's worth."""
+    """``rate`` tokens a second, at most ``burst`` saved up (one second's
+    worth unless said): a steady pace is always allowed, a burst only up to
+    ``burst``."""
 
-    def __init__(self, rate: float, now: float) -> None:
-        self.rate, self.tokens, self.refreshed_at = rate, rate, now
+    def __init__(self, rate: float, now: float, burst: float | None = None) -> None:
+        self.rate, self.burst = rate, rate if burst is None else burst
+        self.tokens, self.refreshed_at = self.burst, now
 
     def available(self, now: float) -> float:
-        self.tokens = min(self.rate, self.tokens + (now - self.refreshed_at) * self.rate)
+        self.tokens = min(self.burst, self.tokens + (now - self.refreshed_at) * self.rate)
         self.refreshed_at = now
         return self.tokens
 
@@ -241,3 +382,7 @@ class TokenBucket:
             return False
         self.tokens -= amount
         return True
+
+    def give_back(self, now: float, amount: float = 1) -> None:
+        """Return ``amount`` tokens taken for something that turned out fine."""
+        self.tokens = min(self.burst, self.available(now) + amount)

@@ -473,7 +473,46 @@ def broadcast_receiver(port: int) -> socket.socket:
         sock.close()
         raise
     sock.setblocking(False)
+    enlarge_receive_buffer(sock)
     return sock
+
+
+# The kernel keeps a UDP socket's datagrams in a buffer until the program reads
+# them, and drops every new one while it is full: it cannot tell the server's
+# from anyone else's. Anyone on the LAN may send to the broadcast port, so a
+# flood of forgeries fills a small buffer (Linux's default holds ~200 KB, some
+# 150 datagrams on loopback) while the program waits for the CPU, and the
+# server's genuine datagrams are lost with the flood. A larger buffer rides out
+# those waits; the client then reads it dry each turn (read_datagrams).
+ROOM_RECEIVE_BUFFER_BYTES = 4 << 20
+
+
+def enlarge_receive_buffer(sock: socket.socket, wanted_bytes: int = ROOM_RECEIVE_BUFFER_BYTES) -> int:
+    """Ask for a receive buffer of ``wanted_bytes``, or the largest the OS
+    allows below it, and return what the socket has. Linux silently caps the
+    request at net.core.rmem_max; macOS refuses one above kern.ipc.maxsockbuf
+    (ENOBUFS), so smaller sizes are tried; Windows takes what it is given."""
+    while wanted_bytes >= 1 << 16:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted_bytes)
+            break
+        except OSError:   # above the system's limit: ask for half
+            wanted_bytes //= 2
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+def read_datagrams(sock: socket.socket, max_count: int) -> list[tuple[bytes, tuple]]:
+    """Read the datagrams waiting on a non-blocking UDP socket, up to
+    ``max_count``: (datagram, source address) each, in the order they came.
+    Reading is cheap next to opening one: read first, then decide which are
+    worth opening (transcript.DatagramGate.choose)."""
+    received = []
+    for _ in range(max_count):
+        try:
+            received.append(sock.recvfrom(MAX_DATAGRAM_RECV_BYTES))
+        except BlockingIOError:   # nothing left: read dry
+            break
+    return received
 
 
 # --- UDP multicast (Lab 2 with --multicast GROUP) -------------------------------------------

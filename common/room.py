@@ -33,7 +33,10 @@ key, cannot read the room after it left. Many leaves in one round of the
 loop cost one new key, not one each.
 
 Every member has a budget (a token bucket) that every request spends;
-repairs also spend an allowance of events per second. A member past its
+repairs also spend an allowance of events per second, and the members of one
+IP address share an allowance of bytes per second for what repairs and
+histories send them: one student with many members gets no more of the
+network than one address's share. A member past its
 budget is told to slow down (once a second at most), and one that keeps
 on flooding is dropped: ``handle()`` raises ProtocolError.
 """
@@ -79,6 +82,9 @@ from common.messages import (
 HISTORY_CHUNK_BYTES = 12000       # one History message stays well inside a TCP record
 MAX_HISTORY_EVENTS = 500          # one answer's worth: a client that needs more asks again
 MAX_REPAIR_EVENTS_PER_SECOND = 1000   # what one member's repairs may pull from the log
+# What repairs and histories may send the members of one IP address together: 16 Mbit/s, a
+# share of a classroom's Wi-Fi. A late joiner's first answer (500 events) always fits.
+MAX_REPAIR_BYTES_PER_SECOND_PER_ADDRESS = 2_000_000
 BATCH_OVERHEAD_BYTES = 1 + 2 + 8  # RoomBatch's type byte, event count and latest_seq
 BATCH_WINDOW_SECONDS = 0.003      # datagrams at most this often: each costs every receiver a signature check
 HEARTBEAT_INTERVAL_SECONDS = 0.25 # the longest the room stays silent
@@ -165,6 +171,7 @@ class Room:
         self.max_members = max_members
         self.max_members_per_source = max_members_per_source
         self._sources: dict[Hashable, str] = {}      # conn -> its IP address
+        self._repair_bytes: dict[str, TokenBucket] = {}   # IP address -> what its members' repairs may pull
         self._renames: dict[str, deque[float]] = {}  # IP address -> when its members last tried /nick
         self._server_names = {self.server_name}      # every name the server had: nobody else's
         self.max_messages_per_second = max_messages_per_second
@@ -224,6 +231,7 @@ class Room:
         now = self.clock()
         self.members[conn] = self._accounts[conn] = name
         self._sources[conn] = source
+        self._repair_bytes.setdefault(source, TokenBucket(MAX_REPAIR_BYTES_PER_SECOND_PER_ADDRESS, now))
         self._writes_waiting[conn] = 0
         self._budgets[conn] = _Budget(TokenBucket(self.max_messages_per_second, now),
                                       TokenBucket(MAX_REPAIR_EVENTS_PER_SECOND, now), window_started_at=now)
@@ -239,7 +247,9 @@ class Room:
         self._budgets.pop(conn, None)
         self._writes_waiting.pop(conn, None)
         self._accounts.pop(conn, None)
-        self._sources.pop(conn, None)
+        source = self._sources.pop(conn, None)
+        if source is not None and source not in self._sources.values():   # its address's last member
+            self._repair_bytes.pop(source, None)
         name = self.members.pop(conn, None)
         if name is None:
             return
@@ -400,8 +410,8 @@ class Room:
 
     def _history_after(self, conn: Hashable, seq: int) -> list[History]:
         """Logged events after ``seq``: at most MAX_HISTORY_EVENTS, and no more
-        than the member's repair allowance, cut into History messages that each
-        fit one record. Always at least one History, so the asker learns
+        than the member's repair allowance and its address's allowance of
+        bytes, cut into History messages that each fit one record. Always at least one History, so the asker learns
         latest_seq, and with it whether to ask for more.
 
         The caps bound the work one small request can cause: a late joiner of
@@ -409,12 +419,19 @@ class Room:
         pieces, each only once it asks for it.
         """
         seq = min(seq, self.latest_seq)
-        allowance = self._budgets[conn].repair_events
+        allowance, shared = self._budgets[conn].repair_events, self._repair_bytes[self._sources[conn]]
         now = self.clock()
         count = int(min(MAX_HISTORY_EVENTS, self.latest_seq - seq, allowance.available(now)))
-        allowance.take(now, count)
-        return [History(chunk, self.latest_seq)
-                for chunk in pack_events(self.log[seq:seq + count], HISTORY_CHUNK_BYTES)]
+        events, size, bytes_available = [], 0, shared.available(now)
+        for event in self.log[seq:seq + count]:
+            event_bytes = len(encode(event)) + 2
+            if size + event_bytes > bytes_available:   # the rest when the address's allowance refills
+                break
+            events.append(event)
+            size += event_bytes
+        allowance.take(now, len(events))
+        shared.take(now, size)
+        return [History(chunk, self.latest_seq) for chunk in pack_events(events, HISTORY_CHUNK_BYTES)]
 
     def _log(self, kind: EventKind, sender: str, text: str) -> None:
         event = RoomEvent(self.latest_seq + 1, kind, sender, text)

@@ -29,6 +29,7 @@ any other with the message it carries.
 from __future__ import annotations
 
 from common import keylog, noise, wire
+from common.admission import RecentHandshakes
 from common.errors import ProtocolError
 from common.framing import MAX_RECORD_BYTES, RecordDecoder, encode_record
 from common.messages import Goodbye, Message, decode, encode
@@ -53,7 +54,8 @@ class BadRecord(ProtocolError):
 class SecureSession:
     """A sans-IO encrypted session: handshake first, then messages."""
 
-    def __init__(self, handshake: noise.HandshakeState, initiator: bool, peer: str = "") -> None:
+    def __init__(self, handshake: noise.HandshakeState, initiator: bool, peer: str = "",
+                 recent: RecentHandshakes | None = None) -> None:
         self.peer = peer or ("server" if initiator else "client")   # the other end, for the wire view
         self._handshake: noise.HandshakeState | None = handshake
         self._initiator = initiator
@@ -64,6 +66,7 @@ class SecureSession:
         self.closed = False
         self.outgoing = bytearray()
         self._initiator_ephemeral = b""        # names the session in a key log (common/keylog.py)
+        self._recent = recent                  # a server's memory of first records: no replays
         if initiator:
             first = handshake.write_message()
             self._initiator_ephemeral = first[:noise.KEY_BYTES]
@@ -76,10 +79,13 @@ class SecureSession:
         return cls(noise.initiator(psk, server_public_key, PROLOGUE), initiator=True, peer=peer)
 
     @classmethod
-    def server(cls, psk: bytes, server_private_key: bytes, peer: str = "") -> SecureSession:
+    def server(cls, psk: bytes, server_private_key: bytes, peer: str = "",
+               recent: RecentHandshakes | None = None) -> SecureSession:
         """The accepting side: it waits for the client's first record.
-        ``peer`` names the client in the wire view (common/wire.py)."""
-        return cls(noise.responder(psk, server_private_key, PROLOGUE), initiator=False, peer=peer)
+        ``peer`` names the client in the wire view (common/wire.py). With
+        ``recent`` (the server's Doorway.handshakes), a first record that
+        began a handshake before is refused, before any key exchange."""
+        return cls(noise.responder(psk, server_private_key, PROLOGUE), initiator=False, peer=peer, recent=recent)
 
     @property
     def established(self) -> bool:
@@ -157,9 +163,16 @@ class SecureSession:
 
     def _continue_handshake(self, body: bytes) -> None:
         handshake = self._handshake
+        ephemeral = body[:noise.KEY_BYTES]   # the server reads the client's "e" of record 1 in clear
+        if not self._initiator and self._recent is not None:
+            refusal = self._recent.refusal(ephemeral)   # checked before the costly Diffie-Hellman
+            if refusal is not None:
+                raise ProtocolError(refusal)
         handshake.read_message(body)   # a wrong key fails here, with a ProtocolError that says so
         if not self._initiator:
-            self._initiator_ephemeral = body[:noise.KEY_BYTES]   # the "e" of record 1 travels in clear
+            self._initiator_ephemeral = ephemeral
+            if self._recent is not None:   # proved genuine: a copy of it is a replay from now on
+                self._recent.remember(ephemeral)
             self._queue(encode_record(handshake.write_message()), HANDSHAKE_STEPS[1])
         if handshake.complete:
             self._send_cipher, self._receive_cipher = handshake.split()

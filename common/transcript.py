@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from common import wire
 from common.admission import TokenBucket
@@ -281,19 +281,32 @@ class DatagramGate:
         self._unproven: TokenBucket | None = None   # one budget for every other source
         self.counts = {"opened": 0, "rejected": 0, "ignored": 0}
 
+    def choose(self, received: list[tuple[bytes, tuple]], now: float) -> Iterator[tuple[bytes, tuple]]:
+        """Of the datagrams read in one turn, yield those worth opening: the
+        ones from the server's proven source first, then each other one that
+        ``worth_opening`` lets through when its turn comes (open each before
+        asking for the next: a failed one spends the budget of the rest). A
+        flood from other ports then costs a glance per datagram, and never
+        delays the server's own."""
+        yield from ((datagram, source) for datagram, source in received if source == self.server_source)
+        for datagram, source in received:
+            if source != self.server_source and self.worth_opening(source, now):
+                yield datagram, source
+
     def worth_opening(self, source: tuple, now: float) -> bool:
         """Whether to open a datagram from ``source``: yes from the server's
         source; from other ports of the server's host within one shared
         budget (a budget per port would let a sender that changes its port
         each time have them all); never from another host."""
-        refusal = None   # why it is not worth opening
-        if self.server_host is not None and not self._from_server_host(source[0]):
+        if source == self.server_source:
+            return True
+        refusal = None   # why it is not worth opening; the cheap checks first, a flood meets them all
+        if self._unproven is None:
+            self._unproven = TokenBucket(UNPROVEN_OPENS_PER_SECOND, now)
+        if self._unproven.available(now) < 1:
+            refusal = "other sources failed too often this second"
+        elif self.server_host is not None and not self._from_server_host(source[0]):
             refusal = "not from the server's host"
-        elif source != self.server_source:
-            if self._unproven is None:
-                self._unproven = TokenBucket(UNPROVEN_OPENS_PER_SECOND, now)
-            if self._unproven.available(now) < 1:
-                refusal = "other sources failed too often this second"
         if refusal is not None:
             self.counts["ignored"] += 1
             if wire.tap is not None:   # the wire view is on (common/wire.py)

@@ -27,13 +27,13 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 from common import keylog, net
 from common.net import Connection, Phase
 from common.accounts import AccountStore, normalise_name, slow_hashing_warning
-from common.admission import LoginQueue, NoteBudget
+from common.admission import HANDSHAKE_TIMEOUT_SECONDS, LAB1_LIMITS, LOGIN_TIMEOUT_SECONDS, Doorway, NoteBudget
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
 from common.messages import ChatMessage, Goodbye, Login, LoginAccepted, LoginRejected, Register, checked_text
@@ -49,13 +49,10 @@ SHUTDOWN_REASON = "the server is shutting down"
 # there is at most one client to log in.
 PASSWORD_WORKERS = 1
 # The chat slot belongs to a client that has logged in, never to a mere
-# connection. Connections that have not logged in are bounded in time and number,
-# so a port scanner, a stuck program or a stranger without the key cannot keep a
-# member out. An honest client needs milliseconds for each step.
-HANDSHAKE_TIMEOUT_SECONDS = 5    # to complete the Noise handshake after connecting
-LOGIN_TIMEOUT_SECONDS = 10       # to log in after the handshake
-MAX_CONNECTIONS = 64             # open connections in all, the chat included
-MAX_WAITING_PER_ADDRESS = 8      # from one address, connections not logged in yet
+# connection. Connections that have not logged in are bounded in time, number and
+# rate per address, as in Lab 2 (common/admission.py, LAB1_LIMITS), so a port
+# scanner, a stuck program or a stranger without the key cannot keep a member out,
+# and a stranger never takes the place of a client that proved the key.
 MAX_OUTGOING_BYTES = 1 << 20     # a peer this far behind has stopped reading: drop it
 TICK_INTERVAL_MS = 500
 
@@ -79,8 +76,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class Peer(Connection):
     """One TCP connection (its socket, its session, its phase: common/net.py), and:"""
     name: str | None = None            # set once logged in
-    # When the current step (handshake, then login) must be done by.
-    deadline: float = field(default_factory=lambda: time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS)
 
 
 class ChatServer:
@@ -97,30 +92,28 @@ class ChatServer:
         self.selector = selectors.DefaultSelector()
         self.ui = open_front_end(f"Lab 1 server: {name}", self.on_submit, self.on_quit,
                                  headless=headless, poll_interval_ms=settings.poll_interval_ms)
-        self.acceptor = net.Acceptor(self.selector, listener, self.admit, self.on_connection,
+        self.acceptor = net.Acceptor(self.selector, listener, self.refusal, self.on_connection,
                                      self.ui.show_note)
         self.password_checks = net.BackgroundWork(self.selector, PASSWORD_WORKERS)
         self.notes = NoteBudget(self.ui.show_note, time.monotonic())   # for all but the partner
-        # Checks wait their turn here, fairly between addresses; a connection that closes
-        # takes its check with it, so a Login-and-close loop cannot queue hashes without end.
-        self.logins = LoginQueue(self.password_checks.submit, PASSWORD_WORKERS, MAX_CONNECTIONS,
-                                 MAX_WAITING_PER_ADDRESS, on_evicted=self.turn_away)
+        # Each step has its deadline; password checks wait their turn, fairly between
+        # addresses, and a connection that closes takes its check with it.
+        self.doorway = Doorway(LAB1_LIMITS, self.password_checks.submit, PASSWORD_WORKERS, self.turn_away,
+                               time.monotonic)
 
-    def admit(self, addr: tuple) -> str | None:
+    def refusal(self, addr: tuple) -> str | None:
         """Say why a new connection is refused, or None to take it. Checked
         before anything is spent on it: no session, no key exchange."""
-        if len(self.peers) >= MAX_CONNECTIONS:
-            return f"{MAX_CONNECTIONS} connections are open already"
-        waiting = sum(1 for peer in self.peers if peer.source == addr[0] and peer.phase is not Phase.MEMBER)
-        if waiting >= MAX_WAITING_PER_ADDRESS:
-            return f"{waiting} connections from there have not logged in yet"
-        return None
+        return self.doorway.refusal(addr[0], time.monotonic())
 
     def on_connection(self, sock: socket.socket, addr: tuple) -> None:
         address = net.describe(addr)
-        peer = Peer(sock, SecureSession.server(self.settings.psk, self.settings.server_private_key, address),
-                    address, addr[0])
+        session = SecureSession.server(self.settings.psk, self.settings.server_private_key, address,
+                                       recent=self.doorway.handshakes)   # a replayed first record is refused
+        peer = Peer(sock, session, address, addr[0])
         self.peers.add(peer)
+        for evicted in self.doorway.arrive(peer, peer.source, time.monotonic()):
+            self.drop(evicted, "made room for a newer connection")
         self.selector.register(sock, selectors.EVENT_READ, partial(self.on_peer_event, peer))
 
     def on_peer_event(self, peer: Peer, mask: int) -> None:
@@ -153,9 +146,10 @@ class ChatServer:
         """Handle the bytes that arrived."""
         # BEGIN SOLUTION
         # PROMPT: read the bytes that arrived and hand them to peer.session; an empty read means the peer
-        # PROMPT: closed: drop it. When the session's handshake has just completed, turn the peer away if
-        # PROMPT: we chat already, else move it to Phase.LOGIN with its login deadline. Then dispatch each
-        # PROMPT: message through HANDLERS (none: ProtocolError), and stop once a handler dropped the peer.
+        # PROMPT: closed: drop it. When the session's handshake has just completed, move it to Phase.LOGIN,
+        # PROMPT: tell self.doorway (handshake_done: drop whom it evicts), and turn it away if we chat already.
+        # PROMPT: Then dispatch each message through HANDLERS (none: ProtocolError), and stop once a handler
+        # PROMPT: dropped the peer.
         # PROMPT: A BadRecord still carries the genuine messages before it: dispatch those, then raise it.
         data = net.receive(peer.sock)
         if not data:   # an empty read: the peer closed its end
@@ -170,10 +164,12 @@ class ChatServer:
         if peer.session.established and not was_established:
             # The handshake is done: it holds the key, and we can tell it
             # things it can trust.
+            peer.phase = Phase.LOGIN   # it holds the key: no stranger can take its place now
+            for evicted in self.doorway.handshake_done(peer, time.monotonic()):
+                self.drop(evicted, "made room for a newer connection")
             if self.partner is not None:
                 self.turn_away(peer)
                 return
-            peer.phase, peer.deadline = Phase.LOGIN, time.monotonic() + LOGIN_TIMEOUT_SECONDS
             self.ui.show_note(f"{peer.address} connected")
             self.ui.set_status(f"{peer.address} is logging in")
         for message in messages:
@@ -192,9 +188,9 @@ class ChatServer:
             raise ProtocolError("a second login on one connection")
         peer.phase = Phase.CHECKING
         check = self.accounts.register if isinstance(message, Register) else self.accounts.login
-        if not self.logins.add(peer.source, peer, partial(check, message.name, message.password, peer.source),
-                               partial(self.on_password_checked, peer)):
-            self.turn_away(peer)   # that address has MAX_WAITING_PER_ADDRESS checks waiting already
+        if not self.doorway.check_password(peer, peer.source, partial(check, message.name, message.password,
+                                           peer.source), partial(self.on_password_checked, peer)):
+            self.turn_away(peer)   # that address has its share of the login queue already
 
     def on_password_checked(self, peer: Peer, result: Future) -> None:
         """Runs in the loop once the worker has checked the password."""
@@ -253,7 +249,7 @@ class ChatServer:
         """Close one connection, with what is queued for it as last words (a
         refusal, a Goodbye); if it was our partner, wait for the next client."""
         self.peers.discard(peer)
-        self.logins.discard(peer)
+        self.doorway.leave(peer)
         peer.close(self.selector)
         if peer is self.partner:
             self.ui.show_note(f"{peer.name} {why}")
@@ -268,10 +264,9 @@ class ChatServer:
         self.acceptor.tick()
         now = time.monotonic()
         self.notes.tick(now)
-        for peer in list(self.peers):
-            if peer.phase in (Phase.HANDSHAKE, Phase.LOGIN) and now > peer.deadline:
-                self.drop(peer, f"did not complete the handshake within {HANDSHAKE_TIMEOUT_SECONDS} s"
-                          if peer.phase is Phase.HANDSHAKE else f"did not log in within {LOGIN_TIMEOUT_SECONDS} s")
+        for peer in self.doorway.late(now):
+            self.drop(peer, f"did not complete the handshake within {HANDSHAKE_TIMEOUT_SECONDS} s"
+                      if peer.phase is Phase.HANDSHAKE else f"did not log in within {LOGIN_TIMEOUT_SECONDS} s")
 
     def waiting_status(self) -> str:
         return f"listening on {net.describe(self.listener.getsockname())}: waiting for a client"

@@ -32,7 +32,7 @@ from functools import partial
 from common import keylog, net
 from common.net import Connection, Phase
 from common.accounts import AccountStore, slow_hashing_warning
-from common.admission import BUSY_WITH_LOGINS, Doorway, NoteBudget
+from common.admission import BUSY_WITH_LOGINS, LAB2_LIMITS, Doorway, NoteBudget
 from common.config import ConfigError, Settings, add_setting_options, settings_from
 from common.errors import ProtocolError
 from common.framing import DatagramSealer
@@ -70,8 +70,8 @@ class RoomServer:
         self.selector = selectors.DefaultSelector()
         self.listener = net.listening_socket(settings.host, settings.lab2_port)
         self.address = net.describe(self.listener.getsockname())
-        # Every connection is taken; the doorway below decides who must make room.
-        self.acceptor = net.Acceptor(self.selector, self.listener, lambda addr: None, self.on_connect,
+        # The doorway below paces new connections per address, and decides who must make room.
+        self.acceptor = net.Acceptor(self.selector, self.listener, self.refusal, self.on_connect,
                                      note=lambda text: self.ui.show_note(text))
         # UDP needs no connection: one socket sends to the broadcast address (or a multicast group).
         # Whether that reaches this host is tried, not assumed: where loopback cannot broadcast
@@ -88,7 +88,7 @@ class RoomServer:
         # Database writes (ignores) wait for any lock another program holds: never on the loop.
         # One thread, so that one member's changes are written in the order they were asked.
         self.writer = net.BackgroundWork(self.selector, 1)
-        self.doorway = Doorway(self.workers.submit, LOGIN_WORKERS, on_evicted=self.refuse_busy)
+        self.doorway = Doorway(LAB2_LIMITS, self.workers.submit, LOGIN_WORKERS, self.refuse_busy, time.monotonic)
         self.peers: dict[Connection, None] = {}
         self.doomed: dict[Connection, str] = {}     # peers to drop once this round is done
         self.reported: set[str] = set()       # errors said once, not once per attempt
@@ -99,12 +99,16 @@ class RoomServer:
 
     # --- Connections ---------------------------------------------------------------------
 
+    def refusal(self, addr: tuple) -> str | None:   # before anything is spent on the connection
+        return self.doorway.refusal(addr[0], time.monotonic())
+
     def on_connect(self, sock: socket.socket, addr: tuple) -> None:
         address = net.describe(addr)
-        session = SecureSession.server(self.settings.psk, self.settings.server_private_key, address)
+        session = SecureSession.server(self.settings.psk, self.settings.server_private_key, address,
+                                       recent=self.doorway.handshakes)   # a replayed first record is refused
         peer = Connection(sock, session, address, source=addr[0])
         for evicted in self.doorway.arrive(peer, peer.source, time.monotonic()):
-            self.drop(evicted, "made room for a newer connection from the same address")
+            self.drop(evicted, "made room for a newer connection")
         self.peers[peer] = None
         self.selector.register(sock, selectors.EVENT_READ, partial(self.on_peer_ready, peer))
 
@@ -123,8 +127,9 @@ class RoomServer:
                 except BadRecord as error:   # the genuine records before the bad one still count
                     messages, failure = error.delivered, error
                 if peer.phase is Phase.HANDSHAKE and peer.session.established:
-                    peer.phase = Phase.LOGIN
-                    self.doorway.handshake_done(peer, time.monotonic())
+                    peer.phase = Phase.LOGIN   # it holds the key: no stranger can take its place now
+                    for evicted in self.doorway.handshake_done(peer, time.monotonic()):
+                        self.drop(evicted, "made room for a newer connection")
                 for message in messages:
                     self.handle_message(peer, message)
                     if peer not in self.peers or peer in self.doomed:   # a Goodbye or a refusal ended it
@@ -148,9 +153,10 @@ class RoomServer:
     def handle_login(self, peer: Connection, message: Login | Register) -> None:
         if peer.phase is not Phase.LOGIN:
             raise ProtocolError("one login per connection")
-        check = self.accounts.register if isinstance(message, Register) else self.accounts.login
+        registering = isinstance(message, Register)   # new accounts never take every worker from logins
+        check = self.accounts.register if registering else self.accounts.login
         if not self.doorway.check_password(peer, peer.source, partial(check, message.name, message.password,
-                                           peer.source), partial(self.on_password_checked, peer)):
+                                           peer.source), partial(self.on_password_checked, peer), registering):
             return self.refuse_busy(peer)
         peer.phase = Phase.CHECKING
 

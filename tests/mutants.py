@@ -127,6 +127,22 @@ MUTANTS = (
         "message counts depends on how TCP cut the stream",
     ),
     Mutant(
+        "lab1 server forgets the first handshake records it has seen",
+        "lab1_tcp.server",
+        "address,\n                                       recent=self.doorway.handshakes)",
+        "address)",
+        f"{LAB1}::test_a_replayed_first_handshake_record_is_closed_unanswered",
+        "a sniffed first handshake record, sent again, makes the server finish a handshake each time",
+    ),
+    Mutant(
+        "lab2 server forgets the first handshake records it has seen",
+        "lab2_udp.server",
+        "address,\n                                       recent=self.doorway.handshakes)",
+        "address)",
+        "tests/test_lab2_attacks.py::test_a_replayed_first_handshake_record_gets_no_handshake",
+        "a sniffed first handshake record, sent again, makes the server finish a handshake each time",
+    ),
+    Mutant(
         "lab1 server trusts the sender a message claims",
         "lab1_tcp.server",
         "self.ui.show_line(peer.name, checked_text(message.text))",
@@ -137,7 +153,7 @@ MUTANTS = (
     Mutant(
         "lab1 server keeps the checks of closed connections",
         "lab1_tcp.server",
-        "        self.logins.discard(peer)\n",
+        "        self.doorway.leave(peer)\n",
         "",
         f"{LAB1}::test_a_login_and_close_loop_leaves_no_password_checks_queued_behind_it",
         "a closed connection's password check stays queued: a Login-and-close loop fills the queue",

@@ -80,6 +80,8 @@ TASKS = (
         "test_client_that_stops_reading_is_dropped_once_too_much_is_unsent",
         "test_client_vanishing_mid_record_does_not_stop_the_server",
         "test_garbage_never_stops_the_server_nor_the_chat",
+        "test_a_replayed_first_handshake_record_is_closed_unanswered",
+        "test_strangers_holding_connections_from_eight_addresses_do_not_keep_new_chats_out",
         "test_a_genuine_line_read_together_with_a_tampered_record_is_shown_then_the_peer_is_dropped",
     )),
     Task("lab2", 1, "Join the room: sessions, logins and the room key", (
@@ -163,6 +165,9 @@ TASKS = (
         "test_text_that_could_pose_as_another_line_is_refused_by_client_and_server",
         "test_a_database_another_program_holds_locked_does_not_stop_the_room",
         "test_a_genuine_message_read_together_with_a_tampered_record_is_said_then_the_peer_is_dropped",
+        "test_a_replayed_first_handshake_record_gets_no_handshake",
+        "test_forged_first_records_from_one_address_are_refused_past_a_burst_and_members_still_log_in",
+        "test_strangers_reopening_from_200_addresses_never_evict_a_client_that_proved_the_key",
         "test_lab2_oversize_datagram_is_rejected_not_raised_under_windows_simulation",
     )),
 )

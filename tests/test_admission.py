@@ -4,8 +4,9 @@ from concurrent.futures import Future
 import pytest
 
 from common.admission import (
-    HANDSHAKE_TIMEOUT_SECONDS, LOGIN_TIMEOUT_SECONDS, Doorway, LoginQueue, NoteBudget, PendingConnections,
-    TokenBucket,
+    HANDSHAKE_TIMEOUT_SECONDS, LOGIN_TIMEOUT_SECONDS, NEW_CONNECTIONS_BURST_PER_ADDRESS,
+    NEW_CONNECTIONS_PER_SECOND_PER_ADDRESS, TOO_MANY_NEW_CONNECTIONS, Doorway, DoorwayLimits, LoginQueue, NoteBudget,
+    PendingConnections, RecentHandshakes, TokenBucket,
 )
 
 
@@ -29,12 +30,21 @@ def test_when_all_are_full_the_busiest_source_makes_room():
     assert "a1" in pending and "c1" in pending
 
 
+@pytest.mark.points(2)
+def test_many_sources_with_one_pending_each_give_way_oldest_first():
+    pending = PendingConnections(max_total=4, max_per_source=3)
+    for i in range(4):
+        pending.admit(f"flood{i}", f"10.0.1.{i}", deadline=5)
+    assert pending.admit("honest", "10.0.0.1", deadline=5) == ["flood0"]
+    assert pending.admit("flood4", "10.0.1.4", deadline=5) == ["flood1"]   # not the newcomer before it
+    assert "honest" in pending
+
+
 @pytest.mark.points(1)
-def test_pending_connections_expire_at_their_deadline_which_the_next_step_moves():
+def test_pending_connections_expire_at_their_deadline():
     pending = PendingConnections(max_total=10, max_per_source=10)
     pending.admit("slow", "10.0.0.1", deadline=5)
-    pending.admit("quick", "10.0.0.1", deadline=5)
-    pending.extend("quick", 15)                  # finished its handshake: time to log in
+    pending.admit("quick", "10.0.0.1", deadline=15)
     assert pending.expired(now=5) == ["slow"]
     pending.forget("slow")
     assert pending.expired(now=20) == ["quick"]
@@ -66,6 +76,21 @@ def test_logins_are_handed_out_one_source_at_a_time_and_refused_past_the_caps():
     workers.finish_first()                       # flood0 done: next comes alice, not flood2
     workers.finish_first()
     assert done == ["flood0", "alice"]
+
+
+@pytest.mark.points(2)
+def test_registrations_from_many_addresses_always_leave_a_worker_for_a_login():
+    workers, done = ManualWorkers(), []
+    queue = LoginQueue(workers.submit, workers=2, max_queued=64, max_queued_per_source=8, on_evicted=print)
+    for i in range(49):   # new accounts from 49 addresses
+        assert queue.add(f"10.0.1.{i}", f"new{i}", lambda i=i: f"new{i}", lambda f: done.append(f.result()),
+                         registering=True)
+    assert len(workers.running) == 1 and queue.registering == 1   # the other worker waits for a login
+    queue.add("10.0.0.1", "alice", lambda: "alice", lambda f: done.append(f.result()))
+    assert len(workers.running) == 2                               # alice's check starts at once
+    workers.finish_first()                                         # new0 ends: one registration follows
+    assert len(workers.running) == 2 and queue.registering == 1
+    assert workers.running[0][0]() == "alice"
 
 
 @pytest.mark.points(1)
@@ -126,14 +151,21 @@ def test_a_full_queue_of_one_check_per_address_still_lets_a_new_address_in():
     assert len(small.evicted) == 1 and len(small.queue) == 4
 
 
+SMALL = DoorwayLimits(strangers=4, strangers_per_address=3, key_holders=2, key_holders_per_address=2,
+                      queued_logins=4, queued_logins_per_address=2)
+
+
+def small_doorway(clock=lambda: 0.0):
+    return Doorway(SMALL, ManualWorkers().submit, workers=1, on_evicted=lambda owner: None, clock=clock)
+
+
 @pytest.mark.points(2)
 def test_the_doorway_gives_a_deadline_per_step_and_frees_a_queued_login_from_it():
-    workers = ManualWorkers()
-    doorway = Doorway(workers.submit, workers=1, on_evicted=lambda owner: None)
+    doorway = small_doorway()
     for conn in ("stranger", "slow", "quick"):
         assert doorway.arrive(conn, "10.0.0.1", now=0) == []
-    doorway.handshake_done("slow", now=1)
-    doorway.handshake_done("quick", now=1)
+    assert doorway.handshake_done("slow", now=1) == []
+    assert doorway.handshake_done("quick", now=1) == []
     assert doorway.check_password("quick", "10.0.0.1", lambda: "quick", lambda future: None)
     assert doorway.late(now=HANDSHAKE_TIMEOUT_SECONDS) == ["stranger"]
     # Queued, "quick" has no deadline: the login queue bounds it instead.
@@ -141,6 +173,54 @@ def test_the_doorway_gives_a_deadline_per_step_and_frees_a_queued_login_from_it(
     doorway.leave("stranger")
     doorway.leave("slow")
     assert doorway.late(now=1000) == []
+
+
+@pytest.mark.points(3)
+def test_strangers_never_take_the_place_of_a_connection_that_proved_the_key():
+    doorway = small_doorway()
+    doorway.arrive("alice", "10.0.0.1", now=0)
+    doorway.handshake_done("alice", now=0)
+    doorway.arrive("bob", "10.0.0.1", now=0)
+    doorway.handshake_done("bob", now=0)           # the key holders are full now
+    evicted = []
+    for i in range(40):                             # strangers from 40 addresses, one each
+        evicted += doorway.arrive(f"stranger{i}", f"10.0.1.{i}", now=0)
+    assert "alice" not in evicted and "bob" not in evicted
+    assert evicted == [f"stranger{i}" for i in range(36)]   # strangers gave way to strangers, oldest first
+    # A new key holder from elsewhere makes room among the key holders only (the busiest address's oldest).
+    doorway.arrive("carol", "10.0.0.2", now=0)
+    assert doorway.handshake_done("carol", now=0) == ["alice"]
+    assert len(doorway.strangers) == SMALL.strangers - 1
+
+
+@pytest.mark.points(2)
+def test_new_connections_are_paced_per_address_and_a_completed_handshake_gives_its_token_back():
+    doorway = small_doorway()
+    taken = [doorway.refusal("10.0.0.2", now=0) for _ in range(NEW_CONNECTIONS_BURST_PER_ADDRESS + 1)]
+    assert taken == [None] * NEW_CONNECTIONS_BURST_PER_ADDRESS + [TOO_MANY_NEW_CONNECTIONS]
+    assert doorway.refusal("10.0.0.3", now=0) is None          # another address has its own budget
+    assert doorway.refusal("10.0.0.2", now=1 / NEW_CONNECTIONS_PER_SECOND_PER_ADDRESS) is None   # the pace
+    # Honest clients from one address: each proves the key and gives its token back.
+    for i in range(10 * NEW_CONNECTIONS_BURST_PER_ADDRESS):
+        assert doorway.refusal("10.0.0.1", now=0) is None
+        doorway.arrive(i, "10.0.0.1", now=0)
+        doorway.handshake_done(i, now=0)
+        doorway.leave(i)
+
+
+@pytest.mark.points(2)
+def test_a_replayed_first_handshake_record_is_refused_while_remembered_and_the_memory_is_bounded():
+    now = [0.0]
+    recent = RecentHandshakes(lambda: now[0], window_seconds=5, max_remembered=3)
+    assert recent.refusal(b"A" * 32) is None
+    recent.remember(b"A" * 32)
+    assert "replayed" in recent.refusal(b"A" * 32)
+    recent.remember(b"B" * 32)
+    recent.remember(b"C" * 32)
+    # Full: a new handshake is refused rather than one forgotten early (its replay would pass).
+    assert "too many" in recent.refusal(b"D" * 32)
+    now[0] = 5.0   # A, B and C are older than a handshake may take: forgotten
+    assert recent.refusal(b"D" * 32) is None and len(recent) == 0
 
 
 @pytest.mark.points(1)

@@ -18,6 +18,7 @@ import textwrap
 import pytest
 
 from common import noise
+from common.admission import LAB1_LIMITS
 from common.config import load_settings
 from common.messages import ChatMessage, Goodbye, Login, LoginAccepted, Register
 from common.session import SecureSession
@@ -25,7 +26,6 @@ from lab1_tcp.server import (
     HANDSHAKE_TIMEOUT_SECONDS,
     LOGIN_TIMEOUT_SECONDS,
     MAX_OUTGOING_BYTES,
-    MAX_WAITING_PER_ADDRESS,
 )
 from tests.procs import (
     DEADLINE_SECONDS,
@@ -407,22 +407,79 @@ def test_server_on_every_address_takes_ipv6_and_ipv4_clients(lab):
 @pytest.mark.points(3)
 def test_idle_connections_without_the_key_neither_keep_a_member_out_nor_stay_open(lab):
     server = lab.start_server()
-    # A stranger at 127.0.0.2 opens as many connections as one address may, and waits.
-    idle = [idle_connection(lab, "127.0.0.2") for _ in range(MAX_WAITING_PER_ADDRESS)]
-    one_too_many = idle_connection(lab, "127.0.0.2")
-    assert closed_by_the_server(one_too_many)
-    server.wait_for_stderr(r"^refused a connection from 127\.0\.0\.2:\d+: "
-                           rf"{MAX_WAITING_PER_ADDRESS} connections from there have not logged in yet$")
+    # A stranger at 127.0.0.2 opens as many connections as one address may hold, then one more.
+    idle = [idle_connection(lab, "127.0.0.2") for _ in range(LAB1_LIMITS.strangers_per_address)]
+    one_more = idle_connection(lab, "127.0.0.2")
+    server.wait_for_stderr(r"^127\.0\.0\.2:\d+ made room for a newer connection$")   # its own oldest
+    assert closed_by_the_server(idle[0])
     alice = lab.logged_in_client("alice", "--register")   # from 127.0.0.1, meanwhile
     alice.send_line("nobody holds my seat")
     server.wait_for_stdout(r"^alice: nobody holds my seat$")
-    for sock in idle + [one_too_many]:
+    for sock in idle + [one_more]:
         assert closed_by_the_server(sock)
         sock.close()
     server.wait_for_stderr(rf"^127\.0\.0\.2:\d+ did not complete the handshake within "
-                           rf"{HANDSHAKE_TIMEOUT_SECONDS} s$", count=MAX_WAITING_PER_ADDRESS)
+                           rf"{HANDSHAKE_TIMEOUT_SECONDS} s$", count=LAB1_LIMITS.strangers_per_address)
     server.send_line("still here")
     alice.wait_for_stdout(r"^server: still here$")
+
+
+@pytest.mark.network
+@pytest.mark.points(3)
+def test_strangers_holding_connections_from_eight_addresses_do_not_keep_new_chats_out(lab):
+    server = lab.start_server()
+
+    def chats(names: list[str]) -> int:
+        """Log in as each name in turn, say hello, leave; how many were heard."""
+        heard = 0
+        for name in names:
+            sock, session = logged_in_raw_session(lab, name)
+            session.send(ChatMessage(name, "hello"))
+            send_queued(sock, session)
+            heard += bool(server.wait_for_stdout(rf"^{name}: hello$"))
+            sock.close()
+            server.wait_for_stderr(rf"^{name} closed the connection$")   # the chat slot is free again
+        return heard
+
+    before = chats(["alice", "bob"])
+    # 8 connections from each of 8 addresses, never a word: more than all the strangers the server
+    # holds (LAB1_LIMITS.strangers), so every place a stranger may have is taken, and reopened.
+    flood = [idle_connection(lab, f"127.0.0.{2 + address}") for address in range(8)
+             for _ in range(LAB1_LIMITS.strangers_per_address)]
+    during = chats(["carol", "dave"])
+    for sock in flood:
+        sock.close()
+    assert before == during == 2
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_a_replayed_first_handshake_record_is_closed_unanswered(lab):
+    server = lab.start_server()
+    settings = load_settings(lab.client_env, create=False)
+    session = SecureSession.client(settings.psk, settings.server_public_key)
+    first_record = bytes(session.outgoing)           # sniffed on its way to the server
+    honest = idle_connection(lab)
+    send_queued(honest, session)
+    while not session.established:
+        data = honest.recv(65536)
+        assert data, "the server closed the honest connection during the handshake"
+        session.receive(data)
+    replay = idle_connection(lab, "127.0.0.2")
+    replay.sendall(first_record)                     # the same record, from elsewhere
+    answer = b""
+    try:
+        while data := replay.recv(65536):
+            answer += data
+    except ConnectionResetError:
+        pass   # closed with unread bytes: a reset is a close too
+    replay.close()
+    assert answer == b""                             # no handshake record 2: no key exchange was done
+    server.wait_for_stderr(r"^127\.0\.0\.2:\d+ dropped: a replayed handshake")
+    session.send(Register("alice", PASSWORD))        # the honest client goes on undisturbed
+    send_queued(honest, session)
+    assert isinstance(receive_until(honest, session, [], LoginAccepted), LoginAccepted)
+    honest.close()
 
 
 @pytest.mark.network
@@ -447,7 +504,7 @@ def test_a_login_and_close_loop_leaves_no_password_checks_queued_behind_it(lab):
     with open(lab.env_file, "a", encoding="utf-8") as env_file:
         env_file.write("ARGON2_MEMORY_KIB=131072\n")   # a slow hash, so that checks would queue up
     lab.start_server()
-    for i in range(3 * MAX_WAITING_PER_ADDRESS):   # a key holder at 127.0.0.2: Login, gone before the answer
+    for i in range(3 * LAB1_LIMITS.queued_logins_per_address):   # a key holder at 127.0.0.2: Login, then gone
         sock, session = handshaken_raw_session(lab, "127.0.0.2")
         session.send(Login(f"nobody{i}", PASSWORD))
         send_queued(sock, session)
@@ -498,7 +555,7 @@ def test_out_of_file_descriptors_the_server_says_so_once_and_recovers(lab, tmp_p
         resource.setrlimit(resource.RLIMIT_NOFILE, ({LOW_DESCRIPTOR_LIMIT}, {LOW_DESCRIPTOR_LIMIT}))
     """))
     flood = [idle_connection(lab, source) for source in FLOOD_SOURCES
-             for _ in range(MAX_WAITING_PER_ADDRESS)]
+             for _ in range(LAB1_LIMITS.strangers_per_address)]
     server.wait_for_stderr(r"^cannot accept connections: Too many open files")
     # The first strangers' handshake deadline passes: seconds under the flood.
     server.wait_for_stderr(r"did not complete the handshake within")

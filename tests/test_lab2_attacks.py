@@ -17,7 +17,7 @@ import threading
 import pytest
 
 from common import net
-from common.admission import MAX_PENDING_CONNECTIONS, MAX_QUEUED_LOGINS
+from common.admission import LAB2_LIMITS, NEW_CONNECTIONS_BURST_PER_ADDRESS, TOO_MANY_NEW_CONNECTIONS
 from common.config import load_settings
 from common.messages import (
     Goodbye,
@@ -120,7 +120,7 @@ def test_a_dm_to_a_very_long_name_is_answered_not_punished(room):
 def test_eight_flooding_addresses_do_not_make_the_server_too_busy_for_an_honest_login(room):
     room.add_setting("ARGON2_MEMORY_KIB=131072")   # a slow hash, so that logins queue up
     room.start_server()
-    flooders = [f"127.0.0.{2 + i}" for i in range(MAX_QUEUED_LOGINS // 8)]
+    flooders = [f"127.0.0.{2 + i}" for i in range(LAB2_LIMITS.queued_logins // 8)]
     flood = [handshake_from(source, room) for source in flooders for _ in range(10)]
     member, session = handshake_from("127.0.0.1", room)
     for i, (sock, flood_session) in enumerate(flood):
@@ -143,7 +143,7 @@ def test_strangers_from_many_addresses_do_not_close_a_login_in_progress(room):
     # its turn, then takes its own half second: the window the strangers need.
     busy = [login_from("127.0.0.3", room, Register(f"busy_{i}", PASSWORD)) for i in range(2)]
     member, session = login_from("127.0.0.1", room, Register("alice", PASSWORD))
-    strangers = [connect_from(f"127.0.1.{1 + i}", room.port) for i in range(MAX_PENDING_CONNECTIONS + 20)]
+    strangers = [connect_from(f"127.0.1.{1 + i}", room.port) for i in range(LAB2_LIMITS.strangers + 20)]
     answer = outcome(member, session)
     for sock in strangers + [sock for sock, _ in busy]:
         sock.close()
@@ -336,3 +336,124 @@ def test_logins_abandoned_while_their_passwords_are_checked_leave_the_queue_work
     alice.wait_for_stdout(r"^#\d+ alice: the queue works$")
     bob = room.join("bob")
     assert quit_and_hash(bob)
+
+
+class ReopeningStrangers:
+    """A stranger without the key at ``addresses`` loopback addresses, one
+    connection each, closing and reopening it round after round in a thread;
+    bounded by ``max_rounds``. ``rounds`` counts the rounds done."""
+
+    def __init__(self, room: Room, addresses: list[str], max_rounds: int) -> None:
+        self.room, self.addresses, self.max_rounds = room, addresses, max_rounds
+        self.rounds = 0
+        self.round_done = threading.Condition()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        held: dict[str, socket.socket] = {}
+        while not self.stop.is_set() and self.rounds < self.max_rounds:
+            for source in self.addresses:
+                if source in held:
+                    held.pop(source).close()
+                try:
+                    held[source] = connect_from(source, self.room.port)
+                except OSError:   # the server's backlog was full: this one waits for the next round
+                    pass
+            with self.round_done:
+                self.rounds += 1
+                self.round_done.notify_all()
+        for sock in held.values():
+            sock.close()
+
+    def wait_rounds(self, more: int) -> None:
+        """Wait until ``more`` further rounds are done (or the attack is over)."""
+        with self.round_done:
+            target = self.rounds + more
+            assert self.round_done.wait_for(lambda: self.rounds >= target or not self.thread.is_alive(),
+                                            DEADLINE_SECONDS)
+
+    def end(self) -> None:
+        self.stop.set()
+        self.thread.join(DEADLINE_SECONDS)
+
+
+@pytest.mark.points(3)
+def test_strangers_reopening_from_200_addresses_never_evict_a_client_that_proved_the_key(room):
+    room.start_server()
+    strangers = None
+
+    def logins(names: list[str]) -> int:
+        """Handshake; let the strangers open more connections than the server holds for
+        strangers in all; then log in. How many were accepted."""
+        accepted = 0
+        for name in names:
+            sock, session = handshake_from("127.0.0.1", room)
+            if strangers is not None:
+                strangers.wait_rounds(2)   # 400 newer connections than ours, one per address
+            session.send(Register(name, PASSWORD))
+            send_queued(sock, session)
+            accepted += isinstance(outcome(sock, session), LoginAccepted)
+            sock.close()
+        return accepted
+
+    before = logins([f"before_{i}" for i in range(4)])
+    strangers = ReopeningStrangers(room, [f"127.0.2.{1 + i}" for i in range(200)], max_rounds=40)
+    strangers.wait_rounds(1)
+    during = logins([f"during_{i}" for i in range(4)])
+    strangers.end()
+    assert before == during == 4
+
+
+@pytest.mark.points(2)
+def test_a_replayed_first_handshake_record_gets_no_handshake(room):
+    server = room.start_server()
+    settings = load_settings(room.env_file, create=False)
+    client = SecureSession.client(settings.psk, settings.server_public_key)
+    first_record = bytes(client.outgoing)          # sniffed on its way to the server
+    honest = connect_from("127.0.0.1", room.port)
+    send_queued(honest, client)
+    while not client.established:
+        client.receive(honest.recv(65536))
+    answered = 0
+    for _ in range(NEW_CONNECTIONS_BURST_PER_ADDRESS // 2):   # the same record, again, from elsewhere
+        replay = connect_from("127.0.0.2", room.port)
+        replay.sendall(first_record)
+        answered += bool(read_all(replay))         # the server's handshake record 2, if any
+        replay.close()
+    assert answered == 0
+    client.send(Register("alice", PASSWORD))       # the honest client goes on undisturbed
+    send_queued(honest, client)
+    assert isinstance(outcome(honest, client), LoginAccepted)
+    honest.close()
+    assert not any("Traceback" in line for line in server.stderr_lines), server.output()
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends before it closes the connection."""
+    received = b""
+    try:
+        while data := sock.recv(65536):
+            received += data
+    except ConnectionResetError:   # closed with our record unread: a reset is a close too
+        pass
+    return received
+
+
+@pytest.mark.points(2)
+def test_forged_first_records_from_one_address_are_refused_past_a_burst_and_members_still_log_in(room):
+    server = room.start_server()
+    forged = (48).to_bytes(2, "big") + bytes(48)   # a first handshake record made without the key
+    for _ in range(20 * NEW_CONNECTIONS_BURST_PER_ADDRESS):
+        sock = connect_from("127.0.0.2", room.port)
+        try:
+            sock.sendall(forged)
+        except (BrokenPipeError, ConnectionResetError):   # refused: closed before we could send
+            pass
+        read_all(sock)
+        sock.close()
+    server.wait_for_stderr(rf"^refused a connection from 127\.0\.0\.2:\d+: {re.escape(TOO_MANY_NEW_CONNECTIONS)}$")
+    sock, session = login_from("127.0.0.1", room, Register("alice", PASSWORD))   # another address: in
+    assert isinstance(outcome(sock, session), LoginAccepted)
+    sock.close()

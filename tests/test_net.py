@@ -228,6 +228,24 @@ def test_a_connection_that_stops_reading_is_refused_past_its_limit(selector):
     client_end.close()
 
 
+@pytest.mark.network
+@pytest.mark.points(2)
+def test_a_room_receiver_has_a_larger_buffer_than_the_default_and_is_read_dry_in_one_call():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+        default_bytes = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    receiver = net.broadcast_receiver(0)   # any free port: the buffer is what counts here
+    assert receiver.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > default_bytes
+    port = receiver.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for number in range(300):   # more than a turn used to read; on loopback each is queued as sent
+            sender.sendto(b"datagram %d" % number, ("127.0.0.1", port))
+    first = net.read_datagrams(receiver, 100)
+    rest = net.read_datagrams(receiver, 1000)
+    receiver.close()
+    assert [datagram for datagram, _source in first + rest] == [b"datagram %d" % n for n in range(300)]
+    assert len(first) == 100
+
+
 # --- The room's channel: broadcast, or multicast where loopback cannot broadcast ----------
 
 def receive_skipping_probes(sock: socket.socket) -> tuple[bytes, tuple]:

@@ -22,6 +22,7 @@ from common.messages import (
     RoomKey,
     Say,
     WhoRequest,
+    encode,
 )
 from common.room import (
     BATCH_WINDOW_SECONDS,
@@ -30,6 +31,7 @@ from common.room import (
     KEPT_FLOODING,
     MAX_REFUSED_PER_WINDOW,
     MAX_RENAMES_PER_ADDRESS,
+    MAX_REPAIR_BYTES_PER_SECOND_PER_ADDRESS,
     MAX_REPAIR_EVENTS_PER_SECOND,
     MAX_WRITES_WAITING,
     RENAME_WINDOW_SECONDS,
@@ -159,6 +161,32 @@ def test_repairs_pull_at_most_an_allowance_of_events_per_second(room, clock):
     assert pulled == MAX_REPAIR_EVENTS_PER_SECOND
     clock.now += 1.0
     assert sum(len(d.message.events) for d in room.handle(1, RepairRequest(0))) > 0
+
+
+def history_bytes(deliveries) -> int:
+    return sum(len(encode(event)) + 2 for delivery in deliveries for event in delivery.message.events)
+
+
+@pytest.mark.points(2)
+def test_the_members_of_one_address_share_an_allowance_of_repair_bytes_per_second(clock):
+    accounts = AccountStore(":memory:", CHEAP_ARGON2)
+    room = Room("server", accounts, SIGNING_PUBLIC_KEY, max_members=30, max_members_per_source=30,
+                max_messages_per_second=1000, clock=clock)
+    for i in range(20):
+        room.join(i, f"member_{i}", "10.0.0.2")   # one student, 20 members
+    room.join("alice", "alice", "10.0.0.1")
+    for i in range(3000):
+        room.server_says(f"{i:04} " + "x" * 900)
+    clock.now += 10.0                                # every allowance full again
+    pulled = sum(history_bytes(room.handle(i, RepairRequest(0))) for i in range(20) for _ in range(3))
+    assert MAX_REPAIR_BYTES_PER_SECOND_PER_ADDRESS - 1000 < pulled <= MAX_REPAIR_BYTES_PER_SECOND_PER_ADDRESS
+    answer = room.handle(0, RepairRequest(0))        # past the allowance: an answer that says how far the log goes
+    assert answer and history_bytes(answer) == 0 and answer[0].message.latest_seq == room.latest_seq
+    # Another address is not held back by them: a full answer.
+    assert len([e for d in room.handle("alice", RepairRequest(0)) for e in d.message.events]) == 500
+    clock.now += 0.5                                 # half a second later, half the address's allowance
+    pulled = sum(history_bytes(room.handle(i, RepairRequest(0))) for i in range(20))
+    assert MAX_REPAIR_BYTES_PER_SECOND_PER_ADDRESS / 2 - 1000 < pulled <= MAX_REPAIR_BYTES_PER_SECOND_PER_ADDRESS / 2
 
 
 @pytest.mark.points(1)

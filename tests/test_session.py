@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common import noise
+from common.admission import RecentHandshakes
 from common.errors import ProtocolError
 from common.messages import ChatMessage, Goodbye, Login, Say
 from common.session import BadRecord, SecureSession
@@ -44,6 +45,27 @@ def test_no_plaintext_appears_on_the_wire():
     client, server = connected_pair()
     client.send(ChatMessage("alice", "the secret word is swordfish"))
     assert b"swordfish" not in client.outgoing and b"alice" not in client.outgoing
+
+
+@pytest.mark.points(2)
+def test_a_replayed_first_handshake_record_is_refused_before_any_key_exchange(monkeypatch):
+    recent = RecentHandshakes(lambda: 0.0, window_seconds=5, max_remembered=100)
+    client = SecureSession.client(PSK, SERVER_PUBLIC)
+    first_record = bytes(client.outgoing)   # what an eavesdropper sniffs
+    genuine = SecureSession.server(PSK, SERVER_PRIVATE, recent=recent)
+    genuine.receive(first_record)
+    assert genuine.established and genuine.outgoing   # answered: handshake record 2
+    exchanges = []
+    real_exchange = noise.HandshakeState._diffie_hellman
+    monkeypatch.setattr(noise.HandshakeState, "_diffie_hellman",
+                        lambda self, token: exchanges.append(token) or real_exchange(self, token))
+    replayed = SecureSession.server(PSK, SERVER_PRIVATE, recent=recent)
+    with pytest.raises(BadRecord, match="replayed"):
+        replayed.receive(first_record)
+    assert exchanges == [] and not replayed.outgoing   # no Diffie-Hellman, no answer
+    fresh = SecureSession.server(PSK, SERVER_PRIVATE, recent=recent)   # a new client still gets in
+    fresh.receive(bytes(SecureSession.client(PSK, SERVER_PUBLIC).outgoing))
+    assert fresh.established and exchanges
 
 
 @pytest.mark.points(2)

@@ -10,6 +10,7 @@ from common.framing import DatagramOpener, DatagramSealer, KeyNotYetHere
 from common.messages import EventKind, RoomBatch, RoomEvent, decode, encode
 from common.transcript import (
     DEAF_AFTER_SECONDS, MAX_EARLY_DATAGRAM_SECONDS, MAX_EARLY_DATAGRAMS, REPAIR_GRACE_SECONDS, REPAIR_RETRY_SECONDS,
+    UNPROVEN_OPENS_PER_SECOND,
     DatagramGate, EarlyDatagrams, Roster, Transcript, read_room_datagram, show_events,
 )
 
@@ -120,6 +121,24 @@ def test_the_gate_opens_the_servers_host_only_and_trusts_the_port_of_the_last_ge
     gate.opened(server)                                                    # genuine datagram takes
     assert all(gate.worth_opening(server, now=1.0) for _ in range(1000))   # the trust back
     assert gate.counts["ignored"] >= 1
+
+
+@pytest.mark.points(2)
+def test_the_gate_chooses_the_servers_own_datagrams_first_and_a_flood_only_within_its_budget():
+    gate = DatagramGate()
+    gate.server_host = "10.0.0.1"
+    server, forger = ("10.0.0.1", 5555), ("10.0.0.1", 4444)   # the server's host, another port
+    gate.opened(server)
+    flood = [(b"forged %d" % i, forger) for i in range(1000)]
+    genuine = [(b"genuine %d" % i, server) for i in range(3)]
+    chosen = []
+    for datagram, source in gate.choose(flood[:500] + genuine[:2] + flood[500:] + genuine[2:], now=0.0):
+        chosen.append(datagram)
+        if source == forger:
+            gate.rejected(source, now=0.0)   # opened, each forgery fails: the budget of the rest shrinks
+    assert chosen[:3] == [b"genuine 0", b"genuine 1", b"genuine 2"]
+    assert len(chosen) == 3 + UNPROVEN_OPENS_PER_SECOND
+    assert gate.counts["ignored"] == 1000 - UNPROVEN_OPENS_PER_SECOND
 
 
 @pytest.mark.points(1)
