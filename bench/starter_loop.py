@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run_suite("finished kit", ROOT, pytest_args, args.deadline))
     kit_seconds = runs[-1].seconds if not args.starter_only else None
     print(f"pytest {args.pytest_args}, deadline {args.deadline:g} s\n")
-    print(f"| suite | seconds | ratio to the kit | result |\n|---|---:|---:|---|")
+    print("| suite | seconds | ratio to the kit | result |\n|---|---:|---:|---|")
     for run in runs:
         ratio = f"{run.seconds / kit_seconds:.2f}" if kit_seconds else "-"
         print(f"| {run.name} | {run.seconds:.1f} | {ratio} | {run.summary} |")
