@@ -10,8 +10,11 @@ STAMP  := $(VENV)/.installed
 demo: $(STAMP)
 	$(PY) -m lab2_udp.demo
 
+# The test files run in parallel, four at a time (pytest-xdist; most tests wait on
+# processes and sockets rather than compute). TEST_ARGS= runs them one after another.
+TEST_ARGS ?= -n 4 --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(TEST_ARGS)
 
 # Style and likely bugs (ruff, a dev-only tool; its settings are in pyproject.toml).
 lint: $(STAMP)
