@@ -10,9 +10,10 @@ STAMP  := $(VENV)/.installed
 demo: $(STAMP)
 	$(PY) -m lab2_udp.demo
 
-# The test files run in parallel, four at a time (pytest-xdist; most tests wait on
-# processes and sockets rather than compute). TEST_ARGS= runs them one after another.
-TEST_ARGS ?= -n 4 --dist loadfile --no-loadscope-reorder
+# The tests run in parallel, four at a time (pytest-xdist; most of them wait on processes
+# and sockets rather than compute), in the order tests/conftest.py gives; a group marked
+# xdist_group runs on one worker. TEST_ARGS= runs them one after another.
+TEST_ARGS ?= -n 4 --dist loadgroup --no-loadscope-reorder
 test: $(STAMP)
 	$(PY) -m pytest $(TEST_ARGS)
 

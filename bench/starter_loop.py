@@ -12,7 +12,7 @@ the kit, and the first failure the starter's run printed: it should name
 the first TODO. Times vary with the machine and its load: only the ratio,
 measured in one run, is worth comparing.
 
-    python bench/starter_loop.py [--deadline SECONDS] [--pytest-args "-n 4 --dist loadfile"]
+    python bench/starter_loop.py [--deadline SECONDS] [--pytest-args "-n 2"]
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from tools.starter import write_starter  # noqa: E402
 
 DEFAULT_DEADLINE_SECONDS = 900.0
 # The options `make test` gives pytest (the Makefile's TEST_ARGS).
-DEFAULT_PYTEST_ARGS = "-n 4 --dist loadfile --no-loadscope-reorder"
+DEFAULT_PYTEST_ARGS = "-n 4 --dist loadgroup --no-loadscope-reorder"
 _SUMMARY = re.compile(r"^=+ (.*\d+ (?:passed|failed).*) in [\d.]+s")
 
 

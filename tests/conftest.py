@@ -12,9 +12,9 @@ if str(ROOT) not in sys.path:
 pytest_plugins = ["tests.wire_story", "tests.grading"]
 
 # Lab 1's tests run first: on the starter, the first failure names the first
-# TODO. Then the files that take longest, so that `make test`'s workers
-# (pytest-xdist, one file each at a time) do not end waiting on one of them;
-# then the rest, in their usual order.
+# TODO. Then the files that hold the longest tests, so that `make test`'s
+# workers (pytest-xdist, which hands out tests in this order) do not end
+# waiting on one of them; then the rest, in their usual order.
 FIRST_FILES = ("test_lab1.py", "test_mutants.py", "test_grading.py", "test_lab2.py", "test_interop.py",
                "test_quit_paths.py", "test_lab2_hostile.py", "test_lab2_attacks.py", "test_starter.py")
 

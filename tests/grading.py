@@ -49,8 +49,8 @@ Options (docs/grading.md has the commands):
 ``@pytest.mark.hidden`` marks a test whose result students see only after the
 due date (Gradescope's ``after_due_date``).
 
-With pytest-xdist (``-n 4 --dist loadfile``, as ``make test`` runs), each
-worker runs some of the files and sends the controller every test's report
+With pytest-xdist (``-n 4``, as ``make test`` runs), each worker runs some
+of the tests and sends the controller every test's report
 with its points attached; the controller alone counts them, once each, and
 writes the report and the files. The workers send the manifest's missing
 tests too. The per-test deadline works in a worker as in a single run: a

@@ -391,7 +391,7 @@ def test_with_workers_in_parallel_the_report_is_the_same_each_test_counted_once(
                      test_framing="import no_such_module\n", test_student=STUDENT_TESTS,
                      test_hangs="import threading\n\ndef test_waits_forever():\n    threading.Event().wait()\n")
     reports = {}
-    for name, workers in (("single", []), ("parallel", ["-n", "2", "--dist", "loadfile"])):
+    for name, workers in (("single", []), ("parallel", ["-n", "2", "--dist", "load"])):
         result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--test-deadline", "2", *workers,
                                             "--grade-manifest", "expected.json", "--grade-json", f"{name}.json",
                                             "--grade-format", "gradescope", "--grade-output", f"{name}-gs.json",
