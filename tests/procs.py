@@ -21,6 +21,7 @@ import json
 import os
 import random
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -199,12 +200,35 @@ class _Screen:
         return self.wait_until(lambda: _search(pattern, self.stderr_lines, count),
                                f"{count} stderr line(s) /{pattern}/", timeout)
 
+    def receive_datagram(self, sock: socket.socket, size: int,
+                         timeout: float | None = None) -> tuple[bytes, tuple]:
+        """``sock.recvfrom(size)`` of a datagram this role should send, with the
+        same deadline and the same early end as wait_until: a socket gives no
+        signal when a process dies, so it is looked at in short slices, the
+        test's roles checked between them."""
+        __tracebackhide__ = True
+        deadline = time.monotonic() + _wait_seconds(timeout)
+        what = f"a datagram on {sock.getsockname()}"
+        while True:
+            with self._changed:
+                cut_short = self._cut_short()
+            if cut_short:
+                raise AssertionError(cut_short.message(f"{self.name}: waited for {what}", self))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{self.name}: timed out waiting for {what}\n{self.output()}")
+            readable, _, _ = select.select([sock], [], [], min(left, WATCH_INTERVAL_SECONDS))
+            if readable:
+                return sock.recvfrom(size)
+
     def output(self) -> str:
         with self._changed:
             return ("--- stdout\n" + "\n".join(self.stdout_lines)
                     + "\n--- stderr\n" + "\n".join(self.stderr_lines))
 
 
+# How often receive_datagram looks at the test's roles while it waits on a socket.
+WATCH_INTERVAL_SECONDS = 0.1
 # How many of its last stderr lines a role that ended early leads its failure with.
 LAST_WORDS_LINES = 8
 _TRACEBACK_START = "Traceback (most recent call last):"
