@@ -11,9 +11,9 @@ demo: $(STAMP)
 	$(PY) -m lab2_udp.demo
 
 # The tests run in parallel, four at a time (pytest-xdist; most of them wait on processes
-# and sockets rather than compute), in the order tests/conftest.py gives; a group marked
-# xdist_group runs on one worker. TEST_ARGS= runs them one after another.
-TEST_ARGS ?= -n 4 --dist loadgroup --no-loadscope-reorder
+# and sockets rather than compute), handed out in the order tests/conftest.py gives.
+# TEST_ARGS= runs them one after another.
+TEST_ARGS ?= -n 4 --dist load
 test: $(STAMP)
 	$(PY) -m pytest $(TEST_ARGS)
 

@@ -33,7 +33,7 @@ from tools.starter import write_starter  # noqa: E402
 
 DEFAULT_DEADLINE_SECONDS = 900.0
 # The options `make test` gives pytest (the Makefile's TEST_ARGS).
-DEFAULT_PYTEST_ARGS = "-n 4 --dist loadgroup --no-loadscope-reorder"
+DEFAULT_PYTEST_ARGS = "-n 4 --dist load"
 _SUMMARY = re.compile(r"^=+ (.*\d+ (?:passed|failed).*) in [\d.]+s")
 
 
