@@ -39,6 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Generous, because a loaded 2-core CI machine can be slow; a passing test
 # never waits this long.
 DEADLINE_SECONDS = 20.0
+# A server's start: it hashes a dummy password first (common/accounts.py),
+# which at the slow cost some tests set on purpose takes seconds of CPU, many
+# more on a busy machine. A server that dies at its start still fails at once.
+SERVER_START_SECONDS = 60.0
 # With a server under a debugger (pytest --attach), a breakpoint may hold it
 # for minutes: the waits of the test's own processes last this long instead.
 ATTACHED_DEADLINE_SECONDS = 180.0

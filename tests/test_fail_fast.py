@@ -64,8 +64,9 @@ def test_a_wait_on_a_role_that_exited_ends_at_once_leading_with_its_last_words(m
 def test_a_traceback_in_another_role_ends_the_wait_and_leads_the_failure(monkeypatch, tmp_path):
     roles(monkeypatch, tmp_path, server=REPORTS_AND_CARRIES_ON, client=WAITS)
     with Processes() as processes:
-        server, client = processes.start("lab1_tcp.server"), processes.start("lab1_tcp.client")
-        client.wait_for_stderr("^waiting$")
+        client = processes.start("lab1_tcp.client")
+        client.wait_for_stderr("^waiting$")     # before the server's traceback, which would end this wait too
+        server = processes.start("lab1_tcp.server")
         # The server lives on after its report; the client waits on it in vain.
         with pytest.raises(AssertionError) as failure:
             client.wait_for_stdout(r"^the server's answer$", timeout=600)
