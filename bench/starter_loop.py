@@ -34,7 +34,7 @@ from tools.starter import write_starter  # noqa: E402
 DEFAULT_DEADLINE_SECONDS = 900.0
 # The options `make test` gives pytest (the Makefile's TEST_ARGS).
 DEFAULT_PYTEST_ARGS = "-n 4 --dist load"
-_SUMMARY = re.compile(r"^=+ (.*\d+ (?:passed|failed).*) in [\d.]+s")
+_SUMMARY = re.compile(r"^=*\s*(\d+ (?:failed|passed).*?) in [\d.]+s")   # pytest's last line
 
 
 @dataclass
@@ -60,7 +60,9 @@ def run_suite(name: str, folder: Path, pytest_args: list[str], deadline_seconds:
     lines = output.splitlines()
     summary = next((match.group(1) for match in map(_SUMMARY.match, reversed(lines)) if match),
                    lines[-1] if lines else "(no output)")
-    first_failure = next((line for line in lines if line.startswith("FAILED ")), "(none)")
+    # The short summary's first FAILED line (tests of the grader print FAILED lines of their own runs earlier).
+    summary_start = max((index for index, text in enumerate(lines) if "short test summary info" in text), default=0)
+    first_failure = next((line for line in lines[summary_start:] if line.startswith("FAILED ")), "(none)")
     return Run(name, seconds, summary, first_failure)
 
 

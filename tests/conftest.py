@@ -3,6 +3,8 @@ order the test files run in."""
 import sys
 from pathlib import Path
 
+import pytest
+
 # The tests run from a clone without installing anything extra: make the kit's
 # packages (common, lab1_tcp, lab2_udp) importable from the repository root.
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,3 +27,24 @@ def pytest_collection_modifyitems(items) -> None:
         return FIRST_FILES.index(name) if name in FIRST_FILES else len(FIRST_FILES)
 
     items.sort(key=rank)   # stable: a file's tests keep their order
+
+
+# pytest-xdist reports each failure when it happens, on whichever worker: the
+# failures and their short summary are put back in the order above before
+# they are printed, so that the first one on the screen is Lab 1's.
+_COLLECTION_ORDER: dict[str, int] = {}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids) -> None:
+    if not _COLLECTION_ORDER:
+        _COLLECTION_ORDER.update((nodeid, index) for index, nodeid in enumerate(ids))
+
+
+def pytest_sessionfinish(session) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if not _COLLECTION_ORDER or reporter is None:
+        return
+    for outcome in ("failed", "error"):
+        reporter.stats.get(outcome, []).sort(
+            key=lambda report: _COLLECTION_ORDER.get(getattr(report, "nodeid", ""), len(_COLLECTION_ORDER)))
