@@ -13,6 +13,9 @@ STAMP  := $(VENV)/.installed
 demo:
 	$(PYTHON) kit.py demo $(ARGS)
 
+# kit.py runs the tests in parallel, four at a time (pytest-xdist; most of them wait on
+# processes and sockets rather than compute), handed out in the order tests/conftest.py gives.
+# ARGS="-n 0" runs them one after another.
 test:
 	$(PYTHON) kit.py test $(ARGS)
 

@@ -28,7 +28,9 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(ROOT, ".venv")
 STAMP = os.path.join(VENV, ".installed")          # the pyproject.toml that was installed, as a hash
 ENV_FILE = os.path.join(ROOT, ".env")
-COMMANDS = {"demo": ["-m", "lab2_udp.demo"], "test": ["-m", "pytest"], "setup": None}
+# The tests run four at a time (pytest-xdist): most wait on processes and sockets, not the CPU.
+# A later "-n 0" among the arguments runs them one after another.
+COMMANDS = {"demo": ["-m", "lab2_udp.demo"], "test": ["-m", "pytest", "-n", "4", "--dist", "load"], "setup": None}
 USAGE = "usage: python3 kit.py demo|test|setup [arguments for the demo or pytest]   (Windows: py kit.py ...)"
 REEXEC_VARIABLE = "CHAT_KIT_REEXEC"   # set on a re-run under a newer Python, so it happens once
 

@@ -68,6 +68,7 @@ class Role:
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._lines: queue.Queue = queue.Queue()
+        self._ended_streams: list = []   # both stdout and stderr: the role has ended and said all it will
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, *args, *(["--headless"] if headless else [])],
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -78,6 +79,8 @@ class Role:
         for line in stream:
             lines.append(line.rstrip("\n"))
             self._lines.put(line)
+        self._ended_streams.append(stream)   # one append from each reader thread: no lock needed
+        self._lines.put("")   # wakes a wait_for: no line will come from this stream now
 
     def wait_for(self, pattern: str, lines: list[str]) -> re.Match:
         """Wait (at most DEADLINE_SECONDS, and only while every role runs) until a line of ``lines`` matches."""

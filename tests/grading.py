@@ -50,6 +50,13 @@ Options (docs/grading.md has the commands):
 
 ``@pytest.mark.hidden`` marks a test whose result students see only after the
 due date (Gradescope's ``after_due_date``).
+
+With pytest-xdist (``-n 4``, as ``make test`` runs), each worker runs some
+of the tests and sends the controller every test's report
+with its points attached; the controller alone counts them, once each, and
+writes the report and the files. The workers send the manifest's missing
+tests too. The per-test deadline works in a worker as in a single run: a
+worker runs its tests in its main thread.
 """
 from __future__ import annotations
 
@@ -144,6 +151,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_Counter(config), f"chat-lab-grading-counter-{id(config)}")
     config.addinivalue_line("markers", "deadline(seconds): this test's own --test-deadline")
     config.addinivalue_line("markers", "hidden: students see this result only after the due date")
     config.stash[_RESULTS_KEY] = {}
@@ -429,7 +437,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 "details": "", "seconds": 0.0, "missing": True}
 
 
+def _is_worker(config: pytest.Config) -> bool:
+    """Whether this process is a pytest-xdist worker, whose results go to the controller."""
+    return hasattr(config, "workerinput")
+
+
+# Where a worker sends the controller what it found missing (pytest-xdist's workeroutput).
+_WORKER_MISSING = "chat_lab_missing"
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _is_worker(session.config):
+        session.config.workeroutput[_WORKER_MISSING] = session.config.stash[_MISSING_KEY]
     # A missing test is a failed test: the run fails, as it would had the
     # test been there and failed (CI, GitHub Classroom's pass/fail steps).
     if session.config.stash[_MISSING_KEY] and session.exitstatus == pytest.ExitCode.OK:
@@ -479,17 +498,51 @@ def _failure_text(report: pytest.TestReport) -> tuple[str, str]:
     return (crash.message if crash else full).split("\n")[0], full
 
 
+# The attribute of a test's report that carries what grading needs of the
+# test itself (its points, whether hidden, the screenshot of its failure):
+# it travels with the report from a pytest-xdist worker to the controller.
+GRADING_ATTRIBUTE = "chat_lab_grading"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
     report = outcome.get_result()
     marker = item.get_closest_marker("points")
-    results = item.config.stash[_RESULTS_KEY]
+    # Whether the test needs Linux and this is not Linux (tests/platforms.py) is decided
+    # here, where the test itself is known: a pytest-xdist controller has only its report.
+    grading = {"points": marker.args[0] if marker else 1,
+               "hidden": item.get_closest_marker("hidden") is not None, "screenshot": "",
+               "not_run_here": not_run_here(item)}
+    if report.when == "call" and report.failed and item.get_closest_marker("gui"):
+        grading["screenshot"] = _screenshot_of_failure(item)
+    setattr(report, GRADING_ATTRIBUTE, grading)
+
+
+class _Counter:
+    """Counts the reports of one run (a plugin object, so that a pytest run
+    inside a test, as the kit's own tests of this plugin make, counts its own)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """One phase of a test: run here, or on a worker (then this is the controller)."""
+        grading = getattr(report, GRADING_ATTRIBUTE, None)
+        if grading is not None:      # None: not a test's phase (a report of pytest-xdist's, say)
+            _count(self.config.stash[_RESULTS_KEY], report, grading)
+
+    @pytest.hookimpl(optionalhook=True)     # pytest-xdist's hook: a run without it has no such hook
+    def pytest_testnodedown(self, node, error) -> None:
+        """pytest-xdist, on the controller: a worker ended; add what it found missing."""
+        self.config.stash[_MISSING_KEY].update(getattr(node, "workeroutput", {}).get(_WORKER_MISSING, {}))
+
+
+def _count(results: dict[str, dict], report: pytest.TestReport, grading: dict) -> None:
     # A test has failed if any phase (setup, call, teardown) failed; it has
     # passed only if its call passed and nothing else failed.
-    result = results.setdefault(item.nodeid, {
-        "points": marker.args[0] if marker else 1, "outcome": "passed",
-        "hidden": item.get_closest_marker("hidden") is not None,
+    result = results.setdefault(report.nodeid, {
+        "points": grading["points"], "outcome": "passed", "hidden": grading["hidden"],
         "reason": "", "details": "", "seconds": 0.0})
     result["seconds"] += report.duration
     result["called"] = result.get("called", False) or report.when == "call"
@@ -498,18 +551,17 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         if report.failed:
             result["outcome"] = "failed"
         elif result["outcome"] != "failed":
-            result["outcome"] = NOT_RUN_HERE if not_run_here(item) else "skipped"
+            result["outcome"] = NOT_RUN_HERE if grading["not_run_here"] else "skipped"
         result["reason"] = result["reason"] or f"{report.when}: {reason}"
         result["details"] += details
         for name, text in report.sections:
             if name == "wire story":    # tests/wire_story.py: what the black-box test saw on the wire
                 result["wire_story"] = text
-    if report.when == "call" and report.failed and item.get_closest_marker("gui"):
-        shot = _screenshot_of_failure(item)
-        if shot.endswith(".png"):
-            result["screenshot"] = shot
-        if shot:
-            result["details"] += f"\nscreenshot of the screen when it failed: {shot}\n"
+    shot = grading["screenshot"]
+    if shot.endswith(".png"):
+        result["screenshot"] = shot
+    if shot:
+        result["details"] += f"\nscreenshot of the screen when it failed: {shot}\n"
 
 
 def by_function(results: dict[str, dict]) -> dict[str, list[tuple[str, dict]]]:
@@ -728,7 +780,7 @@ def _report_lines(rows: list[dict]) -> list[str]:
     earned = sum(row["earned"] for row in rows)
     possible = sum(row["points"] for row in rows)
     lines.append(f"{'total':<{width}}  {earned:>6.1f} / {possible:<4g}")
-    not_here = [row for row in rows if row["not_run_here"]]
+    not_here = sorted((row for row in rows if row["not_run_here"]), key=lambda row: row["name"])   # workers report in any order
     if not_here:
         points = sum(row["not_run_here"] for row in not_here)
         lines.append(f"{NOT_RUN_HERE} ({len(not_here)} tests that need Linux, {points:g} points left out of "
@@ -765,7 +817,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     results = {**config.stash[_RESULTS_KEY], **config.stash[_MISSING_KEY]}
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         results.update(_not_finished(config))
-    if not results or config.option.collectonly:
+    if not results or config.option.collectonly or _is_worker(config):
         return
     rows = _function_scores(results, config.stash[_MANIFEST_KEY])
     lines = _report_lines(rows)

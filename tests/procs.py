@@ -21,10 +21,12 @@ import json
 import os
 import random
 import re
+import select
 import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Generous, because a loaded 2-core CI machine can be slow; a passing test
 # never waits this long.
 DEADLINE_SECONDS = 20.0
+# A server's start: it hashes a dummy password first (common/accounts.py),
+# which at the slow cost some tests set on purpose takes seconds of CPU, many
+# more on a busy machine. A server that dies at its start still fails at once.
+SERVER_START_SECONDS = 60.0
 # With a server under a debugger (pytest --attach), a breakpoint may hold it
 # for minutes: the waits of the test's own processes last this long instead.
 ATTACHED_DEADLINE_SECONDS = 180.0
@@ -145,35 +151,94 @@ def _wait_seconds(timeout: float | None) -> float:
 
 
 class _Screen:
-    """What a test sees of a role: its stdout and stderr lines, and waits on them."""
+    """What a test sees of a role: its stdout and stderr lines, and waits on them.
+
+    The roles a test starts together share one condition, so a wait on one of
+    them wakes when any of them says something or ends. A wait ends at once,
+    failing, when the role it waits on has ended without saying what was
+    awaited, or when any role of the test has printed a traceback (a crash, a
+    TODO's NotImplementedError, or an error the role reported and carried on
+    after): the rest of the test could only wait out its deadline. The failure
+    then leads with that traceback's last lines, which name the file, the line
+    and the error."""
 
     name: str
     stdout_lines: list[str]
     stderr_lines: list[str]
     _changed: threading.Condition
+    _group: list[_Screen]
+
+    def ended(self) -> bool:
+        """Whether the role has closed its stdout and stderr (it exited): its
+        lines are then all in, and will never change."""
+        return False
+
+    def exit_note(self) -> str:
+        return "ended"
+
+    def stderr_so_far(self) -> list[str]:
+        """The stderr lines read so far (an attached server's, without skipping)."""
+        return self.stderr_lines
 
     def wait_until(self, condition, what: str, timeout: float | None = None):
         """Wait until ``condition()`` is truthy and return its value; fail the
-        test with ``what`` and the output so far if the deadline passes."""
+        test with the cause, ``what`` and the output so far if a role of the
+        test crashed, if this one ended first, or if the deadline passes."""
+        __tracebackhide__ = True   # pytest shows the test's line, and the message that follows
         timeout = _wait_seconds(timeout)
         with self._changed:
-            result = self._changed.wait_for(condition, timeout)
+            result = self._changed.wait_for(lambda: condition() or self._cut_short(), timeout)
+        if isinstance(result, _CutShort):
+            raise AssertionError(result.message(f"{self.name}: waited for {what}", self))
         if not result:
             raise AssertionError(f"{self.name}: timed out waiting for {what}\n{self.output()}")
         return result
+
+    def _cut_short(self, ended_too: bool = True) -> _CutShort | None:
+        """Why waiting on longer is pointless, or None. Called with the lock held."""
+        for screen in [self, *(other for other in self._group if other is not self)]:
+            lines = _traceback_lines(screen.stderr_so_far(), screen.ended())
+            if lines:
+                return _CutShort(screen, lines)
+        if ended_too and self.ended():
+            return _CutShort(self, self.stderr_lines[-LAST_WORDS_LINES:])
+        return None
 
     def wait_for_stdout(self, pattern: str, count: int = 1,
                         timeout: float | None = None) -> re.Match:
         """Wait until ``count`` stdout lines match the regular expression
         ``pattern``; return the match in the last of them."""
+        __tracebackhide__ = True
         return self.wait_until(lambda: _search(pattern, self.stdout_lines, count),
                                f"{count} stdout line(s) /{pattern}/", timeout)
 
     def wait_for_stderr(self, pattern: str, count: int = 1,
                         timeout: float | None = None) -> re.Match:
         """Like wait_for_stdout, on stderr."""
+        __tracebackhide__ = True
         return self.wait_until(lambda: _search(pattern, self.stderr_lines, count),
                                f"{count} stderr line(s) /{pattern}/", timeout)
+
+    def receive_datagram(self, sock: socket.socket, size: int,
+                         timeout: float | None = None) -> tuple[bytes, tuple]:
+        """``sock.recvfrom(size)`` of a datagram this role should send, with the
+        same deadline and the same early end as wait_until: a socket gives no
+        signal when a process dies, so it is looked at in short slices, the
+        test's roles checked between them."""
+        __tracebackhide__ = True
+        deadline = time.monotonic() + _wait_seconds(timeout)
+        what = f"a datagram on {sock.getsockname()}"
+        while True:
+            with self._changed:
+                cut_short = self._cut_short()
+            if cut_short:
+                raise AssertionError(cut_short.message(f"{self.name}: waited for {what}", self))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{self.name}: timed out waiting for {what}\n{self.output()}")
+            readable, _, _ = select.select([sock], [], [], min(left, WATCH_INTERVAL_SECONDS))
+            if readable:
+                return sock.recvfrom(size)
 
     def output(self) -> str:
         with self._changed:
@@ -181,15 +246,69 @@ class _Screen:
                     + "\n--- stderr\n" + "\n".join(self.stderr_lines))
 
 
+# How often receive_datagram looks at the test's roles while it waits on a socket.
+WATCH_INTERVAL_SECONDS = 0.1
+# How many of its last stderr lines a role that ended early leads its failure with.
+LAST_WORDS_LINES = 8
+_TRACEBACK_START = "Traceback (most recent call last):"
+# Lines of a traceback that do not end it: frames are indented, and chained
+# exceptions are joined by these sentences and blank lines.
+_TRACEBACK_JOINS = ("During handling of the above exception", "The above exception was the direct cause", "")
+
+
+def _traceback_lines(lines: list[str], ended: bool) -> list[str] | None:
+    """The first complete traceback in ``lines`` (from its start to its error
+    line), or None. A role that carries on after reporting an error prints its
+    traceback in one go; a role that died has said all it will say."""
+    try:
+        start = lines.index(_TRACEBACK_START)
+    except ValueError:
+        return None
+    for index in range(start + 1, len(lines)):
+        line = lines[index]
+        if not line[:1].isspace() and not line.startswith(_TRACEBACK_START) and line not in _TRACEBACK_JOINS \
+                and not line.startswith(_TRACEBACK_JOINS[:2]):
+            return lines[start:index + 1]
+    return lines[start:] if ended else None
+
+
+@dataclass(frozen=True)
+class _CutShort:
+    """A wait that ended early: the role that caused it and its last words."""
+    screen: _Screen
+    last_words: list[str]
+
+    def message(self, awaited: str, waiter: _Screen) -> str:
+        """The cause first (the error, then the frame that raised it), then what
+        was awaited, then the output of the roles concerned."""
+        if self.last_words and self.last_words[0] == _TRACEBACK_START:
+            error = self.last_words[-1]
+            # The innermost frame: its "File ..., line N, in function" and its source line.
+            frames = [index for index, line in enumerate(self.last_words) if line.lstrip().startswith('File "')]
+            where = self.last_words[frames[-1]:frames[-1] + 2] if frames else []
+            head = [f"{self.screen.name} failed: {error}", *where]
+        else:
+            head = [f"{self.screen.name} {self.screen.exit_note()}; its last stderr lines:",
+                    *(f"    {line}" for line in self.last_words or ["(none)"])]
+        screens = [self.screen] if self.screen is waiter else [self.screen, waiter]
+        outputs = [f"=== {screen.name}\n{screen.output()}" for screen in screens]
+        return "\n".join([*head, awaited, *outputs])
+
+
 class RoleProcess(_Screen):
     """One running role script, with its stdout and stderr collected line by line."""
 
     def __init__(self, module: str, args: list[str], env: dict[str, str],
-                 prefix: list[str] | None = None, stdin=subprocess.PIPE) -> None:
+                 prefix: list[str] | None = None, stdin=subprocess.PIPE, group: list[_Screen] | None = None,
+                 changed: threading.Condition | None = None) -> None:
+        """``group`` and ``changed``: the other roles of the test and the
+        condition they share (Processes passes them)."""
         self.name = module
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
-        self._changed = threading.Condition()
+        self._changed = changed or threading.Condition()
+        self._group = group if group is not None else [self]
+        self._open_streams = 2
         self.process = subprocess.Popen(
             [*(prefix or []), *role_command(module, env), *args], cwd=ROOT, env=env,
             stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -210,7 +329,17 @@ class RoleProcess(_Screen):
                 lines.append(line)
                 self._changed.notify_all()
         with self._changed:   # end of stream: wake waiters so they can fail fast
+            self._open_streams -= 1
             self._changed.notify_all()
+
+    def ended(self) -> bool:
+        return self._open_streams == 0
+
+    def exit_note(self) -> str:
+        try:
+            return f"exited with code {self.process.wait(DEADLINE_SECONDS)}"
+        except subprocess.TimeoutExpired:
+            return "closed its output"
 
     def send_line(self, text: str) -> None:
         """Write one line to the program's stdin."""
@@ -224,15 +353,19 @@ class RoleProcess(_Screen):
         self.process.stdin.close()
 
     def wait_exit(self, timeout: float | None = None) -> int:
-        """Wait for the program to end and return its exit code."""
-        timeout = _wait_seconds(timeout)
+        """Wait for the program to end and return its exit code; fail at once
+        if a role of the test printed a traceback (and this one lives on)."""
+        __tracebackhide__ = True
+        deadline = time.monotonic() + _wait_seconds(timeout)
+        with self._changed:   # the pipes close at exit: then every last line is in
+            result = self._changed.wait_for(lambda: self.ended() or self._cut_short(ended_too=False),
+                                            _wait_seconds(timeout))
+        if isinstance(result, _CutShort):
+            raise AssertionError(result.message(f"{self.name}: waited for it to exit", self))
         try:
-            code = self.process.wait(timeout)
+            return self.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{self.name} did not exit\n{self.output()}") from None
-        for reader in self._readers:   # the pipes close at exit: collect the last lines
-            reader.join(timeout)
-        return code
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -260,10 +393,12 @@ class AttachedServer(_Screen):
     A test that needs more (to type into it, to read what was not sent to a
     file) stops there, skipped, saying why."""
 
-    def __init__(self, module: str, attached: Attachment) -> None:
+    def __init__(self, module: str, attached: Attachment, group: list[_Screen] | None = None,
+                 changed: threading.Condition | None = None) -> None:
         self.name = f"{module} at {attached.host}:{attached.port} (--attach)"
         self.host, self.port, self.env_file = attached.host, attached.port, attached.env_file
-        self._changed = threading.Condition()
+        self._changed = changed or threading.Condition()
+        self._group = group if group is not None else [self]
         self._stopped = threading.Event()
         self._lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self._files = {}
@@ -306,6 +441,9 @@ class AttachedServer(_Screen):
     def stderr_lines(self) -> list[str]:
         return self._screen("stderr")
 
+    def stderr_so_far(self) -> list[str]:
+        return self._lines["stderr"]
+
     def output(self) -> str:
         with self._changed:
             return "\n".join(f"--- {stream} (from {file.name})\n" + "\n".join(self._lines[stream])
@@ -333,7 +471,8 @@ class Processes:
 
     def __init__(self, base_env: dict[str, str] | None = None) -> None:
         self.base_env = base_env or {}
-        self.started: list[RoleProcess] = []
+        self.started: list[_Screen] = []
+        self._changed = threading.Condition()   # shared: see _Screen
 
     def start(self, module: str, *args: str, env: dict[str, str | None] | None = None,
               prefix: list[str] | None = None, stdin=subprocess.PIPE) -> RoleProcess:
@@ -350,8 +489,9 @@ class Processes:
         process = RoleProcess(module, list(args),
                               simulation_environment({key: value for key, value in full_env.items()
                                                       if value is not None}),
-                              prefix, stdin)
-        self.started.append(process)
+                              prefix, stdin, self.started, self._changed)
+        with self._changed:
+            self.started.append(process)
         return process
 
     def attach(self, module: str, with_own_options: bool = False) -> AttachedServer:
@@ -367,10 +507,11 @@ class Processes:
         if why:
             pytest.skip(f"--attach: this test {why}, so it cannot use a server started by hand; "
                         f"run it without --attach")
-        server = AttachedServer(module, attached)
+        server = AttachedServer(module, attached, self.started, self._changed)
         wire_story.process_environment([])
         wire_story.watch_port(attached.port)
-        self.started.append(server)
+        with self._changed:
+            self.started.append(server)
         return server
 
     def __enter__(self) -> Processes:

@@ -450,6 +450,38 @@ def test_renamed(): pass
 
 
 @pytest.mark.points(2)
+@pytest.mark.deadline(240)
+def test_with_workers_in_parallel_the_report_is_the_same_each_test_counted_once(suite, monkeypatch):
+    """pytest-xdist (make test runs -n 4): the workers' results reach the
+    controller, which alone writes the report; a worker's missing tests and
+    its deadlines count as in a single run."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))   # the workers import the plugin from the kit
+    suite.makepyfile(test_lab1_chat="import pytest\n\n@pytest.mark.points(3)\ndef test_kept(): pass\n",
+                     test_framing="import no_such_module\n", test_student=STUDENT_TESTS,
+                     test_hangs="import threading\n\ndef test_waits_forever():\n    threading.Event().wait()\n")
+    reports = {}
+    for name, workers in (("single", []), ("parallel", ["-n", "2", "--dist", "load"])):
+        result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--test-deadline", "2", *workers,
+                                            "--grade-manifest", "expected.json", "--grade-json", f"{name}.json",
+                                            "--grade-format", "gradescope", "--grade-output", f"{name}-gs.json",
+                                            timeout=180)
+        assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+        assert result.stdout.str().count("= grading =") == 1, result.stdout.str()
+        reports[name] = json.loads((suite.path / f"{name}.json").read_text())
+        reports[name]["not_graded"].sort()    # in the order the results came: the workers' race
+        gradescope = json.loads((suite.path / f"{name}-gs.json").read_text())
+        reports[name + " gradescope"] = sorted((test["name"], test["score"], test["max_score"], test["status"])
+                                               for test in gradescope["tests"])
+    assert reports["parallel"] == reports["single"]
+    assert reports["parallel gradescope"] == reports["single gradescope"]
+    assert sorted(reports["parallel"]["missing"]) == ["test_framing.py::test_in_a_file_that_breaks_later",
+                                                      "test_lab1_chat.py::test_deleted_later",
+                                                      "test_lab1_chat.py::test_renamed_later"]
+    assert "deadline of 2 s" in reports["parallel"]["tests"]["test_hangs.py::test_waits_forever"]["reason"]
+    assert reports["parallel"]["tests"]["test_student.py::test_half_of_the_cases_pass[2]"]["outcome"] == "failed"
+
+
+@pytest.mark.points(2)
 def test_a_test_the_run_did_not_ask_for_is_not_missing(suite):
     suite.makepyfile(test_lab1_chat="import pytest\n\n@pytest.mark.points(3)\ndef test_kept(): pass\n")
     for selection in (["test_tools_report.py"], ["-k", "test_kept or named_for"],
@@ -674,14 +706,15 @@ def test_skips_for_another_reason(): pytest.skip("no root")
 
 
 @pytest.mark.points(3)
-@pytest.mark.parametrize("platform", ["darwin", "win32"])
+@pytest.mark.parametrize("platform, workers", [("darwin", []), ("win32", []), ("darwin", ["-n", "2"])])
 def test_tests_that_need_linux_are_not_run_on_a_laptop_and_leave_the_maximum_labelled_not_run_here(
-        pytester, monkeypatch, platform):
+        pytester, monkeypatch, platform, workers):
     pytester.makeconftest('pytest_plugins = ["tests.grading"]\n')
     pytester.makeini("[pytest]\nmarkers =\n    points(n): points\n")
     pytester.makepyfile(test_student=LINUX_ONLY_TESTS)
     monkeypatch.setenv("CHAT_TESTS_PLATFORM", platform)
-    result = grade(pytester, "--grade-json", "grades.json", "--grade-format", "gradescope",
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))   # pytest-xdist's workers (make test's -n 4) import the plugin
+    result = grade(pytester, *workers, "--grade-json", "grades.json", "--grade-format", "gradescope",
                    "--grade-output", "results.json")
     result.stdout.fnmatch_lines(["*test_student.py*3.0 / 7 *(4 skipped, 3 not run here, needs Linux)*",
                                  "total*3.0 / 7 *",

@@ -30,6 +30,7 @@ from lab1_tcp.server import (
 from tests.procs import (
     DEADLINE_SECONDS,
     ROOT,
+    SERVER_START_SECONDS,
     Processes,
     RoleProcess,
     attachment,
@@ -83,7 +84,8 @@ class Lab:
             "--db", str(self.tmp_path / "chat.db"), *(["--headless"] if headless else []), *args,
             env=env)
         shown_host = f"[{host}]" if ":" in host else host
-        self.port = int(server.wait_for_stderr(rf"^listening on {re.escape(shown_host)}:(\d+)$").group(1))
+        self.port = int(server.wait_for_stderr(rf"^listening on {re.escape(shown_host)}:(\d+)$",
+                                               timeout=SERVER_START_SECONDS).group(1))
         return server
 
     def start_client(self, name: str, *args: str, password: str = PASSWORD, env_file=None,

@@ -23,7 +23,7 @@ from common.framing import DatagramSealer
 from common.messages import RoomBatch, RoomEvent, RoomKey, Say, encode
 from lab2_udp.lossy_relay import FaultPlan, LossyRelay
 from tests.procs import (
-    DEADLINE_SECONDS, ROOT, Processes, RoleProcess, attachment, create_test_env_file, free_port,
+    DEADLINE_SECONDS, ROOT, SERVER_START_SECONDS, Processes, RoleProcess, attachment, create_test_env_file, free_port,
     has_ipv6_loopback,
 )
 from tests.raw_peer import receive_until, register_raw
@@ -68,7 +68,8 @@ class Room:
             SERVER, "--host", "127.0.0.1", "--port", "0", "--env", str(self.env_file),
             "--db", str(self.tmp_path / "chat.db"), "--broadcast-addr", BROADCAST,
             "--broadcast-port", str(self.server_broadcast_port), *(["--headless"] if headless else []), *args)
-        self.port = int(server.wait_for_stderr(r"^listening on 127\.0\.0\.1:(\d+), broadcasting").group(1))
+        self.port = int(server.wait_for_stderr(r"^listening on 127\.0\.0\.1:(\d+), broadcasting",
+                                               timeout=SERVER_START_SECONDS).group(1))
         return server
 
     def start_client(self, name: str, *, register: bool = True, password: str = PASSWORD,

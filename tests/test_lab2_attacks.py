@@ -154,9 +154,7 @@ def test_strangers_from_many_addresses_do_not_close_a_login_in_progress(room):
 def test_a_stranger_replaying_a_genuine_datagram_does_not_become_the_server_for_a_new_client(room):
     server = room.start_server()
     listener = net.broadcast_receiver(room.client_broadcast_port)   # anyone may hear the room
-    listener.setblocking(True)
-    listener.settimeout(DEADLINE_SECONDS)
-    genuine, _source = listener.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)   # a heartbeat, sealed and signed
+    genuine, _source = server.receive_datagram(listener, net.MAX_DATAGRAM_RECV_BYTES)   # a heartbeat, sealed, signed
     listener.close()
     replayer = net.broadcast_sender()
     replayer.bind(("127.0.0.2", 0))

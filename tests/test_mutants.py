@@ -16,7 +16,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +38,8 @@ def run_mutant(mutant: Mutant, folder) -> dict:
     env = {key: value for key, value in os.environ.items() if key != ROLE_OVERRIDES_VARIABLE}
     completed = subprocess.run(
         [sys.executable, "-m", "pytest", test_file, "-k", test_name, "--role", f"{mutant.role}={copy}",
-         "--grade-json", str(report), "-p", "no:cacheprovider", "-q", "--test-deadline", "90"],
+         "--grade-json", str(report), "-p", "no:cacheprovider", "-q", "--test-deadline", "90",
+         "-p", "no:hypothesispytest"],   # the black-box tests use none of it: a second of CPU saved a run
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=MUTANT_DEADLINE_SECONDS)
     if not report.exists():
         raise AssertionError(f"no report from the run of mutant {mutant.name!r}:\n"
@@ -44,14 +47,61 @@ def run_mutant(mutant: Mutant, folder) -> dict:
     return json.loads(report.read_text(encoding="utf-8"))
 
 
+# Under pytest-xdist (make test), every worker that runs a mutant's test has
+# this session fixture: the first to create the run's shared folder runs all
+# the mutants and leaves each report there; the others read them. So each
+# mutant runs once, whichever workers its test lands on.
+REPORT_POLL_SECONDS = 0.2
+SHARED_REPORT_DEADLINE_SECONDS = 600
+
+
+class SharedReport:
+    """A mutant's report that another worker writes: result() waits for its file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def result(self) -> dict:
+        deadline = time.monotonic() + SHARED_REPORT_DEADLINE_SECONDS
+        while not self.path.exists():    # a file gives no signal: look again, until the deadline
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no report at {self.path}: the worker running the mutants did not write it")
+            time.sleep(REPORT_POLL_SECONDS)
+        written = json.loads(self.path.read_text(encoding="utf-8"))
+        if "error" in written:
+            raise AssertionError(written["error"])
+        return written["report"]
+
+
+def share(future: Future, path: Path) -> None:
+    """Write a finished run's report (or why there is none) where the other workers look."""
+    error = future.exception()
+    written = {"error": str(error)} if error else {"report": future.result()}
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(written), encoding="utf-8")
+    os.replace(partial, path)      # whole or not at all, for a reader in another process
+
+
 @pytest.fixture(scope="session")
-def mutant_reports(request, tmp_path_factory) -> dict[str, Future]:
+def mutant_reports(request, tmp_path_factory) -> dict[str, Future | SharedReport]:
     """Start the run of every selected mutant at once, a few in parallel."""
     selected = [item.callspec.params["mutant"] for item in request.session.items
                 if item.originalname == "test_each_mutant_fails_the_test_named_for_it"]
+    shared = None
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "mutant-reports"   # the run's, above each worker's
+        try:
+            shared.mkdir()
+        except FileExistsError:     # another worker runs them
+            yield {mutant.name: SharedReport(shared / f"{mutant.name}.json") for mutant in selected}
+            return
     with ThreadPoolExecutor(PARALLEL_RUNS) as pool:
-        yield {mutant.name: pool.submit(run_mutant, mutant, tmp_path_factory.mktemp("mutant"))
-               for mutant in selected}
+        futures = {mutant.name: pool.submit(run_mutant, mutant, tmp_path_factory.mktemp("mutant"))
+                   for mutant in selected}
+        if shared is not None:
+            for name, future in futures.items():
+                future.add_done_callback(lambda done, name=name: share(done, shared / f"{name}.json"))
+        yield futures
 
 
 @pytest.mark.network
