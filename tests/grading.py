@@ -780,7 +780,8 @@ def _report_lines(rows: list[dict]) -> list[str]:
     earned = sum(row["earned"] for row in rows)
     possible = sum(row["points"] for row in rows)
     lines.append(f"{'total':<{width}}  {earned:>6.1f} / {possible:<4g}")
-    not_here = sorted((row for row in rows if row["not_run_here"]), key=lambda row: row["name"])   # workers report in any order
+    # By name: pytest-xdist's workers report in any order.
+    not_here = sorted((row for row in rows if row["not_run_here"]), key=lambda row: row["name"])
     if not_here:
         points = sum(row["not_run_here"] for row in not_here)
         lines.append(f"{NOT_RUN_HERE} ({len(not_here)} tests that need Linux, {points:g} points left out of "
