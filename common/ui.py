@@ -400,7 +400,7 @@ class StdinReader:
     or the console raises WinError 10038), and even on Linux and macOS epoll
     and kqueue refuse a regular file or /dev/null. A blocking read in a thread
     works on anything: a terminal, a pipe, a file, /dev/null, a closed
-    descriptor (read as an empty stdin). Net.BackgroundWork hands results to
+    descriptor (read as an empty stdin). net.BackgroundWork hands results to
     the loop the same way.
 
     The thread sends every chunk, in order, into ``chunks``' other end, and at
