@@ -73,7 +73,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 
-from common import wire
+from common import net, wire
 from common.errors import ProtocolError
 
 try:
@@ -106,6 +106,7 @@ WINDOW_STDIN_VARIABLE = "CHAT_WINDOW_STDIN"
 # emoji): the window shows "[U+1F600]" instead. stdout keeps the real text.
 TK_SHOWS_ALL_CHARACTERS = tk is not None and tk.TkVersion >= 8.7
 WIRE_PREFIX = "wire: "     # every wire line on stdout starts so: never a chat line's start
+SCREEN_GONE = "{stream} cannot be written ({reason}): its lines are dropped from now on; the chat goes on"
 # Whose habits a window follows: "darwin" (macOS), "win32" (Windows), or another
 # (Linux, the BSDs). Read when a window opens, so a test may set another.
 PLATFORM = sys.platform
@@ -142,7 +143,57 @@ class _WireOption(argparse.Action):
 
 def show_wire_on_stdout(line: str) -> None:
     """Print one wire line, with its prefix, and flush it at once."""
-    print(WIRE_PREFIX + line, flush=True)
+    write_line(WIRE_PREFIX + line)
+
+
+def write_line(text: str, stream_name: str = "stdout", end: str = "\n") -> None:
+    """Write ``text`` and ``end`` to sys.stdout (or sys.stderr) and flush at
+    once; never raise. The screen is one of a role's outputs, not its life: a
+    stdout piped into ``head`` that has exited, a full disk behind a redirect,
+    a closed descriptor must never cost the peer its chat."""
+    stream = getattr(sys, stream_name)
+    if stream is None or stream_name in _gone:   # no such stream at all, or it failed already
+        return
+    if stream_name not in _forgiving:
+        _forgiving.add(stream_name)
+        # A terminal that is not UTF-8 (LANG=C, ISO-8859-1) cannot encode every
+        # character: show it as "?" rather than lose the whole line. The
+        # transcript's hash is computed on the real text, never on the screen.
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (ValueError, OSError):   # a stream closed already: the write below says so
+                pass
+    try:
+        stream.write(text + end)
+        stream.flush()   # a pipe would otherwise hold the line, and whoever reads it would wait
+    except (OSError, ValueError) as error:   # EPIPE, ENOSPC, EBADF; ValueError: a closed file
+        _stream_gone(stream_name, stream, error)
+
+
+_forgiving: set[str] = set()   # streams set to replace what they cannot encode
+_gone: set[str] = set()        # streams that failed once: their output is dropped
+
+
+def _stream_gone(stream_name: str, stream: io.TextIOBase, error: Exception) -> None:
+    """Drop every later write to ``stream_name``, and say so once on stderr."""
+    _gone.add(stream_name)
+    # Python ignores SIGPIPE, so a write to a pipe nobody reads raises
+    # BrokenPipeError; and at exit Python flushes what is still buffered, which
+    # would fail again ("Exception ignored ... BrokenPipeError"). Pointing the
+    # descriptor at the null device, as Python's documentation of SIGPIPE
+    # suggests, lets that last flush succeed, into nothing.
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, stream.fileno())
+        finally:
+            os.close(null)
+    except (OSError, ValueError):   # no descriptor to redirect (closed): exit skips a closed file
+        pass
+    if stream_name != "stderr":
+        reason = net.describe_error(error) if isinstance(error, OSError) else str(error)
+        write_line(SCREEN_GONE.format(stream=stream_name, reason=reason), "stderr")
 
 
 def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callable[[], None],
@@ -162,7 +213,7 @@ def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callab
             except tk.TclError as error:
                 reason = f"no window could be opened ({error})"
     if reason:
-        print(f"{reason}: running in headless terminal mode", file=sys.stderr, flush=True)
+        write_line(f"{reason}: running in headless terminal mode", "stderr")
     return TerminalChat(title, on_submit, on_quit)
 
 
@@ -210,24 +261,22 @@ class _FrontEnd:
 
     def show_line(self, sender: str, text: str) -> None:
         """Add one line to the transcript."""
-        # One print per line and an explicit flush: a pipe would otherwise hold
-        # the line in a buffer, and whoever reads our stdout would wait for it.
-        print(f"{self._name_for_stdout(sender)}: {text}", flush=True)
+        write_line(f"{self._name_for_stdout(sender)}: {text}")
 
     def show_text(self, line: str, sender: str) -> None:
         """Add one preformatted transcript line (Lab 2's "#12 alice: hi"),
         with ``sender``'s name in its colour, printed to stdout exactly as given."""
-        print(line, flush=True)
+        write_line(line)
 
     def show_note(self, text: str) -> None:
         """Report an event that is not a chat line ("alice left")."""
-        print(text, file=sys.stderr, flush=True)
+        write_line(text, "stderr")
 
     def set_status(self, text: str) -> None:
         """Replace the status (the window's status line; a note in the terminal)."""
         if text != self._status:
             self._status = text
-            print(f"[{text}]", file=sys.stderr, flush=True)
+            write_line(f"[{text}]", "stderr")
 
     def set_members(self, names: list[str]) -> None:
         """Show who is in the room, in this order (Lab 2): a list beside the
@@ -346,9 +395,9 @@ class _FrontEnd:
         if (where, type(error).__name__) in self._reported:
             return   # once is enough: a socket that stays readable would repeat it forever
         self._reported.add((where, type(error).__name__))
-        print(f"internal error in {where} (reported once; the program carries on):\n"
-              + "".join(traceback.format_exception(type(error), error, error.__traceback__)),
-              file=sys.stderr, end="", flush=True)
+        write_line(f"internal error in {where} (reported once; the program carries on):\n"
+                   + "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+                   "stderr", end="")
 
     # --- stdin: the terminal's keyboard, or a script typing into a window ---------------
 
@@ -458,10 +507,10 @@ class StdinReader:
         self.chunks.close()
 
 
-def _stdin_is_a_terminal() -> bool:
+def _is_a_terminal(stream: io.IOBase | None) -> bool:
     try:
-        return sys.stdin is not None and sys.stdin.isatty()
-    except ValueError:   # stdin was closed
+        return stream is not None and stream.isatty()
+    except ValueError:   # the stream was closed
         return False
 
 
@@ -486,7 +535,7 @@ class TerminalChat(_FrontEnd):
     def __init__(self, title: str, on_submit: Callable[[str], None],
                  on_quit: Callable[[], None]) -> None:
         super().__init__(title, on_submit, on_quit, reads_stdin=True)
-        self._colour = sys.stdout.isatty()
+        self._colour = _is_a_terminal(sys.stdout)
 
     def ask_password(self, prompt: str) -> str | None:
         """Ask on the terminal without echoing; None if the user gives up
@@ -498,16 +547,16 @@ class TerminalChat(_FrontEnd):
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            if not _stdin_is_a_terminal():
+            if not _is_a_terminal(sys.stdin):
                 # getpass would read the line through Python's buffer of stdin,
                 # which takes the lines after it too, out of our reader's sight.
-                print(f"{prompt}: ", end="", file=sys.stderr, flush=True)
+                write_line(f"{prompt}: ", "stderr", end="")
                 return self._stdin().read_line(PROMPT_SIGNAL_CHECK_MS / 1000)
             with warnings.catch_warnings():   # no terminal to hide the answer on: getpass warns of it
                 warnings.simplefilter("ignore", getpass.GetPassWarning)
                 return getpass.getpass(f"{prompt}: ")
         except (EOFError, KeyboardInterrupt):
-            print(file=sys.stderr)   # end the prompt's line: the role says why it stops
+            write_line("", "stderr")   # end the prompt's line: the role says why it stops
             return None
         finally:
             if previous is not None:

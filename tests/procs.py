@@ -185,19 +185,18 @@ class RoleProcess(_Screen):
     """One running role script, with its stdout and stderr collected line by line."""
 
     def __init__(self, module: str, args: list[str], env: dict[str, str],
-                 prefix: list[str] | None = None, stdin=subprocess.PIPE) -> None:
+                 prefix: list[str] | None = None, stdin=subprocess.PIPE, stdout=subprocess.PIPE) -> None:
         self.name = module
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
             [*(prefix or []), *role_command(module, env), *args], cwd=ROOT, env=env,
-            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
         self._readers = [
-            threading.Thread(target=self._collect, args=(self.process.stdout, self.stdout_lines),
-                             daemon=True),
-            threading.Thread(target=self._collect, args=(self.process.stderr, self.stderr_lines),
-                             daemon=True),
+            threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.process.stdout, self.stdout_lines), (self.process.stderr, self.stderr_lines))
+            if stream is not None   # None: stdout was the test's own (Processes.start)
         ]
         for reader in self._readers:
             reader.start()
@@ -336,12 +335,13 @@ class Processes:
         self.started: list[RoleProcess] = []
 
     def start(self, module: str, *args: str, env: dict[str, str | None] | None = None,
-              prefix: list[str] | None = None, stdin=subprocess.PIPE) -> RoleProcess:
+              prefix: list[str] | None = None, stdin=subprocess.PIPE, stdout=subprocess.PIPE) -> RoleProcess:
         """Start ``python -m module args`` with the test's environment plus
         ``env``; a value of None removes that variable (DISPLAY, say). ``prefix``
         goes before the command: ``["ip", "netns", "exec", NAME]`` runs it on
         another host of a test LAN. ``stdin`` is a pipe the test writes into
-        (send_line), unless a file or subprocess.DEVNULL is given."""
+        (send_line), unless a file or subprocess.DEVNULL is given; ``stdout`` a
+        pipe read into stdout_lines, unless a file or a descriptor is given."""
         full_env = {key: value for key, value in os.environ.items()
                     if key not in _SETTING_VARIABLES}
         full_env.update(wire_story.process_environment(list(args)))   # its key log; the capture's ports
@@ -350,7 +350,7 @@ class Processes:
         process = RoleProcess(module, list(args),
                               simulation_environment({key: value for key, value in full_env.items()
                                                       if value is not None}),
-                              prefix, stdin)
+                              prefix, stdin, stdout)
         self.started.append(process)
         return process
 
