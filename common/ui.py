@@ -507,6 +507,30 @@ class StdinReader:
         self.chunks.close()
 
 
+class _PasswordDialog(simpledialog.Dialog if tk is not None else object):
+    """A dialog that asks for a password and hides it as typed (``answer``:
+    None if cancelled). Ctrl-X in it quits, as in the window, and cuts nothing."""
+
+    def __init__(self, parent: tk.Tk, title: str, prompt: str,
+                 on_quit_key: Callable[[tk.Event], str]) -> None:
+        self._prompt, self._on_quit_key = prompt, on_quit_key
+        self.answer: str | None = None
+        super().__init__(parent, title)   # returns once the dialog is closed
+
+    def body(self, master: tk.Frame) -> tk.Entry:
+        tk.Label(master, text=self._prompt, justify="left").pack(padx=5, anchor="w")
+        self._entry = tk.Entry(master, show="*")
+        self._entry.pack(padx=5, fill="x")
+        for widget in (self._entry, self):
+            widget.bind("<Control-x>", self._on_quit_key)
+            widget.bind("<Control-X>", self._on_quit_key)
+        self.bind("<KP_Enter>", self.ok)   # as Return does
+        return self._entry   # it has the focus
+
+    def apply(self) -> None:
+        self.answer = self._entry.get()
+
+
 def _is_a_terminal(stream: io.IOBase | None) -> bool:
     try:
         return stream is not None and stream.isatty()
@@ -626,6 +650,7 @@ class ChatWindow(_FrontEnd):
         # for a line of its own ("#99 server: ...") on someone else's screen.
         self._transcript.tag_configure("line", lmargin2=WRAP_INDENT_PIXELS)
         self._members: tk.Listbox | None = None   # see set_members()
+        self._quit_while_asking: Callable[[], None] | None = None   # see ask_password()
         self._entry = tk.Entry(self._root, font=("TkDefaultFont", 11))
         bottom = tk.Frame(self._root)
         self._status_line = tk.Label(bottom, anchor="w", relief="sunken", padx=4)
@@ -642,6 +667,8 @@ class ChatWindow(_FrontEnd):
         self._entry.pack(side="bottom", fill="x", padx=4, pady=4)
         self._transcript.pack(side="top", fill="both", expand=True, padx=4, pady=(4, 0))
         self._entry.bind("<Return>", self._on_return)
+        self._entry.bind("<KP_Enter>", self._on_return)   # the keypad's Enter sends too
+        self._entry.bind("<<Paste>>", self._on_paste)
         # Bound on the toplevel, so the keys work whichever widget has the focus;
         # and on the entry box too, where "break" stops the event there. On
         # Windows and Linux, Tk makes Ctrl-X a Cut, which the entry box's own
@@ -713,10 +740,18 @@ class ChatWindow(_FrontEnd):
         self._entry.configure(state="normal" if enabled else "disabled")
 
     def ask_password(self, prompt: str) -> str | None:
-        """Ask in a dialog that hides what is typed; None if cancelled
-        (or interrupted by Ctrl-C or SIGTERM)."""
+        """Ask in a dialog that hides what is typed; None if cancelled, or if
+        the user quits meanwhile (Ctrl-X, the close button, Ctrl-C or SIGTERM):
+        there is nobody to say goodbye to yet, so nothing is sent."""
         interrupted = False
         watcher = ""
+
+        def give_up() -> None:   # close the dialog: it then answers None
+            nonlocal interrupted
+            interrupted = True
+            for child in self._root.winfo_children():
+                if isinstance(child, tk.Toplevel):
+                    child.destroy()
 
         def on_signal(_signal_number: int, _frame: object) -> None:
             nonlocal interrupted
@@ -726,21 +761,20 @@ class ChatWindow(_FrontEnd):
             # The dialog waits inside Tk's C code, where no Python signal
             # handler can run: a timer runs a little Python now and then.
             nonlocal watcher
-            if interrupted:   # close the dialog: askstring() then answers None
-                for child in self._root.winfo_children():
-                    if isinstance(child, tk.Toplevel):
-                        child.destroy()
+            if interrupted:
+                give_up()
             else:
                 watcher = self._root.after(PROMPT_SIGNAL_CHECK_MS, watch)
 
         previous = {}
         if threading.current_thread() is threading.main_thread():
             previous = {number: signal.signal(number, on_signal) for number in QUIT_SIGNALS}
+        self._quit_while_asking = give_up   # see _quit()
         watch()
         try:
-            answer = simpledialog.askstring(f"{self.title}: password", prompt, show="*",
-                                            parent=self._root)
+            answer = _PasswordDialog(self._root, f"{self.title}: password", prompt, self._on_quit_key).answer
         finally:
+            self._quit_while_asking = None
             self._root.after_cancel(watcher)
             for number, handler in previous.items():
                 signal.signal(number, handler)
@@ -789,6 +823,12 @@ class ChatWindow(_FrontEnd):
         super().stop()
         self._root.quit()   # ends mainloop() once the current callback returns
 
+    def _quit(self) -> None:
+        if self._quit_while_asking is not None:   # the password dialog is up: close it
+            self._quit_while_asking()
+        else:
+            super()._quit()
+
     def _on_quit_key(self, _event: tk.Event) -> str:
         self._quit()
         return "break"   # no other binding of the key runs: no Cut of the entry's text
@@ -817,6 +857,33 @@ class ChatWindow(_FrontEnd):
         else:   # refused: keep it, selected, so the user can fix it or type over it
             self._entry.selection_range(0, "end")
             self._entry.icursor("end")
+
+    def _on_paste(self, _event: tk.Event) -> str | None:
+        """Several lines pasted: each is a message, in order and each checked,
+        as each line is in the terminal. The last piece, if no line end
+        follows it, stays in the entry box to be finished."""
+        try:
+            pasted = self._root.clipboard_get()
+        except tk.TclError:   # an empty clipboard, or no text on it
+            return None
+        *lines, last = re.split(r"\r\n|\r|\n", pasted)
+        if not lines:
+            return None   # one line: the entry box's own paste
+        if self._input_enabled:
+            if self._entry.selection_present():   # a paste replaces the selection
+                self._entry.delete("sel.first", "sel.last")
+            cursor = self._entry.index("insert")
+            typed = self._entry.get()
+            lines[0] = typed[:cursor] + lines[0]
+            self._entry.delete(0, "end")
+            for line in lines:
+                if self.stopped:   # a "/quit" among them
+                    break
+                self._submit(line)   # a refused line says why, and the next goes on, as in the terminal
+            else:
+                self._entry.insert(0, last + typed[cursor:])
+                self._entry.icursor(len(last))
+        return "break"   # not the entry's own paste, which would put the line ends in the box
 
     def _sender_tag(self, sender: str) -> str:
         return f"sender{self.colour_index(sender)}"

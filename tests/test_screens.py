@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import select
-import subprocess
 
 import pytest
 
@@ -90,3 +89,53 @@ def test_lab1_roles_whose_stdout_fails_keep_chatting(lab, kind):
     for process in (server, alice):
         assert sum("cannot be written" in line for line in process.stderr_lines) == 1, process.output()
         assert_clean(process)
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("kind", SCREEN_KINDS)
+def test_lab2_server_whose_stdout_fails_keeps_the_room_and_rekeys_after_a_leave(room, kind):
+    screen = BadScreen(kind)
+    server = room.start_server(stdout=screen.stdout)
+    screen.started()
+    alice = room.join("alice")
+    if kind == PIPE_CLOSED_EARLY:
+        assert screen.read_a_line_and_go() == "#1 * alice joined"
+    bob = room.join("bob")   # the server's screen fails here (or failed already)
+    server.wait_for_stderr(screen_gone_note("Broken pipe" if kind == PIPE_CLOSED_EARLY else "No space left on device"))
+    bob.send_line("/quit")   # the room gets a new key, which only alice is sent
+    assert bob.wait_exit() == 0, bob.output()
+    alice.wait_for_stdout(r"^#3 \* bob left$")
+    carol = room.join("carol")   # she can open the room only with the key sent after the leave
+    alice.wait_for_stdout(r"^#4 \* carol joined$")
+    alice.send_line("to the room after the leave")
+    carol.wait_for_stdout(r"^#5 alice: to the room after the leave$")
+    server.send_line("/quit")
+    assert server.wait_exit() == 0, server.output()
+    assert sum("cannot be written" in line for line in server.stderr_lines) == 1, server.output()
+    assert_clean(server)
+
+
+@pytest.mark.points(1)
+def test_lab1_server_on_a_terminal_that_is_not_utf8_shows_every_line(lab):
+    server = lab.start_server(env={"PYTHONIOENCODING": "ascii"})
+    alice = lab.logged_in_client("alice", "--register")
+    for line in ("4 € 5", "after it"):
+        alice.send_line(line)
+    server.wait_for_stdout(r"^alice: after it$")
+    server.send_line("/quit")
+    assert server.wait_exit() == 0, server.output()
+    assert server.stdout_lines == ["alice: 4 ? 5", "alice: after it"], server.output()
+    assert_clean(server)
+
+
+@pytest.mark.points(1)
+def test_lab2_member_on_a_terminal_that_is_not_utf8_shows_every_event_and_hashes_the_real_text(room):
+    room.start_server()
+    alice = room.join("alice", env={"PYTHONIOENCODING": "ascii"})
+    bob = room.join("bob")
+    for line in ("4 € 5", "after it"):
+        bob.send_line(line)
+    assert hash_at(alice, 4) == hash_at(bob, 4)
+    assert [line for line in alice.stdout_lines if line.startswith("#")] == [
+        "#1 * alice joined", "#2 * bob joined", "#3 bob: 4 ? 5", "#4 bob: after it"], alice.output()
+    assert_clean(alice)
