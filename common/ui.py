@@ -192,8 +192,7 @@ def _stream_gone(stream_name: str, stream: io.TextIOBase, error: Exception) -> N
     except (OSError, ValueError):   # no descriptor to redirect (closed): exit skips a closed file
         pass
     if stream_name != "stderr":
-        reason = net.describe_error(error) if isinstance(error, OSError) else str(error)
-        write_line(SCREEN_GONE.format(stream=stream_name, reason=reason), "stderr")
+        write_line(SCREEN_GONE.format(stream=stream_name, reason=net.describe_error(error)), "stderr")
 
 
 def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callable[[], None],
