@@ -476,9 +476,10 @@ def test_keypad_enter_sends_and_pasted_lines_are_sent_one_a_line_each_checked(wi
         assert sent == ["by the keypad", "typed and pasted", "third"]
         assert entry.get() == "to be finished"
         window._root.clipboard_clear()
-        window._root.clipboard_append("one line")   # no line end: the entry's own paste
+        one_line = "one line"
+        window._root.clipboard_append(one_line)   # no line end: the entry's own paste
         drive(window, window_display, "key", "ctrl+v")
-        assert entry.get() == "to be finishedone line"
+        assert entry.get() == "to be finished" + one_line
         assert len(sent) == 3
     finally:
         window._root.destroy()
