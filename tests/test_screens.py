@@ -16,6 +16,8 @@ from tests.procs import DEADLINE_SECONDS
 from tests.test_lab1 import lab  # noqa: F401  (a fixture)
 from tests.test_lab2 import hash_at, room  # noqa: F401  (a fixture)
 
+pytestmark = pytest.mark.network
+
 PIPE_CLOSED_EARLY = "a pipe closed early"
 FULL_DISK = "/dev/full"
 SCREEN_KINDS = [PIPE_CLOSED_EARLY, pytest.param(FULL_DISK, marks=pytest.mark.linux_only("/dev/full"))]
