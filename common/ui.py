@@ -29,6 +29,9 @@ end of stdin, Ctrl-C or SIGTERM); the loop ends right after it.
 Both write the transcript to stdout, one flushed line per message, and notes
 and status to stderr. In the terminal that is the whole interface; the window
 shows the same lines too, so a script (or the grader) can follow a GUI session.
+Writing there never raises into the role (write_line): a stream that fails
+is said once on stderr and dropped, and what a terminal cannot encode
+becomes "?".
 
 If ``on_submit`` raises ProtocolError (the text may not be sent: too long, a
 control character), the front end shows "not sent: <reason>"; a window keeps
@@ -617,8 +620,9 @@ class ChatWindow(_FrontEnd):
     """A tkinter window: scrolling transcript, entry box, status line, and in
     Lab 2 a member list at the right.
 
-    Enter sends the line; Ctrl-X, closing the window, Cmd-Q (macOS), Ctrl-C
-    or SIGTERM quits. F2 (F6 on macOS), or the "Show the wire" box beside the
+    Enter (or the keypad's Enter) sends the line, and several lines pasted at
+    once are sent one a line; Ctrl-X, closing the window, Cmd-Q (macOS), Ctrl-C
+    or SIGTERM quits, and closes the password dialog if it is up. F2 (F6 on macOS), or the "Show the wire" box beside the
     status line, shows or hides the wire view (common/wire.py) in the transcript.
     Raises tkinter.TclError if no window can be opened.
     """
