@@ -622,8 +622,9 @@ class ChatWindow(_FrontEnd):
 
     Enter (or the keypad's Enter) sends the line, and several lines pasted at
     once are sent one a line; Ctrl-X, closing the window, Cmd-Q (macOS), Ctrl-C
-    or SIGTERM quits, and closes the password dialog if it is up. F2 (F6 on macOS), or the "Show the wire" box beside the
-    status line, shows or hides the wire view (common/wire.py) in the transcript.
+    or SIGTERM quits, and closes the password dialog if it is up. F2 (F6 on
+    macOS), or the "Show the wire" box beside the status line, shows or hides
+    the wire view (common/wire.py) in the transcript.
     Raises tkinter.TclError if no window can be opened.
     """
 
