@@ -136,7 +136,7 @@ def check_tcp_port(name: str, port: int) -> Check:
             sock.bind(("", port))
             sock.listen()
         except OSError as error:
-            return Check(f"{name}={port} (TCP) cannot be used: {error.strerror}",
+            return Check(f"{name}={port} (TCP) cannot be used: {net.describe_error(error)}",
                          f"stop the program on it ({port_owner_command(port, 'tcp')} names it), "
                          f"often a server still running, or set {name} to another port in .env")
     return Check(f"{name}={port} (TCP) is free")
@@ -148,7 +148,7 @@ def check_broadcast(settings: Settings) -> list[Check]:
     try:
         receiver = net.broadcast_receiver(port)
     except OSError as error:
-        return [Check(f"BROADCAST_PORT={port} (UDP) cannot be bound: {error.strerror}",
+        return [Check(f"BROADCAST_PORT={port} (UDP) cannot be bound: {net.describe_error(error)}",
                       f"a program bound it without SO_REUSEADDR: stop it ({port_owner_command(port, 'udp')} "
                       "names it), or set BROADCAST_PORT to another port in every .env")]
     checks = [Check(f"BROADCAST_PORT={port} (UDP) can be bound, shared with other clients")]
@@ -158,7 +158,7 @@ def check_broadcast(settings: Settings) -> list[Check]:
         host = settings.host if net.is_own_address(settings.host) else net.interface_facing(settings.host)
         channel = net.open_room_channel(host, address, port, settings.multicast_group)
     except OSError as error:
-        return checks + [Check(f"cannot send to {address}:{port}: {error.strerror or error}",
+        return checks + [Check(f"cannot send to {address}:{port}: {net.describe_error(error)}",
                                "check BROADCAST_ADDR (the subnet's broadcast address) and MULTICAST_GROUP in .env")]
     finally:
         receiver.close()

@@ -55,10 +55,13 @@ def error_text(number: int) -> str:
     return winsock_words.rstrip(".") if winsock_words else os.strerror(number)
 
 
-def describe_error(error: OSError) -> str:
+def describe_error(error: Exception) -> str:
     """Why a socket call failed, for a person: "Connection refused", not
     "[Errno 111] Connection refused"; an error with a number only gets its
-    words from error_text; one with a message only (ours) is that message."""
+    words from error_text; one with a message only (ours), or one that is no
+    OSError (a ProtocolError), is that message."""
+    if not isinstance(error, OSError):
+        return str(error)
     if error.strerror:
         return error.strerror
     if isinstance(error.errno, int):

@@ -29,6 +29,9 @@ end of stdin, Ctrl-C or SIGTERM); the loop ends right after it.
 Both write the transcript to stdout, one flushed line per message, and notes
 and status to stderr. In the terminal that is the whole interface; the window
 shows the same lines too, so a script (or the grader) can follow a GUI session.
+Writing there never raises into the role (write_line): a stream that fails
+is said once on stderr and dropped, and what a terminal cannot encode
+becomes "?".
 
 If ``on_submit`` raises ProtocolError (the text may not be sent: too long, a
 control character), the front end shows "not sent: <reason>"; a window keeps
@@ -73,7 +76,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 
-from common import wire
+from common import net, wire
 from common.errors import ProtocolError
 
 try:
@@ -106,6 +109,7 @@ WINDOW_STDIN_VARIABLE = "CHAT_WINDOW_STDIN"
 # emoji): the window shows "[U+1F600]" instead. stdout keeps the real text.
 TK_SHOWS_ALL_CHARACTERS = tk is not None and tk.TkVersion >= 8.7
 WIRE_PREFIX = "wire: "     # every wire line on stdout starts so: never a chat line's start
+SCREEN_GONE = "{stream} cannot be written ({reason}): its lines are dropped from now on; the chat goes on"
 # Whose habits a window follows: "darwin" (macOS), "win32" (Windows), or another
 # (Linux, the BSDs). Read when a window opens, so a test may set another.
 PLATFORM = sys.platform
@@ -142,7 +146,56 @@ class _WireOption(argparse.Action):
 
 def show_wire_on_stdout(line: str) -> None:
     """Print one wire line, with its prefix, and flush it at once."""
-    print(WIRE_PREFIX + line, flush=True)
+    write_line(WIRE_PREFIX + line)
+
+
+def write_line(text: str, stream_name: str = "stdout", end: str = "\n") -> None:
+    """Write ``text`` and ``end`` to sys.stdout (or sys.stderr) and flush at
+    once; never raise. The screen is one of a role's outputs, not its life: a
+    stdout piped into ``head`` that has exited, a full disk behind a redirect,
+    a closed descriptor must never cost the peer its chat."""
+    stream = getattr(sys, stream_name)
+    if stream is None or stream_name in _gone:   # no such stream at all, or it failed already
+        return
+    if stream_name not in _forgiving:
+        _forgiving.add(stream_name)
+        # A terminal that is not UTF-8 (LANG=C, ISO-8859-1) cannot encode every
+        # character: show it as "?" rather than lose the whole line. The
+        # transcript's hash is computed on the real text, never on the screen.
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (ValueError, OSError):   # a stream closed already: the write below says so
+                pass
+    try:
+        stream.write(text + end)
+        stream.flush()   # a pipe would otherwise hold the line, and whoever reads it would wait
+    except (OSError, ValueError) as error:   # EPIPE, ENOSPC, EBADF; ValueError: a closed file
+        _stream_gone(stream_name, stream, error)
+
+
+_forgiving: set[str] = set()   # streams set to replace what they cannot encode
+_gone: set[str] = set()        # streams that failed once: their output is dropped
+
+
+def _stream_gone(stream_name: str, stream: io.TextIOBase, error: Exception) -> None:
+    """Drop every later write to ``stream_name``, and say so once on stderr."""
+    _gone.add(stream_name)
+    # Python ignores SIGPIPE, so a write to a pipe nobody reads raises
+    # BrokenPipeError; and at exit Python flushes what is still buffered, which
+    # would fail again ("Exception ignored ... BrokenPipeError"). Pointing the
+    # descriptor at the null device, as Python's documentation of SIGPIPE
+    # suggests, lets that last flush succeed, into nothing.
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, stream.fileno())
+        finally:
+            os.close(null)
+    except (OSError, ValueError):   # no descriptor to redirect (closed): exit skips a closed file
+        pass
+    if stream_name != "stderr":
+        write_line(SCREEN_GONE.format(stream=stream_name, reason=net.describe_error(error)), "stderr")
 
 
 def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callable[[], None],
@@ -162,7 +215,7 @@ def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callab
             except tk.TclError as error:
                 reason = f"no window could be opened ({error})"
     if reason:
-        print(f"{reason}: running in headless terminal mode", file=sys.stderr, flush=True)
+        write_line(f"{reason}: running in headless terminal mode", "stderr")
     return TerminalChat(title, on_submit, on_quit)
 
 
@@ -210,24 +263,22 @@ class _FrontEnd:
 
     def show_line(self, sender: str, text: str) -> None:
         """Add one line to the transcript."""
-        # One print per line and an explicit flush: a pipe would otherwise hold
-        # the line in a buffer, and whoever reads our stdout would wait for it.
-        print(f"{self._name_for_stdout(sender)}: {text}", flush=True)
+        write_line(f"{self._name_for_stdout(sender)}: {text}")
 
     def show_text(self, line: str, sender: str) -> None:
         """Add one preformatted transcript line (Lab 2's "#12 alice: hi"),
         with ``sender``'s name in its colour, printed to stdout exactly as given."""
-        print(line, flush=True)
+        write_line(line)
 
     def show_note(self, text: str) -> None:
         """Report an event that is not a chat line ("alice left")."""
-        print(text, file=sys.stderr, flush=True)
+        write_line(text, "stderr")
 
     def set_status(self, text: str) -> None:
         """Replace the status (the window's status line; a note in the terminal)."""
         if text != self._status:
             self._status = text
-            print(f"[{text}]", file=sys.stderr, flush=True)
+            write_line(f"[{text}]", "stderr")
 
     def set_members(self, names: list[str]) -> None:
         """Show who is in the room, in this order (Lab 2): a list beside the
@@ -346,9 +397,9 @@ class _FrontEnd:
         if (where, type(error).__name__) in self._reported:
             return   # once is enough: a socket that stays readable would repeat it forever
         self._reported.add((where, type(error).__name__))
-        print(f"internal error in {where} (reported once; the program carries on):\n"
-              + "".join(traceback.format_exception(type(error), error, error.__traceback__)),
-              file=sys.stderr, end="", flush=True)
+        write_line(f"internal error in {where} (reported once; the program carries on):\n"
+                   + "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+                   "stderr", end="")
 
     # --- stdin: the terminal's keyboard, or a script typing into a window ---------------
 
@@ -458,10 +509,34 @@ class StdinReader:
         self.chunks.close()
 
 
-def _stdin_is_a_terminal() -> bool:
+class _PasswordDialog(simpledialog.Dialog if tk is not None else object):
+    """A dialog that asks for a password and hides it as typed (``answer``:
+    None if cancelled). Ctrl-X in it quits, as in the window, and cuts nothing."""
+
+    def __init__(self, parent: tk.Tk, title: str, prompt: str,
+                 on_quit_key: Callable[[tk.Event], str]) -> None:
+        self._prompt, self._on_quit_key = prompt, on_quit_key
+        self.answer: str | None = None
+        super().__init__(parent, title)   # returns once the dialog is closed
+
+    def body(self, master: tk.Frame) -> tk.Entry:
+        tk.Label(master, text=self._prompt, justify="left").pack(padx=5, anchor="w")
+        self._entry = tk.Entry(master, show="*")
+        self._entry.pack(padx=5, fill="x")
+        for widget in (self._entry, self):
+            widget.bind("<Control-x>", self._on_quit_key)
+            widget.bind("<Control-X>", self._on_quit_key)
+        self.bind("<KP_Enter>", self.ok)   # as Return does
+        return self._entry   # it has the focus
+
+    def apply(self) -> None:
+        self.answer = self._entry.get()
+
+
+def _is_a_terminal(stream: io.IOBase | None) -> bool:
     try:
-        return sys.stdin is not None and sys.stdin.isatty()
-    except ValueError:   # stdin was closed
+        return stream is not None and stream.isatty()
+    except ValueError:   # the stream was closed
         return False
 
 
@@ -486,7 +561,7 @@ class TerminalChat(_FrontEnd):
     def __init__(self, title: str, on_submit: Callable[[str], None],
                  on_quit: Callable[[], None]) -> None:
         super().__init__(title, on_submit, on_quit, reads_stdin=True)
-        self._colour = sys.stdout.isatty()
+        self._colour = _is_a_terminal(sys.stdout)
 
     def ask_password(self, prompt: str) -> str | None:
         """Ask on the terminal without echoing; None if the user gives up
@@ -498,16 +573,16 @@ class TerminalChat(_FrontEnd):
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            if not _stdin_is_a_terminal():
+            if not _is_a_terminal(sys.stdin):
                 # getpass would read the line through Python's buffer of stdin,
                 # which takes the lines after it too, out of our reader's sight.
-                print(f"{prompt}: ", end="", file=sys.stderr, flush=True)
+                write_line(f"{prompt}: ", "stderr", end="")
                 return self._stdin().read_line(PROMPT_SIGNAL_CHECK_MS / 1000)
             with warnings.catch_warnings():   # no terminal to hide the answer on: getpass warns of it
                 warnings.simplefilter("ignore", getpass.GetPassWarning)
                 return getpass.getpass(f"{prompt}: ")
         except (EOFError, KeyboardInterrupt):
-            print(file=sys.stderr)   # end the prompt's line: the role says why it stops
+            write_line("", "stderr")   # end the prompt's line: the role says why it stops
             return None
         finally:
             if previous is not None:
@@ -545,9 +620,11 @@ class ChatWindow(_FrontEnd):
     """A tkinter window: scrolling transcript, entry box, status line, and in
     Lab 2 a member list at the right.
 
-    Enter sends the line; Ctrl-X, closing the window, Cmd-Q (macOS), Ctrl-C
-    or SIGTERM quits. F2 (F6 on macOS), or the "Show the wire" box beside the
-    status line, shows or hides the wire view (common/wire.py) in the transcript.
+    Enter (or the keypad's Enter) sends the line, and several lines pasted at
+    once are sent one a line; Ctrl-X, closing the window, Cmd-Q (macOS), Ctrl-C
+    or SIGTERM quits, and closes the password dialog if it is up. F2 (F6 on
+    macOS), or the "Show the wire" box beside the status line, shows or hides
+    the wire view (common/wire.py) in the transcript.
     Raises tkinter.TclError if no window can be opened.
     """
 
@@ -577,6 +654,7 @@ class ChatWindow(_FrontEnd):
         # for a line of its own ("#99 server: ...") on someone else's screen.
         self._transcript.tag_configure("line", lmargin2=WRAP_INDENT_PIXELS)
         self._members: tk.Listbox | None = None   # see set_members()
+        self._quit_while_asking: Callable[[], None] | None = None   # see ask_password()
         self._entry = tk.Entry(self._root, font=("TkDefaultFont", 11))
         bottom = tk.Frame(self._root)
         self._status_line = tk.Label(bottom, anchor="w", relief="sunken", padx=4)
@@ -593,6 +671,8 @@ class ChatWindow(_FrontEnd):
         self._entry.pack(side="bottom", fill="x", padx=4, pady=4)
         self._transcript.pack(side="top", fill="both", expand=True, padx=4, pady=(4, 0))
         self._entry.bind("<Return>", self._on_return)
+        self._entry.bind("<KP_Enter>", self._on_return)   # the keypad's Enter sends too
+        self._entry.bind("<<Paste>>", self._on_paste)
         # Bound on the toplevel, so the keys work whichever widget has the focus;
         # and on the entry box too, where "break" stops the event there. On
         # Windows and Linux, Tk makes Ctrl-X a Cut, which the entry box's own
@@ -664,10 +744,18 @@ class ChatWindow(_FrontEnd):
         self._entry.configure(state="normal" if enabled else "disabled")
 
     def ask_password(self, prompt: str) -> str | None:
-        """Ask in a dialog that hides what is typed; None if cancelled
-        (or interrupted by Ctrl-C or SIGTERM)."""
+        """Ask in a dialog that hides what is typed; None if cancelled, or if
+        the user quits meanwhile (Ctrl-X, the close button, Ctrl-C or SIGTERM):
+        there is nobody to say goodbye to yet, so nothing is sent."""
         interrupted = False
         watcher = ""
+
+        def give_up() -> None:   # close the dialog: it then answers None
+            nonlocal interrupted
+            interrupted = True
+            for child in self._root.winfo_children():
+                if isinstance(child, tk.Toplevel):
+                    child.destroy()
 
         def on_signal(_signal_number: int, _frame: object) -> None:
             nonlocal interrupted
@@ -677,21 +765,20 @@ class ChatWindow(_FrontEnd):
             # The dialog waits inside Tk's C code, where no Python signal
             # handler can run: a timer runs a little Python now and then.
             nonlocal watcher
-            if interrupted:   # close the dialog: askstring() then answers None
-                for child in self._root.winfo_children():
-                    if isinstance(child, tk.Toplevel):
-                        child.destroy()
+            if interrupted:
+                give_up()
             else:
                 watcher = self._root.after(PROMPT_SIGNAL_CHECK_MS, watch)
 
         previous = {}
         if threading.current_thread() is threading.main_thread():
             previous = {number: signal.signal(number, on_signal) for number in QUIT_SIGNALS}
+        self._quit_while_asking = give_up   # see _quit()
         watch()
         try:
-            answer = simpledialog.askstring(f"{self.title}: password", prompt, show="*",
-                                            parent=self._root)
+            answer = _PasswordDialog(self._root, f"{self.title}: password", prompt, self._on_quit_key).answer
         finally:
+            self._quit_while_asking = None
             self._root.after_cancel(watcher)
             for number, handler in previous.items():
                 signal.signal(number, handler)
@@ -740,6 +827,12 @@ class ChatWindow(_FrontEnd):
         super().stop()
         self._root.quit()   # ends mainloop() once the current callback returns
 
+    def _quit(self) -> None:
+        if self._quit_while_asking is not None:   # the password dialog is up: close it
+            self._quit_while_asking()
+        else:
+            super()._quit()
+
     def _on_quit_key(self, _event: tk.Event) -> str:
         self._quit()
         return "break"   # no other binding of the key runs: no Cut of the entry's text
@@ -768,6 +861,33 @@ class ChatWindow(_FrontEnd):
         else:   # refused: keep it, selected, so the user can fix it or type over it
             self._entry.selection_range(0, "end")
             self._entry.icursor("end")
+
+    def _on_paste(self, _event: tk.Event) -> str | None:
+        """Several lines pasted: each is a message, in order and each checked,
+        as each line is in the terminal. The last piece, if no line end
+        follows it, stays in the entry box to be finished."""
+        try:
+            pasted = self._root.clipboard_get()
+        except tk.TclError:   # an empty clipboard, or no text on it
+            return None
+        *lines, last = re.split(r"\r\n|\r|\n", pasted)
+        if not lines:
+            return None   # one line: the entry box's own paste
+        if self._input_enabled:
+            if self._entry.selection_present():   # a paste replaces the selection
+                self._entry.delete("sel.first", "sel.last")
+            cursor = self._entry.index("insert")
+            typed = self._entry.get()
+            lines[0] = typed[:cursor] + lines[0]
+            self._entry.delete(0, "end")
+            for line in lines:
+                if self.stopped:   # a "/quit" among them
+                    break
+                self._submit(line)   # a refused line says why, and the next goes on, as in the terminal
+            else:
+                self._entry.insert(0, last + typed[cursor:])
+                self._entry.icursor(len(last))
+        return "break"   # not the entry's own paste, which would put the line ends in the box
 
     def _sender_tag(self, sender: str) -> str:
         return f"sender{self.colour_index(sender)}"

@@ -141,7 +141,7 @@ class RoomClient:
             self.flush()
             # END SOLUTION
         except (ProtocolError, OSError) as error:
-            self.fail(f"connection lost: {error}")
+            self.fail(f"connection lost: {net.describe_error(error)}")
 
     def send(self, message) -> None:
         if self.phase is not Phase.MEMBER:   # the session is over; the window stays open to be read
@@ -284,7 +284,7 @@ class RoomClient:
             else:
                 self.send(Say(typed_text(text, COMMANDS)))
         except OSError as error:
-            self.fail(f"connection lost: {error}")
+            self.fail(f"connection lost: {net.describe_error(error)}")
 
     def on_quit(self) -> None:
         self.session.close("quit")   # a Goodbye, once the handshake is done

@@ -138,7 +138,7 @@ class RoomServer:
                     raise failure
             # END SOLUTION
         except (ProtocolError, OSError) as error:
-            self.drop(peer, str(error))
+            self.drop(peer, net.describe_error(error))
 
     def handle_message(self, peer: Connection, message) -> None:
         handler = self.HANDLERS.get(type(message))
@@ -179,8 +179,8 @@ class RoomServer:
             self.ui.show_note(f"{name} joined from {peer.address}")   # after_round() sends the welcome
         except (ProtocolError, OSError) as error:
             if not peer.session.outgoing:
-                peer.session.send(LoginRejected(str(error)))
-            self.drop(peer, f"login refused: {error}")
+                peer.session.send(LoginRejected(net.describe_error(error)))
+            self.drop(peer, f"login refused: {net.describe_error(error)}")
 
     def drop(self, peer: Connection, reason: str) -> None:
         """Close one client; if it was a member, the room sees it leave."""
@@ -227,7 +227,7 @@ class RoomServer:
         except OSError as error:   # e.g. no route: clients will repair over TCP
             if str(error) not in self.reported:   # once, not once per datagram
                 self.reported.add(str(error))
-                self.ui.show_note(f"broadcast failed: {error}; clients will repair over TCP")
+                self.ui.show_note(f"broadcast failed: {net.describe_error(error)}; clients will repair over TCP")
         # END SOLUTION
 
     def after_round(self) -> None:
@@ -241,7 +241,7 @@ class RoomServer:
                 try:
                     peer.flush(self.selector, MAX_OUTGOING_BYTES)
                 except OSError as error:   # only marked: a drop sends to others (a new key), which may fail too
-                    self.doomed[peer] = str(error)
+                    self.doomed[peer] = net.describe_error(error)
             if not self.doomed:
                 return
             for peer, reason in list(self.doomed.items()):

@@ -223,4 +223,12 @@ MUTANTS = (
         f"{LAB2}::test_a_multicast_room_names_its_group_at_login_and_members_hear_it_by_datagram",
         "the client never joins the group the server names at login: on a Mac it hears only repairs",
     ),
+    Mutant(
+        "lab1 server prints past its front end",
+        "lab1_tcp.server",
+        "        self.ui.show_line(peer.name, checked_text(message.text))\n",
+        "        print(f\"{peer.name}: {checked_text(message.text)}\", flush=True)\n",
+        "tests/test_screens.py::test_lab1_roles_whose_stdout_fails_keep_chatting",
+        "prints a line itself: a stdout that cannot be written (a pipe whose reader went) drops the partner",
+    ),
 )

@@ -32,6 +32,7 @@ LINUX_ONLY = {
     "network namespaces": "a host per namespace, joined by veth cables and a bridge; ip netns, as root",
     "loopback capture": "an AF_PACKET socket that taps lo, as tcpdump does",
     "loopback broadcast": "a datagram to 127.255.255.255 comes back on lo; macOS's lo0 has no broadcast",
+    "/dev/full": "a device every write to fails as on a full disk",
     "Xvfb": "a private X screen that xdotool types into; macOS and Windows have neither",
 }
 # The fixtures that start an Xvfb (tests/xvfb.py, tests/test_ui.py): every test that uses

@@ -299,8 +299,8 @@ class RoleProcess(_Screen):
     """One running role script, with its stdout and stderr collected line by line."""
 
     def __init__(self, module: str, args: list[str], env: dict[str, str],
-                 prefix: list[str] | None = None, stdin=subprocess.PIPE, group: list[_Screen] | None = None,
-                 changed: threading.Condition | None = None) -> None:
+                 prefix: list[str] | None = None, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                 group: list[_Screen] | None = None, changed: threading.Condition | None = None) -> None:
         """``group`` and ``changed``: the other roles of the test and the
         condition they share (Processes passes them)."""
         self.name = module
@@ -308,16 +308,15 @@ class RoleProcess(_Screen):
         self.stderr_lines: list[str] = []
         self._changed = changed or threading.Condition()
         self._group = group if group is not None else [self]
-        self._open_streams = 2
         self.process = subprocess.Popen(
             [*(prefix or []), *role_command(module, env), *args], cwd=ROOT, env=env,
-            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
         self._readers = [
-            threading.Thread(target=self._collect, args=(self.process.stdout, self.stdout_lines),
-                             daemon=True),
-            threading.Thread(target=self._collect, args=(self.process.stderr, self.stderr_lines),
-                             daemon=True),
+            threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.process.stdout, self.stdout_lines), (self.process.stderr, self.stderr_lines))
+            if stream is not None   # None: stdout was the test's own (Processes.start)
         ]
+        self._open_streams = len(self._readers)   # ended() once each has reached its end
         for reader in self._readers:
             reader.start()
 
@@ -475,12 +474,13 @@ class Processes:
         self._changed = threading.Condition()   # shared: see _Screen
 
     def start(self, module: str, *args: str, env: dict[str, str | None] | None = None,
-              prefix: list[str] | None = None, stdin=subprocess.PIPE) -> RoleProcess:
+              prefix: list[str] | None = None, stdin=subprocess.PIPE, stdout=subprocess.PIPE) -> RoleProcess:
         """Start ``python -m module args`` with the test's environment plus
         ``env``; a value of None removes that variable (DISPLAY, say). ``prefix``
         goes before the command: ``["ip", "netns", "exec", NAME]`` runs it on
         another host of a test LAN. ``stdin`` is a pipe the test writes into
-        (send_line), unless a file or subprocess.DEVNULL is given."""
+        (send_line), unless a file or subprocess.DEVNULL is given; ``stdout`` a
+        pipe read into stdout_lines, unless a file or a descriptor is given."""
         full_env = {key: value for key, value in os.environ.items()
                     if key not in _SETTING_VARIABLES}
         full_env.update(wire_story.process_environment(list(args)))   # its key log; the capture's ports
@@ -489,7 +489,7 @@ class Processes:
         process = RoleProcess(module, list(args),
                               simulation_environment({key: value for key, value in full_env.items()
                                                       if value is not None}),
-                              prefix, stdin, self.started, self._changed)
+                              prefix, stdin, stdout, self.started, self._changed)
         with self._changed:
             self.started.append(process)
         return process

@@ -71,6 +71,8 @@ TASKS = (
         "test_lab1_client_with_stdin_at_its_end_under_windows_simulation",
         "test_lab1_ctrl_x_quits_under_windows_simulation",
         "test_lab1_quit_paths_under_windows_simulation",
+        "test_lab1_roles_whose_stdout_fails_keep_chatting",
+        "test_lab1_server_on_a_terminal_that_is_not_utf8_shows_every_line",
     )),
     Task("lab1", 3, "A server that strangers cannot stop", (), (
         "test_idle_connections_without_the_key_neither_keep_a_member_out_nor_stay_open",
@@ -129,6 +131,8 @@ TASKS = (
         "test_lab2_lines_piped_before_the_login_under_windows_simulation",
         "test_lab2_password_from_a_pipe_under_windows_simulation",
         "test_lab2_server_quit_under_windows_simulation",
+        "test_lab2_server_whose_stdout_fails_keeps_the_room_and_rekeys_after_a_leave",
+        "test_lab2_member_on_a_terminal_that_is_not_utf8_shows_every_event_and_hashes_the_real_text",
     )),
     Task("lab2", 3, "The room through loss, deafness and slow logins, on a LAN and in windows", (), (
         "test_a_slow_password_check_does_not_stall_the_room",

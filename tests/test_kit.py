@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import kit
+from common import doctor
 
 
 @pytest.fixture
@@ -158,3 +159,14 @@ def test_kit_runs_the_demo_or_pytest_in_the_venv_with_the_arguments_it_was_given
     with pytest.raises(Became):
         kit.main(command)
     assert ran == [("/kit/.venv/bin/python", ["/kit/.venv/bin/python", *expected])]
+
+
+def test_the_env_file_that_kit_setup_writes_passes_the_doctor(fake_kit):
+    folder, steps = fake_kit
+    kit.setup()
+    write_env = next(step for step in steps if step[-1].endswith("create_env_file('.env')"))
+    (folder / ".env").unlink()   # the fake's: now the real step, in the folder kit.py sets up
+    subprocess.run([sys.executable, *write_env[1:]], cwd=folder, check=True,
+                   env={**os.environ, "PYTHONPATH": str(Path(kit.__file__).resolve().parent)})
+    checks, settings = doctor.check_env_file(str(folder / ".env"))
+    assert settings is not None and [check.fix for check in checks] == [""], checks   # no FAIL

@@ -73,7 +73,7 @@ class Lab:
         return path
 
     def start_server(self, *args: str, headless: bool = True, env=None,
-                     host: str = "127.0.0.1") -> RoleProcess:
+                     host: str = "127.0.0.1", stdout=subprocess.PIPE) -> RoleProcess:
         if attachment():   # pytest --attach: the student's server, started by hand
             server = self.processes.attach(SERVER, bool(args or env or not headless or host != "127.0.0.1"))
             self.env_file, self.host, self.port = server.env_file, server.host, server.port
@@ -82,7 +82,7 @@ class Lab:
         server = self.processes.start(
             SERVER, "--host", host, "--port", "0", "--env", str(self.env_file),
             "--db", str(self.tmp_path / "chat.db"), *(["--headless"] if headless else []), *args,
-            env=env)
+            env=env, stdout=stdout)
         shown_host = f"[{host}]" if ":" in host else host
         self.port = int(server.wait_for_stderr(rf"^listening on {re.escape(shown_host)}:(\d+)$",
                                                timeout=SERVER_START_SECONDS).group(1))
@@ -90,11 +90,11 @@ class Lab:
 
     def start_client(self, name: str, *args: str, password: str = PASSWORD, env_file=None,
                      port: int | None = None, headless: bool = True, env=None,
-                     host: str | None = None) -> RoleProcess:
+                     host: str | None = None, stdout=subprocess.PIPE) -> RoleProcess:
         return self.processes.start(
             CLIENT, "--host", host or self.host, "--port", str(port or self.port), "--name", name,
             "--env", str(env_file or self.client_env), *(["--headless"] if headless else []),
-            *args, env={"CHAT_PASSWORD": password, **(env or {})})
+            *args, env={"CHAT_PASSWORD": password, **(env or {})}, stdout=stdout)
 
     def logged_in_client(self, name: str, *args: str, **options) -> RoleProcess:
         client = self.start_client(name, *args, **options)

@@ -57,7 +57,7 @@ class Room:
         with open(self.env_file, "a", encoding="utf-8") as env_file:
             env_file.write(line + "\n")
 
-    def start_server(self, *args: str, headless: bool = True) -> RoleProcess:
+    def start_server(self, *args: str, headless: bool = True, stdout=subprocess.PIPE) -> RoleProcess:
         if attachment():   # pytest --attach: the student's server, started by hand
             server = self.processes.attach(SERVER, bool(args or not headless or self.own_settings))
             self.env_file = shutil.copy(server.env_file, self.tmp_path / "attached.env")
@@ -67,7 +67,8 @@ class Room:
         server = self.processes.start(
             SERVER, "--host", "127.0.0.1", "--port", "0", "--env", str(self.env_file),
             "--db", str(self.tmp_path / "chat.db"), "--broadcast-addr", BROADCAST,
-            "--broadcast-port", str(self.server_broadcast_port), *(["--headless"] if headless else []), *args)
+            "--broadcast-port", str(self.server_broadcast_port), *(["--headless"] if headless else []), *args,
+            stdout=stdout)
         self.port = int(server.wait_for_stderr(r"^listening on 127\.0\.0\.1:(\d+), broadcasting",
                                                timeout=SERVER_START_SECONDS).group(1))
         return server

@@ -290,6 +290,9 @@ def test_winsock_error_numbers_are_named_in_words_not_unknown_error(monkeypatch)
     assert net.describe_error(OSError(10060, "")) == "The operation timed out"   # a number, no words
     assert net.describe_error(OSError(111, "Connection refused")) == "Connection refused"
     assert net.describe_error(OSError("stopped reading: dropped")) == "stopped reading: dropped"
+    # A role catches (ProtocolError, OSError) together and shows either the same way.
+    assert net.describe_error(ConnectionResetError(104, "Connection reset by peer")) == "Connection reset by peer"
+    assert net.describe_error(ProtocolError("a bad record")) == "a bad record"
     monkeypatch.delattr(socket, "errorTab")   # Linux and macOS: the C library's words
     assert net.error_text(errno.ECONNREFUSED) == os.strerror(errno.ECONNREFUSED)
 

@@ -209,6 +209,23 @@ def test_interrupt_at_the_password_dialog_ends_in_one_line(tmp_path, xvfb_displa
     assert_no_traceback(client)
 
 
+@pytest.mark.gui
+@pytest.mark.points(1)
+@pytest.mark.parametrize("module", ["lab1_tcp.client", "lab2_udp.client"])
+def test_ctrl_x_at_the_password_dialog_ends_in_one_line(tmp_path, xvfb_display, module):
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (apt-get install xdotool); CI installs it")
+    env_file = create_test_env_file(tmp_path / ".env")
+    with Processes(base_env={"DISPLAY": xvfb_display}) as processes:
+        client = processes.start(module, "--name", "alice", "--env", str(env_file), "--port", "1")
+        xdotool(xvfb_display, "search", "--sync", "--name", ": password$", "windowfocus", "--sync", "%1")
+        xdotool(xvfb_display, "key", "ctrl+x")   # at the focus, as the user types it
+        assert client.wait_exit() == 1, client.output()
+    assert client.stderr_lines[-1] == "no password given", client.output()   # and nothing sent: no server
+    assert not any("internal error" in line for line in client.stderr_lines), client.output()
+    assert_no_traceback(client)
+
+
 # --- stdin of every kind: read by a thread, on every system (common/ui.py, StdinReader) ---
 
 def run_with_stdin(kind: str, tmp_path):

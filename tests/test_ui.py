@@ -451,3 +451,86 @@ def test_a_window_on_windows_asks_to_be_drawn_at_the_screens_scale(window_displa
     window._root.destroy()
     # Before the window exists (Windows fixes a process's scale at its first window), on Windows only.
     assert calls == ([("SetProcessDpiAwareness", ui.PROCESS_SYSTEM_DPI_AWARE, None)] if platform == "win32" else [])
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+def test_keypad_enter_sends_and_pasted_lines_are_sent_one_a_line_each_checked(window_display, capsys):
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (apt-get install xdotool); CI installs it")
+    sent = []
+    window = ui.ChatWindow("paste test", lambda text: sent.append(checked_text(text)),
+                           lambda: None, poll_interval_ms=5)
+    entry = window._entry
+    try:
+        drive(window, window_display, "search", "--sync", "--name", "^paste test$", "windowfocus", "--sync", "%1")
+        drive(window, window_display, "type", "by the keypad")
+        drive(window, window_display, "key", "KP_Enter")
+        assert sent == ["by the keypad"]
+        assert entry.get() == ""
+        # Typed, then pasted: the first pasted line ends the typed one; the last waits in the box.
+        entry.insert(0, "typed and ")
+        window._root.clipboard_clear()
+        window._root.clipboard_append("pasted\r\nwith a \x07 bell\n\nthird\nto be finished")
+        drive(window, window_display, "key", "ctrl+v")
+        assert sent == ["by the keypad", "typed and pasted", "third"]
+        assert entry.get() == "to be finished"
+        window._root.clipboard_clear()
+        one_line = "one line"
+        window._root.clipboard_append(one_line)   # no line end: the entry's own paste
+        drive(window, window_display, "key", "ctrl+v")
+        assert entry.get() == "to be finished" + one_line
+        assert len(sent) == 3
+    finally:
+        window._root.destroy()
+    notes = capsys.readouterr().err.splitlines()
+    assert any(note.startswith("not sent: a message may not contain a control character") for note in notes)
+
+
+def ask_password_within_the_deadline(window: ui.ChatWindow) -> str | None:
+    """The password dialog's answer; "too late" if it was still open at the
+    deadline (and then closed by force, so that the test goes on)."""
+    too_late = []
+
+    def close_by_force():
+        too_late.append(True)
+        for child in window._root.winfo_children():
+            if isinstance(child, ui.tk.Toplevel):
+                child.destroy()
+    deadline = window._root.after(int(DEADLINE_SECONDS * 1000), close_by_force)
+    answer = window.ask_password("Password for alice")
+    window._root.after_cancel(deadline)
+    return "too late" if too_late else answer
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+def test_the_close_button_and_ctrl_x_end_the_password_dialog_and_send_nothing(window_display):
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed (apt-get install xdotool); CI installs it")
+    quits = []
+    window = ui.ChatWindow("dialog test", lambda text: None, lambda: quits.append(1), poll_interval_ms=5)
+    root = window._root
+    try:
+        # The close button: the dialog goes, and no goodbye is said (there is nobody yet).
+        root.after(10, lambda: root.tk.call(root.protocol("WM_DELETE_WINDOW")))
+        assert ask_password_within_the_deadline(window) is None, "the close button did not close the dialog"
+        # Ctrl-X typed into the dialog, as the user would: it quits, and cuts nothing.
+        root.clipboard_clear()
+        root.clipboard_append("on the clipboard before")
+        env = {**os.environ, "DISPLAY": window_display}
+        xdotool = [subprocess.Popen(["xdotool", "search", "--sync", "--name", "^dialog test: password$",
+                                     "windowfocus", "--sync", "%1"], env=env)]
+
+        def type_once_focused():   # a Tk timer: the dialog must handle its events meanwhile
+            if xdotool[-1].poll() is None:
+                root.after(10, type_once_focused)
+            else:   # typed at the focus, as a user types (a window given would get synthetic events)
+                xdotool.append(subprocess.Popen(["xdotool", "key", *"secret", "ctrl+x"], env=env))
+        root.after(10, type_once_focused)
+        assert ask_password_within_the_deadline(window) is None, "Ctrl-X did not close the dialog"
+        assert [process.wait(DEADLINE_SECONDS) for process in xdotool] == [0, 0]
+        assert quits == []
+        assert root.clipboard_get() == "on the clipboard before"
+    finally:
+        root.destroy()
