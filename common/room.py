@@ -178,7 +178,7 @@ class Batching:
 
 
 # Chosen with bench/lab2_fanout.py against fixed windows (docs/performance.md, "Batching").
-BATCHING = Batching(quiet_seconds=0.003, spacing_seconds=0.005, full_events=4, hold_seconds=0.015)
+BATCHING = Batching(quiet_seconds=0.003, spacing_seconds=0.005, full_events=3, hold_seconds=0.015)
 
 
 @dataclass
