@@ -802,6 +802,7 @@ class Run:
                  settings: str = FAST_ROOM + CHEAP_HASHES, batching: Batching | None = None,
                  server_file: Path | None = None, display: str | None = None) -> None:
         self.pool, self.system, self.members = pool, system, members
+        self.headless = display is None   # a window reads its entry box, not stdin: no /hash then
         self.room = (start_kit_server(workdir, settings, batching, server_file, display) if system == "kit"
                      else start_raw_relay(workdir))
         self.server: ServerProcess = self.room["server"]
@@ -894,9 +895,9 @@ class Run:
         return row
 
     def match(self, digests: list, refused: int) -> str:
-        """Whether every screen (kit: and the server's) shows the same transcript."""
+        """Whether every screen (kit: and the headless server's) shows the same transcript."""
         distinct = set(map(tuple, digests)) if self.system == "kit" else set(digests)
-        if self.system == "kit":
+        if self.system == "kit" and self.headless:
             seen_lines = len(self.server.lines)
             self.server.send_line("/hash")
             summary = self.server.wait_for(r"^transcript ([0-9a-f]{12}) (\d+)$", seen_lines)
