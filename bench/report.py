@@ -207,12 +207,16 @@ Compare rows of one table, which ran minutes apart, rather than absolute numbers
 
 A class has one member per machine, and each pays only for itself. The bench runs the
 simulated members in {lab2_fanout.RECEIVER_PROCESSES} processes (at least one per core) and one
-more process that holds a single member, "the member alone". Every simulated member opens,
-verifies, orders and hashes every datagram, as `lab2_udp/client.py` does.
+more process that holds a single member, "the member alone". Every simulated member does what
+`lab2_udp/client.py` does: its datagram gate decides which datagrams are worth opening, and it
+opens, verifies, orders and hashes those, repairs gaps over TCP, and falls back to TCP alone
+when it hears nothing. The members join in waves no bigger than the server's login queue for
+one address (they all come from 127.0.0.1), as a class behind one address would.
 
 - **CPU/delivery us**: the receiver processes' CPU time over the events they delivered: what
   one member's machine spends per event it shows (decrypt, one signature check per datagram
   shared by the events in it, decode, order, hash, and its own sending).
+  **by process**: the same for each receiver process, the member alone's last.
 - **member CPU %**: the share of one core one member used during the run.
 - **p50/p99**: latency from a member's send to each member's delivery, over all pairs. With
   many members in one process, a datagram is handled by one member after another, so these

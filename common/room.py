@@ -177,7 +177,8 @@ class Batching:
         return due
 
 
-# Chosen with bench/lab2_fanout.py against fixed windows (docs/performance.md, "Batching").
+# Chosen with bench/batching_model.py and bench/lab2_fanout.py against fixed windows and
+# other rules (docs/performance.md, "Batching").
 BATCHING = Batching(quiet_seconds=0.003, spacing_seconds=0.005, full_events=3, hold_seconds=0.015)
 
 
