@@ -854,11 +854,16 @@ class Run:
             for key, mask in (selector.select(timeout) if selector.get_map() else ()):
                 key.data(mask)
         cpu_before = self.server.cpu_seconds()
-        answers = self.pool.command("run", [
-            {"workload": workload, "messages": messages, "interval_seconds": interval_seconds,
-             "start_at": start_at, "final_seq": final_seq, "total_messages": total}
-        ] * len(self.pool.conns), RUN_DEADLINE_SECONDS + DRAIN_DEADLINE_SECONDS
-            + messages * interval_seconds, serve)
+        try:
+            answers = self.pool.command("run", [
+                {"workload": workload, "messages": messages, "interval_seconds": interval_seconds,
+                 "start_at": start_at, "final_seq": final_seq, "total_messages": total}
+            ] * len(self.pool.conns), RUN_DEADLINE_SECONDS + DRAIN_DEADLINE_SECONDS
+                + messages * interval_seconds, serve)
+        except RuntimeError as error:   # a saturated machine: the table says so, and the bench goes on
+            log(f"  {self.system}, {self.members} members: {error}")
+            return {"system": self.system, "members": self.members, "match": f"did not finish: {error}",
+                    **dict.fromkeys(UNFINISHED_KEYS, float("nan"))}
         server_cpu = self.server.cpu_seconds() - cpu_before
         self.joined += storm_logins
         return self.result(answers, total, start_at, server_cpu)
@@ -919,6 +924,12 @@ class Run:
             last = next((line for line in reversed(self.server.lines) if line.strip()), "")
             return f"no: exit {self.server.process.returncode}, {last[:60]}"
         return "yes" if left else f"no: not all {self.members} seen leaving"
+
+
+# What a run that did not finish has no number for.
+UNFINISHED_KEYS = ("delivered_pct", "pairs_per_s", "p50_ms", "p99_ms", "alone_p50_ms", "alone_p99_ms",
+                   "per_datagram", "cpu_us_per_delivery", "member_cpu_pct", "server_us_per_message",
+                   "server_cpu_seconds", "late_p99_ms")
 
 
 def per_process_cost(answers: list[dict]) -> str:
@@ -1001,7 +1012,7 @@ def batching_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
                    "system": "raw" if rule is None else "kit",
                    "rule": "raw relay (baseline)" if rule is None else describe(rule),
                    "match": ", ".join(sorted({r["match"] for r in repeats})),
-                   "cpu_us_by_process": repeats[len(repeats) // 2]["cpu_us_by_process"]}
+                   "cpu_us_by_process": repeats[len(repeats) // 2].get("cpu_us_by_process", "-")}
             for key in ("alone_p50_ms", "alone_p99_ms", "p50_ms", "p99_ms", "per_datagram", "cpu_us_per_delivery",
                         "member_cpu_pct"):
                 row[key] = spread([r[key] for r in repeats])
