@@ -1029,7 +1029,7 @@ class Spread(float):
     high: float
 
     def __format__(self, spec: str) -> str:
-        if self.low == self.high:
+        if self.low == self.high or math.isnan(self):
             return format(float(self), spec)
         return f"{float(self):{spec}} ({self.low:{spec}}-{self.high:{spec}})"
 
