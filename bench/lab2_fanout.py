@@ -6,9 +6,12 @@ Two systems carry the same chat lines from N members to all N members:
 - kit: the real ``python -m lab2_udp.server`` as a process. Each simulated
   member has its own encrypted TCP session (handshake, Register, Say), its
   own UDP socket on the broadcast port, its own DatagramOpener and its own
-  Transcript, exactly like lab2_udp/client.py: every receiver opens *and*
-  checks the Ed25519 signature of every datagram, delivers events strictly in
-  order, hashes them, and asks for repairs over TCP when it sees a gap.
+  Transcript, exactly like lab2_udp/client.py: every receiver lets its
+  DatagramGate decide which datagrams are worth opening, opens *and* checks
+  the Ed25519 signature of every one, delivers events strictly in order,
+  hashes them, asks for repairs over TCP when it sees a gap, and falls back
+  to TCP alone if it hears nothing (deaf). They join in waves no bigger than
+  the server's login queue for one address, as a class behind one address would.
 - raw (the baseline): a relay written below, run as a process too: plain
   newline-ended lines in over TCP, each sent as it is in one UDP datagram to
   the broadcast address. Its receivers just recv(): no crypto, no order, no
@@ -18,7 +21,7 @@ A class has one member per machine, and each pays only for itself. So the
 simulated members run in RECEIVER_PROCESSES processes (at least one per core),
 each with its own selectors loop, and each process measures the CPU time it
 used. "CPU/delivery" is that time over the events its members delivered: what
-one member's machine spends per event it shows. "member CPU %" is the share of
+one member's machine spends per event it shows, given for each process. "member CPU %" is the share of
 one core a member used during the run. On this machine the members and the
 server share a few cores, so when the members together need more than the
 cores left, latency is queueing in the bench, not the cost of one member.
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -40,6 +44,8 @@ import random
 import re
 import resource
 import selectors
+import shutil
+import statistics
 import socket
 import subprocess
 import sys
@@ -55,9 +61,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import net  # noqa: E402
+from common.admission import MAX_QUEUED_LOGINS_PER_ADDRESS  # noqa: E402
 from common.config import create_env_file, load_settings  # noqa: E402
 from common.errors import ProtocolError  # noqa: E402
-from common.framing import DatagramOpener  # noqa: E402
+from common.framing import DatagramOpener, KeyNotYetHere  # noqa: E402
 from common.messages import (  # noqa: E402
     ErrorNotice,
     Goodbye,
@@ -70,19 +77,19 @@ from common.messages import (  # noqa: E402
     RoomKey,
     Say,
 )
-from common.room import BATCH_WINDOW_SECONDS  # noqa: E402
+from common.room import BATCHING, Batching  # noqa: E402
 from common.session import SecureSession  # noqa: E402
-from common.transcript import Transcript, read_room_datagram  # noqa: E402
-
-BATCH_WINDOW_MS = BATCH_WINDOW_SECONDS * 1000
+from common.transcript import DatagramGate, EarlyDatagrams, Transcript, read_room_datagram  # noqa: E402
 
 # --- Settings ------------------------------------------------------------------------
 
 HOST, BROADCAST_ADDR = "127.0.0.1", "127.255.255.255"
 RECEIVER_PROCESSES = max(2, os.cpu_count() or 1)
 WINDOW_PER_CLIENT = 4          # own messages in flight in the throughput runs
-# Per receiver process: every member is on 127.0.0.1, and the server queues 8 logins per address.
-LOGINS_AT_ONCE = 4
+TALKER = 1                     # the one member who talks in "one talks" (not the member alone)
+# Every member is on 127.0.0.1, and the server queues only so many logins per address: the
+# members join in waves of that many, over all the receiver processes together.
+LOGINS_PER_WAVE = MAX_QUEUED_LOGINS_PER_ADDRESS
 TICK_SECONDS = 0.05            # repair checks, as lab2_udp/client.py does them
 LOST_AFTER_SECONDS = 2.0       # a raw message not heard back by then is lost: free its slot
 QUIET_SECONDS = 1.0            # raw: no more deliveries for this long means the run is over
@@ -96,6 +103,10 @@ PASSWORD = "bench password 1"
 # the bench raises it, and room enough for every member.
 FAST_ROOM = ("MAX_MESSAGES_PER_SECOND=1000000\nMAX_CLIENTS=500\nMAX_CLIENTS_PER_ADDRESS=500\n"
              "MAX_NEW_ACCOUNTS_PER_HOUR=1000\n")
+# The default rate limit, as a class has it: the window's row has one member talk at this budget.
+BUDGET_MESSAGES_PER_SECOND = 20
+BUDGET_ROOM = (f"MAX_MESSAGES_PER_SECOND={BUDGET_MESSAGES_PER_SECOND}\nMAX_CLIENTS=500\nMAX_CLIENTS_PER_ADDRESS=500\n"
+               "MAX_NEW_ACCOUNTS_PER_HOUR=1000\n")
 # A hash cheap enough that 500 registrations take a moment, not minutes; the
 # login storm keeps the real (default) cost.
 CHEAP_HASHES = "ARGON2_MEMORY_KIB=8\nARGON2_ITERATIONS=1\n"
@@ -114,20 +125,40 @@ class Plan:
     paced_members: int
     paced_messages: int
     paced_intervals_ms: tuple[int, ...]
-    batch_windows_ms: tuple[float, ...]   # batching windows to compare, the shipped one first
+    batching_repeats: int                 # the batching candidates (and the window's row), each this many times
+    talker_messages: int                  # the window's row: what the one member says
     storm_logins: int
     storm_interval_ms: int
 
 
-def _windows(*others: float) -> tuple[float, ...]:
-    return (BATCH_WINDOW_MS, *(window for window in others if window != BATCH_WINDOW_MS))
-
-
 PLANS = {
-    False: Plan((10, 50, 200, 500), 200_000, 50, 50, (200, 100, 50, 20), _windows(15, 5, 3, 1),
-                100, 100),
-    True: Plan((10, 50, 100), 20_000, 50, 12, (200, 20), _windows(15, 3), 30, 100),
+    False: Plan((10, 50, 200, 500), 200_000, 50, 50, (200, 100, 50, 20), 2, 200, 100, 100),
+    True: Plan((10, 50, 100), 20_000, 50, 12, (200, 20), 2, 40, 30, 100),
 }
+
+
+def fixed_window(seconds: float) -> Batching:
+    """The rule the kit had before: a datagram at most every ``seconds``."""
+    return Batching(seconds, seconds, 1, seconds)
+
+
+# The batching rules the bench compares (docs/performance.md, "Batching"), the shipped one
+# first. Only the bench runs the others: it hands one to the server it starts.
+BATCHING_CANDIDATES = {
+    "shipped": BATCHING,
+    "fixed 3 ms": fixed_window(0.003),
+    "fixed 15 ms": fixed_window(0.015),
+    "4 events, 5 ms apart": Batching(0.003, 0.005, 4, 0.015),
+    "3 events, 3 ms apart": Batching(0.003, 0.003, 3, 0.015),
+}
+
+
+def describe(rule: Batching) -> str:
+    """A batching rule in a few words, for the tables."""
+    if rule.full_events == 1 and rule.quiet_seconds == rule.spacing_seconds == rule.hold_seconds:
+        return f"fixed window {1000 * rule.hold_seconds:g} ms"
+    return (f"at once after {1000 * rule.quiet_seconds:g} ms quiet; else {rule.full_events} events "
+            f"({1000 * rule.spacing_seconds:g} ms apart) or {1000 * rule.hold_seconds:g} ms")
 
 
 # --- The raw relay (the baseline's server, run as a subprocess) -----------------------
@@ -250,30 +281,30 @@ def raise_open_file_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def start_kit_server(workdir: Path, settings: str, batch_window_ms: float | None = None,
-                     server_file: Path | None = None) -> dict:
+def start_kit_server(workdir: Path, settings: str, batching: Batching | None = None,
+                     server_file: Path | None = None, display: str | None = None) -> dict:
     """The real Lab 2 server with a fresh .env and database. With
-    ``batch_window_ms`` it runs with that batching window instead of its own;
+    ``batching`` it runs with that batching rule instead of its own;
     with ``server_file``, that file (a student's copy of lab2_udp/server.py)
-    runs instead, importing the kit's common/."""
+    runs instead, importing the kit's common/. With ``display`` (an X display's
+    DISPLAY), it opens its window there instead of running headless."""
     env_file = workdir / f"{time.monotonic_ns()}.env"
     create_env_file(env_file)
     with open(env_file, "a", encoding="utf-8") as settings_file:
         settings_file.write(settings)
     broadcast_port = free_udp_port()
-    arguments = ["--headless", "--host", HOST, "--port", "0", "--broadcast-addr", BROADCAST_ADDR,
-                 "--broadcast-port", str(broadcast_port), "--env", str(env_file),
+    arguments = [*(["--headless"] if display is None else []), "--host", HOST, "--port", "0",
+                 "--broadcast-addr", BROADCAST_ADDR, "--broadcast-port", str(broadcast_port), "--env", str(env_file),
                  "--db", str(env_file.with_suffix(".db"))]
-    env = None
+    env = None if display is None else {"DISPLAY": display}
     if server_file is not None:
         command = [sys.executable, str(server_file), *arguments]
-        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    elif batch_window_ms is None:
+        env = {**(env or {}), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    elif batching is None:
         command = [sys.executable, "-m", "lab2_udp.server", *arguments]
-    else:   # the room reads BATCH_WINDOW_SECONDS at every tick; the server ticks that often
+    else:   # the room reads BATCHING whenever it decides what to send
         command = [sys.executable, "-c", "import sys, common.room as r, lab2_udp.server as s; "
-                   f"r.BATCH_WINDOW_SECONDS = s.BATCH_WINDOW_SECONDS = {batch_window_ms / 1000}; "
-                   "sys.exit(s.main(sys.argv[1:]))", *arguments]
+                   f"r.BATCHING = r.{batching!r}; sys.exit(s.main(sys.argv[1:]))", *arguments]
     server = ServerProcess(command, env)
     listening = server.wait_for(r"^listening on 127\.0\.0\.1:(\d+)")
     if not listening:
@@ -368,6 +399,8 @@ class KitClient(BenchClient):
         self.session = SecureSession.client(settings.psk, settings.server_public_key)
         self.outgoing = self.session.outgoing
         self.opener: DatagramOpener | None = None
+        self.gate = DatagramGate(net.is_own_address)   # as the client: not every datagram is worth a check
+        self.early = EarlyDatagrams()
         self.transcript = Transcript()
         self.logged_in = False
         self.errors: list[str] = []
@@ -401,10 +434,18 @@ class KitClient(BenchClient):
     def handle_login_accepted(self, _message: LoginAccepted) -> None:
         self.logged_in = True
 
+    def on_connected(self, mask: int) -> None:
+        super().on_connected(mask)
+        if self.failed is None:
+            self.gate.server_host = self.sock.getpeername()[0]
+
     def handle_room_key(self, message: RoomKey) -> None:
         if self.opener is None:
             self.opener = DatagramOpener(message.signing_key)
+            self.transcript.heard(time.monotonic())   # from now on, silence means deafness
         self.opener.add_room_key(message.epoch, message.key)
+        for datagram, source in self.early.release(time.monotonic()):
+            self.open_datagram(datagram, source, time.monotonic())
 
     def handle_history(self, message: History) -> None:
         self.deliver(self.transcript.receive(message.events, message.latest_seq))
@@ -412,18 +453,26 @@ class KitClient(BenchClient):
     def on_datagrams(self, _mask: int) -> None:
         while True:
             try:
-                datagram = self.udp.recv(net.MAX_DATAGRAM_RECV_BYTES)
+                datagram, source = self.udp.recvfrom(net.MAX_DATAGRAM_RECV_BYTES)
             except BlockingIOError:
                 return
-            if self.opener is None:
-                continue   # not logged in yet: we could not read it anyway
-            try:
-                batch = read_room_datagram(self.opener, datagram)
-            except ProtocolError:
-                continue   # not for us, or damaged: the real client drops it too
-            self.tally.datagrams += 1
-            self.tally.datagram_lines += len(batch.events)
-            self.deliver(self.transcript.receive(batch.events, batch.latest_seq))
+            now = time.monotonic()
+            if self.opener is None or not self.gate.worth_opening(source, now):
+                continue   # not logged in yet, or not from the server: the real client skips it too
+            self.open_datagram(datagram, source, now)
+
+    def open_datagram(self, datagram: bytes, source: tuple, now: float) -> None:
+        try:
+            batch = read_room_datagram(self.opener, datagram)
+        except KeyNotYetHere:   # it overtook its room key
+            return self.early.hold(datagram, source, now)
+        except ProtocolError:   # not for us, or damaged: the real client drops it too
+            return self.gate.rejected(source, now)
+        self.gate.opened(source)
+        self.transcript.heard(now)
+        self.tally.datagrams += 1
+        self.tally.datagram_lines += len(batch.events)
+        self.deliver(self.transcript.receive(batch.events, batch.latest_seq))
 
     def deliver(self, events) -> None:
         now_ns = time.perf_counter_ns()
@@ -536,38 +585,31 @@ class ReceiverGroup:
 
     def connect(self, system: str, indices: list[int], address: tuple, broadcast_port: int,
                 env_file: str | None, members_in_room: int) -> None:
-        """Bring our members in, LOGINS_AT_ONCE at a time; answer once they
-        are all in and (kit) have seen every member's join."""
+        """Bring these members in (one wave: the bench keeps every wave within the
+        server's login queue for one address); answer once all our members are in
+        and (kit) have seen the joins of everyone in the room so far."""
         self.tally = Tally()
         self.system = system
         settings = load_settings(env_file, create=False) if env_file else None
-        waiting = list(indices)
-
-        def make(index: int):
-            if system == "kit":
-                return KitClient(settings, index, self.tally, self.selector, address, broadcast_port)
-            return RawClient(index, self.tally, self.selector, address, broadcast_port)
-
-        def act(_now: float) -> float:
-            joining = sum(not client.ready for client in self.clients)
-            while waiting and joining < LOGINS_AT_ONCE:
-                self.clients.append(make(waiting.pop(0)))
-                joining += 1
-            return TICK_SECONDS
+        for index in indices:
+            self.clients.append(KitClient(settings, index, self.tally, self.selector, address, broadcast_port)
+                                if system == "kit" else
+                                RawClient(index, self.tally, self.selector, address, broadcast_port))
 
         def done() -> dict | None:
-            everyone_in = not waiting and all(client.ready for client in self.clients) and (
+            everyone_in = all(client.ready for client in self.clients) and (
                 system == "raw"
                 or all(c.transcript.delivered_seq >= members_in_room for c in self.clients))
             return {} if everyone_in else None
-        self.act, self.done = act, done
+        self.done = done
         self.deadline = time.monotonic() + SETUP_DEADLINE_SECONDS
 
     def run(self, workload: str, messages: int, interval_seconds: float, start_at: float,
             final_seq: int, total_messages: int) -> None:
         """Send our members' messages ("throughput": as fast as the window
-        allows; "paced": one per interval from a random start), then wait for
-        every message of every member; answer with what we measured."""
+        allows; "paced": one per interval from a random start; "one talks": only
+        member TALKER, paced), then wait for every message of every member; answer
+        with what we measured."""
         self.tally = tally = Tally()
         for client in self.clients:
             client.tally = tally
@@ -578,10 +620,15 @@ class ReceiverGroup:
         wall_at_start = time.monotonic()
         expected_pairs = len(self.clients) * total_messages
 
+        def talks(client) -> bool:
+            return workload != "one talks" or client.index == TALKER
+
         def act(now: float) -> float:
             soonest = TICK_SECONDS
             for number, client in enumerate(self.clients):
-                if workload == "throughput":
+                if not talks(client):
+                    pass
+                elif workload == "throughput":
                     while (now >= start_at and client.sent < messages
                            and len(client.in_flight) < WINDOW_PER_CLIENT):
                         client.send_message()
@@ -597,7 +644,7 @@ class ReceiverGroup:
             return max(0.0, min(soonest, start_at - now)) if now < start_at else soonest
 
         def done() -> dict | None:
-            if not all(client.sent == messages for client in self.clients):
+            if not all(client.sent == messages for client in self.clients if talks(client)):
                 return None
             if self.system == "kit":
                 finished = all(c.transcript.delivered_seq >= final_seq for c in self.clients)
@@ -753,10 +800,11 @@ class Run:
     """One system, N members spread over the receiver processes."""
 
     def __init__(self, pool: ReceiverPool, system: str, members: int, workdir: Path,
-                 settings: str = FAST_ROOM + CHEAP_HASHES, batch_window_ms: float | None = None,
-                 server_file: Path | None = None) -> None:
+                 settings: str = FAST_ROOM + CHEAP_HASHES, batching: Batching | None = None,
+                 server_file: Path | None = None, display: str | None = None) -> None:
         self.pool, self.system, self.members = pool, system, members
-        self.room = (start_kit_server(workdir, settings, batch_window_ms, server_file) if system == "kit"
+        self.headless = display is None   # a window reads its entry box, not stdin: no /hash then
+        self.room = (start_kit_server(workdir, settings, batching, server_file, display) if system == "kit"
                      else start_raw_relay(workdir))
         self.server: ServerProcess = self.room["server"]
         self.storm: list[StormLogin] = []
@@ -778,11 +826,14 @@ class Run:
         # Member 0 has a process to itself, like a member with its own machine:
         # its latency has no queueing behind other simulated members in it.
         shared = RECEIVER_PROCESSES
-        spread = [list(range(1 + number, self.members, shared)) for number in range(shared)] + [[0]]
-        self.pool.command("connect", [
-            {"system": self.system, "indices": indices, "address": self.room["address"],
-             "broadcast_port": self.room["broadcast_port"], "env_file": self.room["env_file"],
-             "members_in_room": self.members} for indices in spread], SETUP_DEADLINE_SECONDS)
+        process_of = [shared] + [(index - 1) % shared for index in range(1, self.members)]
+        for first in range(0, self.members, LOGINS_PER_WAVE):
+            wave = range(first, min(self.members, first + LOGINS_PER_WAVE))
+            self.pool.command("connect", [
+                {"system": self.system, "indices": [i for i in wave if process_of[i] == number],
+                 "address": self.room["address"], "broadcast_port": self.room["broadcast_port"],
+                 "env_file": self.room["env_file"], "members_in_room": wave[-1] + 1}
+                for number in range(shared + 1)], SETUP_DEADLINE_SECONDS)
         self.joined = self.members
         return {"setup_s": time.monotonic() - started,
                 "kib_per_member": (self.server.rss_kib() - rss_before) / self.members}
@@ -792,7 +843,7 @@ class Run:
         """Drive one workload to its end and measure it. A login storm, if any,
         starts one second into the sending."""
         start_at = time.monotonic() + START_DELAY_SECONDS
-        total = self.members * messages
+        total = (1 if workload == "one talks" else self.members) * messages
         final_seq = self.joined + storm_logins + total
         selector = selectors.DefaultSelector()
 
@@ -804,11 +855,16 @@ class Run:
             for key, mask in (selector.select(timeout) if selector.get_map() else ()):
                 key.data(mask)
         cpu_before = self.server.cpu_seconds()
-        answers = self.pool.command("run", [
-            {"workload": workload, "messages": messages, "interval_seconds": interval_seconds,
-             "start_at": start_at, "final_seq": final_seq, "total_messages": total}
-        ] * len(self.pool.conns), RUN_DEADLINE_SECONDS + DRAIN_DEADLINE_SECONDS
-            + messages * interval_seconds, serve)
+        try:
+            answers = self.pool.command("run", [
+                {"workload": workload, "messages": messages, "interval_seconds": interval_seconds,
+                 "start_at": start_at, "final_seq": final_seq, "total_messages": total}
+            ] * len(self.pool.conns), RUN_DEADLINE_SECONDS + DRAIN_DEADLINE_SECONDS
+                + messages * interval_seconds, serve)
+        except RuntimeError as error:   # a saturated machine: the table says so, and the bench goes on
+            log(f"  {self.system}, {self.members} members: {error}")
+            return {"system": self.system, "members": self.members, "match": f"did not finish: {error}",
+                    **dict.fromkeys(UNFINISHED_KEYS, float("nan"))}
         server_cpu = self.server.cpu_seconds() - cpu_before
         self.joined += storm_logins
         return self.result(answers, total, start_at, server_cpu)
@@ -831,8 +887,9 @@ class Run:
             "per_datagram": sum(a["datagram_lines"] for a in answers) / max(1, datagrams),
             "repairs": sum(answer["repairs"] for answer in answers),
             "cpu_us_per_delivery": 1e6 * cpu / max(1, len(latencies)),
+            "cpu_us_by_process": per_process_cost(answers),
             "member_cpu_pct": 100 * cpu / self.members / wall,
-            "server_us_per_message": 1e6 * server_cpu / max(1, total),
+            "server_us_per_message": 1e6 * server_cpu / max(1, total), "server_cpu_seconds": server_cpu,
             "late_p99_ms": percentile(lateness, 99) / 1e6 if lateness else float("nan"),
             "match": self.match([d for answer in answers for d in answer["digests"]],
                                 sum(answer["refused"] for answer in answers)),
@@ -844,9 +901,9 @@ class Run:
         return row
 
     def match(self, digests: list, refused: int) -> str:
-        """Whether every screen (kit: and the server's) shows the same transcript."""
+        """Whether every screen (kit: and the headless server's) shows the same transcript."""
         distinct = set(map(tuple, digests)) if self.system == "kit" else set(digests)
-        if self.system == "kit":
+        if self.system == "kit" and self.headless:
             seen_lines = len(self.server.lines)
             self.server.send_line("/hash")
             summary = self.server.wait_for(r"^transcript ([0-9a-f]{12}) (\d+)$", seen_lines)
@@ -868,6 +925,19 @@ class Run:
             last = next((line for line in reversed(self.server.lines) if line.strip()), "")
             return f"no: exit {self.server.process.returncode}, {last[:60]}"
         return "yes" if left else f"no: not all {self.members} seen leaving"
+
+
+# What a run that did not finish has no number for.
+UNFINISHED_KEYS = ("delivered_pct", "pairs_per_s", "p50_ms", "p99_ms", "alone_p50_ms", "alone_p99_ms",
+                   "per_datagram", "cpu_us_per_delivery", "member_cpu_pct", "server_us_per_message",
+                   "server_cpu_seconds", "late_p99_ms")
+
+
+def per_process_cost(answers: list[dict]) -> str:
+    """CPU us per delivery in each receiver process, the member alone's last: "12, 13; alone 41"."""
+    costs = [f"{1e6 * a['cpu_seconds'] / len(a['latencies_ns']):.0f}" if a["latencies_ns"] else "-"
+             for a in answers]
+    return ", ".join(costs[:-1]) + "; alone " + costs[-1]
 
 
 def percentile(sorted_values: list, percent: float) -> float:
@@ -916,19 +986,60 @@ def paced_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
 
 
 def batching_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
-    """The same paced room under different batching windows: latency against
-    what every receiver pays (datagrams, so signature checks, per event)."""
+    """Every batching rule and the raw relay, in turn, in one quiet room (one member,
+    one line per 200 ms) and in the paced room at its slowest and fastest rate; all
+    of it ``plan.batching_repeats`` times. A row: the median over the repeats, with
+    the spread (min-max), and the differences against the raw relay of the same repeat."""
+    slowest, fastest = plan.paced_intervals_ms[0], plan.paced_intervals_ms[-1]
+    workloads = [(1, slowest), (plan.paced_members, slowest), (plan.paced_members, fastest)]
+    systems = [("raw", None), *BATCHING_CANDIDATES.items()]
+    runs: dict[tuple, list[dict]] = {}
+    for members, interval_ms in workloads:
+        for _repeat in range(plan.batching_repeats):
+            for name, rule in systems:
+                with Run(pool, "raw" if rule is None else "kit", members, workdir, batching=rule) as run:
+                    run.connect()
+                    row = run.run("paced", plan.paced_messages, interval_ms / 1000)
+                runs.setdefault((members, interval_ms, name), []).append(row)
+                log(f"  batching {name} ({members} at 1 per {interval_ms} ms): alone p50 "
+                    f"{row['alone_p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, {row['per_datagram']:.1f}/datagram")
     rows = []
-    for interval_ms in (plan.paced_intervals_ms[0], plan.paced_intervals_ms[-1]):
-        for window_ms in plan.batch_windows_ms:
-            with Run(pool, "kit", plan.paced_members, workdir, batch_window_ms=window_ms) as run:
-                run.connect()
-                row = run.run("paced", plan.paced_messages, interval_ms / 1000)
-            row.update(workload=f"1 per {interval_ms} ms", window_ms=window_ms)
-            log(f"  batching {window_ms} ms at {interval_ms} ms: p50 {row['p50_ms']:.1f} ms, "
-                f"p99 {row['p99_ms']:.1f} ms")
+    for members, interval_ms in workloads:
+        raw = runs[(members, interval_ms, "raw")]
+        for name, rule in systems:
+            repeats = runs[(members, interval_ms, name)]
+            row = {"workload": f"{members} member{'s' * (members > 1)}, 1 per {interval_ms} ms",
+                   "members": members, "interval_ms": interval_ms, "candidate": name,
+                   "system": "raw" if rule is None else "kit",
+                   "rule": "raw relay (baseline)" if rule is None else describe(rule),
+                   "match": ", ".join(sorted({r["match"] for r in repeats})),
+                   "cpu_us_by_process": repeats[len(repeats) // 2].get("cpu_us_by_process", "-")}
+            for key in ("alone_p50_ms", "alone_p99_ms", "p50_ms", "p99_ms", "per_datagram", "cpu_us_per_delivery",
+                        "member_cpu_pct"):
+                row[key] = spread([r[key] for r in repeats])
+            row["alone_p50_over_raw_ms"] = spread([r["alone_p50_ms"] - b["alone_p50_ms"] for r, b in zip(repeats, raw)])
+            row["p99_x_raw"] = spread([r["p99_ms"] / b["p99_ms"] for r, b in zip(repeats, raw)])
             rows.append(row)
     return rows
+
+
+class Spread(float):
+    """A median that also knows the smallest and largest of its repeats."""
+    low: float
+    high: float
+
+    def __format__(self, spec: str) -> str:
+        if self.low == self.high or math.isnan(self):
+            return format(float(self), spec)
+        return f"{float(self):{spec}} ({self.low:{spec}}-{self.high:{spec}})"
+
+
+def spread(values: list[float]) -> Spread:
+    """The median and range of the repeats that finished (nan: none did)."""
+    finished = [value for value in values if not math.isnan(value)] or [float("nan")]
+    middle = Spread(statistics.median(finished))
+    middle.low, middle.high = min(finished), max(finished)
+    return middle
 
 
 def storm_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
@@ -946,13 +1057,51 @@ def storm_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
     return rows
 
 
+def window_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
+    """The server headless, then with its window open on a private X display (Xvfb), in
+    turn, ``plan.batching_repeats`` times: the paced room's members listen while one member
+    talks at its budget (the default rate limit). Linux only: no Xvfb, no rows."""
+    if shutil.which("Xvfb") is None:
+        log("  Xvfb is not installed: no rows with the server's window open")
+        return []
+    from tests.xvfb import start_xvfb   # the tests' own private X display
+    xvfb, display = start_xvfb()
+    # Within the budget, with room for its repairs, which spend the same budget: a refused line
+    # would never be logged, and the run would wait for it in vain.
+    interval_seconds = 1.25 / BUDGET_MESSAGES_PER_SECOND
+    runs: dict[str, list[dict]] = {"headless": [], "window": []}
+    try:
+        for _repeat in range(plan.batching_repeats):
+            for front_end in runs:
+                with Run(pool, "kit", plan.paced_members, workdir, settings=BUDGET_ROOM + CHEAP_HASHES,
+                         display=display if front_end == "window" else None) as run:
+                    run.connect()
+                    row = run.run("one talks", plan.talker_messages, interval_seconds)
+                row["server_cpu_pct"] = 100 * row["server_cpu_seconds"] / (plan.talker_messages * interval_seconds)
+                runs[front_end].append(row)
+                log(f"  window {front_end}: p99 {row['p99_ms']:.1f} ms, server CPU {row['server_cpu_pct']:.0f}%")
+    finally:
+        xvfb.kill()
+        xvfb.wait()
+    rows = []
+    for front_end, repeats in runs.items():
+        row = {"front_end": "the server's window open (Xvfb)" if front_end == "window" else "headless",
+               "match": ", ".join(sorted({r["match"] for r in repeats}))}
+        for key in ("p50_ms", "p99_ms", "alone_p99_ms", "server_cpu_pct"):
+            row[key] = spread([r[key] for r in repeats])
+        row["p99_x_headless"] = spread([r["p99_ms"] / h["p99_ms"] for r, h in zip(repeats, runs["headless"])])
+        rows.append(row)
+    return rows
+
+
 # --- Tables ------------------------------------------------------------------------------
 
 COMMON_COLUMNS = [
     ("delivered %", "delivered_pct", ".1f"), ("p50 ms", "p50_ms", ".1f"),
     ("p99 ms", "p99_ms", ".1f"), ("alone p50 ms", "alone_p50_ms", ".1f"),
     ("alone p99 ms", "alone_p99_ms", ".1f"), ("lines/datagram", "per_datagram", ".1f"),
-    ("CPU/delivery us", "cpu_us_per_delivery", ".1f"), ("member CPU %", "member_cpu_pct", ".2f"),
+    ("CPU/delivery us", "cpu_us_per_delivery", ".1f"),
+    ("CPU/delivery us by process", "cpu_us_by_process", ""), ("member CPU %", "member_cpu_pct", ".2f"),
     ("server us/msg", "server_us_per_message", ".0f"), ("repairs", "repairs", "d"),
     ("transcripts match", "match", ""),
 ]
@@ -966,8 +1115,20 @@ TABLES = {
     "paced": ("Paced: members each sending at a steady pace", [
         ("workload", "workload", ""), ("system", "system", ""), *COMMON_COLUMNS,
         ("send late p99 ms", "late_p99_ms", ".1f")]),
-    "batching": ("Batching window: the same paced room, the server's window changed", [
-        ("workload", "workload", ""), ("window ms", "window_ms", "g"), *COMMON_COLUMNS]),
+    "batching": ("Batching rules: a quiet room, then the paced room at its slowest and fastest rate; each "
+                 "rule and the raw relay in turn, every round repeated; the median of the repeats (min-max)", [
+                     ("workload", "workload", ""), ("rule", "candidate", ""), ("what it does", "rule", ""),
+                     ("alone p50 ms", "alone_p50_ms", ".1f"), ("alone p50 - raw ms", "alone_p50_over_raw_ms", ".1f"),
+                     ("alone p99 ms", "alone_p99_ms", ".1f"), ("p50 ms", "p50_ms", ".1f"),
+                     ("p99 ms", "p99_ms", ".1f"), ("p99 / raw", "p99_x_raw", ".1f"),
+                     ("lines/datagram", "per_datagram", ".1f"), ("CPU/delivery us", "cpu_us_per_delivery", ".0f"),
+                     ("CPU/delivery us by process", "cpu_us_by_process", ""),
+                     ("transcripts match", "match", "")]),
+    "window": (f"The server's window: one member talks at its budget ({BUDGET_MESSAGES_PER_SECOND} messages/s), "
+               "the others listen; headless and window in turn, the median of the repeats (min-max)", [
+                   ("server", "front_end", ""), ("p50 ms", "p50_ms", ".1f"), ("p99 ms", "p99_ms", ".1f"),
+                   ("p99 / headless", "p99_x_headless", ".2f"), ("alone p99 ms", "alone_p99_ms", ".1f"),
+                   ("server CPU %", "server_cpu_pct", ".0f"), ("transcripts match", "match", "")]),
     "storm": ("Login storm: a paced room (1 per 100 ms) while connections log in at once "
               "(default Argon2id cost)", [
                   ("system", "system", ""), ("storm logins", "storm", "d"), *COMMON_COLUMNS,
@@ -990,8 +1151,12 @@ def render(columns: list[tuple[str, str, str]], rows: list[dict], markdown: bool
     return "\n".join(lines + ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in cells])
 
 
-def measure_all(quick: bool) -> dict[str, list[dict]]:
-    """Every workload of the plan; returns the rows of each table."""
+MEASURES = {"members": members_table, "paced": paced_table, "batching": batching_table, "storm": storm_table,
+            "window": window_table}
+
+
+def measure_all(quick: bool, only: tuple[str, ...] = tuple(MEASURES)) -> dict[str, list[dict]]:
+    """Every workload of the plan (or the tables named in ``only``); returns the rows of each table."""
     plan = PLANS[quick]
     raise_open_file_limit(2 * max(plan.member_counts) + 3 * plan.storm_logins + 256)
     random.seed(2026)
@@ -999,10 +1164,9 @@ def measure_all(quick: bool) -> dict[str, list[dict]]:
     try:
         with tempfile.TemporaryDirectory(prefix="lab2_fanout_") as workdir:
             tables = {}
-            for name, measure in (("members", members_table), ("paced", paced_table),
-                                  ("batching", batching_table), ("storm", storm_table)):
+            for name in only:
                 log(f"{name} runs")
-                tables[name] = measure(pool, plan, Path(workdir))
+                tables[name] = MEASURES[name](pool, plan, Path(workdir))
             return tables
     finally:
         pool.close()
@@ -1011,12 +1175,14 @@ def measure_all(quick: bool) -> dict[str, list[dict]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads: under a minute")
+    parser.add_argument("--only", nargs="+", choices=tuple(MEASURES), default=tuple(MEASURES),
+                        help="only these tables")
     parser.add_argument("--raw-relay", type=int, metavar="BROADCAST_PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.raw_relay:
         serve_raw_relay(args.raw_relay)
         return 0
-    for name, rows in measure_all(args.quick).items():
+    for name, rows in measure_all(args.quick, tuple(args.only)).items():
         title, columns = TABLES[name]
         print(f"\n{title}\n{render(columns, rows)}")
     return 0

@@ -20,11 +20,13 @@ server must carry them out:
   database) off the event loop, then hand its outcome to ``written()``: a
   write may wait for a lock another program holds, and the room must not.
 
-Logged events wait in ``unsent`` until ``tick()`` packs them into
-datagrams: at once after a quiet spell, or, while the room is busy, up to
-BATCH_WINDOW_SECONDS later, so that one seal and one signature cover many
-events. A silent room sends a heartbeat (an empty batch with the newest
-number) every HEARTBEAT_INTERVAL_SECONDS, so a lost last event is noticed.
+Logged events wait in the outbox until ``tick()`` packs them into
+datagrams, when BATCHING (a ``Batching`` rule) says: at once after a quiet
+spell; while the room is busy, once a few events wait or the oldest has
+waited a few milliseconds, so that one seal and one signature cover many
+events. ``wait_at_most()`` tells the loop when that will be. A silent room
+sends a heartbeat (an empty batch with the newest number) every
+HEARTBEAT_INTERVAL_SECONDS, so a lost last event is noticed.
 
 When a member leaves, the next tick broadcasts what was logged before the
 leave under the old key, makes a new key, hands it to every remaining
@@ -46,7 +48,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -86,7 +88,7 @@ MAX_REPAIR_EVENTS_PER_SECOND = 1000   # what one member's repairs may pull from 
 # share of a classroom's Wi-Fi. A late joiner's first answer (500 events) always fits.
 MAX_REPAIR_BYTES_PER_SECOND_PER_ADDRESS = 2_000_000
 BATCH_OVERHEAD_BYTES = 1 + 2 + 8  # RoomBatch's type byte, event count and latest_seq
-BATCH_WINDOW_SECONDS = 0.003      # datagrams at most this often: each costs every receiver a signature check
+TICK_SECONDS = 0.003              # the server ticks at least this often (a window's loop wakes only then)
 HEARTBEAT_INTERVAL_SECONDS = 0.25 # the longest the room stays silent
 NOTICE_INTERVAL_SECONDS = 1.0     # at most one "slow down" per member per second
 FLOOD_WINDOW_SECONDS = 10.0       # refused requests are counted over this window ...
@@ -148,10 +150,49 @@ class _Budget:
     last_notice_at: float = float("-inf")
 
 
+@dataclass(frozen=True)
+class Batching:
+    """When the events waiting in the outbox go out. Every datagram costs every
+    receiver a signature check (about 60 us); every millisecond an event waits,
+    every screen shows it later. So the rule looks at how busy the room is:
+
+    * quiet: an event logged ``quiet_seconds`` or more after the last datagram
+      goes at once, alone;
+    * busy: events wait for company, and go out once ``full_events`` wait (a
+      size trigger, but never sooner than ``spacing_seconds`` after the last
+      datagram) or once the oldest has waited ``hold_seconds``.
+
+    The size trigger sends a batch the moment it is worth a signature, where a
+    fixed window would hold it until the window ends; the spacing makes a very
+    busy room's batches bigger. A fixed window W is Batching(W, W, 1, W).
+    """
+    quiet_seconds: float
+    spacing_seconds: float
+    full_events: int
+    hold_seconds: float
+
+    def send_at(self, logged_at: Sequence[float], last_broadcast_at: float) -> float:
+        """When events logged at ``logged_at`` (oldest first, at least one) go out."""
+        first = logged_at[0]
+        if first - last_broadcast_at >= self.quiet_seconds:
+            return first
+        due = first + self.hold_seconds
+        if len(logged_at) >= self.full_events:
+            full_at = max(logged_at[self.full_events - 1], last_broadcast_at + self.spacing_seconds)
+            due = min(due, full_at)
+        return due
+
+
+# Chosen with bench/batching_model.py and bench/lab2_fanout.py against fixed windows and
+# other rules (docs/performance.md, "Batching").
+BATCHING = Batching(quiet_seconds=0.003, spacing_seconds=0.005, full_events=3, hold_seconds=0.015)
+
+
 @dataclass
 class _Outbox:
-    """Logged events not yet broadcast, and where a leave cut them."""
+    """Logged events not yet broadcast, when each was logged, and where a leave cut them."""
     events: list[RoomEvent] = field(default_factory=list)
+    logged_at: list[float] = field(default_factory=list)
     bytes: int = 0
     rekey_at: int | None = None          # events[:rekey_at] go out under the old key
     last_broadcast_at: float = float("-inf")
@@ -307,27 +348,37 @@ class Room:
     # --- what goes out, and when --------------------------------------------------
 
     def tick(self, force: bool = False) -> list[Instruction]:
-        """What to send now: call after every round of the loop and at least
-        every BATCH_WINDOW_SECONDS. ``force`` sends everything logged at once."""
+        """What to send now: call after every round of the loop and whenever
+        ``wait_at_most()`` has passed. ``force`` sends everything logged at once."""
         now, outbox, out = self.clock(), self._outbox, []
         if outbox.rekey_at is not None:
             # Flush under the old key, then hand the new one to who is left.
             before, outbox.events = outbox.events[:outbox.rekey_at], outbox.events[outbox.rekey_at:]
+            outbox.logged_at = outbox.logged_at[outbox.rekey_at:]
             outbox.bytes, outbox.rekey_at = sum(len(encode(e)) + 2 for e in outbox.events), None
             out += [Broadcast(batch) for batch in self.batches(before)] if before else []
             self.epoch, self.room_key = self.epoch + 1, self._random_bytes(ROOM_KEY_BYTES)
             out.append(NewRoomKey(self.epoch, self.room_key))
             out += [Delivery(conn, self.room_key_message()) for conn in self.members]
-        quiet_for = now - outbox.last_broadcast_at
-        if outbox.events and (force or quiet_for >= BATCH_WINDOW_SECONDS
-                              or outbox.bytes >= MAX_DATAGRAM_PLAINTEXT_BYTES):
+        if outbox.events and (force or outbox.bytes >= MAX_DATAGRAM_PLAINTEXT_BYTES
+                              or now >= BATCHING.send_at(outbox.logged_at, outbox.last_broadcast_at)):
             out += [Broadcast(batch) for batch in self.batches(outbox.events)]
-            outbox.events, outbox.bytes = [], 0
-        elif not outbox.events and quiet_for >= HEARTBEAT_INTERVAL_SECONDS:
+            outbox.events, outbox.logged_at, outbox.bytes = [], [], 0
+        elif not outbox.events and now - outbox.last_broadcast_at >= HEARTBEAT_INTERVAL_SECONDS:
             out += [Broadcast(batch) for batch in self.batches([])]   # the heartbeat
         if any(isinstance(item, Broadcast) for item in out):
             outbox.last_broadcast_at = now
         return out
+
+    def wait_at_most(self) -> float:
+        """Seconds until ``tick()`` has something to send (0: now): the loop may
+        sleep that long, no longer, or a waiting event would wait for the loop."""
+        outbox = self._outbox
+        if outbox.rekey_at is not None or outbox.bytes >= MAX_DATAGRAM_PLAINTEXT_BYTES:
+            return 0.0
+        due = (BATCHING.send_at(outbox.logged_at, outbox.last_broadcast_at) if outbox.events
+               else outbox.last_broadcast_at + HEARTBEAT_INTERVAL_SECONDS)
+        return max(0.0, due - self.clock())
 
     def batches(self, events: list[RoomEvent]) -> list[RoomBatch]:
         """Pack events into as few room datagrams as fit (a heartbeat if there
@@ -437,6 +488,7 @@ class Room:
         event = RoomEvent(self.latest_seq + 1, kind, sender, text)
         self.log.append(event)
         self._outbox.events.append(event)
+        self._outbox.logged_at.append(self.clock())
         self._outbox.bytes += len(encode(event)) + 2
 
     def _refuse(self, conn: Hashable, budget: _Budget, now: float) -> list[Delivery]:

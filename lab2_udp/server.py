@@ -37,7 +37,7 @@ from common.config import ConfigError, Settings, add_setting_options, settings_f
 from common.errors import ProtocolError
 from common.framing import DatagramSealer
 from common.messages import Goodbye, Login, LoginRejected, Register, RoomBatch, encode, typed_text
-from common.room import BATCH_WINDOW_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room, StoreWrite
+from common.room import TICK_SECONDS, Broadcast, Delivery, Instruction, NewRoomKey, Room, StoreWrite
 from common.session import BadRecord, SecureSession
 from common.transcript import Roster, Transcript, show_events
 from common.ui import add_front_end_options, open_front_end
@@ -288,8 +288,10 @@ class RoomServer:
 
     def turn(self, timeout: float | None) -> None:
         """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
-        never block), then run the handler each carries as ``key.data``."""
-        for key, mask in self.selector.select(timeout):
+        never block), then run the handler each carries as ``key.data``. No longer than the room's
+        waiting events may wait: they go out on time, not at the next tick."""
+        due_in = self.room.wait_at_most()
+        for key, mask in self.selector.select(due_in if timeout is None else min(timeout, due_in)):
             key.data(mask)
             if self.ui.stopped:   # a quit closed sockets that may still be in this list
                 return
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         print(warning, file=sys.stderr, flush=True)
     server.ui.show_note(server.channel.choice)   # what the room is sent to, and why
     server.ui.run(server.selector, server.turn, tick=server.on_tick,
-                  tick_interval_ms=int(BATCH_WINDOW_SECONDS * 1000))
+                  tick_interval_ms=int(TICK_SECONDS * 1000))
     server.workers.close()
     server.writer.close()
     server.accounts.close()

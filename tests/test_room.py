@@ -25,7 +25,7 @@ from common.messages import (
     encode,
 )
 from common.room import (
-    BATCH_WINDOW_SECONDS,
+    BATCHING,
     HEARTBEAT_INTERVAL_SECONDS,
     HISTORY_CHUNK_BYTES,
     KEPT_FLOODING,
@@ -326,17 +326,50 @@ def test_many_leaves_in_one_round_cost_one_new_key(clock):
     assert [e.sender for e in broadcast_events(out)] == [f"member_{conn}" for conn in range(499)]
 
 
+def said(instructions):
+    return [event.text for event in broadcast_events(instructions)]
+
+
 @pytest.mark.points(2)
-def test_events_wait_for_the_batching_window_only_while_the_room_is_busy(room, clock):
+def test_a_quiet_room_sends_at_once_and_a_busy_one_holds_events_for_a_while(room, clock):
     room.join(1, "alice")
-    assert len(broadcast_events(room.tick())) == 1          # after a quiet spell: at once
-    room.handle(1, Say("soon after"))
+    assert len(broadcast_events(room.tick())) == 1          # the first event: at once
+    clock.now += BATCHING.quiet_seconds
+    room.server_says("after a quiet spell")
+    assert room.wait_at_most() == 0 and said(room.tick()) == ["after a quiet spell"]   # at once, alone
+    clock.now += BATCHING.quiet_seconds / 2
+    room.server_says("soon after")
     assert room.tick() == []                                  # busy: it waits for company ...
-    clock.now += BATCH_WINDOW_SECONDS
-    assert [e.text for e in broadcast_events(room.tick())] == ["soon after"]   # ... but not long
+    assert room.wait_at_most() == pytest.approx(BATCHING.hold_seconds)   # ... and the loop knows how long
+    clock.now += BATCHING.hold_seconds / 2
+    room.server_says("company")
+    assert room.tick() == []
+    clock.now += BATCHING.hold_seconds / 2
+    assert said(room.tick()) == ["soon after", "company"]    # ... but no longer than the hold
     clock.now += HEARTBEAT_INTERVAL_SECONDS
+    assert room.wait_at_most() == 0
     [heartbeat] = room.tick()
     assert heartbeat == Broadcast(RoomBatch((), room.latest_seq))
+
+
+@pytest.mark.points(1)
+def test_a_busy_room_sends_a_batch_once_enough_events_wait_and_the_spacing_passed(room, clock):
+    room.join(1, "alice")
+    room.tick()
+    last_datagram_at = clock.now
+    clock.now += BATCHING.quiet_seconds / 2                  # busy: nothing goes at once
+    for number in range(BATCHING.full_events - 1):
+        room.server_says(f"line {number}")
+        assert room.tick() == []
+    room.server_says("the one that fills it")
+    if clock.now < last_datagram_at + BATCHING.spacing_seconds:   # full, but datagrams keep their spacing
+        assert room.tick() == []
+        assert room.wait_at_most() == pytest.approx(last_datagram_at + BATCHING.spacing_seconds - clock.now)
+        clock.now = last_datagram_at + BATCHING.spacing_seconds
+    assert clock.now < last_datagram_at + BATCHING.quiet_seconds / 2 + BATCHING.hold_seconds   # before the hold
+    [datagram] = room.tick()                                  # one datagram, one signature, for all of them
+    assert [e.text for e in datagram.batch.events] == [*(f"line {n}" for n in range(BATCHING.full_events - 1)),
+                                                       "the one that fills it"]
 
 
 @pytest.mark.points(1)
