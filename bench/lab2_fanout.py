@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import net  # noqa: E402
-from common.admission import MAX_QUEUED_LOGINS_PER_ADDRESS  # noqa: E402
+from common.admission import LAB2_LIMITS  # noqa: E402
 from common.config import create_env_file, load_settings  # noqa: E402
 from common.errors import ProtocolError  # noqa: E402
 from common.framing import DatagramOpener, KeyNotYetHere  # noqa: E402
@@ -89,7 +89,7 @@ WINDOW_PER_CLIENT = 4          # own messages in flight in the throughput runs
 TALKER = 1                     # the one member who talks in "one talks" (not the member alone)
 # Every member is on 127.0.0.1, and the server queues only so many logins per address: the
 # members join in waves of that many, over all the receiver processes together.
-LOGINS_PER_WAVE = MAX_QUEUED_LOGINS_PER_ADDRESS
+LOGINS_PER_WAVE = LAB2_LIMITS.queued_logins_per_address
 TICK_SECONDS = 0.05            # repair checks, as lab2_udp/client.py does them
 LOST_AFTER_SECONDS = 2.0       # a raw message not heard back by then is lost: free its slot
 QUIET_SECONDS = 1.0            # raw: no more deliveries for this long means the run is over
