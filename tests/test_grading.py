@@ -27,9 +27,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ElementTree
 import zipfile
 from pathlib import Path
@@ -303,8 +303,11 @@ def test_an_interrupted_run_still_reports_what_finished_and_counts_the_rest_as_f
     monkeypatch.setenv("PYTHONPATH", str(ROOT))   # the subprocess imports the plugin from the kit
     pytester.makeconftest('pytest_plugins = ["tests.grading"]\n')
     pytester.makeini("[pytest]\nmarkers =\n    points(n): points\n")
-    started = pytester.path / "started"
+    # The slow test says it has started by connecting to us: accept() waits for it, with a deadline.
+    started = socket.create_server(("127.0.0.1", 0))
+    started.settimeout(60)
     pytester.makepyfile(test_slow=f'''
+import socket
 import threading
 import pytest
 
@@ -313,7 +316,7 @@ def test_first():
 
 @pytest.mark.points(3)
 def test_still_running():
-    open({str(started)!r}, "w").close()
+    socket.create_connection(("127.0.0.1", {started.getsockname()[1]}))
     threading.Event().wait()
 
 def test_never_started():
@@ -324,14 +327,16 @@ def test_never_started():
                                 "--grade-format", "gradescope", "--grade-output", "results.json"],
                                cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not started.exists():
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
-            time.sleep(0.05)   # polling a file the test writes, with a deadline
+        try:
+            started.accept()[0].close()
+        except TimeoutError:
+            process.kill()
+            raise AssertionError("the slow test never started:\n" + process.communicate()[0]) from None
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=60)[0]
     finally:
         process.kill()
+        started.close()
     results = json.loads((pytester.path / "results.json").read_text())
     check_gradescope(results)
     tests = {test["name"]: test for test in results["tests"]}
