@@ -544,3 +544,21 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
                 continue
             return port
     raise RuntimeError("no free port between 20000 and 32000")
+
+
+def assert_heard_the_room_by_datagram(client: RoleProcess) -> None:
+    """After a Lab 2 client's clean exit: it heard the room by datagram, not only by
+    repair (its exit line counts some opened), and never 1.5 s without one (no deaf warning)."""
+    opened = int(re.search(r"^datagrams: (\d+) opened", client.stderr_lines[-2]).group(1))
+    assert opened > 0, client.output()
+    assert not any("no room datagram" in line for line in client.stderr_lines), client.output()
+
+
+def unopenable_database(folder: Path, problem: str) -> tuple[Path, str]:
+    """A --db a server cannot open, and the words its one-line refusal must give:
+    a file in a folder that does not exist, or a file that is not a database."""
+    if problem == "missing folder":
+        return folder / "no such folder" / "chat.db", "does not exist"
+    database = folder / "notes.txt"
+    database.write_text("these are my notes, not a database\n" * 100)
+    return database, "file is not a database"

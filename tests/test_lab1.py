@@ -38,6 +38,7 @@ from tests.procs import (
     has_ipv6_loopback,
     role_command,
     role_overrides,
+    unopenable_database,
 )
 from tests.raw_peer import receive_until, register_raw, send_queued
 from tests.tcp_proxy import ChunkingProxy
@@ -684,11 +685,7 @@ def test_windows_send_on_enter_and_close_on_ctrl_x(lab, xvfb_display):
 @pytest.mark.points(1)
 @pytest.mark.parametrize("problem", ["missing folder", "not a database"])
 def test_lab1_server_that_cannot_open_its_database_says_which_file_and_why(lab, problem):
-    if problem == "missing folder":
-        database, reason = lab.tmp_path / "no such folder" / "chat.db", "does not exist"
-    else:
-        database, reason = lab.tmp_path / "notes.txt", "file is not a database"
-        database.write_text("these are my notes, not a database\n" * 100)
+    database, reason = unopenable_database(lab.tmp_path, problem)
     server = lab.processes.start(SERVER, "--port", "0", "--env", str(lab.env_file), "--db", str(database),
                                  "--headless")
     assert server.wait_exit() == 1, server.output()

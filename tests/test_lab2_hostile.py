@@ -40,7 +40,7 @@ from common.messages import (
 )
 from common.room import KEPT_FLOODING, MAX_REPAIR_EVENTS_PER_SECOND
 from common.session import SecureSession
-from tests.procs import DEADLINE_SECONDS
+from tests.procs import DEADLINE_SECONDS, unopenable_database
 from tests.raw_peer import receive_until, send_queued
 from tests.test_lab2 import BROADCAST, PASSWORD, Room, quit_and_hash, raw_member, room, wait_for_seq  # noqa: F401
 
@@ -287,11 +287,7 @@ def test_one_address_cannot_register_accounts_without_end(room):
 @pytest.mark.points(1)
 @pytest.mark.parametrize("problem", ["missing folder", "not a database"])
 def test_a_server_that_cannot_open_its_database_says_which_file_and_why(room, problem):
-    if problem == "missing folder":
-        database, reason = room.tmp_path / "no such folder" / "chat.db", "does not exist"
-    else:
-        database, reason = room.tmp_path / "notes.txt", "file is not a database"
-        database.write_text("these are my notes, not a database\n" * 100)
+    database, reason = unopenable_database(room.tmp_path, problem)
     server = room.processes.start("lab2_udp.server", "--port", "0", "--env", str(room.env_file),
                                   "--db", str(database), "--headless")
     assert server.wait_exit() == 1, server.output()
