@@ -153,6 +153,7 @@ class EventKind(str, enum.Enum):
     JOIN = "join"        # sender joined; text is empty
     LEAVE = "leave"      # sender left; text is empty
     RENAME = "rename"    # sender (the old name) is now text (the new name)
+    RECLAIM = "reclaim"  # sender, a shown name an account owns, is text (the member's own account) again
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,13 @@ events. ``wait_at_most()`` tells the loop when that will be. A silent room
 sends a heartbeat (an empty batch with the newest number) every
 HEARTBEAT_INTERVAL_SECONDS, so a lost last event is noticed.
 
+Names belong to accounts. A member may be shown under another name
+(``/nick``), never under an account's name, in the room or not; a name taken
+before its account existed is given back (a numbered ``reclaim`` event) as
+soon as the room notices: when its owner logs in (and gets in), when the
+member showing it asks for anything, when someone addresses it. A DM or an
+ignore addresses the account of that name first, and only then a shown name.
+
 When a member leaves, the next tick broadcasts what was logged before the
 leave under the old key, makes a new key, hands it to every remaining
 member, and only then sends anything newer: the leaver, who knows the old
@@ -262,8 +269,11 @@ class Room:
         history so far; the numbered join event goes to the room. Or just a
         LoginRejected, if it may not join.
         """
-        if name in self._accounts.values() or name in self.members.values() or name in self._server_names:
+        if name in self._accounts.values() or name in self._server_names:
             return [Delivery(conn, LoginRejected(f"{name} is already in the room"))]
+        squatter = next((c for c, shown in self.members.items() if shown == name), None)
+        if squatter is not None:   # a member took the name before its account existed: the owner gets it
+            self._give_back(squatter)
         if len(self.members) >= self.max_members:
             return [Delivery(conn, LoginRejected("the room is full; try again later"))]
         if list(self._sources.values()).count(source) >= self.max_members_per_source:
@@ -317,7 +327,7 @@ class Room:
         if not budget.requests.take(now):
             return self._refuse(conn, budget, now)
         try:
-            return handler(conn, self.members[conn], message)
+            return handler(conn, self._shown_name(conn), message)
         except ProtocolError as error:
             return [Delivery(conn, ErrorNotice(str(error)))]
 
@@ -339,7 +349,7 @@ class Room:
     def rename_server(self, new_name: str) -> None:
         """Change the server's name; the room sees a numbered rename event."""
         new_name = normalise_name(new_name)
-        if new_name in self.members.values():
+        if new_name in self.members.values() or new_name in self._accounts.values():
             raise ProtocolError(f"{new_name} is taken by a member")
         old_name, self.server_name = self.server_name, new_name
         self._server_names.add(new_name)
@@ -402,7 +412,8 @@ class Room:
             raise ProtocolError("a DM's sender must be your own name")
         text = checked_text(message.text)
         recipient = normalise_name(message.recipient)   # a malformed one is refused, not quoted back
-        target = next((c for c, member in self.members.items() if member == recipient), None)
+        account = self._account_named(recipient)
+        target = next((c for c, owner in self._accounts.items() if owner == account), None)
         if target == conn:
             raise ProtocolError("you cannot send a DM to yourself")
         if target is None or self._accounts[conn] in self.accounts.ignored_by(self._accounts[target]):
@@ -439,19 +450,46 @@ class Room:
         new_name = normalise_name(message.name)
         if new_name == name:
             raise ProtocolError(f"you are {name} already")
-        # Not a name on screen now, nor another account's: nobody may pose as someone else.
+        # Not a name on screen now, nor another account's (in the room or not): nobody may pose
+        # as someone else. An account made later takes its name back (join, _shown_name).
+        own = self._accounts[conn]
         if (new_name in self.members.values() or new_name in self._server_names
-                or (new_name != self._accounts[conn] and self.accounts.exists(new_name))):
+                or (new_name != own and (new_name in self._accounts.values() or self.accounts.exists(new_name)))):
             raise ProtocolError(f"{new_name} is taken")
         self.members[conn] = new_name
         self._log(EventKind.RENAME, name, new_name)
         return []
 
+    def _give_back(self, conn: Hashable) -> None:
+        """The name ``conn`` shows is an account's now: show it under its own account again."""
+        shown, own = self.members[conn], self._accounts[conn]
+        self.members[conn] = own
+        self._log(EventKind.RECLAIM, shown, own)
+
+    def _shown_name(self, conn: Hashable) -> str:
+        """The name ``conn`` is shown under. One that became an account's after it was
+        taken (registered in Lab 1, whose server shares the accounts) is given back
+        first: nobody says anything under an account's name but that account."""
+        shown = self.members[conn]
+        if shown != self._accounts[conn] and self.accounts.exists(shown):
+            self._give_back(conn)
+        return self.members[conn]
+
     def _account_named(self, raw_name: str) -> str:
-        """The account behind a name as a member typed it: a shown name of
-        someone in the room, or else an account name."""
-        shown = normalise_name(raw_name)
-        return next((self._accounts[c] for c, member in self.members.items() if member == shown), shown)
+        """The account a name as a member typed it addresses: an account's own name
+        first (in the room or not), else the account of the member shown under it,
+        else the name itself. So a DM or an ignore of an account's name always
+        reaches that account, never someone who showed that name before it existed."""
+        name = normalise_name(raw_name)
+        if name in self._accounts.values():
+            return name
+        holder = next((c for c, shown in self.members.items() if shown == name), None)
+        if holder is None:
+            return name
+        if self.accounts.exists(name):   # an account made while someone showed its name
+            self._give_back(holder)
+            return name
+        return self._accounts[holder]
 
     def _handle_who(self, conn: Hashable, name: str, message: WhoRequest) -> list[Delivery]:
         return [Delivery(conn, MemberList((self.server_name, *sorted(self.members.values()))))]

@@ -96,6 +96,9 @@ def format_event(event: RoomEvent) -> str:
         return f"#{event.seq} {event.sender}: {event.text}"
     if event.kind is EventKind.RENAME:
         return f"#{event.seq} * {event.sender} is now {event.text}"
+    if event.kind is EventKind.RECLAIM:
+        # The room learns who showed that name, and why it may no longer.
+        return f"#{event.seq} * {event.sender} is {event.text} again: {event.sender} is an account's name"
     return f"#{event.seq} * {event.sender} {'joined' if event.kind is EventKind.JOIN else 'left'}"
 
 
@@ -109,7 +112,8 @@ def show_events(screen, roster: Roster, events: Iterable[RoomEvent], ignored: fr
     """Show room events on ``screen`` (a front end from common/ui.py) in order,
     following them in ``roster``; a SAY from an ignored account shows as its
     placeholder (an ignore is of an account: a member who renames stays
-    hidden). True if the member list changed: a join, a leave or a rename."""
+    hidden). True if the member list changed: a join, a leave, a rename or a
+    name given back."""
     changed = False
     for event in events:
         hidden = event.kind is EventKind.SAY and roster.account_of(event.sender) in ignored
@@ -145,7 +149,7 @@ class Roster:
             self._accounts[event.sender] = event.sender
         elif event.kind is EventKind.LEAVE:
             self._accounts.pop(event.sender, None)
-        elif event.kind is EventKind.RENAME and event.sender in self._accounts:
+        elif event.kind in (EventKind.RENAME, EventKind.RECLAIM) and event.sender in self._accounts:
             self._accounts[event.text] = self._accounts.pop(event.sender)
         elif event.kind is EventKind.RENAME:
             self.server_name = event.text

@@ -114,6 +114,75 @@ def test_an_account_shown_under_another_name_cannot_join_a_second_time(room):
     assert room.join(2, "alice") == [Delivery(2, LoginRejected("alice is already in the room"))]
 
 
+def squatted(room, name="dave"):
+    """mallory is shown as ``name`` before that name has an account; then it gets one."""
+    room.max_members = 3
+    room.join(1, "alice")
+    room.accounts.register("mallory", "a good password")
+    room.join(2, "mallory")
+    assert room.handle(2, ChangeName(name)) == []   # no account of that name yet: allowed
+    room.accounts.register(name, "dave's own password")
+
+
+@pytest.mark.points(2)
+def test_the_owner_of_a_name_a_member_shows_gets_in_and_the_member_its_own_name_back(room):
+    squatted(room)
+    welcome = [d.message for d in room.join(3, "dave")]
+    assert welcome[0] == LoginAccepted("dave", "server")
+    assert room.log[-2:] == [RoomEvent(4, "reclaim", "dave", "mallory"), RoomEvent(5, "join", "dave", "")]
+    assert room.members == {1: "alice", 2: "mallory", 3: "dave"}
+    room.handle(2, Say("it was me"))
+    assert room.log[-1] == RoomEvent(6, "say", "mallory", "it was me")
+
+
+@pytest.mark.points(1)
+def test_a_name_registered_while_a_member_shows_it_is_given_back_before_that_member_speaks(room):
+    squatted(room)                                   # dave registered elsewhere (Lab 1), not in the room
+    room.handle(2, Say("I am dave"))
+    assert room.log[-2:] == [RoomEvent(4, "reclaim", "dave", "mallory"), RoomEvent(5, "say", "mallory", "I am dave")]
+
+
+@pytest.mark.points(2)
+def test_dms_address_accounts_first_then_shown_names(room):
+    room.max_members = 3
+    room.join(1, "alice")
+    room.join(2, "bob")
+    room.handle(1, ChangeName("ally"))
+    for typed in ("alice", "ally", "ALLY"):           # the account, and the name it shows
+        sent = room.handle(2, PrivateMessage("bob", typed, "hi"))
+        assert [d.to for d in sent] == [1, 2]
+    room.handle(2, ChangeName("dave"))
+    room.accounts.register("dave", "dave's own password")
+    assert room.handle(1, PrivateMessage("ally", "dave", "hi dave")) == [   # dave's, not bob's now
+        Delivery(1, ErrorNotice("your message to dave was not delivered"))]
+    assert room.log[-1] == RoomEvent(5, "reclaim", "dave", "bob")
+
+
+@pytest.mark.points(1)
+def test_an_ignore_of_a_shown_name_stores_the_account_and_of_an_accounts_name_that_account(room):
+    squatted(room)
+    room.handle(1, ChangeName("ally"))
+    [write] = room.handle(2, IgnoreUser("ally"))
+    assert write.write() == frozenset({"alice"})
+    [write] = room.handle(1, IgnoreUser("dave"))      # mallory showed dave; dave is an account
+    assert write.write() == frozenset({"dave"})
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("taken", ["bob", "carol", "mallory"])
+def test_nobody_is_shown_under_an_accounts_name_in_the_room_or_not(room, taken):
+    room.accounts.register("mallory", "a good password")
+    room.join(1, "mallory")
+    room.join(2, "bob")
+    room.handle(2, ChangeName("bobby"))              # bob's account still owns "bob"
+    if taken == "mallory":
+        room.handle(1, ChangeName("mal"))
+        [refusal] = room.handle(2, ChangeName(taken))
+    else:
+        [refusal] = room.handle(1, ChangeName(taken.upper()))   # folded like every name
+    assert refusal.message == ErrorNotice(f"{taken} is taken")
+
+
 @pytest.mark.points(1)
 def test_a_full_room_refuses_newcomers_with_a_reason(room):
     room.join(1, "alice")
@@ -232,6 +301,9 @@ def test_server_rename_is_a_numbered_event_and_cannot_take_a_members_name(room):
     room.rename_server("host")
     assert room.log[-1] == RoomEvent(2, "rename", "server", "host")
     with pytest.raises(ProtocolError):
+        room.rename_server("alice")
+    room.handle(1, ChangeName("ally"))
+    with pytest.raises(ProtocolError, match="alice is taken by a member"):   # its account: it may go back to it
         room.rename_server("alice")
 
 

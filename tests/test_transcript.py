@@ -187,6 +187,18 @@ def test_a_screen_hides_an_ignored_account_under_its_new_name_and_notes_member_c
 
 
 @pytest.mark.points(1)
+def test_a_name_given_back_shows_who_had_it_and_the_roster_follows_the_account():
+    screen, roster = Screen(), Roster("server")
+    events = [RoomEvent(1, EventKind.JOIN, "mallory", ""), RoomEvent(2, EventKind.RENAME, "mallory", "dave"),
+              RoomEvent(3, EventKind.SAY, "dave", "hi"), RoomEvent(4, EventKind.RECLAIM, "dave", "mallory"),
+              RoomEvent(5, EventKind.JOIN, "dave", "")]
+    assert show_events(screen, roster, events)
+    assert screen.lines[3:] == ["#4 * dave is mallory again: dave is an account's name", "#5 * dave joined"]
+    assert roster.names() == ["server", "dave", "mallory"] and roster.account_of("dave") == "dave"
+    assert roster.name_of("mallory") == "mallory"
+
+
+@pytest.mark.points(1)
 def test_a_sender_changing_its_port_each_time_shares_one_budget_with_every_other_port():
     gate = DatagramGate()
     gate.server_host = "10.0.0.1"
