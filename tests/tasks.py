@@ -155,6 +155,8 @@ TASKS = (
         "test_forged_replayed_and_garbage_datagrams_change_nothing",
         "test_a_dm_to_a_very_long_name_is_answered_not_punished",
         "test_a_member_cannot_take_the_servers_name_once_the_server_renames",
+        "test_a_name_taken_before_its_account_existed_goes_back_and_its_owner_gets_in_and_gets_its_dms",
+        "test_a_name_registered_in_lab1_while_a_member_shows_it_in_the_room_is_given_back",
         "test_a_stranger_replaying_a_genuine_datagram_does_not_become_the_server_for_a_new_client",
         "test_blank_looking_padding_cannot_push_a_fake_line_onto_its_own_row",
         "test_members_that_stop_reading_are_dropped_without_freezing_the_room",

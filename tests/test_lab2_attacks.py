@@ -17,6 +17,7 @@ import threading
 import pytest
 
 from common import net
+from common.accounts import AccountStore, Argon2Cost
 from common.admission import LAB2_LIMITS, NEW_CONNECTIONS_BURST_PER_ADDRESS, TOO_MANY_NEW_CONNECTIONS
 from common.config import load_settings
 from common.messages import (
@@ -35,7 +36,7 @@ from common.messages import (
 from common.session import SecureSession
 from tests.procs import DEADLINE_SECONDS
 from tests.raw_peer import send_queued
-from tests.test_lab2 import BROADCAST, PASSWORD, Room, quit_and_hash, raw_member, room, wait_for_seq  # noqa: F401
+from tests.test_lab2 import BROADCAST, PASSWORD, Room, hash_at, quit_and_hash, raw_member, room, wait_for_seq  # noqa: F401
 from tests.test_lab2_hostile import abort, connect_from, handshake_from, read_until_closed
 
 pytestmark = pytest.mark.network
@@ -305,6 +306,50 @@ def test_a_member_cannot_take_the_servers_name_once_the_server_renames(room):
     answer = outcome(sock, session)
     sock.close()
     assert not isinstance(answer, LoginAccepted), answer
+
+
+@pytest.mark.points(3)
+def test_a_name_taken_before_its_account_existed_goes_back_and_its_owner_gets_in_and_gets_its_dms(room):
+    server = room.start_server()
+    alice, mallory = room.join("alice"), room.join("mallory")
+    mallory.send_line("/nick dave")                 # dave has no account yet
+    mallory.send_line("hi, I am dave")
+    server.wait_for_stdout(r"^#4 dave: hi, I am dave$")
+    dave = room.join("dave")                         # registers: once refused "dave is already in the room"
+    for screen in (server, alice, mallory, dave):
+        screen.wait_for_stdout(r"^#5 \* dave is mallory again: dave is an account's name$")
+        screen.wait_for_stdout(r"^#6 \* dave joined$")
+    alice.send_line("/msg dave is it you?")
+    dave.wait_for_stdout(r"^@alice -> dave: is it you\?$")
+    mallory.send_line("/nick dave")
+    mallory.wait_for_stderr(r"^! dave is taken$")
+    mallory.send_line("still me")                    # said after the DM was delivered: it would be on screen
+    for screen in (server, alice, dave):
+        screen.wait_for_stdout(r"^#7 mallory: still me$")
+    wait_for_seq(mallory, 7)
+    assert not any("is it you" in line for line in mallory.stdout_lines), mallory.output()
+    alice.send_line("/who")
+    alice.wait_for_stderr(r"^in the room: server, alice, dave, mallory$")
+    assert hash_at(alice, 7) == hash_at(dave, 7) == hash_at(mallory, 7)   # dave's #1-#5 came as history
+
+
+@pytest.mark.points(1)
+def test_a_name_registered_in_lab1_while_a_member_shows_it_in_the_room_is_given_back(room):
+    server = room.start_server()
+    alice, mallory = room.join("alice"), room.join("mallory")
+    mallory.send_line("/nick dave")
+    alice.wait_for_stdout(r"^#3 \* mallory is now dave$")
+    # dave registers with Lab 1's server, which shares DB_PATH; dave never comes to the room.
+    store = AccountStore(room.tmp_path / "chat.db", Argon2Cost(memory_kib=8, iterations=1))
+    store.register("dave", PASSWORD)
+    store.close()
+    alice.send_line("/msg dave are you dave?")      # addresses the account dave, who is not here
+    alice.wait_for_stderr(r"^! your message to dave was not delivered$")
+    mallory.send_line("after the DM")
+    for screen in (server, alice, mallory):
+        screen.wait_for_stdout(r"^#4 \* dave is mallory again: dave is an account's name$")
+        screen.wait_for_stdout(r"^#5 mallory: after the DM$")
+    assert not any("are you dave" in line for line in mallory.stdout_lines), mallory.output()
 
 
 @pytest.mark.points(2)
