@@ -115,6 +115,18 @@ MUTANTS = (
         "an ignore is saved on the event loop: a database another program locked stops the whole room",
     ),
     Mutant(
+        "lab2 server refuses the owner of a name a member shows",
+        "lab2_udp.server",
+        "            self.carry_out(self.room.join(peer, name, peer.source))\n",
+        "            if name in self.room.members.values():\n"
+        "                raise ProtocolError(f\"{name} is already in the room\")\n"
+        "            self.carry_out(self.room.join(peer, name, peer.source))\n",
+        "tests/test_lab2_attacks.py::"
+        "test_a_name_taken_before_its_account_existed_goes_back_and_its_owner_gets_in_and_gets_its_dms",
+        "a login is refused when a member shows that name: whoever took a name by /nick before its "
+        "account existed keeps it, and the owner is locked out of the room",
+    ),
+    Mutant(
         "lab2 server loses the genuine records read with a bad one",
         "lab2_udp.server",
         "                except BadRecord as error:   # the genuine records before the bad one still count\n"
