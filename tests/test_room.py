@@ -169,17 +169,18 @@ def test_an_ignore_of_a_shown_name_stores_the_account_and_of_an_accounts_name_th
 
 
 @pytest.mark.points(1)
-@pytest.mark.parametrize("taken", ["bob", "carol", "mallory"])
-def test_nobody_is_shown_under_an_accounts_name_in_the_room_or_not(room, taken):
+@pytest.mark.parametrize(("typed", "taken"), [("BOB", "bob"), ("\uff43\uff41\uff52\uff4f\uff4c", "carol"),
+                                              ("mallory", "mallory")])
+def test_nobody_is_shown_under_an_accounts_name_in_the_room_or_not(room, typed, taken):
     room.accounts.register("mallory", "a good password")
     room.join(1, "mallory")
     room.join(2, "bob")
-    room.handle(2, ChangeName("bobby"))              # bob's account still owns "bob"
+    room.handle(2, ChangeName("bobby"))              # bob's account still owns "bob"; carol is not here
     if taken == "mallory":
         room.handle(1, ChangeName("mal"))
-        [refusal] = room.handle(2, ChangeName(taken))
+        [refusal] = room.handle(2, ChangeName(typed))
     else:
-        [refusal] = room.handle(1, ChangeName(taken.upper()))   # folded like every name
+        [refusal] = room.handle(1, ChangeName(typed))   # folded like every name: case, full-width letters
     assert refusal.message == ErrorNotice(f"{taken} is taken")
 
 
