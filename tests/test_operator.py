@@ -80,7 +80,7 @@ def test_the_operator_is_told_why_a_command_did_nothing(room, operator):
 
 
 @pytest.mark.points(2)
-def test_a_muted_member_is_refused_until_unmuted_and_the_room_sees_both(room, operator, clock):
+def test_a_muted_account_is_answered_that_it_is_muted_until_unmuted(room, operator, clock):
     room.join(1, "alice", "10.0.0.1")
     room.join(2, "bob", "10.0.0.2")
     assert operator.command("/mute", "bob 5") == {}
