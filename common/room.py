@@ -41,6 +41,13 @@ histories send them: one student with many members gets no more of the
 network than one address's share. A member past its
 budget is told to slow down (once a second at most), and one that keeps
 on flooding is dropped: ``handle()`` raises ProtocolError.
+
+The server's operator decides the rest (common/operator.py reads the
+commands): a member it removes leaves with a numbered REMOVE event that
+says why, in place of a leave; an account it mutes is refused what would put
+words on screens (MUTED_REQUESTS) until the time is up, and the room sees
+both the mute and its end. The time of each member's last request is kept,
+for the idle limit.
 """
 from __future__ import annotations
 
