@@ -84,14 +84,12 @@ def test_a_banned_address_is_dropped_and_refused_at_the_door_while_others_join(r
 def test_a_silent_member_is_removed_after_the_idle_limit_and_one_that_keeps_alive_is_not(room):
     room.add_setting("MAX_IDLE_SECONDS=3")
     server = room.start_server()
-    reader_sock, reader_session, _ = raw_member(room, "alice")    # asks for what it missed, twice a second
-    sleeper_sock, sleeper_session, _ = raw_member(room, "bob")    # says nothing at all
-    server.wait_for_stdout(r"^#2 \* bob joined$")
+    reader_sock, reader_session, _ = raw_member(room, "alice")   # asks for what it missed, twice a second
     stop = threading.Event()
 
     def keep_alive() -> None:   # what a client's keepalive does, more often: the limit is short here
         while not stop.wait(0.5):
-            reader_session.send(RepairRequest(2))
+            reader_session.send(RepairRequest(1))
             try:
                 send_queued(reader_sock, reader_session)
             except OSError:
@@ -99,14 +97,18 @@ def test_a_silent_member_is_removed_after_the_idle_limit_and_one_that_keeps_aliv
     keeper = threading.Thread(target=keep_alive)
     keeper.start()
     try:
+        sleeper_sock, sleeper_session, _ = raw_member(room, "bob")   # says nothing at all
         server.wait_for_stdout(r"^#3 \* bob was removed: idle for 3 s$")
         assert Goodbye("you were removed from the room: idle for 3 s") in read_until_closed(
             sleeper_sock, sleeper_session)
+        late_sock, _, _ = raw_member(room, "carol")   # silent too: by its removal, alice has outlived two limits
+        server.wait_for_stdout(r"^#5 \* carol was removed: idle for 3 s$")
         server.send_line("/who")
         server.wait_for_stderr(r"^in the room: server, alice$")
     finally:
         stop.set()
         keeper.join()
-    assert [line for line in server.stdout_lines if " removed" in line] == ["#3 * bob was removed: idle for 3 s"]
-    for sock in (reader_sock, sleeper_sock):
+    assert [line for line in server.stdout_lines if " removed" in line] == [
+        "#3 * bob was removed: idle for 3 s", "#5 * carol was removed: idle for 3 s"], server.output()
+    for sock in (reader_sock, sleeper_sock, late_sock):
         sock.close()
