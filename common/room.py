@@ -333,7 +333,7 @@ class Room:
         budget.heard_at = now   # whatever it asks, its program is alive
         if not budget.requests.take(now):
             return self._refuse(conn, budget, now)
-        if isinstance(message, MUTED_REQUESTS) and self.muted_for(self._accounts[conn], now) > 0:
+        if isinstance(message, MUTED_REQUESTS) and self._accounts[conn] in self._muted:   # until its unmute event
             return self._refuse_muted(conn, now)
         try:
             return handler(conn, self.members[conn], message)
@@ -568,16 +568,13 @@ class Room:
             self._log(EventKind.UNMUTE, self.members[conn], "")
 
     def end_mutes(self, now: float) -> None:
-        """Unmute the accounts whose time is up."""
+        """Unmute the accounts whose time is up. Until then they stay muted, so
+        that no screen shows a muted member speak before the event that says it may."""
         for account in [a for a, until in self._muted.items() if until <= now]:
             self.unmute(account)
 
-    def muted_for(self, account: str, now: float) -> float:
-        """Seconds until ``account`` may speak again (0: it may now)."""
-        return max(0.0, self._muted.get(account, now) - now)
-
     def _refuse_muted(self, conn: Hashable, now: float) -> list[Delivery]:
-        minutes = math.ceil(self.muted_for(self._accounts[conn], now) / 60)
+        minutes = max(1, math.ceil((self._muted[self._accounts[conn]] - now) / 60))   # its unmute may be due
         return [Delivery(conn, ErrorNotice(
             f"you are muted for {minutes} more min: your messages, DMs and renames are refused"))]
 

@@ -106,6 +106,7 @@ def test_a_mute_ends_on_its_own_and_outlasts_a_new_login(room, operator, clock):
     clock.now = DEFAULT_MUTE_MINUTES * 60 - 61
     assert room.handle(2, Say("again?"))[0].message.text.startswith("you are muted for 2 more min")
     clock.now = DEFAULT_MUTE_MINUTES * 60
+    assert room.handle(2, Say("now?"))[0].message.text.startswith("you are muted for 1 more min")   # no event yet
     assert operator.tick(clock.now) == {}
     assert last_event(room) == RoomEvent(5, "unmute", "bob", "")
     assert room.handle(2, Say("free")) == [] and last_event(room).text == "free"
