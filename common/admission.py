@@ -29,6 +29,9 @@ flood without the key cannot keep out anyone who has it. Within a rank:
 * ``RecentHandshakes`` remembers the first handshake records that
   succeeded, for as long as a handshake may take: a copy replayed by
   someone who sniffed it is refused before any Diffie-Hellman is done.
+* ``ban`` refuses an address until the server stops: the server's
+  operator typed ``/ban`` (common/operator.py). Nothing from it gets as far
+  as a handshake.
 * ``LoginQueue`` bounds the password checks waiting for a worker (each
   costs tens of milliseconds of CPU, on purpose), in all and per source,
   and hands the workers one check from each waiting source in turn.
@@ -38,6 +41,7 @@ machine, many honest clients share one address: the caps leave them room.
 """
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -238,6 +242,7 @@ MAX_ADDRESSES_PACED = 4096         # then the addresses whose budget is full aga
 TOO_MANY_NEW_CONNECTIONS = (f"too many connections from there without a handshake: at most "
                             f"{NEW_CONNECTIONS_PER_SECOND_PER_ADDRESS} a second")
 BUSY_WITH_LOGINS = "the server is busy with other logins; try again in a moment"
+BANNED = "banned until the server stops"
 
 
 @dataclass(frozen=True)
@@ -276,11 +281,14 @@ class Doorway:
         self.handshakes = RecentHandshakes(clock, HANDSHAKE_TIMEOUT_SECONDS, MAX_REMEMBERED_HANDSHAKES)
         self._pace: dict[str, TokenBucket] = {}     # source -> its budget of new connections
         self._sources: dict[Hashable, str] = {}     # conn -> source, until its handshake is done
+        self._banned: set[str] = set()              # addresses refused until the server stops
 
     def refusal(self, source: str, now: float) -> str | None:
         """Why a new connection from ``source`` is refused before any work is
         spent on it, or None to take it (it then spends one of its source's
         tokens, given back if it completes the handshake)."""
+        if self.is_banned(source):
+            return BANNED
         bucket = self._pace.get(source)
         if bucket is None:
             if len(self._pace) >= MAX_ADDRESSES_PACED:   # bounded memory, whatever the sources:
@@ -328,11 +336,29 @@ class Doorway:
         """The connections that missed their deadline: strangers first."""
         return self.strangers.expired(now) + self.key_holders.expired(now)
 
+    def ban(self, address: str) -> None:
+        """Refuse every new connection from ``address`` until the server stops."""
+        self._banned.add(canonical_address(address))
+
+    def is_banned(self, source: str) -> bool:
+        return bool(self._banned) and canonical_address(source) in self._banned
+
     def leave(self, conn: Hashable) -> None:
         self._sources.pop(conn, None)
         self.strangers.forget(conn)
         self.key_holders.forget(conn)
         self.logins.discard(conn)
+
+
+def canonical_address(text: str) -> str:
+    """One spelling per IP address: "::ffff:10.0.0.5" (how a server listening
+    on IPv6 and IPv4 at once sees an IPv4 client) is "10.0.0.5", and IPv6 in
+    its shortest form. A source that is no IP address stays as it is."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    return str(getattr(address, "ipv4_mapped", None) or address)
 
 
 NOTES_PER_SECOND = 10   # notes about connections that are not members (both servers)

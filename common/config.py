@@ -67,6 +67,10 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
      "Most of them from one IP address, so that one machine cannot fill the room. A class "
      "on one machine (everyone on 127.0.0.1), or behind one NAT router, needs it raised."),
     ("MAX_MESSAGES_PER_SECOND", "20", "Most messages one client may send per second."),
+    ("MAX_IDLE_SECONDS", "1800",
+     "A Lab 2 member the server hears nothing from for this long (30 minutes) is removed, to "
+     "free its place. A running client asks the server something at least once a minute, so "
+     "a student who only reads is never idle; a program that hung is. 0: no limit."),
     ("MAX_NEW_ACCOUNTS_PER_HOUR", "100",
      "Most accounts one IP address may register in an hour (both labs), so that a program "
      "registering names in a loop cannot fill the server's disk."),
@@ -113,6 +117,7 @@ class Settings:
     max_clients: int
     max_clients_per_address: int
     max_messages_per_second: int
+    max_idle_seconds: int
     max_new_accounts_per_hour: int
     argon2_memory_kib: int
     argon2_iterations: int
@@ -218,6 +223,7 @@ def load_settings(
         max_clients=sources.integer("MAX_CLIENTS", minimum=1, maximum=500),
         max_clients_per_address=sources.integer("MAX_CLIENTS_PER_ADDRESS", minimum=1),
         max_messages_per_second=sources.integer("MAX_MESSAGES_PER_SECOND", minimum=1),
+        max_idle_seconds=sources.integer("MAX_IDLE_SECONDS", minimum=0),
         max_new_accounts_per_hour=sources.integer("MAX_NEW_ACCOUNTS_PER_HOUR", minimum=1),
         # Argon2 refuses less than 8 KiB of memory per lane; the kit uses one lane.
         argon2_memory_kib=sources.integer("ARGON2_MEMORY_KIB", minimum=8),

@@ -154,6 +154,9 @@ class EventKind(str, enum.Enum):
     LEAVE = "leave"      # sender left; text is empty
     RENAME = "rename"    # sender (the old name) is now text (the new name)
     RECLAIM = "reclaim"  # sender, a shown name an account owns, is text (the member's own account) again
+    REMOVE = "remove"    # the server removed sender from the room; text says why
+    MUTE = "mute"        # sender may not speak for a while; text says how long ("10 min")
+    UNMUTE = "unmute"    # sender may speak again; text is empty
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,13 @@ histories send them: one student with many members gets no more of the
 network than one address's share. A member past its
 budget is told to slow down (once a second at most), and one that keeps
 on flooding is dropped: ``handle()`` raises ProtocolError.
+
+The server's operator decides the rest (common/operator.py reads the
+commands): a member it removes leaves with a numbered REMOVE event that
+says why, in place of a leave; an account it mutes is refused what would put
+words on screens (MUTED_REQUESTS) until the time is up, and the room sees
+both the mute and its end. The time of each member's last request is kept,
+for the idle limit.
 """
 from __future__ import annotations
 
@@ -107,6 +114,7 @@ MAX_WRITES_WAITING = 8            # a member's ignores not yet saved: a locked d
 ROOM_KEY_BYTES = 32
 
 KEPT_FLOODING = "dropped: it kept sending after being told to slow down"
+MUTED_REQUESTS = (Say, PrivateMessage, ChangeName)   # what a muted member may not do: put words on screens
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,7 @@ class _Budget:
     refused: int = 0
     window_started_at: float = 0.0
     last_notice_at: float = float("-inf")
+    heard_at: float = 0.0                # its last request of any kind: the idle limit's clock
 
 
 @dataclass(frozen=True)
@@ -231,6 +240,8 @@ class Room:
         self._accounts: dict[Hashable, str] = {}     # conn -> its account: ignores follow this
         self._budgets: dict[Hashable, _Budget] = {}
         self._writes_waiting: dict[Hashable, int] = {}   # conn -> its StoreWrites not yet written
+        self._removed: dict[Hashable, str] = {}      # conn -> why the server removes it (its leave says so)
+        self._muted: dict[str, float] = {}           # account -> until when it may not speak (clock)
         self.epoch, self.room_key = 1, random_bytes(ROOM_KEY_BYTES)
         self._outbox = _Outbox()
         self._handlers = {
@@ -285,7 +296,8 @@ class Room:
         self._repair_bytes.setdefault(source, TokenBucket(MAX_REPAIR_BYTES_PER_SECOND_PER_ADDRESS, now))
         self._writes_waiting[conn] = 0
         self._budgets[conn] = _Budget(TokenBucket(self.max_messages_per_second, now),
-                                      TokenBucket(MAX_REPAIR_EVENTS_PER_SECOND, now), window_started_at=now)
+                                      TokenBucket(MAX_REPAIR_EVENTS_PER_SECOND, now), window_started_at=now,
+                                      heard_at=now)
         group = [RoomGroup(self.multicast_group)] if self.multicast_group else []
         welcome = [LoginAccepted(name, self.server_name), *group, self.room_key_message(), ignored,
                    *self._history_after(conn, 0)]
@@ -298,6 +310,7 @@ class Room:
         self._budgets.pop(conn, None)
         self._writes_waiting.pop(conn, None)
         self._accounts.pop(conn, None)
+        removed_because = self._removed.pop(conn, None)
         source = self._sources.pop(conn, None)
         if source is not None and source not in self._sources.values():   # its address's last member
             self._repair_bytes.pop(source, None)
@@ -306,7 +319,10 @@ class Room:
             return
         if self._outbox.rekey_at is None:
             self._outbox.rekey_at = len(self._outbox.events)
-        self._log(EventKind.LEAVE, name, "")
+        if removed_because is None:
+            self._log(EventKind.LEAVE, name, "")
+        else:   # the server's operator (or the idle limit) removed it: the room sees why
+            self._log(EventKind.REMOVE, name, removed_because)
 
     # --- what members ask for -----------------------------------------------------
 
@@ -324,8 +340,11 @@ class Room:
         if handler is None:
             raise ProtocolError(f"a client may not send {type(message).__name__}")
         budget, now = self._budgets[conn], self.clock()
+        budget.heard_at = now   # whatever it asks, its program is alive
         if not budget.requests.take(now):
             return self._refuse(conn, budget, now)
+        if isinstance(message, MUTED_REQUESTS) and self._accounts[conn] in self._muted:   # until its unmute event
+            return self._refuse_muted(conn, now)
         try:
             return handler(conn, self._shown_name(conn), message)
         except ProtocolError as error:
@@ -541,6 +560,61 @@ class Room:
         budget.last_notice_at = now
         return [Delivery(conn, ErrorNotice(
             f"slow down: at most {self.max_messages_per_second:g} requests per second"))]
+
+    # --- the server operator's controls (common/operator.py reads the commands) ----
+
+    def member_named(self, name: str) -> Hashable:
+        """The connection of the member shown as ``name``, else of the member
+        whose account it is. Raises ProtocolError if there is none."""
+        wanted = normalise_name(name)
+        for names in (self.members, self._accounts):
+            conn = next((c for c, member in names.items() if member == wanted), None)
+            if conn is not None:
+                return conn
+        raise ProtocolError(f"nobody in the room is called {wanted}")
+
+    def source_of(self, conn: Hashable) -> str:
+        """The IP address member ``conn`` joined from."""
+        return self._sources[conn]
+
+    def remove(self, conn: Hashable, reason: str) -> None:
+        """The server is about to close member ``conn`` for ``reason`` (chat
+        text): its leave shows as a numbered REMOVE event with that reason."""
+        if conn in self.members:
+            self._removed[conn] = checked_text(reason)
+
+    def idle_members(self, now: float, max_idle_seconds: float) -> list[Hashable]:
+        """The members that have sent nothing for ``max_idle_seconds``."""
+        return [conn for conn in self.members if now - self._budgets[conn].heard_at >= max_idle_seconds]
+
+    def mute(self, conn: Hashable, seconds: float, duration: str) -> None:
+        """Refuse what member ``conn``'s account says, DMs or renames to for
+        ``seconds`` (MUTED_REQUESTS), after it leaves and logs in again too;
+        the room sees a numbered MUTE event that says ``duration``."""
+        self._muted[self._accounts[conn]] = self.clock() + seconds
+        self._log(EventKind.MUTE, self.members[conn], duration)
+
+    def unmute(self, name: str) -> None:
+        """Let the account behind ``name`` speak again; if it is in the room,
+        the room sees a numbered UNMUTE event. Raises ProtocolError if it is
+        not muted."""
+        account = self._account_named(name)
+        if self._muted.pop(account, None) is None:
+            raise ProtocolError(f"{account} is not muted")
+        conn = next((c for c, owner in self._accounts.items() if owner == account), None)
+        if conn is not None:
+            self._log(EventKind.UNMUTE, self.members[conn], "")
+
+    def end_mutes(self, now: float) -> None:
+        """Unmute the accounts whose time is up. Until then they stay muted, so
+        that no screen shows a muted member speak before the event that says it may."""
+        for account in [a for a, until in self._muted.items() if until <= now]:
+            self.unmute(account)
+
+    def _refuse_muted(self, conn: Hashable, now: float) -> list[Delivery]:
+        minutes = max(1, math.ceil((self._muted[self._accounts[conn]] - now) / 60))   # its unmute may be due
+        return [Delivery(conn, ErrorNotice(
+            f"you are muted for {minutes} more min: your messages, DMs and renames are refused"))]
 
 
 def pack_events(events: list[RoomEvent], limit_bytes: int) -> list[tuple[RoomEvent, ...]]:

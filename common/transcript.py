@@ -18,7 +18,10 @@ asks again only if the answer has not come in a while.
 A member that hears no datagram at all for DEAF_AFTER_SECONDS (broadcast
 blocked by Wi-Fi client isolation or a firewall, a wrong BROADCAST_ADDR) is
 "deaf": ``repair_due()`` then asks the server every REPAIR_RETRY_SECONDS
-for whatever it has, so the room goes on over TCP alone, only slower.
+for whatever it has, so the room goes on over TCP alone, only slower. A
+member that misses nothing asks anyway, once every KEEPALIVE_SECONDS: the
+server removes a member it has heard nothing from for a long time (a program
+that hung, a laptop asleep), and one who only reads must not look like that.
 
 A running SHA-256 over every delivered event lets screens and tests prove
 that two transcripts are equal by comparing a few hex digits.
@@ -57,6 +60,7 @@ REPAIR_RETRY_SECONDS = 0.25   # ask again if a repair has not arrived by then
 # Heartbeats come 4 times a second: 6 lost in a row is deafness, not a lossy network
 # (at 20% loss, 6 in a row happens about once in 4 hours of heartbeats).
 DEAF_AFTER_SECONDS = 1.5
+KEEPALIVE_SECONDS = 60.0      # the longest a member stays silent on its TCP session
 MAX_EARLY_EVENTS = 10000      # a bound on what waits for a gap to fill
 UNPROVEN_OPENS_PER_SECOND = 10   # datagrams opened from all sources but the proven one, together
 MAX_EARLY_DATAGRAMS = 16         # held for a room key still on its way: the newest ones ...
@@ -99,6 +103,12 @@ def format_event(event: RoomEvent) -> str:
     if event.kind is EventKind.RECLAIM:
         # The room learns who showed that name, and why it may no longer.
         return f"#{event.seq} * {event.sender} is {event.text} again: {event.sender} is an account's name"
+    if event.kind is EventKind.REMOVE:
+        return f"#{event.seq} * {event.sender} was removed: {event.text}"
+    if event.kind is EventKind.MUTE:
+        return f"#{event.seq} * {event.sender} is muted for {event.text}"
+    if event.kind is EventKind.UNMUTE:
+        return f"#{event.seq} * {event.sender} may speak again"
     return f"#{event.seq} * {event.sender} {'joined' if event.kind is EventKind.JOIN else 'left'}"
 
 
@@ -112,8 +122,8 @@ def show_events(screen, roster: Roster, events: Iterable[RoomEvent], ignored: fr
     """Show room events on ``screen`` (a front end from common/ui.py) in order,
     following them in ``roster``; a SAY from an ignored account shows as its
     placeholder (an ignore is of an account: a member who renames stays
-    hidden). True if the member list changed: a join, a leave, a rename or a
-    name given back."""
+    hidden). True if anything but a message came (a join, a leave, a rename, a
+    name given back, a removal, a mute): the member list may have changed."""
     changed = False
     for event in events:
         hidden = event.kind is EventKind.SAY and roster.account_of(event.sender) in ignored
@@ -144,10 +154,10 @@ class Roster:
         self._accounts: dict[str, str] = {}   # shown name -> account name
 
     def apply(self, event: RoomEvent) -> None:
-        """Follow one event; a SAY changes nothing."""
+        """Follow one event; a SAY, a MUTE or an UNMUTE changes nothing."""
         if event.kind is EventKind.JOIN:   # at login, the shown name is the account name
             self._accounts[event.sender] = event.sender
-        elif event.kind is EventKind.LEAVE:
+        elif event.kind in (EventKind.LEAVE, EventKind.REMOVE):
             self._accounts.pop(event.sender, None)
         elif event.kind in (EventKind.RENAME, EventKind.RECLAIM) and event.sender in self._accounts:
             self._accounts[event.text] = self._accounts.pop(event.sender)
@@ -179,6 +189,7 @@ class Transcript:
         self._wait_seconds = REPAIR_GRACE_SECONDS
         self.heard_at: float | None = None   # when the last datagram arrived (or we started listening)
         self._asked_at = float("-inf")
+        self._keepalive_at: float | None = None   # when to ask even if nothing is missing
 
     def receive(self, events: Iterable[RoomEvent], latest_seq: int = 0) -> list[RoomEvent]:
         """Take events in any order, with duplicates, and the server's newest
@@ -229,7 +240,22 @@ class Transcript:
 
     def repair_due(self, now: float) -> int | None:
         """If a repair request should go out now, return the ``after_seq`` to
-        ask for (and remember that we asked); otherwise None."""
+        ask for (and remember that we asked); otherwise None.
+
+        A member that misses nothing still asks once every KEEPALIVE_SECONDS
+        (the answer is an empty History): the server removes members it hears
+        nothing from for a long time (its MAX_IDLE_SECONDS), and a student who
+        only reads must not look like a program that hung."""
+        if self._keepalive_at is None:   # the first call, at login: the clock starts now
+            self._keepalive_at = now + KEEPALIVE_SECONDS
+        after_seq = self._missing(now)
+        if after_seq is None and now >= self._keepalive_at:
+            after_seq = self.delivered_seq
+        if after_seq is not None:
+            self._keepalive_at = now + KEEPALIVE_SECONDS
+        return after_seq
+
+    def _missing(self, now: float) -> int | None:
         if self.is_deaf(now):   # we would not notice a gap: ask for what there is
             if now - self._asked_at < REPAIR_RETRY_SECONDS:
                 return None

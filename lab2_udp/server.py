@@ -17,7 +17,7 @@ What this file demonstrates:
   can hold much: a few seconds, connections and queued logins per address
   (common/admission.py).
 - The server takes part: what you type is a numbered room message. Commands:
-  /who, /nick NEWNAME, /hash, /quit (or Ctrl-X).
+  /who, /nick NEWNAME, /hash, /quit (or Ctrl-X); /kick, /mute, /unmute, /ban (common/operator.py).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from functools import partial
 
 from common import keylog, net
 from common.net import Connection, Phase
+from common.operator import OPERATOR_COMMANDS, YOU_ARE_BANNED, Operator
 from common.accounts import AccountStore, slow_hashing_warning
 from common.admission import BUSY_WITH_LOGINS, LAB2_LIMITS, Doorway, NoteBudget
 from common.config import ConfigError, Settings, add_setting_options, settings_from
@@ -89,6 +90,7 @@ class RoomServer:
         # One thread, so that one member's changes are written in the order they were asked.
         self.writer = net.BackgroundWork(self.selector, 1)
         self.doorway = Doorway(LAB2_LIMITS, self.workers.submit, LOGIN_WORKERS, self.refuse_busy, time.monotonic)
+        self.operator = Operator(self.room, self.doorway, settings.max_idle_seconds)
         self.peers: dict[Connection, None] = {}
         self.doomed: dict[Connection, str] = {}     # peers to drop once this round is done
         self.reported: set[str] = set()       # errors said once, not once per attempt
@@ -197,6 +199,13 @@ class RoomServer:
         elif peer.phase is not Phase.HANDSHAKE:   # strangers, who never proved the key, go unnoted
             self.notes.note(f"{peer.address} {reason}", time.monotonic())
 
+    def remove(self, removed: dict[Connection, str]) -> None:
+        """Close the members that the operator (/kick, /ban) or the idle limit removed, each told why;
+        a ban closes every other connection from its address too."""
+        for peer in [p for p in self.peers if p in removed or self.doorway.is_banned(p.source)]:
+            peer.session.close(removed.get(peer, YOU_ARE_BANNED))   # a Goodbye: its last words
+            self.drop(peer, "removed")
+
     # --- Carrying out what the room decided ----------------------------------------------
 
     def carry_out(self, instructions: list[Instruction]) -> None:
@@ -253,6 +262,8 @@ class RoomServer:
         # A connection that never logs in (a port scan, a stranger, a stuck program) would stay forever.
         for peer in self.doorway.late(time.monotonic()):
             self.drop(peer, f"did not finish its {peer.phase.value} in time")
+        if removed := self.operator.tick(time.monotonic()):   # members idle too long
+            self.remove(removed)
         self.after_round()
 
     # --- What the user does: the front end calls these ---------------------------------
@@ -272,8 +283,10 @@ class RoomServer:
             self.ui.show_note(self.transcript.summary())
         elif command == "/nick":
             self.room.rename_server(argument)
+        elif command in OPERATOR_COMMANDS:   # /kick, /mute, /unmute, /ban: common/operator.py decides
+            self.remove(self.operator.command(command, argument))
         else:
-            self.room.server_says(typed_text(text, ("/who", "/nick", "/hash", "/quit")))
+            self.room.server_says(typed_text(text, ("/who", "/nick", "/hash", *OPERATOR_COMMANDS, "/quit")))
         self.after_round()
 
     def on_quit(self) -> None:

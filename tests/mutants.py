@@ -243,4 +243,12 @@ MUTANTS = (
         "tests/test_screens.py::test_lab1_roles_whose_stdout_fails_keep_chatting",
         "prints a line itself: a stdout that cannot be written (a pipe whose reader went) drops the partner",
     ),
+    Mutant(
+        "lab2 server removes a member without a word",
+        "lab2_udp.server",
+        "            peer.session.close(removed.get(peer, YOU_ARE_BANNED))   # a Goodbye: its last words\n",
+        "",
+        "tests/test_lab2_operator.py::test_a_kicked_member_is_told_why_and_the_room_sees_the_reason",
+        "a kicked member is just closed: it says the server closed the connection, and never learns why",
+    ),
 )

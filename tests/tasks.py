@@ -172,6 +172,10 @@ TASKS = (
         "test_forged_first_records_from_one_address_are_refused_past_a_burst_and_members_still_log_in",
         "test_strangers_reopening_from_200_addresses_never_evict_a_client_that_proved_the_key",
         "test_lab2_oversize_datagram_is_rejected_not_raised_under_windows_simulation",
+        "test_a_kicked_member_is_told_why_and_the_room_sees_the_reason",
+        "test_a_muted_member_is_refused_until_unmuted_and_the_room_sees_both",
+        "test_a_banned_address_is_dropped_and_refused_at_the_door_while_others_join",
+        "test_a_silent_member_is_removed_after_the_idle_limit_and_one_that_keeps_alive_is_not",
     )),
 )
 TASK_OF_TEST = {test: task.name for task in TASKS for test in task.tests}

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Where the texts a client can be sent are written: the room's rules, the accounts, the
 # chat-text rule, and what the servers themselves answer.
-SOURCES = ("common/room.py", "common/accounts.py", "common/messages.py",
+SOURCES = ("common/room.py", "common/accounts.py", "common/messages.py", "common/operator.py",
            "lab1_tcp/server.py", "lab2_udp/server.py")
 REPLIES = {"ProtocolError", "LoginRejected", "ErrorNotice", "Goodbye"}
 # The codec's own errors (a malformed frame) close the connection and are not replies.
@@ -106,7 +106,8 @@ def test_the_format_characters_chat_text_allows_and_refuses_are_listed_in_the_pr
 # --- Every text a lab's test compares is written down for the student ----------------------
 
 LAB_TEST_FILES = ("tests/test_lab1.py", "tests/test_lab2.py", "tests/test_lab2_hostile.py",
-                  "tests/test_lab2_attacks.py", "tests/test_quit_paths.py", "tests/test_ui.py")
+                  "tests/test_lab2_attacks.py", "tests/test_lab2_operator.py", "tests/test_quit_paths.py",
+                  "tests/test_ui.py")
 STUDENT_DOCS = ("docs/lab1.md", "docs/lab2.md", "docs/protocol.md")
 # A line of a transcript (its format is in the handouts; its words are what the test typed): "alice: hi",
 # "#3 alice: hi", "~#3 ...", "@alice -> bob: hi", "#2 * bob joined", "* bob joined".
