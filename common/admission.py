@@ -30,7 +30,7 @@ flood without the key cannot keep out anyone who has it. Within a rank:
   succeeded, for as long as a handshake may take: a copy replayed by
   someone who sniffed it is refused before any Diffie-Hellman is done.
 * ``ban`` refuses an address until the server stops: the server's
-  operator typed ``/ban`` (common/operator.py). Nothing from it gets as far
+  operator typed ``/ban`` (common/controls.py). Nothing from it gets as far
   as a handshake.
 * ``LoginQueue`` bounds the password checks waiting for a worker (each
   costs tens of milliseconds of CPU, on purpose), in all and per source,

@@ -49,7 +49,7 @@ network than one address's share. A member past its
 budget is told to slow down (once a second at most), and one that keeps
 on flooding is dropped: ``handle()`` raises ProtocolError.
 
-The server's operator decides the rest (common/operator.py reads the
+The server's operator decides the rest (common/controls.py reads the
 commands): a member it removes leaves with a numbered REMOVE event that
 says why, in place of a leave; an account it mutes is refused what would put
 words on screens (MUTED_REQUESTS) until the time is up, and the room sees
@@ -561,7 +561,7 @@ class Room:
         return [Delivery(conn, ErrorNotice(
             f"slow down: at most {self.max_messages_per_second:g} requests per second"))]
 
-    # --- the server operator's controls (common/operator.py reads the commands) ----
+    # --- the server operator's controls (common/controls.py reads the commands) ----
 
     def member_named(self, name: str) -> Hashable:
         """The connection of the member shown as ``name``, else of the member

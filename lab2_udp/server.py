@@ -17,7 +17,7 @@ What this file demonstrates:
   can hold much: a few seconds, connections and queued logins per address
   (common/admission.py).
 - The server takes part: what you type is a numbered room message. Commands:
-  /who, /nick NEWNAME, /hash, /quit (or Ctrl-X); /kick, /mute, /unmute, /ban (common/operator.py).
+  /who, /nick NEWNAME, /hash, /quit (or Ctrl-X); /kick, /mute, /unmute, /ban (common/controls.py).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from functools import partial
 
 from common import keylog, net
 from common.net import Connection, Phase
-from common.operator import OPERATOR_COMMANDS, YOU_ARE_BANNED, Operator
+from common.controls import OPERATOR_COMMANDS, YOU_ARE_BANNED, Operator
 from common.accounts import AccountStore, slow_hashing_warning
 from common.admission import BUSY_WITH_LOGINS, LAB2_LIMITS, Doorway, NoteBudget
 from common.config import ConfigError, Settings, add_setting_options, settings_from
@@ -283,7 +283,7 @@ class RoomServer:
             self.ui.show_note(self.transcript.summary())
         elif command == "/nick":
             self.room.rename_server(argument)
-        elif command in OPERATOR_COMMANDS:   # /kick, /mute, /unmute, /ban: common/operator.py decides
+        elif command in OPERATOR_COMMANDS:   # /kick, /mute, /unmute, /ban: common/controls.py decides
             self.remove(self.operator.command(command, argument))
         else:
             self.room.server_says(typed_text(text, ("/who", "/nick", "/hash", *OPERATOR_COMMANDS, "/quit")))

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Where the texts a client can be sent are written: the room's rules, the accounts, the
 # chat-text rule, and what the servers themselves answer.
-SOURCES = ("common/room.py", "common/accounts.py", "common/messages.py", "common/operator.py",
+SOURCES = ("common/room.py", "common/accounts.py", "common/messages.py", "common/controls.py",
            "lab1_tcp/server.py", "lab2_udp/server.py")
 REPLIES = {"ProtocolError", "LoginRejected", "ErrorNotice", "Goodbye"}
 # The codec's own errors (a malformed frame) close the connection and are not replies.

@@ -1,12 +1,12 @@
 """The server operator's controls and the idle limit, without sockets
-(common/operator.py, and what the room and the doorway do for them)."""
+(common/controls.py, and what the room and the doorway do for them)."""
 import pytest
 
 from common.accounts import AccountStore
 from common.admission import BANNED, LAB2_LIMITS, Doorway, canonical_address
 from common.errors import ProtocolError
 from common.messages import ChangeName, ErrorNotice, EventKind, PrivateMessage, RepairRequest, RoomEvent, Say
-from common.operator import (
+from common.controls import (
     DEFAULT_MUTE_MINUTES, IDLE_CHECK_INTERVAL_SECONDS, NO_REASON, YOU_ARE_BANNED, Operator, removal_words,
 )
 from common.room import Delivery, NewRoomKey, Room
