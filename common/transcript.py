@@ -158,9 +158,10 @@ class Roster:
 
     It also knows the account behind each shown name: a member who renames
     stays the same account, so an ignore follows it (``account_of``). Fed
-    the whole log from #1 (a late joiner's history), it ends where everyone
-    else's is; the server is the one who never joins, so a rename of
-    someone who is not a member is the server's.
+    the log from #1, or from a HistoryStart (``Roster.at``: who was in the
+    room where the server's log starts), it ends where everyone else's is;
+    the server is the one who never joins, so a rename of someone who is not
+    a member is the server's.
     """
 
     def __init__(self, server_name: str) -> None:
