@@ -182,12 +182,15 @@ class Roster:
         name than its account's, in at most ``limit_bytes`` of encoding (each
         name a u16 length and its letters): past that, a renamed member's
         account is left out (a room of hundreds, all renamed, and no more)."""
-        entries, size = [], 0
-        for shown, account in sorted(self._accounts.items()):
-            entry = shown if shown == account or size + len(shown) + len(account) + 3 > limit_bytes \
-                else f"{shown} {account}"
-            entries.append(entry)
-            size += len(entry) + 2
+        members = sorted(self._accounts.items())
+        size = sum(len(shown) + 2 for shown, _account in members)   # names are ASCII: a letter is a byte
+        entries = []
+        for shown, account in members:
+            if shown != account and size + 1 + len(account) <= limit_bytes:
+                entries.append(f"{shown} {account}")
+                size += 1 + len(account)
+            else:
+                entries.append(shown)
         return tuple(entries)
 
     def apply(self, event: RoomEvent) -> None:

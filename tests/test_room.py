@@ -494,3 +494,21 @@ def test_a_leave_soon_after_a_new_key_waits_for_the_interval_while_the_room_goes
     out = room.tick()
     assert [type(i) for i in out] == [NewRoomKey, Delivery, Delivery]   # one new key, to the two left
     assert room.epoch == 3
+
+
+@pytest.mark.points(1)
+def test_what_stands_for_the_events_not_kept_fits_one_record_even_for_500_renamed_members(clock):
+    from common.framing import MAX_RECORD_BYTES
+    from common.noise import TAG_BYTES
+    room = small_window_room(clock, history_events=2)
+    room.max_members = room.max_members_per_source = 501
+    for i in range(500):
+        room.join(i, f"member_{i:013}", f"10.0.{i // 250}.{i % 250}")   # the longest names there are
+        room.handle(i, ChangeName(f"renamed_{i:012}"))
+    room.server_says("the window")
+    room.server_says("holds only these two")
+    messages = [d.message for d in room.join("late", "late_joiner", "10.9.9.9")]
+    start = next(m for m in messages if isinstance(m, HistoryStart))
+    assert len(encode(start)) + TAG_BYTES <= MAX_RECORD_BYTES
+    assert len(start.members) == 500 and f"renamed_{0:012} member_{0:013}" in start.members
+    assert all(entry.startswith("renamed_") for entry in start.members)   # past the record's room: no account
