@@ -69,6 +69,7 @@ from common.messages import (  # noqa: E402
     ErrorNotice,
     Goodbye,
     History,
+    HistoryStart,
     IgnoreList,
     LoginAccepted,
     LoginRejected,
@@ -408,6 +409,7 @@ class KitClient(BenchClient):
         self.handlers = {
             LoginAccepted: self.handle_login_accepted, RoomKey: self.handle_room_key,
             IgnoreList: lambda message: None, History: self.handle_history,
+            HistoryStart: lambda message: self.transcript.start_at(message.summary.seq, message.running_hash),
             ErrorNotice: lambda message: self.errors.append(message.text),
             LoginRejected: lambda message: self.fail(f"login rejected: {message.reason}"),
             Goodbye: lambda message: self.fail(f"goodbye: {message.reason}"),

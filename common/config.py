@@ -71,6 +71,20 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
      "A Lab 2 member the server hears nothing from for this long (30 minutes) is removed, to "
      "free its place. A running client asks the server something at least once a minute, so "
      "a student who only reads is never idle; a program that hung is. 0: no limit."),
+    ("ROOM_HISTORY_EVENTS", "10000",
+     "Most Lab 2 room events the server keeps, for late joiners and repairs; older ones are "
+     "shown to them as one numbered line, \"N earlier messages not kept\". 10000 keeps a whole "
+     "3-hour class of 250 members who each say a line every 5 minutes."),
+    ("ROOM_HISTORY_BYTES", "2000000",
+     "Most bytes of room events the server keeps (as encoded), whichever limit comes first. "
+     "Members who talk as fast as MAX_MESSAGES_PER_SECOND lets them fill it in seconds, and "
+     "the server's memory stays flat; a late joiner's history is one second of what one "
+     "address may download (2000000 bytes a second)."),
+    ("ROOM_KEY_INTERVAL_MS", "1000",
+     "The shortest time between two new Lab 2 room keys, in milliseconds. A leave makes a "
+     "new key; a leave sooner than this after the last one waits, and the member who left "
+     "can read the room until then. Members who log in and out in a loop then cannot make "
+     "the room change keys faster than datagrams travel."),
     ("MAX_NEW_ACCOUNTS_PER_HOUR", "100",
      "Most accounts one IP address may register in an hour (both labs), so that a program "
      "registering names in a loop cannot fill the server's disk."),
@@ -118,6 +132,9 @@ class Settings:
     max_clients_per_address: int
     max_messages_per_second: int
     max_idle_seconds: int
+    room_history_events: int
+    room_history_bytes: int
+    room_key_interval_ms: int
     max_new_accounts_per_hour: int
     argon2_memory_kib: int
     argon2_iterations: int
@@ -224,6 +241,10 @@ def load_settings(
         max_clients_per_address=sources.integer("MAX_CLIENTS_PER_ADDRESS", minimum=1),
         max_messages_per_second=sources.integer("MAX_MESSAGES_PER_SECOND", minimum=1),
         max_idle_seconds=sources.integer("MAX_IDLE_SECONDS", minimum=0),
+        # A window of fewer than 2 events, or smaller than one event, could keep nothing.
+        room_history_events=sources.integer("ROOM_HISTORY_EVENTS", minimum=2),
+        room_history_bytes=sources.integer("ROOM_HISTORY_BYTES", minimum=4096),
+        room_key_interval_ms=sources.integer("ROOM_KEY_INTERVAL_MS", minimum=0),
         max_new_accounts_per_hour=sources.integer("MAX_NEW_ACCOUNTS_PER_HOUR", minimum=1),
         # Argon2 refuses less than 8 KiB of memory per lane; the kit uses one lane.
         argon2_memory_kib=sources.integer("ARGON2_MEMORY_KIB", minimum=8),

@@ -8,6 +8,7 @@ followed by its fields in declaration order:
     bytes    u16 big-endian length, then the raw bytes (keys)
     names    u16 count, then each name as a str          (tuple[str, ...])
     events   u16 count, then each RoomEvent as u16 length + its encoding
+    event    one RoomEvent as u16 length + its encoding
 
 The decoder is strict on purpose: an unknown type, a short field, invalid
 UTF-8, an over-long string or bytes left over after the last field all raise
@@ -157,6 +158,7 @@ class EventKind(str, enum.Enum):
     REMOVE = "remove"    # the server removed sender from the room; text says why
     MUTE = "mute"        # sender may not speak for a while; text says how long ("10 min")
     UNMUTE = "unmute"    # sender may speak again; text is empty
+    NOT_KEPT = "not_kept"   # the events up to this number are no longer kept; sender is the server
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,20 @@ class History:
 
 
 @dataclass(frozen=True)
+class HistoryStart:
+    """Server -> client over TCP, before the History of someone who lacks events
+    the server no longer keeps (a late joiner, a member far behind). ``summary``
+    (kind NOT_KEPT) stands for every event up to its number; ``running_hash`` is
+    the transcript hash after them, and ``members`` who was in the room then,
+    each as its shown name, or "shown account" if it had renamed: the asker's
+    screen goes on from there as every other screen does."""
+    summary: RoomEvent
+    running_hash: bytes
+    members: tuple[str, ...]
+    TYPE: ClassVar[int] = 27
+
+
+@dataclass(frozen=True)
 class RoomBatch:
     """The plaintext of one room datagram: a few events, and the newest number.
 
@@ -219,7 +235,7 @@ Message = Union[
     Register, Login, LoginAccepted, LoginRejected, ChatMessage, Goodbye,
     ErrorNotice, PrivateMessage, IgnoreUser, UnignoreUser, IgnoreList,
     WhoRequest, MemberList, ChangeName, Say, RoomEvent, RoomKey, RepairRequest, History,
-    RoomBatch, RoomGroup,
+    RoomBatch, RoomGroup, HistoryStart,
 ]
 MESSAGE_TYPES: dict[int, type] = {cls.TYPE: cls for cls in Message.__args__}
 
@@ -365,7 +381,7 @@ def _layout(cls: type) -> list[tuple[str, str]]:
     if cls not in _LAYOUTS:
         hints = get_type_hints(cls)
         kinds = {str: "str", int: "int", bytes: "bytes", EventKind: "kind",
-                 tuple[str, ...]: "names", tuple[RoomEvent, ...]: "events"}
+                 tuple[str, ...]: "names", tuple[RoomEvent, ...]: "events", RoomEvent: "event"}
         _LAYOUTS[cls] = [(f.name, kinds[hints[f.name]]) for f in fields(cls)]
     return _LAYOUTS[cls]
 
@@ -425,14 +441,18 @@ def _read_events(data: bytes, offset: int, end: int, field: str) -> tuple[tuple[
     count, offset = _read_length(data, offset, end, field, MAX_LIST_ITEMS)
     events = []
     for _ in range(count):
-        length, offset = _read_length(data, offset, end, field, end - offset - 2)
-        # Check the type byte before decoding, so nested bytes cannot make the
-        # decoder recurse into another list of events.
-        if length == 0 or data[offset] != RoomEvent.TYPE:
-            raise ProtocolError(f"field '{field}' must hold RoomEvents")
-        events.append(_decode_span(data, offset, offset + length))
-        offset += length
+        event, offset = _read_event(data, offset, end, field)
+        events.append(event)
     return tuple(events), offset
+
+
+def _read_event(data: bytes, offset: int, end: int, field: str) -> tuple[RoomEvent, int]:
+    length, offset = _read_length(data, offset, end, field, end - offset - 2)
+    # Check the type byte before decoding, so nested bytes cannot make the
+    # decoder recurse into another list of events.
+    if length == 0 or data[offset] != RoomEvent.TYPE:
+        raise ProtocolError(f"field '{field}' must hold RoomEvents")
+    return _decode_span(data, offset, offset + length), offset + length
 
 
 def _write_str(out: bytearray, value: object, field: str) -> None:
@@ -493,6 +513,7 @@ _WRITERS = {
     "bytes": _write_bytes,
     "names": lambda out, value, field: _write_list(out, value, field, _write_str),
     "events": lambda out, value, field: _write_list(out, value, field, _write_event),
+    "event": _write_event,
 }
 _READERS = {
     "str": _read_str,
@@ -501,4 +522,5 @@ _READERS = {
     "bytes": _read_bytes,
     "names": _read_names,
     "events": _read_events,
+    "event": _read_event,
 }

@@ -39,7 +39,15 @@ When a member leaves, the next tick broadcasts what was logged before the
 leave under the old key, makes a new key, hands it to every remaining
 member, and only then sends anything newer: the leaver, who knows the old
 key, cannot read the room after it left. Many leaves in one round of the
-loop cost one new key, not one each.
+loop cost one new key, not one each, and a new key is made at most once
+every ``room_key_interval_seconds``: a member logging in and out in a loop
+would otherwise re-key the room all the time, and a datagram sealed two keys
+ago cannot be opened by anyone. A leave soon after a re-key waits for the
+next one; until then the room goes on under the key the leaver knows.
+
+The log is a window (common/roomlog.py): the newest events, by count and by
+bytes. A late joiner, or a repair that asks for older events, gets a
+HistoryStart standing for what is no longer kept, then the window.
 
 Every member has a budget (a token bucket) that every request spends;
 repairs also spend an allowance of events per second, and the members of one
@@ -58,6 +66,7 @@ for the idle limit.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -76,6 +85,7 @@ from common.messages import (
     ErrorNotice,
     EventKind,
     History,
+    HistoryStart,
     IgnoreList,
     IgnoreUser,
     LoginAccepted,
@@ -94,6 +104,7 @@ from common.messages import (
     checked_text,
     encode,
 )
+from common.roomlog import RoomLog
 
 HISTORY_CHUNK_BYTES = 12000       # one History message stays well inside a TCP record
 MAX_HISTORY_EVENTS = 500          # one answer's worth: a client that needs more asks again
@@ -112,6 +123,9 @@ MAX_RENAMES_PER_ADDRESS, RENAME_WINDOW_SECONDS = 10, 60.0   # tried, by the memb
 MAX_ADDRESSES_REMEMBERED = 10000
 MAX_WRITES_WAITING = 8            # a member's ignores not yet saved: a locked database holds them
 ROOM_KEY_BYTES = 32
+# The defaults of the settings ROOM_HISTORY_EVENTS, ROOM_HISTORY_BYTES and ROOM_KEY_INTERVAL_MS
+# (common/config.py says why these numbers).
+ROOM_HISTORY_EVENTS, ROOM_HISTORY_BYTES, ROOM_KEY_INTERVAL_SECONDS = 10000, 2_000_000, 1.0
 
 KEPT_FLOODING = "dropped: it kept sending after being told to slow down"
 MUTED_REQUESTS = (Say, PrivateMessage, ChangeName)   # what a muted member may not do: put words on screens
@@ -220,6 +234,8 @@ class Room:
     def __init__(self, server_name: str, accounts: AccountStore, signing_public_key: bytes, *,
                  max_members: int = 250, max_members_per_source: int = 20,
                  max_messages_per_second: float = 20, multicast_group: str = "",
+                 history_events: int = ROOM_HISTORY_EVENTS, history_bytes: int = ROOM_HISTORY_BYTES,
+                 room_key_interval_seconds: float = ROOM_KEY_INTERVAL_SECONDS,
                  clock: Callable[[], float] = time.monotonic,
                  random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         self.server_name = normalise_name(server_name)
@@ -235,7 +251,7 @@ class Room:
         self.multicast_group = multicast_group   # "" when the room is broadcast
         self.clock = clock
         self._random_bytes = random_bytes
-        self.log: list[RoomEvent] = []
+        self.log = RoomLog(self.server_name, history_events, history_bytes)
         self.members: dict[Hashable, str] = {}       # conn -> the name it is shown under
         self._accounts: dict[Hashable, str] = {}     # conn -> its account: ignores follow this
         self._budgets: dict[Hashable, _Budget] = {}
@@ -243,6 +259,8 @@ class Room:
         self._removed: dict[Hashable, str] = {}      # conn -> why the server removes it (its leave says so)
         self._muted: dict[str, float] = {}           # account -> until when it may not speak (clock)
         self.epoch, self.room_key = 1, random_bytes(ROOM_KEY_BYTES)
+        self.room_key_interval_seconds = room_key_interval_seconds
+        self._keyed_at = float("-inf")   # when the last new room key was made
         self._outbox = _Outbox()
         self._handlers = {
             Say: self._handle_say, PrivateMessage: self._handle_private_message,
@@ -254,7 +272,7 @@ class Room:
     @property
     def latest_seq(self) -> int:
         """The number of the newest logged event (0 before the first)."""
-        return len(self.log)
+        return self.log.latest_seq
 
     def room_key_message(self) -> RoomKey:
         """What a member needs to open the room's datagrams from now on."""
@@ -269,7 +287,9 @@ class Room:
         multicast to ``multicast_group`` if one is given."""
         return cls(server_name, accounts, signing_public_key, max_members=settings.max_clients,
                    max_members_per_source=settings.max_clients_per_address,
-                   max_messages_per_second=settings.max_messages_per_second, multicast_group=multicast_group)
+                   max_messages_per_second=settings.max_messages_per_second, multicast_group=multicast_group,
+                   history_events=settings.room_history_events, history_bytes=settings.room_history_bytes,
+                   room_key_interval_seconds=settings.room_key_interval_ms / 1000)
 
     def join(self, conn: Hashable, name: str, source: str = "") -> list[Delivery]:
         """Admit ``name`` (already authenticated) on connection ``conn`` from
@@ -380,19 +400,22 @@ class Room:
         """What to send now: call after every round of the loop and whenever
         ``wait_at_most()`` has passed. ``force`` sends everything logged at once."""
         now, outbox, out = self.clock(), self._outbox, []
-        if outbox.rekey_at is not None:
+        if outbox.rekey_at is not None and now >= self._keyed_at + self.room_key_interval_seconds:
             # Flush under the old key, then hand the new one to who is left.
             before, outbox.events = outbox.events[:outbox.rekey_at], outbox.events[outbox.rekey_at:]
             outbox.logged_at = outbox.logged_at[outbox.rekey_at:]
             outbox.bytes, outbox.rekey_at = sum(len(encode(e)) + 2 for e in outbox.events), None
             out += [Broadcast(batch) for batch in self.batches(before)] if before else []
             self.epoch, self.room_key = self.epoch + 1, self._random_bytes(ROOM_KEY_BYTES)
+            self._keyed_at = now
             out.append(NewRoomKey(self.epoch, self.room_key))
             out += [Delivery(conn, self.room_key_message()) for conn in self.members]
         if outbox.events and (force or outbox.bytes >= MAX_DATAGRAM_PLAINTEXT_BYTES
                               or now >= BATCHING.send_at(outbox.logged_at, outbox.last_broadcast_at)):
             out += [Broadcast(batch) for batch in self.batches(outbox.events)]
             outbox.events, outbox.logged_at, outbox.bytes = [], [], 0
+            if outbox.rekey_at is not None:   # a re-key waits for its time: all so far went under the old key
+                outbox.rekey_at = 0
         elif not outbox.events and now - outbox.last_broadcast_at >= HEARTBEAT_INTERVAL_SECONDS:
             out += [Broadcast(batch) for batch in self.batches([])]   # the heartbeat
         if any(isinstance(item, Broadcast) for item in out):
@@ -403,10 +426,12 @@ class Room:
         """Seconds until ``tick()`` has something to send (0: now): the loop may
         sleep that long, no longer, or a waiting event would wait for the loop."""
         outbox = self._outbox
-        if outbox.rekey_at is not None or outbox.bytes >= MAX_DATAGRAM_PLAINTEXT_BYTES:
+        if outbox.bytes >= MAX_DATAGRAM_PLAINTEXT_BYTES:
             return 0.0
         due = (BATCHING.send_at(outbox.logged_at, outbox.last_broadcast_at) if outbox.events
                else outbox.last_broadcast_at + HEARTBEAT_INTERVAL_SECONDS)
+        if outbox.rekey_at is not None:   # a leave waits for the next new key
+            due = min(due, self._keyed_at + self.room_key_interval_seconds)
         return max(0.0, due - self.clock())
 
     def batches(self, events: list[RoomEvent]) -> list[RoomBatch]:
@@ -516,11 +541,13 @@ class Room:
     def _handle_repair(self, conn: Hashable, name: str, message: RepairRequest) -> list[Delivery]:
         return [Delivery(conn, history) for history in self._history_after(conn, message.after_seq)]
 
-    def _history_after(self, conn: Hashable, seq: int) -> list[History]:
+    def _history_after(self, conn: Hashable, seq: int) -> list[HistoryStart | History]:
         """Logged events after ``seq``: at most MAX_HISTORY_EVENTS, and no more
         than the member's repair allowance and its address's allowance of
         bytes, cut into History messages that each fit one record. Always at least one History, so the asker learns
-        latest_seq, and with it whether to ask for more.
+        latest_seq, and with it whether to ask for more. If the log no longer
+        keeps the events after ``seq``, a HistoryStart (within the same
+        allowance of bytes) stands for them, and the kept ones follow.
 
         The caps bound the work one small request can cause: a late joiner of
         a long room, or a client asking again and again, gets the log in
@@ -529,24 +556,31 @@ class Room:
         seq = min(seq, self.latest_seq)
         allowance, shared = self._budgets[conn].repair_events, self._repair_bytes[self._sources[conn]]
         now = self.clock()
+        start, size, bytes_available = [], 0, shared.available(now)
+        if seq < self.log.not_kept_seq:
+            start = [self.log.start()]
+            size = len(encode(start[0]))
+            if size > bytes_available:   # all of it when the address's allowance refills
+                return [History((), self.latest_seq)]
+            seq = self.log.not_kept_seq
         count = int(min(MAX_HISTORY_EVENTS, self.latest_seq - seq, allowance.available(now)))
-        events, size, bytes_available = [], 0, shared.available(now)
-        for event in self.log[seq:seq + count]:
-            event_bytes = len(encode(event)) + 2
+        events = []
+        for event, event_bytes in itertools.islice(self.log.after(seq), count):
             if size + event_bytes > bytes_available:   # the rest when the address's allowance refills
                 break
             events.append(event)
             size += event_bytes
         allowance.take(now, len(events))
         shared.take(now, size)
-        return [History(chunk, self.latest_seq) for chunk in pack_events(events, HISTORY_CHUNK_BYTES)]
+        return [*start, *(History(chunk, self.latest_seq) for chunk in pack_events(events, HISTORY_CHUNK_BYTES))]
 
     def _log(self, kind: EventKind, sender: str, text: str) -> None:
         event = RoomEvent(self.latest_seq + 1, kind, sender, text)
-        self.log.append(event)
+        event_bytes = len(encode(event)) + 2
+        self.log.append(event, event_bytes)
         self._outbox.events.append(event)
         self._outbox.logged_at.append(self.clock())
-        self._outbox.bytes += len(encode(event)) + 2
+        self._outbox.bytes += event_bytes
 
     def _refuse(self, conn: Hashable, budget: _Budget, now: float) -> list[Delivery]:
         """Over budget: say so, at most once a second; drop a member that keeps on."""

@@ -23,8 +23,13 @@ member that misses nothing asks anyway, once every KEEPALIVE_SECONDS: the
 server removes a member it has heard nothing from for a long time (a program
 that hung, a laptop asleep), and one who only reads must not look like that.
 
-A running SHA-256 over every delivered event lets screens and tests prove
-that two transcripts are equal by comparing a few hex digits.
+A running hash over every delivered event lets screens and tests prove
+that two transcripts are equal by comparing a few hex digits. It is a chain
+(each step hashes the step before and the next event, ``chain_hash``), so
+it fits in 32 bytes that can be handed over: the server keeps only the
+newest part of the log, and someone who joins late starts from the hash of
+what is no longer kept (``Transcript.start_at``), and ends up with the same
+hash as a member who saw it all.
 
 ``EarlyDatagrams`` holds, briefly, the datagrams sealed with a room key that
 is still on its way over TCP: after a leave the server hands every member the
@@ -53,7 +58,7 @@ from common import wire
 from common.admission import TokenBucket
 from common.errors import ProtocolError
 from common.framing import DatagramOpener, KeyNotYetHere
-from common.messages import EventKind, PrivateMessage, RoomBatch, RoomEvent, decode, encode
+from common.messages import EventKind, HistoryStart, PrivateMessage, RoomBatch, RoomEvent, decode, encode
 
 REPAIR_GRACE_SECONDS = 0.03   # a reordered datagram usually fills a gap by then
 REPAIR_RETRY_SECONDS = 0.25   # ask again if a repair has not arrived by then
@@ -65,6 +70,14 @@ MAX_EARLY_EVENTS = 10000      # a bound on what waits for a gap to fill
 UNPROVEN_OPENS_PER_SECOND = 10   # datagrams opened from all sources but the proven one, together
 MAX_EARLY_DATAGRAMS = 16         # held for a room key still on its way: the newest ones ...
 MAX_EARLY_DATAGRAM_SECONDS = 0.5  # ... for this long (a key comes over TCP within milliseconds)
+EMPTY_HASH = bytes(32)           # the running hash before the first event
+
+
+def chain_hash(previous: bytes, event: RoomEvent) -> bytes:
+    """The running hash after ``event``: SHA-256 of the hash before it and the
+    event's encoding. Everyone who applies the same events, in order, to the
+    same start gets the same 32 bytes."""
+    return hashlib.sha256(previous + encode(event)).digest()
 
 
 def read_room_datagram(opener: DatagramOpener, datagram: bytes) -> RoomBatch:
@@ -109,6 +122,8 @@ def format_event(event: RoomEvent) -> str:
         return f"#{event.seq} * {event.sender} is muted for {event.text}"
     if event.kind is EventKind.UNMUTE:
         return f"#{event.seq} * {event.sender} may speak again"
+    if event.kind is EventKind.NOT_KEPT:
+        return f"#{event.seq} * {event.seq} earlier message{'' if event.seq == 1 else 's'} not kept"
     return f"#{event.seq} * {event.sender} {'joined' if event.kind is EventKind.JOIN else 'left'}"
 
 
@@ -133,6 +148,19 @@ def show_events(screen, roster: Roster, events: Iterable[RoomEvent], ignored: fr
     return changed
 
 
+def start_history(screen, transcript: Transcript, roster: Roster, start: HistoryStart) -> Roster:
+    """We lack events the server no longer keeps: unless we are past them
+    already, go on from where its log starts (``transcript.start_at``), show
+    the summary line and the members of that moment, and return their roster;
+    else ``roster``."""
+    if not transcript.start_at(start.summary.seq, start.running_hash):
+        return roster
+    screen.show_text(format_event(start.summary), start.summary.sender)
+    roster = Roster.at(start.summary.sender, start.members)
+    screen.set_members(roster.names())
+    return roster
+
+
 def format_private(message: PrivateMessage) -> str:
     """A DM line: it starts with "@", so it is never mistaken for a room line."""
     return f"@{message.sender} -> {message.recipient}: {message.text}"
@@ -144,17 +172,43 @@ class Roster:
 
     It also knows the account behind each shown name: a member who renames
     stays the same account, so an ignore follows it (``account_of``). Fed
-    the whole log from #1 (a late joiner's history), it ends where everyone
-    else's is; the server is the one who never joins, so a rename of
-    someone who is not a member is the server's.
+    the log from #1, or from a HistoryStart (``Roster.at``: who was in the
+    room where the server's log starts), it ends where everyone else's is;
+    the server is the one who never joins, so a rename of someone who is not
+    a member is the server's.
     """
 
     def __init__(self, server_name: str) -> None:
         self.server_name = server_name
         self._accounts: dict[str, str] = {}   # shown name -> account name
 
+    @classmethod
+    def at(cls, server_name: str, members: Iterable[str]) -> Roster:
+        """The roster that ``members()`` described (a HistoryStart's members)."""
+        roster = cls(server_name)
+        for entry in members:
+            shown, _, account = entry.partition(" ")
+            roster._accounts[shown] = account or shown
+        return roster
+
+    def members(self, limit_bytes: int) -> tuple[str, ...]:
+        """Each member as its shown name, or "shown account" if it shows another
+        name than its account's, in at most ``limit_bytes`` of encoding (each
+        name a u16 length and its letters): past that, a renamed member's
+        account is left out (a room of hundreds, all renamed, and no more)."""
+        members = sorted(self._accounts.items())
+        size = sum(len(shown) + 2 for shown, _account in members)   # names are ASCII: a letter is a byte
+        entries = []
+        for shown, account in members:
+            if shown != account and size + 1 + len(account) <= limit_bytes:
+                entries.append(f"{shown} {account}")
+                size += 1 + len(account)
+            else:
+                entries.append(shown)
+        return tuple(entries)
+
     def apply(self, event: RoomEvent) -> None:
-        """Follow one event; a SAY, a MUTE or an UNMUTE changes nothing."""
+        """Follow one event; a SAY, a NOT_KEPT, a MUTE or an UNMUTE changes nothing."""
         if event.kind is EventKind.JOIN:   # at login, the shown name is the account name
             self._accounts[event.sender] = event.sender
         elif event.kind in (EventKind.LEAVE, EventKind.REMOVE):
@@ -184,7 +238,7 @@ class Transcript:
         self.delivered_seq = 0          # every event up to this number is delivered
         self.latest_known_seq = 0       # the newest number the server has told us of
         self._early: dict[int, RoomEvent] = {}
-        self._hash = hashlib.sha256()
+        self.running_hash = EMPTY_HASH
         self._gap_since: float | None = None
         self._wait_seconds = REPAIR_GRACE_SECONDS
         self.heard_at: float | None = None   # when the last datagram arrived (or we started listening)
@@ -207,7 +261,7 @@ class Transcript:
         ready = []
         while self.delivered_seq + 1 in self._early:
             event = self._early.pop(self.delivered_seq + 1)
-            self._hash.update(encode(event))
+            self.running_hash = chain_hash(self.running_hash, event)
             self.delivered_seq = event.seq
             ready.append(event)
         if ready:   # progress: a gap that remains gets a fresh grace period
@@ -215,6 +269,18 @@ class Transcript:
         if tap is not None:
             tap.delivered(events, duplicates, self.first_gap())
         return ready
+
+    def start_at(self, seq: int, running_hash: bytes) -> bool:
+        """The server keeps no events up to ``seq``, and ``running_hash`` is the
+        hash after them: go on from there (the early events it covers are
+        dropped; the next receive() delivers those that follow on). False, and
+        nothing changes, if we have delivered that far already."""
+        if seq <= self.delivered_seq:
+            return False
+        self.delivered_seq, self.running_hash = seq, running_hash
+        self.latest_known_seq = max(self.latest_known_seq, seq)
+        self._early = {number: event for number, event in self._early.items() if number > seq}
+        return True
 
     def first_gap(self) -> tuple[int, int] | None:
         """The first run of numbers the server has logged and we lack, as
@@ -273,7 +339,7 @@ class Transcript:
 
     def digest(self) -> str:
         """A short fingerprint of everything delivered so far (12 hex digits)."""
-        return self._hash.hexdigest()[:12]
+        return self.running_hash.hex()[:12]
 
     def summary(self) -> str:
         """'transcript HASH COUNT': what /hash shows and what a clean exit prints last."""

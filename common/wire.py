@@ -69,7 +69,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 
-from common.messages import History, Message, RepairRequest, RoomBatch, decode
+from common.messages import History, HistoryStart, Message, RepairRequest, RoomBatch, decode
 
 SENT_RECORD, RECEIVED_RECORD = "->", "<-"
 SENT_DATAGRAM, RECEIVED_DATAGRAM = "~>", "<~"
@@ -128,6 +128,9 @@ def describe(content: Message | str | None) -> str:
         quiet = "heartbeat" if isinstance(content, RoomBatch) else "no events"
         events = f"events {seq_ranges(event.seq for event in content.events)}" if content.events else quiet
         return f"{type(content).__name__}({events}, latest {content.latest_seq})"
+    if isinstance(content, HistoryStart):   # what stands for the events the server no longer keeps
+        return (f"HistoryStart(not kept: 1-{content.summary.seq}, hash {_hex(content.running_hash)}, "
+                f"{len(content.members)} members)")
     shown = (f"{item.name}={_value(item.name, getattr(content, item.name))}" for item in fields(content))
     return f"{type(content).__name__}({', '.join(shown)})"
 

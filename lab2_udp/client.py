@@ -32,13 +32,13 @@ from common.config import ConfigError, Settings, add_setting_options, settings_f
 from common.errors import ProtocolError
 from common.framing import DatagramOpener, KeyNotYetHere
 from common.messages import (
-    ChangeName, ErrorNotice, Goodbye, History, IgnoreList, IgnoreUser, Login,
+    ChangeName, ErrorNotice, Goodbye, History, HistoryStart, IgnoreList, IgnoreUser, Login,
     LoginAccepted, LoginRejected, MemberList, PrivateMessage, Register, RepairRequest, RoomGroup, RoomKey, Say,
     UnignoreUser, WhoRequest, checked_text, typed_text,
 )
 from common.session import BadRecord, SecureSession
 from common.transcript import (DatagramGate, EarlyDatagrams, Roster, Transcript, format_private, read_room_datagram,
-                               show_events)
+                               show_events, start_history)
 from common.ui import ChatWindow, TerminalChat, add_front_end_options, open_front_end
 
 # --- Settings ------------------------------------------------------------------------
@@ -190,6 +190,9 @@ class RoomClient:
     def handle_history(self, message: History) -> None:
         self.show(self.transcript.receive(message.events, message.latest_seq))
 
+    def handle_history_start(self, message: HistoryStart) -> None:   # the server no longer keeps the oldest
+        self.roster = start_history(self.ui, self.transcript, self.roster, message)
+
     def handle_private_message(self, message: PrivateMessage) -> None:
         self.ui.show_text(format_private(message), message.sender)
 
@@ -207,6 +210,7 @@ class RoomClient:
     HANDLERS = {
         LoginAccepted: handle_login_accepted, LoginRejected: handle_login_rejected, RoomKey: handle_room_key,
         RoomGroup: handle_room_group, IgnoreList: handle_ignore_list, History: handle_history, Goodbye: handle_goodbye,
+        HistoryStart: handle_history_start,
         PrivateMessage: handle_private_message, MemberList: handle_member_list, ErrorNotice: handle_error_notice,
     }
 

@@ -19,6 +19,7 @@ from common.messages import (
     ErrorNotice,
     EventKind,
     History,
+    HistoryStart,
     IgnoreList,
     Login,
     LoginAccepted,
@@ -29,7 +30,7 @@ from common.messages import (
 )
 from common.room import Broadcast, Delivery, NewRoomKey, Room, StoreWrite
 from common.session import SecureSession
-from common.transcript import Roster, Transcript, format_event, format_hidden, read_room_datagram
+from common.transcript import Roster, Transcript, format_event, format_hidden, read_room_datagram, start_history
 
 CHEAP_ARGON2 = Argon2Cost(memory_kib=64, iterations=1, lanes=1)
 
@@ -38,12 +39,13 @@ class MemoryServer:
     """The server's side: one SecureSession per connection, and the shipped
     Room, whose instructions it carries out as lab2_udp/server.py does."""
 
-    def __init__(self) -> None:
+    def __init__(self, **room_options) -> None:
+        """``room_options`` go to the Room (a small window of the log: history_events=...)."""
         self.private_key, self.public_key = noise.generate_keypair()
         self.psk = os.urandom(32)
         self.accounts = AccountStore(":memory:", CHEAP_ARGON2)
         signing_key = Ed25519PrivateKey.generate()
-        self.room = Room("server", self.accounts, signing_key.public_key().public_bytes_raw())
+        self.room = Room("server", self.accounts, signing_key.public_key().public_bytes_raw(), **room_options)
         self.sealer = DatagramSealer(signing_key)
         self.sealer.set_room_key(self.room.epoch, self.room.room_key)
         self.sessions: dict[int, SecureSession] = {}
@@ -126,6 +128,8 @@ class MemoryClient:
                 self.opener.add_room_key(message.epoch, message.key)
             elif isinstance(message, IgnoreList):
                 self.ignored = message.names
+            elif isinstance(message, HistoryStart):
+                self.roster = start_history(self, self.transcript, self.roster, message)
             elif isinstance(message, History):
                 self._show(self.transcript.receive(message.events, message.latest_seq))
             elif isinstance(message, PrivateMessage):
@@ -137,6 +141,12 @@ class MemoryClient:
         if self.opener is not None:
             batch = read_room_datagram(self.opener, datagram)
             self._show(self.transcript.receive(batch.events, batch.latest_seq))
+
+    def show_text(self, line: str, sender: str) -> None:   # the front end start_history shows on
+        self.screen.append(line)
+
+    def set_members(self, names: list[str]) -> None:
+        self.members = names
 
     def _show(self, events) -> None:
         for event in events:   # as lab2_udp/client.py shows them

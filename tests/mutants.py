@@ -155,6 +155,15 @@ MUTANTS = (
         "a sniffed first handshake record, sent again, makes the server finish a handshake each time",
     ),
     Mutant(
+        "lab2 client keeps its own hash past the events not kept",
+        "lab2_udp.client",
+        "        self.roster = start_history(self.ui, self.transcript, self.roster, message)\n",
+        "        self.transcript.start_at(message.summary.seq, self.transcript.running_hash)\n",
+        f"{LAB2}::test_a_late_joiner_past_the_servers_window_is_told_what_is_not_kept_and_has_the_same_hash",
+        "a late joiner skips what the server no longer keeps, but with its own hash and member list: "
+        "its /hash is nobody else's, and an ignore misses a member who renamed before it came",
+    ),
+    Mutant(
         "lab1 server trusts the sender a message claims",
         "lab1_tcp.server",
         "self.ui.show_line(peer.name, checked_text(message.text))",

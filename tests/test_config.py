@@ -12,6 +12,7 @@ from dotenv import dotenv_values
 
 from common.accounts import Argon2Cost
 from common.config import ConfigError, add_setting_options, create_env_file, load_settings, settings_from
+from common.room import ROOM_HISTORY_BYTES, ROOM_HISTORY_EVENTS, ROOM_KEY_INTERVAL_SECONDS
 
 SETTING_NAMES = [
     "CHAT_PSK",
@@ -29,6 +30,9 @@ SETTING_NAMES = [
     "MAX_CLIENTS_PER_ADDRESS",
     "MAX_MESSAGES_PER_SECOND",
     "MAX_IDLE_SECONDS",
+    "ROOM_HISTORY_EVENTS",
+    "ROOM_HISTORY_BYTES",
+    "ROOM_KEY_INTERVAL_MS",
     "MAX_NEW_ACCOUNTS_PER_HOUR",
     "ARGON2_MEMORY_KIB",
     "ARGON2_ITERATIONS",
@@ -129,6 +133,9 @@ def test_generated_file_sets_every_setting_and_the_defaults_apply(tmp_path):
     assert settings.db_path == "chat.db"
     assert settings.poll_interval_ms == 20
     assert (settings.max_clients, settings.max_messages_per_second) == (250, 20)
+    # The room is built from these, so they must agree with its own defaults.
+    assert (settings.room_history_events, settings.room_history_bytes, settings.room_key_interval_ms / 1000) == (
+        ROOM_HISTORY_EVENTS, ROOM_HISTORY_BYTES, ROOM_KEY_INTERVAL_SECONDS)
     # The server builds its Argon2Cost from these, so they must agree with its defaults.
     cost = Argon2Cost()
     assert (settings.argon2_memory_kib, settings.argon2_iterations) == (

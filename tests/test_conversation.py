@@ -115,4 +115,22 @@ def test_a_member_cannot_take_a_name_in_use_or_another_accounts(server, taken):
     server.leave(3)                                  # carol's account exists, carol is gone
     alice.send(ChangeName(taken))
     assert alice.screen[-1] in (f"! {taken} is taken", "! you are alice already")
-    assert server.room.log[-1].kind.value != "rename"
+    assert list(server.room.log)[-1].kind.value != "rename"
+
+
+@pytest.mark.points(2)
+def test_a_late_joiner_of_a_long_room_sees_one_line_for_what_is_not_kept_and_ends_with_the_same_hash():
+    server = MemoryServer(history_events=8)
+    alice, bob = member(server, "alice"), member(server, "bob")
+    bob.send(ChangeName("bobby"))
+    for i in range(20):
+        (alice if i % 2 else bob).send(Say(f"line {i}"))
+    carol = member(server, "carol")
+    carol.send(IgnoreUser("bob"))                    # an account that renamed before carol's window
+    bob.send(Say("after carol came"))
+    carol_lines = [line for line in carol.screen if line.startswith(("#", "~#"))]
+    assert carol_lines[0] == "#15 * 15 earlier messages not kept"
+    assert carol_lines[1:] == [line for line in alice.screen if line.startswith("#")][15:-1] + [
+        "~#25 (hidden: a message from someone you ignore)"]
+    assert carol.members == ["server", "alice", "bobby"]
+    assert carol.transcript.summary() == alice.transcript.summary() == bob.transcript.summary()

@@ -453,6 +453,29 @@ def test_late_joiner_of_a_long_room_gets_all_of_it_in_pieces(room):
 
 
 @pytest.mark.points(3)
+def test_a_late_joiner_past_the_servers_window_is_told_what_is_not_kept_and_has_the_same_hash(room):
+    room.add_setting("ROOM_HISTORY_EVENTS=20")
+    server = room.start_server()
+    alice = room.join("alice")
+    alice.send_line("/nick ally")               # #2: a rename the window will no longer hold
+    wait_for_seq(server, 2)
+    for i in range(30):
+        server.send_line(f"line {i}")
+    wait_for_seq(server, 32)                    # the server keeps #13 to #32
+    carol = room.join("carol")                  # #33
+    carol.send_line("/ignore ally")             # the account behind a name from before carol's window
+    carol.wait_for_stderr(r"you ignore: alice")
+    alice.send_line("hello carol")              # #34
+    wait_for_seq(carol, 34)
+    assert room_lines(carol)[0] == "#12 * 12 earlier messages not kept"
+    assert room_lines(carol)[1:] == room_lines(server)[12:33]
+    carol.wait_for_stdout(r"^~#34 \(hidden")          # alice's line, hidden: carol ignores her account
+    # The server saw every event from #1, carol only #13 on, alice maybe in between (a repair
+    # that came after the window moved): one hash.
+    assert hash_at(carol, 34) == hash_at(alice, 34) == hash_at(server, 34)
+
+
+@pytest.mark.points(3)
 def test_a_member_that_hears_no_broadcast_follows_the_room_over_tcp_and_says_why(room):
     server = room.start_server()
     alice = room.join("alice")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 import socket
+import statistics
 import threading
+import time
 
 import pytest
 
@@ -500,3 +502,70 @@ def test_forged_first_records_from_one_address_are_refused_past_a_burst_and_memb
     sock, session = login_from("127.0.0.1", room, Register("alice", PASSWORD))   # another address: in
     assert isinstance(outcome(sock, session), LoginAccepted)
     sock.close()
+
+
+class LeaveStorm:
+    """One student logging in and out on 8 connections from 127.0.0.2, as fast
+    as the server lets it: every logout is a leave, and a leave asks for a new
+    room key. Runs until ``stop()``."""
+
+    def __init__(self, room: Room, connections: int = 8) -> None:
+        self.room, self.failure = room, None
+        self._stopping = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(f"storm_{i}",), daemon=True)
+                         for i in range(connections)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, name: str) -> None:
+        try:
+            while not self._stopping.is_set():
+                sock, session = login_from("127.0.0.2", self.room, Register(name, PASSWORD))   # logs in again
+                assert isinstance(outcome(sock, session), LoginAccepted)
+                sock.close()   # a leave
+        except (AssertionError, OSError) as error:   # said by stop(), in the test's thread
+            self.failure = error
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(DEADLINE_SECONDS)
+        assert self.failure is None, self.failure
+
+
+def seen_by(member, sock: socket.socket, session: SecureSession, text: str) -> float:
+    """Seconds from a raw member's Say to its numbered line on ``member``'s screen:
+    the server's turn, the datagram, and the member opening it."""
+    started = time.perf_counter()
+    session.send(Say(text))
+    send_queued(sock, session)
+    member.wait_for_stdout(rf"^#\d+ carol: {re.escape(text)}$")
+    return time.perf_counter() - started
+
+
+def storm_leaves(server) -> int:
+    return sum(re.match(r"#\d+ \* storm_\d left$", line) is not None for line in server.stdout_lines)
+
+
+@pytest.mark.points(2)
+def test_a_leave_storm_neither_rekeys_the_room_past_its_members_nor_slows_them_much(room):
+    room.add_setting("MAX_CLIENTS_PER_ADDRESS=30")
+    room.add_setting("MAX_MESSAGES_PER_SECOND=1000")   # carol says her lines as fast as bob sees them
+    server = room.start_server()
+    alice, bob = room.join("alice"), room.join("bob")
+    sock, session, _ = raw_member(room, "carol")   # says the lines; its room key deliveries wait unread
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # each line at once, as the kit's client sends
+    before = [seen_by(bob, sock, session, f"before {i}") for i in range(15)]
+    storm = LeaveStorm(room)
+    server.wait_for_stdout(r"^#\d+ \* storm_\d left$", count=16)   # the storm is on
+    leaves_before = storm_leaves(server)
+    during = [seen_by(bob, sock, session, f"during {i}") for i in range(30)]
+    assert storm_leaves(server) >= leaves_before + 8, server.output()   # the storm went on while carol talked
+    storm.stop()
+    for member in (alice, bob):
+        quit_and_hash(member)
+        opened, rejected = map(int, re.search(r"^datagrams: (\d+) opened, (\d+) rejected",
+                                              "\n".join(member.stderr_lines), re.MULTILINE).groups())
+        assert opened > 0 and rejected == 0, member.output()   # no datagram of an epoch it had no key for
+    ratio = statistics.median(during) / statistics.median(before)
+    assert ratio < 10, f"bob saw carol's lines {ratio:.1f} times as late during the storm"

@@ -16,6 +16,7 @@ SAMPLES = [
     m.IgnoreList(("carol", "dave")), m.WhoRequest(), m.MemberList(("server", "alice")), m.ChangeName("ally"),
     m.Say("hi all"), EVENT, m.RoomKey(3, bytes(32), bytes(range(32))), m.RepairRequest(41),
     m.History((EVENT, m.RoomEvent(8, "join", "bob", "")), 9), m.RoomBatch((), 12), m.RoomGroup("239.255.76.61"),
+    m.HistoryStart(m.RoomEvent(40, "not_kept", "server", ""), bytes(range(32)), ("alice", "ally bob")),
 ]
 
 

@@ -9,6 +9,7 @@ from common.messages import (
     ChangeName,
     ErrorNotice,
     History,
+    HistoryStart,
     IgnoreList,
     IgnoreUser,
     LoginAccepted,
@@ -41,6 +42,7 @@ from common.room import (
     Room,
     StoreWrite,
 )
+from common.transcript import EMPTY_HASH, chain_hash
 from tests.memory_link import CHEAP_ARGON2
 
 SIGNING_PUBLIC_KEY = bytes(32)
@@ -90,7 +92,7 @@ def test_every_room_event_gets_the_next_number(room):
     room.handle(1, Say("one"))
     room.server_says("two")
     room.leave(2)
-    assert [(e.seq, e.kind, e.sender) for e in room.log] == [
+    assert [(e.seq, e.kind, e.sender) for e in list(room.log)] == [
         (1, "join", "alice"), (2, "join", "bob"), (3, "say", "alice"), (4, "say", "server"), (5, "leave", "bob")]
 
 
@@ -200,7 +202,7 @@ def test_flooding_gets_one_notice_a_second_to_the_flooder_only_and_the_allowance
     assert len(notices) == 1 and notices[0].to == 1 and "slow down" in notices[0].message.text
     assert room.latest_seq == 1 + 5                 # the join, then five of the eight
     clock.now += 1.0
-    assert room.handle(1, Say("later")) == [] and room.log[-1].text == "later"
+    assert room.handle(1, Say("later")) == [] and list(room.log)[-1].text == "later"
 
 
 @pytest.mark.points(2)
@@ -241,7 +243,7 @@ def history_bytes(deliveries) -> int:
 def test_the_members_of_one_address_share_an_allowance_of_repair_bytes_per_second(clock):
     accounts = AccountStore(":memory:", CHEAP_ARGON2)
     room = Room("server", accounts, SIGNING_PUBLIC_KEY, max_members=30, max_members_per_source=30,
-                max_messages_per_second=1000, clock=clock)
+                max_messages_per_second=1000, history_bytes=10_000_000, clock=clock)
     for i in range(20):
         room.join(i, f"member_{i}", "10.0.0.2")   # one student, 20 members
     room.join("alice", "alice", "10.0.0.1")
@@ -300,7 +302,7 @@ def test_who_lists_the_server_first(room):
 def test_server_rename_is_a_numbered_event_and_cannot_take_a_members_name(room):
     room.join(1, "alice")
     room.rename_server("host")
-    assert room.log[-1] == RoomEvent(2, "rename", "server", "host")
+    assert list(room.log)[-1] == RoomEvent(2, "rename", "server", "host")
     with pytest.raises(ProtocolError):
         room.rename_server("alice")
     room.handle(1, ChangeName("ally"))
@@ -317,7 +319,7 @@ def test_repair_returns_the_missing_events_in_record_sized_chunks(room):
     histories = [r.message for r in replies]
     assert all(isinstance(h, History) and h.latest_seq == room.latest_seq for h in histories)
     assert len(histories) > 1
-    assert [e for h in histories for e in h.events] == room.log[10:]
+    assert [e for h in histories for e in h.events] == list(room.log)[10:]
     assert all(sum(len(e.text) for e in h.events) <= HISTORY_CHUNK_BYTES for h in histories)
 
 
@@ -348,7 +350,7 @@ def test_one_repair_answers_at_most_a_bounded_piece_and_says_there_is_more(room)
     first = [e for r in room.handle(1, RepairRequest(0)) for e in r.message.events]
     assert len(first) == MAX_HISTORY_EVENTS and first[-1].seq < room.latest_seq
     rest = [e for r in room.handle(1, RepairRequest(first[-1].seq)) for e in r.message.events]
-    assert first + rest == room.log
+    assert first + rest == list(room.log)
 
 
 @pytest.mark.points(2)
@@ -487,3 +489,99 @@ def test_an_ignore_is_written_off_the_loop_and_answered_once_written(room, clock
     assert "still being saved" in waiting[-1].message.text
     room.leave(2)
     assert room.written(2, finished(waiting[0].write)) == []   # it left while its write waited
+
+
+def small_window_room(clock, **options):
+    accounts = AccountStore(":memory:", CHEAP_ARGON2)
+    return Room("server", accounts, SIGNING_PUBLIC_KEY, max_members=10, max_messages_per_second=1000, clock=clock,
+                **options)
+
+
+@pytest.mark.points(2)
+def test_the_log_keeps_a_window_of_the_newest_events_by_count_and_by_bytes(clock):
+    by_count = small_window_room(clock, history_events=5)
+    by_count.join(1, "alice")
+    for i in range(20):
+        by_count.server_says(f"line {i}")
+    assert [e.seq for e in by_count.log] == [17, 18, 19, 20, 21] and by_count.log.not_kept_seq == 16
+    by_bytes = small_window_room(clock, history_bytes=5000)
+    for i in range(20):
+        by_bytes.server_says(f"{i:03} " + "x" * 900)  # about 930 bytes each: five fit
+    assert [e.seq for e in by_bytes.log] == [16, 17, 18, 19, 20] and by_bytes.log.bytes <= 5000
+    assert by_bytes.latest_seq == 20
+
+
+@pytest.mark.points(2)
+def test_a_late_joiner_gets_what_stands_for_the_events_not_kept_then_the_window(clock):
+    room = small_window_room(clock, history_events=5)
+    room.join(1, "alice")
+    room.join(2, "bob")
+    room.handle(1, ChangeName("ally"))
+    room.rename_server("host")
+    for i in range(10):
+        room.handle(2, Say(f"line {i}"))
+    messages = [d.message for d in room.join(3, "carol")]
+    assert [type(m) for m in messages] == [LoginAccepted, RoomKey, IgnoreList, HistoryStart, History]
+    start, history = messages[3], messages[4]
+    assert start.summary == RoomEvent(9, "not_kept", "host", "")          # #1 to #9: 2 joins, 2 renames, 5 lines
+    assert start.members == ("ally alice", "bob")                      # the room after #9
+    assert [e.seq for e in history.events] == [10, 11, 12, 13, 14] and history.latest_seq == 14
+    running_hash = EMPTY_HASH
+    for seq, event in enumerate([RoomEvent(1, "join", "alice", ""), RoomEvent(2, "join", "bob", ""),
+                                 RoomEvent(3, "rename", "alice", "ally"), RoomEvent(4, "rename", "server", "host"),
+                                 *(RoomEvent(5 + i, "say", "bob", f"line {i}") for i in range(5))], start=1):
+        assert event.seq == seq
+        running_hash = chain_hash(running_hash, event)
+    assert start.running_hash == running_hash
+
+
+@pytest.mark.points(1)
+def test_a_repair_from_before_the_window_starts_with_what_stands_for_it_and_one_inside_does_not(clock):
+    room = small_window_room(clock, history_events=5)
+    room.join(1, "alice")
+    for i in range(10):
+        room.server_says(f"line {i}")
+    behind = [d.message for d in room.handle(1, RepairRequest(3))]
+    assert [type(m) for m in behind] == [HistoryStart, History] and behind[0].summary.seq == 6
+    inside = [d.message for d in room.handle(1, RepairRequest(8))]
+    assert [type(m) for m in inside] == [History] and [e.seq for e in inside[0].events] == [9, 10, 11]
+
+
+@pytest.mark.points(2)
+def test_a_leave_soon_after_a_new_key_waits_for_the_interval_while_the_room_goes_on(clock):
+    room = small_window_room(clock, room_key_interval_seconds=1.0)
+    for conn in range(1, 5):
+        room.join(conn, f"member_{conn}")
+    room.tick(force=True)
+    room.leave(1)
+    assert sum(isinstance(i, NewRoomKey) for i in room.tick(force=True)) == 1   # the first leave: at once
+    clock.now += 0.1
+    room.leave(2)
+    room.handle(3, Say("still under the key member_2 knows"))
+    out = room.tick(force=True)
+    assert not any(isinstance(i, NewRoomKey) for i in out) and said(out)[-1] == "still under the key member_2 knows"
+    clock.now = 0.99
+    assert not any(isinstance(i, NewRoomKey) for i in room.tick())   # a heartbeat, under that key
+    assert room.wait_at_most() == pytest.approx(0.01)                  # the loop wakes for the new key
+    clock.now = 1.0
+    out = room.tick()
+    assert [type(i) for i in out] == [NewRoomKey, Delivery, Delivery]   # one new key, to the two left
+    assert room.epoch == 3
+
+
+@pytest.mark.points(1)
+def test_what_stands_for_the_events_not_kept_fits_one_record_even_for_500_renamed_members(clock):
+    from common.framing import MAX_RECORD_BYTES
+    from common.noise import TAG_BYTES
+    room = small_window_room(clock, history_events=2)
+    room.max_members = room.max_members_per_source = 501
+    for i in range(500):
+        room.join(i, f"member_{i:013}", f"10.0.{i // 250}.{i % 250}")   # the longest names there are
+        room.handle(i, ChangeName(f"renamed_{i:012}"))
+    room.server_says("the window")
+    room.server_says("holds only these two")
+    messages = [d.message for d in room.join("late", "late_joiner", "10.9.9.9")]
+    start = next(m for m in messages if isinstance(m, HistoryStart))
+    assert len(encode(start)) + TAG_BYTES <= MAX_RECORD_BYTES
+    assert len(start.members) == 500 and f"renamed_{0:012} member_{0:013}" in start.members
+    assert all(entry.startswith("renamed_") for entry in start.members)   # past the record's room: no account

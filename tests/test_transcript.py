@@ -7,11 +7,12 @@ from hypothesis import strategies as st
 
 from common.errors import ProtocolError
 from common.framing import DatagramOpener, DatagramSealer, KeyNotYetHere
-from common.messages import EventKind, RoomBatch, RoomEvent, decode, encode
+from common.messages import EventKind, HistoryStart, RoomBatch, RoomEvent, decode, encode
 from common.transcript import (
     DEAF_AFTER_SECONDS, MAX_EARLY_DATAGRAM_SECONDS, MAX_EARLY_DATAGRAMS, REPAIR_GRACE_SECONDS, REPAIR_RETRY_SECONDS,
-    UNPROVEN_OPENS_PER_SECOND,
-    DatagramGate, EarlyDatagrams, Roster, Transcript, read_room_datagram, show_events,
+    UNPROVEN_OPENS_PER_SECOND, EMPTY_HASH,
+    DatagramGate, EarlyDatagrams, Roster, Transcript, chain_hash, format_event, read_room_datagram, show_events,
+    start_history,
 )
 
 LOG = [RoomEvent(seq, "say", f"user{seq % 3}", f"message {seq}") for seq in range(1, 41)]
@@ -173,6 +174,9 @@ class Screen:
     def show_text(self, line, sender):
         self.lines.append(line)
 
+    def set_members(self, names):
+        self.members = names
+
 
 @pytest.mark.points(1)
 def test_a_screen_hides_an_ignored_account_under_its_new_name_and_notes_member_changes():
@@ -254,3 +258,30 @@ def test_only_next_epoch_datagrams_are_held_and_only_a_few_for_a_short_time():
     assert [datagram[0] for datagram, _ in released] == list(range(5, MAX_EARLY_DATAGRAMS + 5))
     early.hold(b"old", ("127.0.0.1", 5000), now=0.0)
     assert early.release(now=MAX_EARLY_DATAGRAM_SECONDS + 0.01) == []   # too old: dropped, repair finds it
+
+
+@pytest.mark.points(2)
+def test_a_transcript_started_from_a_handed_over_hash_ends_with_the_hash_of_one_that_saw_everything():
+    early, late = Transcript(), Transcript()
+    early.receive(LOG)
+    running_hash = EMPTY_HASH
+    for event in LOG[:25]:                          # what the server's window let fall out
+        running_hash = chain_hash(running_hash, event)
+    late.receive(LOG[20:24] + LOG[30:32])           # held early: the first four are then not needed
+    assert late.start_at(25, running_hash)
+    assert [e.seq for e in late.receive([], 40)] == []      # 26..30 still missing
+    assert late.first_gap() == (26, 30)
+    assert [e.seq for e in late.receive(LOG[25:])] == list(range(26, 41))
+    assert late.digest() == early.digest() and late.summary() == early.summary() == f"transcript {early.digest()} 40"
+    assert not late.start_at(25, EMPTY_HASH) and late.digest() == early.digest()   # past it: nothing changes
+
+
+@pytest.mark.points(1)
+def test_a_history_start_shows_one_numbered_line_and_the_members_of_that_moment():
+    screen, roster = Screen(), Roster("")
+    start = HistoryStart(RoomEvent(1200, EventKind.NOT_KEPT, "host", ""), bytes(32), ("ally alice", "bob"))
+    roster = start_history(screen, Transcript(), roster, start)
+    assert screen.lines == ["#1200 * 1200 earlier messages not kept"]
+    assert screen.members == ["host", "ally", "bob"] == roster.names()
+    assert roster.account_of("ally") == "alice" and roster.account_of("bob") == "bob"
+    assert format_event(RoomEvent(1, EventKind.NOT_KEPT, "host", "")) == "#1 * 1 earlier message not kept"

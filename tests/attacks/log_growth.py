@@ -1,6 +1,8 @@
-"""Measure how the Lab 2 server's memory grows with the room log, which is
-never trimmed (common/room.py keeps every RoomEvent in Room.log for repairs
-and late joiners). Run from the kit's folder:
+"""Measure how the Lab 2 server's memory grows with the room log. The server
+keeps a window of it (common/roomlog.py: ROOM_HISTORY_EVENTS, ROOM_HISTORY_BYTES),
+so past the window the growth per event falls to nothing; bench/room_memory.py
+measures the same over a simulated 3-hour class, without sockets. Run from
+the kit's folder:
 
     .venv/bin/python -m tests.attacks.log_growth [MEMBERS]
 
