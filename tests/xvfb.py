@@ -30,8 +30,11 @@ def start_xvfb() -> tuple[subprocess.Popen, str]:
     read_end, write_end = os.pipe()
     try:
         process = subprocess.Popen(
+            # -r: no key auto-repeat. xdotool presses and releases each key; on a busy
+            # machine the release can come later than the repeat delay, and the key
+            # would then be typed twice ("thhe").
             ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1280x800x24",
-             "-nolisten", "tcp"],
+             "-nolisten", "tcp", "-r"],
             pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(write_end)
         number = b""
