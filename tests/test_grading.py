@@ -105,7 +105,8 @@ def check_gradescope(results: dict) -> None:
         assert isinstance(test["tags"], list) and all(isinstance(tag, str) for tag in test["tags"])
         assert 0 <= test["score"] <= test["max_score"]
         assert test["status"] in {"passed", "failed"} and test["visibility"] in GRADESCOPE_VISIBILITIES
-        assert (test["status"] == "passed") == (test["score"] == test["max_score"])
+        if test["max_score"] > 0:   # a test worth 0 points (a student's own) passes or fails by its outcome alone
+            assert (test["status"] == "passed") == (test["score"] == test["max_score"])
         assert isinstance(test["output"], str) and (test["status"] == "passed") == (test["output"] == "")
     assert results["score"] == pytest.approx(sum(test["score"] for test in results["tests"]))
     for entry in results.get("leaderboard", []):
@@ -115,6 +116,8 @@ def check_gradescope(results: dict) -> None:
 
 @pytest.mark.points(2)
 def test_gradescope_results_follow_its_format_and_a_skip_is_a_failure(student):
+    student.makepyfile(test_worth_nothing="import pytest\n\n@pytest.mark.points(0)\ndef test_zero_passes(): pass\n\n"
+                                          "@pytest.mark.points(0)\ndef test_zero_fails(): assert False\n")
     grade(student, "--grade-format", "gradescope", "--grade-output", "results.json")
     results = json.loads((student.path / "results.json").read_text())
     check_gradescope(results)
@@ -122,6 +125,9 @@ def test_gradescope_results_follow_its_format_and_a_skip_is_a_failure(student):
     assert results["score"] == 5.0 and sum(test["max_score"] for test in tests.values()) == 12
     assert tests["test_student.py::test_skips"]["status"] == "failed"
     assert "no display" in tests["test_student.py::test_skips"]["output"]
+    # A test worth nothing: its status is its outcome, although its score is its maximum either way.
+    assert [tests[f"test_worth_nothing.py::test_zero_{outcome}"]["status"] for outcome in ("passes", "fails")] == [
+        "passed", "failed"]
     assert "the server never answered" in tests["test_student.py::test_fails"]["output"]
     assert tests["test_student.py::test_half_of_the_cases_pass"]["score"] == 1.0
     assert tests["test_student.py::test_hidden_until_the_due_date"]["visibility"] == "after_due_date"
