@@ -82,7 +82,7 @@ from _pytest.mark.expression import Expression
 
 from tests.platforms import NOT_RUN_HERE, not_run_here
 from tests.tasks import TASK_OF_TEST, TASKS
-from tests.procs import ATTACH_VARIABLE, ROLE_OVERRIDES_VARIABLE, Attachment, parse_attach, role_overrides
+from tests.procs import ATTACH_VARIABLE, ROLE_OVERRIDES_VARIABLE, TODO_ALARM, Attachment, parse_attach, role_overrides
 from tests.xvfb import screenshot
 
 # Which tests need Linux, and their skip on other platforms (reported as not run here).
@@ -236,16 +236,24 @@ def _deadline_for_phase(item: pytest.Item, when: str):
                    f"under test may be hung (--test-deadline, @pytest.mark.deadline)")
 
     def expire(_signum, _frame):
+        todo = TODO_ALARM.take() if when != "teardown" else None   # a role reached a TODO (tests/procs.py)
+        if todo is not None:
+            raise AssertionError(todo)
         raise TestDeadlineExceeded(message)
 
     # A pytest run inside a test (the kit's own tests of this plugin) must
     # hand the outer test its alarm back, minus the time it took.
     previous = signal.signal(signal.SIGALRM, expire)
     outer_seconds, _interval = signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
+    if when == "setup":
+        TODO_ALARM.take()   # nothing of an earlier test's roles
+        TODO_ALARM.cancel()
+    outer_listening = TODO_ALARM.listen(when != "teardown")
     started = time.monotonic()
     try:
         yield
     finally:
+        TODO_ALARM.listen(outer_listening)
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         if outer_seconds:
