@@ -451,7 +451,10 @@ class RoleProcess(_Screen):
             reader.join(DEADLINE_SECONDS)
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:   # None: stdin was a file of the test's (Processes.start)
-                stream.close()
+                try:
+                    stream.close()
+                except BrokenPipeError:   # stdin's unflushed last bytes (a test interrupted mid-write)
+                    pass
 
 
 def _search(pattern: str, lines: list[str], count: int) -> re.Match | None:
