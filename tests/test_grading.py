@@ -745,7 +745,9 @@ def test_tests_that_need_linux_are_not_run_on_a_laptop_and_leave_the_maximum_lab
     assert "needs Linux: Xvfb" in tests["test_student.py::test_window"]["reason"]
     # A skip for any other reason is still a skip: in the maximum, not earned.
     assert tests["test_student.py::test_skips_for_another_reason"]["outcome"] == "skipped"
-    gradescope = {test["name"]: test for test in json.loads((pytester.path / "results.json").read_text())["tests"]}
+    results = json.loads((pytester.path / "results.json").read_text())
+    check_gradescope(results)   # a test not run here is worth 0 points, and failed
+    gradescope = {test["name"]: test for test in results["tests"]}
     namespaces = gradescope["test_student.py::test_hosts_in_namespaces"]
     assert (namespaces["score"], namespaces["max_score"], namespaces["status"]) == (0, 0, "failed")
     assert "not run here" in namespaces["output"]
