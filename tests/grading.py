@@ -543,6 +543,19 @@ class _Counter:
         if grading is not None:      # None: not a test's phase (a report of pytest-xdist's, say)
             _count(self.config.stash[_RESULTS_KEY], report, grading)
 
+    @pytest.hookimpl(optionalhook=True)     # pytest-xdist's hook, on the controller
+    def pytest_xdist_node_collection_finished(self, node, ids) -> None:
+        """The tests the workers selected (each worker the same), with their points from the
+        manifest: an interrupted run (the autograder's deadline) counts those it did not
+        finish, as a run without workers does from its own collection."""
+        if _COLLECTED_KEY in self.config.stash:
+            return
+        manifest = self.config.stash[_MANIFEST_KEY]
+        entries = {nodeid: manifest.get(nodeid.split("[")[0]) for nodeid in ids}
+        self.config.stash[_COLLECTED_KEY] = {
+            nodeid: (entry["points"], "hidden" in entry["markers"]) if entry else (1, False)
+            for nodeid, entry in entries.items()}
+
     @pytest.hookimpl(optionalhook=True)     # pytest-xdist's hook: a run without it has no such hook
     def pytest_testnodedown(self, node, error) -> None:
         """pytest-xdist, on the controller: a worker ended; add what it found missing."""
