@@ -563,6 +563,8 @@ def test_the_handouts_tasks_and_the_labs_tests_and_regions_match_one_to_one():
     for path in ("lab1_tcp/client.py", "lab1_tcp/server.py", "lab2_udp/client.py", "lab2_udp/server.py"):
         text = (ROOT / path).read_text(encoding="utf-8")
         regions += [f"{path}::{region_function(text, region)}" for region in find_regions(text, path)]
+    if not regions:   # the students' starter: each region is a TODO now, with no marker left to find
+        pytest.skip("the role files hold no solution regions (the students' starter): a check of the kit's own")
     assigned = [(region, task.lab) for task in TASKS for region in task.regions]
     assert sorted(region for region, _lab in assigned) == sorted(regions)
     assert all(region.startswith(f"{lab}_") for region, lab in assigned)
