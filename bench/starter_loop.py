@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import shlex
 import subprocess
 import sys
@@ -41,6 +42,7 @@ _SUMMARY = re.compile(r"^=*\s*(\d+ (?:failed|passed).*?) in [\d.]+s")   # pytest
 class Run:
     name: str
     seconds: float
+    cpu_seconds: float    # user + system of pytest and every process it started (and waited for)
     summary: str          # pytest's last line: "12 failed, 40 passed", or why there is none
     first_failure: str    # the first "FAILED ..." line of the short summary
 
@@ -48,6 +50,7 @@ class Run:
 def run_suite(name: str, folder: Path, pytest_args: list[str], deadline_seconds: float) -> Run:
     """Run the suite in ``folder`` as `make test` would; time it."""
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *pytest_args]
+    cpu_before = children_cpu_seconds()
     started = time.monotonic()
     try:
         completed = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=deadline_seconds)
@@ -57,13 +60,20 @@ def run_suite(name: str, folder: Path, pytest_args: list[str], deadline_seconds:
             else (expired.stdout or "")
         output += f"\n(stopped at the deadline of {deadline_seconds:g} s)"
     seconds = time.monotonic() - started
+    cpu_seconds = children_cpu_seconds() - cpu_before
     lines = output.splitlines()
     summary = next((match.group(1) for match in map(_SUMMARY.match, reversed(lines)) if match),
                    lines[-1] if lines else "(no output)")
     # The short summary's first FAILED line (tests of the grader print FAILED lines of their own runs earlier).
     summary_start = max((index for index, text in enumerate(lines) if "short test summary info" in text), default=0)
     first_failure = next((line for line in lines[summary_start:] if line.startswith("FAILED ")), "(none)")
-    return Run(name, seconds, summary, first_failure)
+    return Run(name, seconds, cpu_seconds, summary, first_failure)
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of the finished child processes: steadier than the wall time on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run_suite("finished kit", ROOT, pytest_args, args.deadline))
     kit_seconds = runs[-1].seconds if not args.starter_only else None
     print(f"pytest {args.pytest_args}, deadline {args.deadline:g} s\n")
-    print("| suite | seconds | ratio to the kit | result |\n|---|---:|---:|---|")
+    print("| suite | seconds | CPU seconds | ratio to the kit | result |\n|---|---:|---:|---:|---|")
     for run in runs:
         ratio = f"{run.seconds / kit_seconds:.2f}" if kit_seconds else "-"
-        print(f"| {run.name} | {run.seconds:.1f} | {ratio} | {run.summary} |")
+        print(f"| {run.name} | {run.seconds:.1f} | {run.cpu_seconds:.1f} | {ratio} | {run.summary} |")
     print(f"\nthe starter's first failure: {runs[0].first_failure}")
     return 0
 

@@ -39,6 +39,7 @@ from common.config import create_env_file
 from lab2_udp.lossy_relay import FaultPlan, LossyRelay, describe_counts
 
 DEADLINE_SECONDS = 20.0
+TRACEBACK_START = "Traceback (most recent call last):"
 QUIT_SECONDS = 5.0           # how long a role may take to say goodbye before it is killed
 HOLD_SECONDS = 20.0          # how long the windows stay up after the story (without --interactive)
 WINDOW_PACE_SECONDS = 1.5    # between two scripted lines, so a class can follow them
@@ -91,7 +92,7 @@ class Role:
                 if match:
                     return match
             remaining = deadline - time.monotonic()
-            dead = [role for role in self.cast.values() if role.process.poll() is not None]
+            dead = [role for role in self.cast.values() if role.process.poll() is not None or role.crashed()]
             if remaining <= 0 or dead and self._lines.empty():
                 for role in self.cast.values():   # a role that is dying: its last words first
                     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -103,13 +104,24 @@ class Role:
             except queue.Empty:
                 pass  # the checks above report it
 
+    def crashed(self) -> bool:
+        """Whether it printed a whole traceback: a role whose event failed (a TODO region not written
+        yet) may live on, but the line waited for will not come, so the wait ends now."""
+        lines = list(self.stderr)
+        start = next((index for index, line in enumerate(lines) if line.startswith(TRACEBACK_START)), None)
+        return start is not None and any(line and not line.startswith((" ", TRACEBACK_START, "During", "The above"))
+                                         for line in lines[start + 1:])
+
     def type(self, text: str) -> None:
         self.process.stdin.write(text + "\n")
         self.process.stdin.flush()
 
-    def stop(self) -> None:
-        """Quit as a user would (the room sees the goodbye); kill it if it hangs."""
-        if self.process.poll() is None:
+    def stop(self, hurry: bool = False) -> None:
+        """Quit as a user would (the room sees the goodbye); kill it if it hangs, or at
+        once if ``hurry`` (a role crashed: the room may never answer a goodbye)."""
+        if hurry:
+            self.process.kill()
+        elif self.process.poll() is None:
             try:
                 self.type("/quit")
                 self.process.wait(QUIT_SECONDS)
@@ -209,8 +221,9 @@ class Demo:
                                    if not line.lstrip("~").startswith("#") or seq_of(line) <= int(last)]
 
     def stop(self) -> None:
+        hurry = any(role.crashed() for role in self.roles.values())
         for label in reversed(self.roles):   # the clients first: the server last sees them leave
-            self.roles[label].stop()
+            self.roles[label].stop(hurry)
         self.relay.stop()
 
     def same_everywhere(self) -> bool:

@@ -17,8 +17,8 @@ pytest_plugins = ["tests.platforms", "tests.wire_story", "tests.grading"]
 # TODO. Then the files that hold the longest tests, so that `make test`'s
 # workers (pytest-xdist, which hands out tests in this order) do not end
 # waiting on one of them; then the rest, in their usual order.
-FIRST_FILES = ("test_lab1.py", "test_mutants.py", "test_grading.py", "test_lab2.py", "test_interop.py",
-               "test_quit_paths.py", "test_lab2_hostile.py", "test_lab2_attacks.py", "test_starter.py")
+FIRST_FILES = ("test_lab1.py", "test_starter.py", "test_mutants.py", "test_grading.py", "test_lab2.py",
+               "test_interop.py", "test_quit_paths.py", "test_lab2_hostile.py", "test_lab2_attacks.py")
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -82,7 +82,7 @@ from _pytest.mark.expression import Expression
 
 from tests.platforms import NOT_RUN_HERE, not_run_here
 from tests.tasks import TASK_OF_TEST, TASKS
-from tests.procs import ATTACH_VARIABLE, ROLE_OVERRIDES_VARIABLE, Attachment, parse_attach, role_overrides
+from tests.procs import ATTACH_VARIABLE, ROLE_OVERRIDES_VARIABLE, TODO_ALARM, Attachment, parse_attach, role_overrides
 from tests.xvfb import screenshot
 
 # Which tests need Linux, and their skip on other platforms (reported as not run here).
@@ -236,16 +236,24 @@ def _deadline_for_phase(item: pytest.Item, when: str):
                    f"under test may be hung (--test-deadline, @pytest.mark.deadline)")
 
     def expire(_signum, _frame):
+        todo = TODO_ALARM.take() if when != "teardown" else None   # a role reached a TODO (tests/procs.py)
+        if todo is not None:
+            raise AssertionError(todo)
         raise TestDeadlineExceeded(message)
 
     # A pytest run inside a test (the kit's own tests of this plugin) must
     # hand the outer test its alarm back, minus the time it took.
     previous = signal.signal(signal.SIGALRM, expire)
     outer_seconds, _interval = signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
+    if when == "setup":
+        TODO_ALARM.take()   # nothing of an earlier test's roles
+        TODO_ALARM.cancel()
+    outer_listening = TODO_ALARM.listen(when != "teardown")
     started = time.monotonic()
     try:
         yield
     finally:
+        TODO_ALARM.listen(outer_listening)
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         if outer_seconds:
@@ -534,6 +542,19 @@ class _Counter:
         grading = getattr(report, GRADING_ATTRIBUTE, None)
         if grading is not None:      # None: not a test's phase (a report of pytest-xdist's, say)
             _count(self.config.stash[_RESULTS_KEY], report, grading)
+
+    @pytest.hookimpl(optionalhook=True)     # pytest-xdist's hook, on the controller
+    def pytest_xdist_node_collection_finished(self, node, ids) -> None:
+        """The tests the workers selected (each worker the same), with their points from the
+        manifest: an interrupted run (the autograder's deadline) counts those it did not
+        finish, as a run without workers does from its own collection."""
+        if _COLLECTED_KEY in self.config.stash:
+            return
+        manifest = self.config.stash[_MANIFEST_KEY]
+        entries = {nodeid: manifest.get(nodeid.split("[")[0]) for nodeid in ids}
+        self.config.stash[_COLLECTED_KEY] = {
+            nodeid: (entry["points"], "hidden" in entry["markers"]) if entry else (1, False)
+            for nodeid, entry in entries.items()}
 
     @pytest.hookimpl(optionalhook=True)     # pytest-xdist's hook: a run without it has no such hook
     def pytest_testnodedown(self, node, error) -> None:

@@ -16,11 +16,17 @@ import json
 import os
 import subprocess
 import sys
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pytest
+
+try:
+    import fcntl
+except ImportError:   # Windows
+    fcntl = None
+    import msvcrt
 
 from tests.mutants import MUTANTS, ROOT, Mutant, StaleMutant, mutate
 from tests.procs import ROLE_OVERRIDES_VARIABLE
@@ -39,6 +45,7 @@ def run_mutant(mutant: Mutant, folder) -> dict:
     completed = subprocess.run(
         [sys.executable, "-m", "pytest", test_file, "-k", test_name, "--role", f"{mutant.role}={copy}",
          "--grade-json", str(report), "-p", "no:cacheprovider", "-q", "--test-deadline", "90",
+         "-x",   # caught once one case fails: the test's other cases need not run (nor wait out their deadlines)
          "-p", "no:hypothesispytest"],   # the black-box tests use none of it: a second of CPU saved a run
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=MUTANT_DEADLINE_SECONDS)
     if not report.exists():
@@ -48,25 +55,74 @@ def run_mutant(mutant: Mutant, folder) -> dict:
 
 
 # Under pytest-xdist (make test), every worker that runs a mutant's test has
-# this session fixture: the first to create the run's shared folder runs all
-# the mutants and leaves each report there; the others read them. So each
-# mutant runs once, whichever workers its test lands on.
-REPORT_POLL_SECONDS = 0.2
+# this session fixture: the first to take the run's lock runs all the mutants,
+# holding the lock until each report is in the run's shared folder; the others
+# wait on the lock (the operating system wakes them when it is released, or
+# when that worker dies), then read their reports. So each mutant runs once,
+# whichever workers its test lands on.
 SHARED_REPORT_DEADLINE_SECONDS = 600
 
 
-class SharedReport:
-    """A mutant's report that another worker writes: result() waits for its file."""
+class SharedLock:
+    """A lock file of the run, held by the worker that runs the mutants."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.file = open(path, "a+b")   # open until the mutants are done: closing it releases the lock
+        self.free = False   # released by its holder: the reports are all written
+
+    def try_exclusive(self) -> bool:
+        try:
+            _lock(self.file, exclusive=True, blocking=False)
+        except BlockingIOError:
+            return False
+        return True
+
+    def wait_shared(self, seconds: float) -> None:
+        """Block until the holder releases it, in a thread: a lock call has no timeout of its own."""
+        if self.free:
+            return
+        taken = threading.Event()
+
+        def take() -> None:
+            _lock(self.file, exclusive=False, blocking=True)
+            taken.set()
+
+        threading.Thread(target=take, daemon=True).start()
+        if not taken.wait(seconds):
+            raise AssertionError("the worker running the mutants still holds their lock after "
+                                 f"{seconds:g} s")
+        self.release()   # not kept: on Windows a lock has no shared mode, and another worker waits on it too
+
+    def release(self) -> None:
+        self.file.close()   # closing the file releases its lock
+        self.free = True
+
+
+def _lock(file, exclusive: bool, blocking: bool) -> None:
+    if fcntl is not None:
+        fcntl.flock(file.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if blocking else fcntl.LOCK_NB))
+        return
+    # Windows: msvcrt locks a byte range, with no shared mode; a blocking call gives up after
+    # 10 s with OSError, so it is asked again (the wait itself is the operating system's).
+    while True:
+        try:
+            msvcrt.locking(file.fileno(), msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK, 1)
+            return
+        except OSError:
+            if not blocking:
+                raise BlockingIOError from None
+
+
+class SharedReport:
+    """A mutant's report that another worker wrote, once the run's lock is free."""
+
+    def __init__(self, path: Path, lock: SharedLock) -> None:
+        self.path, self.lock = path, lock
 
     def result(self) -> dict:
-        deadline = time.monotonic() + SHARED_REPORT_DEADLINE_SECONDS
-        while not self.path.exists():    # a file gives no signal: look again, until the deadline
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no report at {self.path}: the worker running the mutants did not write it")
-            time.sleep(REPORT_POLL_SECONDS)
+        self.lock.wait_shared(SHARED_REPORT_DEADLINE_SECONDS)
+        if not self.path.exists():
+            raise AssertionError(f"no report at {self.path}: the worker running the mutants ended without writing it")
         written = json.loads(self.path.read_text(encoding="utf-8"))
         if "error" in written:
             raise AssertionError(written["error"])
@@ -89,18 +145,24 @@ def mutant_reports(request, tmp_path_factory) -> dict[str, Future | SharedReport
                 if item.originalname == "test_each_mutant_fails_the_test_named_for_it"]
     shared = None
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = tmp_path_factory.getbasetemp().parent / "mutant-reports"   # the run's, above each worker's
-        try:
-            shared.mkdir()
-        except FileExistsError:     # another worker runs them
-            yield {mutant.name: SharedReport(shared / f"{mutant.name}.json") for mutant in selected}
+        run_folder = tmp_path_factory.getbasetemp().parent   # the run's, above each worker's
+        shared, lock = run_folder / "mutant-reports", SharedLock(run_folder / "mutant-reports.lock")
+        taken = lock.try_exclusive()
+        if not taken or shared.exists():   # another worker runs them, or has run them
+            if taken:
+                lock.release()
+            yield {mutant.name: SharedReport(shared / f"{mutant.name}.json", lock) for mutant in selected}
+            lock.release()
             return
+        shared.mkdir()
     with ThreadPoolExecutor(PARALLEL_RUNS) as pool:
         futures = {mutant.name: pool.submit(run_mutant, mutant, tmp_path_factory.mktemp("mutant"))
                    for mutant in selected}
         if shared is not None:
             for name, future in futures.items():
                 future.add_done_callback(lambda done, name=name: share(done, shared / f"{name}.json"))
+            # Every report written: the lock goes, and the waiting workers read theirs.
+            threading.Thread(target=lambda: (wait(futures.values()), lock.release()), daemon=True).start()
         yield futures
 
 
