@@ -87,7 +87,8 @@ class ChatClient:
         self.phase = Phase.CONNECTING
         self.exit_code = EXIT_OK
         self.ui = open_front_end(f"Lab 1 client: {name}", self.on_submit, self.on_quit,
-                                 headless=headless, poll_interval_ms=settings.poll_interval_ms)
+                                 headless=headless, poll_interval_ms=settings.poll_interval_ms,
+                                 window_lines=settings.window_lines)
         # Lines typed (or piped in) before the login is accepted wait until it is.
         self.ui.set_input_enabled(False)
 

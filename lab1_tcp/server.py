@@ -91,7 +91,8 @@ class ChatServer:
         self.peers: set[Peer] = set()      # every open connection, the partner included
         self.selector = selectors.DefaultSelector()
         self.ui = open_front_end(f"Lab 1 server: {name}", self.on_submit, self.on_quit,
-                                 headless=headless, poll_interval_ms=settings.poll_interval_ms)
+                                 headless=headless, poll_interval_ms=settings.poll_interval_ms,
+                                 window_lines=settings.window_lines)
         self.acceptor = net.Acceptor(self.selector, listener, self.refusal, self.on_connection,
                                      self.ui.show_note)
         self.password_checks = net.BackgroundWork(self.selector, PASSWORD_WORKERS)

@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     client = None
     ui = open_front_end(f"Lab 2 room: {args.name}", lambda text: client.on_submit(text),
                         lambda: client.on_quit(), headless=args.headless,
-                        poll_interval_ms=settings.poll_interval_ms)
+                        poll_interval_ms=settings.poll_interval_ms, window_lines=settings.window_lines)
     password = os.environ.get("CHAT_PASSWORD") or ui.ask_password(f"Password for {args.name}")
     if not password:
         print("no password given", file=sys.stderr)

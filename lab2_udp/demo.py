@@ -231,8 +231,9 @@ class Demo:
 
 
 def seq_of(line: str) -> int:
-    """12 for "#12 alice: hi" and for a hidden "~#12 (hidden: ...)"."""
-    return int(line.lstrip("~#").split(" ")[0])
+    """12 for "#12 alice: hi", for a hidden "~#12 (hidden: ...)" and for a run
+    of hidden ones, "~#12-#19 (8 hidden messages ...)"."""
+    return int(re.match(r"~?#(\d+)", line).group(1))
 
 
 def print_side_by_side(screens: dict[str, list[str]], summaries: dict[str, str]) -> None:
@@ -244,7 +245,8 @@ def print_side_by_side(screens: dict[str, list[str]], summaries: dict[str, str])
     def row(cells) -> None:
         print(" | ".join(cell(text) for text in cells).rstrip())
 
-    by_seq = [{line.lstrip("~").split(" ")[0]: line for line in lines} for lines in screens.values()]
+    by_seq = [{f"#{seq_of(line)}" if line.lstrip("~").startswith("#") else line: line for line in lines}
+              for lines in screens.values()]
     row(label.upper() for label in screens)
     for seq in sorted({key for lines in by_seq for key in lines if key.startswith("#")}, key=lambda k: int(k[1:])):
         row(lines.get(seq, "") for lines in by_seq)

@@ -307,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot start the server: {error}", file=sys.stderr)
         return EXIT_FAILED
     server.ui = open_front_end(f"Lab 2 room: {args.name}", server.on_submit, server.on_quit,
-                               headless=args.headless, poll_interval_ms=settings.poll_interval_ms)
+                               headless=args.headless, poll_interval_ms=settings.poll_interval_ms,
+                               window_lines=settings.window_lines)
     server.show_room_state()
     print(f"listening on {server.address}, broadcasting to {net.describe(server.broadcast_to)}",
           file=sys.stderr, flush=True)
