@@ -94,6 +94,9 @@ TICK_SECONDS = 0.05            # repair checks, as lab2_udp/client.py does them
 LOST_AFTER_SECONDS = 2.0       # a raw message not heard back by then is lost: free its slot
 QUIET_SECONDS = 1.0            # raw: no more deliveries for this long means the run is over
 SETUP_DEADLINE_SECONDS = 180.0
+# The bench waits this much longer than a receiver process does: a process that
+# gives up says why (which members, waiting for what) before the bench would.
+ANSWER_GRACE_SECONDS = 15.0
 RUN_DEADLINE_SECONDS = 120.0
 DRAIN_DEADLINE_SECONDS = 30.0  # kit: time for the last repairs after the last send
 LEAVE_DEADLINE_SECONDS = 60.0
@@ -296,7 +299,8 @@ def start_kit_server(workdir: Path, settings: str, batching: Batching | None = N
     arguments = [*(["--headless"] if display is None else []), "--host", HOST, "--port", "0",
                  "--broadcast-addr", BROADCAST_ADDR, "--broadcast-port", str(broadcast_port), "--env", str(env_file),
                  "--db", str(env_file.with_suffix(".db"))]
-    env = None if display is None else {"DISPLAY": display}
+    # A window reads stdin too (CHAT_WINDOW_STDIN): the bench can ask it for /hash.
+    env = None if display is None else {"DISPLAY": display, "CHAT_WINDOW_STDIN": "1"}
     if server_file is not None:
         command = [sys.executable, str(server_file), *arguments]
         env = {**(env or {}), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -569,7 +573,7 @@ class ReceiverGroup:
             failed = [client.failed for client in self.clients if client.failed]
             if self.done and (failed or now > self.deadline):
                 self.answer({"error": f"{len(failed)} member(s) failed, first: {failed[0]}"
-                             if failed else "deadline passed"})
+                             if failed else f"deadline passed: {self.waiting_for()}"})
             elif self.done:
                 answer = self.done()
                 if answer is not None:
@@ -578,6 +582,22 @@ class ReceiverGroup:
     def answer(self, answer: dict) -> None:
         self.act = self.done = None
         self.conn.send(answer)
+
+    def waiting_for(self) -> str:
+        """What this process's members still lack, for an error that says why a wait failed."""
+        kit = self.system == "kit"
+        not_in = [c.index for c in self.clients if not c.ready]
+        lines = [f"{len(self.clients)} member(s) here", f"{len(not_in)} not logged in with the room key "
+                 f"(first: {not_in[:5]})" if not_in else "all logged in"]
+        if kit and self.clients:
+            seqs = [c.transcript.delivered_seq for c in self.clients]
+            lines.append(f"delivered up to #{min(seqs)}..#{max(seqs)} (the server announced "
+                         f"#{max(c.transcript.latest_known_seq for c in self.clients)}; wanted #{self.wanted_seq})")
+            refused = [text for c in self.clients for text in c.errors]
+            if refused:
+                lines.append(f"{len(refused)} refused, first: {refused[0]}")
+        lines.append(f"sent {sum(c.sent for c in self.clients)}")
+        return "; ".join(lines)
 
     def on_command(self, _mask: int) -> None:
         command, arguments = self.conn.recv()
@@ -596,6 +616,8 @@ class ReceiverGroup:
                                 if system == "kit" else
                                 RawClient(index, self.tally, self.selector, address, broadcast_port))
 
+        self.wanted_seq = members_in_room
+
         def done() -> dict | None:
             everyone_in = all(client.ready for client in self.clients) and (
                 system == "raw"
@@ -611,6 +633,7 @@ class ReceiverGroup:
         member TALKER, paced), then wait for every message of every member; answer
         with what we measured."""
         self.tally = tally = Tally()
+        self.wanted_seq = final_seq
         for client in self.clients:
             client.tally = tally
         rng = random.Random(os.getpid())
@@ -637,6 +660,8 @@ class ReceiverGroup:
                         lateness_ns.append(int((now - due[number]) * 1e9))
                         client.send_message()
                         due[number] += interval_seconds
+                        if workload == "one talks":   # at its budget: late, it goes on from now, never
+                            due[number] = max(due[number], now + interval_seconds)   # in a burst refused
                     if client.sent < messages:
                         soonest = min(soonest, due[number] - now)
                 if client.outgoing:
@@ -701,18 +726,21 @@ class ReceiverPool:
         for conn, arguments in zip(self.conns, per_process):
             conn.send((name, arguments))
         answers: dict[int, dict] = {}
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout + ANSWER_GRACE_SECONDS
         while len(answers) < len(self.conns):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{name}: no answer from the receiver processes in {timeout:g} s")
+                silent = [number for number in range(len(self.conns)) if number not in answers]
+                raise RuntimeError(f"{name}: receiver process(es) {silent} gave no answer in "
+                                   f"{timeout + ANSWER_GRACE_SECONDS:g} s (stuck, or starved of CPU)")
             waiting = [conn for number, conn in enumerate(self.conns) if number not in answers]
             for conn in multiprocessing.connection.wait(waiting, 0.0 if serve else TICK_SECONDS):
                 answers[self.conns.index(conn)] = conn.recv()
             if serve:
                 serve(TICK_SECONDS / 5)
-        errors = [answer["error"] for answer in answers.values() if "error" in answer]
+        errors = [f"process {number}: {answer['error']}" for number, answer in sorted(answers.items())
+                  if "error" in answer]
         if errors:
-            raise RuntimeError(f"{name}: {errors[0]}")
+            raise RuntimeError(f"{name}: {' | '.join(errors)}")
         return [answers[number] for number in range(len(self.conns))]
 
     def close(self) -> None:
@@ -803,7 +831,6 @@ class Run:
                  settings: str = FAST_ROOM + CHEAP_HASHES, batching: Batching | None = None,
                  server_file: Path | None = None, display: str | None = None) -> None:
         self.pool, self.system, self.members = pool, system, members
-        self.headless = display is None   # a window reads its entry box, not stdin: no /hash then
         self.room = (start_kit_server(workdir, settings, batching, server_file, display) if system == "kit"
                      else start_raw_relay(workdir))
         self.server: ServerProcess = self.room["server"]
@@ -829,11 +856,16 @@ class Run:
         process_of = [shared] + [(index - 1) % shared for index in range(1, self.members)]
         for first in range(0, self.members, LOGINS_PER_WAVE):
             wave = range(first, min(self.members, first + LOGINS_PER_WAVE))
-            self.pool.command("connect", [
-                {"system": self.system, "indices": [i for i in wave if process_of[i] == number],
-                 "address": self.room["address"], "broadcast_port": self.room["broadcast_port"],
-                 "env_file": self.room["env_file"], "members_in_room": wave[-1] + 1}
-                for number in range(shared + 1)], SETUP_DEADLINE_SECONDS)
+            try:
+                self.pool.command("connect", [
+                    {"system": self.system, "indices": [i for i in wave if process_of[i] == number],
+                     "address": self.room["address"], "broadcast_port": self.room["broadcast_port"],
+                     "env_file": self.room["env_file"], "members_in_room": wave[-1] + 1}
+                    for number in range(shared + 1)], SETUP_DEADLINE_SECONDS)
+            except RuntimeError as error:
+                last = " / ".join(self.server.lines[-3:]) or "nothing"
+                raise RuntimeError(f"{self.system} room of {self.members}: the join wave of members {wave[0]}-"
+                                   f"{wave[-1]} did not finish ({error}); the server's last lines: {last}") from None
         self.joined = self.members
         return {"setup_s": time.monotonic() - started,
                 "kib_per_member": (self.server.rss_kib() - rss_before) / self.members}
@@ -903,7 +935,7 @@ class Run:
     def match(self, digests: list, refused: int) -> str:
         """Whether every screen (kit: and the headless server's) shows the same transcript."""
         distinct = set(map(tuple, digests)) if self.system == "kit" else set(digests)
-        if self.system == "kit" and self.headless:
+        if self.system == "kit":
             seen_lines = len(self.server.lines)
             self.server.send_line("/hash")
             summary = self.server.wait_for(r"^transcript ([0-9a-f]{12}) (\d+)$", seen_lines)
@@ -1060,7 +1092,8 @@ def storm_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
 def window_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
     """The server headless, then with its window open on a private X display (Xvfb), in
     turn, ``plan.batching_repeats`` times: the paced room's members listen while one member
-    talks at its budget (the default rate limit). Linux only: no Xvfb, no rows."""
+    talks at its budget (the default rate limit). A round that does not finish (a saturated
+    machine) is logged with its reason and left out of the ratios. Linux only: no Xvfb, no rows."""
     if shutil.which("Xvfb") is None:
         log("  Xvfb is not installed: no rows with the server's window open")
         return []
@@ -1073,13 +1106,20 @@ def window_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
     try:
         for _repeat in range(plan.batching_repeats):
             for front_end in runs:
-                with Run(pool, "kit", plan.paced_members, workdir, settings=BUDGET_ROOM + CHEAP_HASHES,
-                         display=display if front_end == "window" else None) as run:
-                    run.connect()
-                    row = run.run("one talks", plan.talker_messages, interval_seconds)
+                load = os.getloadavg()[0]
+                try:
+                    with Run(pool, "kit", plan.paced_members, workdir, settings=BUDGET_ROOM + CHEAP_HASHES,
+                             display=display if front_end == "window" else None) as run:
+                        run.connect()
+                        row = run.run("one talks", plan.talker_messages, interval_seconds)
+                except RuntimeError as error:   # a join wave that did not finish: say so, go on
+                    log(f"  window {front_end}: did not finish: {error}")
+                    row = {"match": f"did not finish: {error}", **dict.fromkeys(UNFINISHED_KEYS, float("nan"))}
                 row["server_cpu_pct"] = 100 * row["server_cpu_seconds"] / (plan.talker_messages * interval_seconds)
+                row["load"] = load
                 runs[front_end].append(row)
-                log(f"  window {front_end}: p99 {row['p99_ms']:.1f} ms, server CPU {row['server_cpu_pct']:.0f}%")
+                log(f"  window {front_end}: p99 {row['p99_ms']:.1f} ms, server CPU {row['server_cpu_pct']:.0f}%, "
+                    f"load {load:.1f}")
     finally:
         xvfb.kill()
         xvfb.wait()
@@ -1087,8 +1127,9 @@ def window_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
     for front_end, repeats in runs.items():
         row = {"front_end": "the server's window open (Xvfb)" if front_end == "window" else "headless",
                "match": ", ".join(sorted({r["match"] for r in repeats}))}
-        for key in ("p50_ms", "p99_ms", "alone_p99_ms", "server_cpu_pct"):
+        for key in ("p50_ms", "p99_ms", "alone_p99_ms", "server_cpu_pct", "load"):
             row[key] = spread([r[key] for r in repeats])
+        # Each round against the headless run of the same round; a round either did not finish is left out.
         row["p99_x_headless"] = spread([r["p99_ms"] / h["p99_ms"] for r, h in zip(repeats, runs["headless"])])
         rows.append(row)
     return rows
@@ -1128,7 +1169,8 @@ TABLES = {
                "the others listen; headless and window in turn, the median of the repeats (min-max)", [
                    ("server", "front_end", ""), ("p50 ms", "p50_ms", ".1f"), ("p99 ms", "p99_ms", ".1f"),
                    ("p99 / headless", "p99_x_headless", ".2f"), ("alone p99 ms", "alone_p99_ms", ".1f"),
-                   ("server CPU %", "server_cpu_pct", ".0f"), ("transcripts match", "match", "")]),
+                   ("server CPU %", "server_cpu_pct", ".0f"), ("load average", "load", ".1f"),
+                   ("transcripts match", "match", "")]),
     "storm": ("Login storm: a paced room (1 per 100 ms) while connections log in at once "
               "(default Argon2id cost)", [
                   ("system", "system", ""), ("storm logins", "storm", "d"), *COMMON_COLUMNS,

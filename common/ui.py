@@ -717,6 +717,7 @@ class ChatWindow(_FrontEnd):
         self._unshown: deque[list] = deque(maxlen=window_lines)
         self._replaces_last_line = False   # the first unshown line takes the last drawn one's place
         self._draw_due = False             # a draw is scheduled for when Tk is idle
+        self._ready_fd: int | None = None  # the selector's descriptor, while Tk watches it
         _sharp_on_high_dpi_screens()
         self._root = tk.Tk()
         self._root.title(title)
@@ -887,11 +888,13 @@ class ChatWindow(_FrontEnd):
         self._start(selector)
         try:
             self._poll_network(selector, turn)
+            self._watch_readiness(selector, turn)
             if tick is not None:
                 self._root.after(tick_interval_ms, self._tick_again, tick, tick_interval_ms)
             if not self.stopped:
                 self._root.mainloop()
         finally:
+            self._stop_watching_readiness()
             self._finish()
             if self._wire_is_shown():   # the window goes: its wire view goes with it
                 wire.turn_off()
@@ -900,19 +903,49 @@ class ChatWindow(_FrontEnd):
     # The timers call methods, not closures of run(): a closure that schedules itself
     # refers to itself, a reference cycle that would keep the window (and its Tcl
     # interpreter) for the garbage collector to free, maybe on another thread.
-    def _poll_network(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None]) -> None:
+    def _poll_once(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None]) -> None:
         try:
             # timeout=0: never wait here. Waiting inside a Tk callback would
             # freeze the window, which can only redraw between callbacks.
             self._guarded(turn, 0)
-        finally:   # whatever happened, keep polling: a window that stops polling is dead
+        finally:
             self._guarded(self._draw_unshown)   # what the turn showed, in one insert
+
+    def _poll_network(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None]) -> None:
+        try:
+            self._poll_once(selector, turn)
+        finally:   # whatever happened, keep polling: a window that stops polling is dead
             if not self.stopped:
                 # Sockets still ready (a burst of traffic): come back at once, after
                 # the window's own events; else in POLL_INTERVAL_MS. Guarded as the
                 # turn is: a select() that fails must not stop the polling.
                 busy = bool(self._guarded(selector.select, 0))
                 self._root.after(1 if busy else self._poll_interval_ms, self._poll_network, selector, turn)
+
+    def _watch_readiness(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None]) -> None:
+        """Poll the moment a socket is ready, not at the next POLL_INTERVAL_MS: a
+        room whose server has its window open must not wait for the window's timer.
+        Tk can watch a descriptor on Linux and macOS (not on Windows, which keeps
+        the timer alone), and the selector there has one (epoll, kqueue) that is
+        readable whenever a socket it watches is ready."""
+        if self.stopped or not hasattr(self._root.tk, "createfilehandler") or not hasattr(selector, "fileno"):
+            return
+        self._ready_fd = selector.fileno()
+        self._root.tk.createfilehandler(self._ready_fd, tk.READABLE,
+                                        lambda _fd, _mask: self._on_ready(selector, turn))
+
+    def _on_ready(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None]) -> None:
+        # Not watched again until Tk is idle: Tk redraws when it has no other event, and a
+        # socket ready again and again (a flood) would never leave it one.
+        self._stop_watching_readiness()
+        self._poll_once(selector, turn)
+        if not self.stopped:
+            self._root.after_idle(self._watch_readiness, selector, turn)
+
+    def _stop_watching_readiness(self) -> None:
+        if self._ready_fd is not None:
+            self._root.tk.deletefilehandler(self._ready_fd)
+            self._ready_fd = None
 
     def _tick_again(self, tick: Callable[[], None], tick_interval_ms: int) -> None:
         try:
