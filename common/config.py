@@ -60,7 +60,9 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
      "239.255.0.1: the room goes to that group instead, and only hosts that joined it get "
      "the datagrams (239.0.0.0/8 is for use inside one organisation)."),
     ("DB_PATH", "chat.db", "sqlite3 file with accounts and ignore lists (server only)."),
-    ("POLL_INTERVAL_MS", "20", "How often a window polls its sockets, in milliseconds."),
+    ("POLL_INTERVAL_MS", "20",
+     "How long a window waits for its sockets before it handles its own events (keys, "
+     "redraws), in milliseconds. A packet is served the moment it arrives either way."),
     ("WINDOW_LINES", "3000",
      "Most lines a window's transcript keeps: the oldest go beyond it, so a long class never "
      "slows the window down. stdout and /hash keep everything."),

@@ -41,12 +41,15 @@ the text in its entry box, selected, for the user to fix.
 The loop is the role file's own ``turn(timeout)``: select, then run each
 ready key's handler (``key.data``, see net.py). A front end only decides
 when to call it, and with what timeout. The terminal calls it with a
-blocking timeout; a window cannot block (Tk must keep drawing and reading
-the keyboard), so a Tk timer calls it with timeout 0 every POLL_INTERVAL_MS.
-A window draws what a turn showed once the turn is over, in one insert into
-its transcript widget, and keeps only its newest ``window_lines`` lines
-(WINDOW_LINES): a busy room costs a window one redraw per poll, not one
-per line, and a long class never makes it slower.
+blocking timeout. A window must not block for long (Tk must keep drawing
+and reading the keyboard): it calls it with a timeout of POLL_INTERVAL_MS,
+then lets Tk handle what came in meanwhile (``root.update()``). So a packet
+is served the moment it arrives, in a window as in the terminal, and a key
+press waits at most POLL_INTERVAL_MS. A window draws what a turn showed
+once the turn is over, in one insert into its transcript widget, and keeps
+only its newest ``window_lines`` lines (WINDOW_LINES): a busy room costs a
+window one redraw per turn, not one per line, and a long class never makes
+it slower.
 An exception escaping a turn is a bug: it is reported once on stderr and the
 loop carries on (the selector reports the unhandled sockets again next
 turn), so one bug never freezes a window.
@@ -717,7 +720,6 @@ class ChatWindow(_FrontEnd):
         self._unshown: deque[list] = deque(maxlen=window_lines)
         self._replaces_last_line = False   # the first unshown line takes the last drawn one's place
         self._draw_due = False             # a draw is scheduled for when Tk is idle
-        self._ready_fd: int | None = None  # the selector's descriptor, while Tk watches it
         _sharp_on_high_dpi_screens()
         self._root = tk.Tk()
         self._root.title(title)
@@ -881,82 +883,34 @@ class ChatWindow(_FrontEnd):
 
     def run(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None],
             tick: Callable[[], None] | None = None, tick_interval_ms: int = 1000) -> None:
-        """Show the window and call ``turn(0)`` every POLL_INTERVAL_MS until
-        stop(); call ``tick()`` every ``tick_interval_ms`` if given. Call it
-        after registering a socket: on Windows, select() with nothing to watch
-        raises an error."""
+        """Show the window and run the loop until stop(): ``turn(timeout)`` waits
+        for the sockets at most POLL_INTERVAL_MS, then Tk handles what came in
+        meanwhile (keys, clicks, redraws); ``tick()`` every ``tick_interval_ms``
+        if given. Call it after registering a socket: on Windows, select() with
+        nothing to watch raises an error."""
         self._start(selector)
         try:
-            self._poll_network(selector, turn)
-            self._watch_readiness(selector, turn)
-            if tick is not None:
-                self._root.after(tick_interval_ms, self._tick_again, tick, tick_interval_ms)
-            if not self.stopped:
-                self._root.mainloop()
+            next_tick = time.monotonic() + tick_interval_ms / 1000
+            while not self.stopped:
+                # The sockets are served the moment they are ready, as in the terminal;
+                # the window's own events wait for them at most POLL_INTERVAL_MS, too
+                # short for a person to notice. (A window that waited in Tk's mainloop
+                # and polled the sockets from a Tk timer made every packet wait for it.)
+                timeout = self._poll_interval_ms / 1000
+                if tick is not None:
+                    timeout = max(0.0, min(timeout, next_tick - time.monotonic()))
+                self._guarded(turn, timeout)
+                self._guarded(self._draw_unshown)   # what the turn showed, in one insert
+                if tick is not None and not self.stopped and time.monotonic() >= next_tick:
+                    self._guarded(tick)
+                    next_tick = time.monotonic() + tick_interval_ms / 1000
+                if not self.stopped:
+                    self._guarded(self._root.update)   # keys, clicks, redraws: Tk's events, all of them
         finally:
-            self._stop_watching_readiness()
             self._finish()
             if self._wire_is_shown():   # the window goes: its wire view goes with it
                 wire.turn_off()
             self._root.destroy()
-
-    # The timers call methods, not closures of run(): a closure that schedules itself
-    # refers to itself, a reference cycle that would keep the window (and its Tcl
-    # interpreter) for the garbage collector to free, maybe on another thread.
-    def _poll_once(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None]) -> None:
-        try:
-            # timeout=0: never wait here. Waiting inside a Tk callback would
-            # freeze the window, which can only redraw between callbacks.
-            self._guarded(turn, 0)
-        finally:
-            self._guarded(self._draw_unshown)   # what the turn showed, in one insert
-
-    def _poll_network(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None]) -> None:
-        try:
-            self._poll_once(selector, turn)
-        finally:   # whatever happened, keep polling: a window that stops polling is dead
-            if not self.stopped:
-                # Sockets still ready (a burst of traffic): come back at once, after
-                # the window's own events; else in POLL_INTERVAL_MS. Guarded as the
-                # turn is: a select() that fails must not stop the polling.
-                busy = bool(self._guarded(selector.select, 0))
-                self._root.after(1 if busy else self._poll_interval_ms, self._poll_network, selector, turn)
-
-    def _watch_readiness(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None]) -> None:
-        """Poll the moment a socket is ready, not at the next POLL_INTERVAL_MS: a
-        room whose server has its window open must not wait for the window's timer.
-        Tk can watch a descriptor on Linux and macOS (not on Windows, which keeps
-        the timer alone), and the selector there has one (epoll, kqueue) that is
-        readable whenever a socket it watches is ready."""
-        if self.stopped or not hasattr(self._root.tk, "createfilehandler") or not hasattr(selector, "fileno"):
-            return
-        self._ready_fd = selector.fileno()
-        self._root.tk.createfilehandler(self._ready_fd, tk.READABLE,
-                                        lambda _fd, _mask: self._on_ready(selector, turn))
-
-    def _on_ready(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None]) -> None:
-        # Not watched again until Tk is idle: Tk redraws when it has no other event, and a
-        # socket ready again and again (a flood) would never leave it one.
-        self._stop_watching_readiness()
-        self._poll_once(selector, turn)
-        if not self.stopped:
-            self._root.after_idle(self._watch_readiness, selector, turn)
-
-    def _stop_watching_readiness(self) -> None:
-        if self._ready_fd is not None:
-            self._root.tk.deletefilehandler(self._ready_fd)
-            self._ready_fd = None
-
-    def _tick_again(self, tick: Callable[[], None], tick_interval_ms: int) -> None:
-        try:
-            self._guarded(tick)
-        finally:
-            if not self.stopped:
-                self._root.after(tick_interval_ms, self._tick_again, tick, tick_interval_ms)
-
-    def stop(self) -> None:
-        super().stop()
-        self._root.quit()   # ends mainloop() once the current callback returns
 
     def _quit(self) -> None:
         if self._quit_while_asking is not None:   # the password dialog is up: close it

@@ -244,8 +244,8 @@ class ChatClient:
     # --- The loop: one thread, one selector, every socket ----------------------------------
 
     def turn(self, timeout: float | None) -> None:
-        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
-        never block), then run the handler each carries as ``key.data``."""
+        """Wait until sockets are ready (at most ``timeout`` s; a window passes POLL_INTERVAL_MS
+        and redraws between turns), then run the handler each carries as ``key.data``."""
         for key, mask in self.selector.select(timeout):
             key.data(mask)
             if self.ui.stopped:   # a quit closed sockets that may still be in this list

@@ -287,8 +287,8 @@ class RoomServer:
     # --- The loop: one thread, one selector, every socket ----------------------------------
 
     def turn(self, timeout: float | None) -> None:
-        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
-        never block), then run the handler each carries as ``key.data``. No longer than the room's
+        """Wait until sockets are ready (at most ``timeout`` s; a window passes POLL_INTERVAL_MS
+        and redraws between turns), then run the handler each carries as ``key.data``. No longer than the room's
         waiting events may wait: they go out on time, not at the next tick."""
         due_in = self.room.wait_at_most()
         for key, mask in self.selector.select(due_in if timeout is None else min(timeout, due_in)):
