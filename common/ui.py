@@ -120,7 +120,7 @@ DEFAULT_WINDOW_LINES = 3000
 HIDDEN_RUN_PRINT_SECONDS = 1.0
 # The "Show the wire" box keeps its state in a Tcl variable of the window's own
 # interpreter, named, rather than in a tkinter BooleanVar, which calls Tcl when Python
-# frees it: a window freed off the Tk thread would fail there (see ChatWindow.run).
+# frees it: a window freed off the Tk thread would fail there (see ChatWindow.__init__).
 WIRE_SHOWN_VARIABLE = "wire_shown"
 DEFAULT_GEOMETRY = "560x400"
 GEOMETRY_VARIABLE = "CHAT_WINDOW_GEOMETRY"
@@ -601,7 +601,7 @@ class _PasswordDialog(simpledialog.Dialog if tk is not None else object):
 
     def destroy(self) -> None:
         # The entry's master's master is this dialog: dropping the entry leaves no
-        # reference cycle, which a collector on another thread would free (see ChatWindow.run).
+        # reference cycle, which a collector on another thread would free (see ChatWindow.__init__).
         self._entry = None
         super().destroy()
 
@@ -704,7 +704,7 @@ class ChatWindow(_FrontEnd):
     The transcript keeps its newest ``window_lines`` lines. Lines shown
     during a turn wait in ``_unshown`` and go into the widget together once
     the turn is over (``_draw_unshown``): Tk redraws a text widget after each
-    change, and one change per poll costs the same for one line or a hundred.
+    change, and one change per turn costs the same for one line or a hundred.
     Raises tkinter.TclError if no window can be opened.
     """
 
@@ -727,7 +727,9 @@ class ChatWindow(_FrontEnd):
         # An exception in a Tk callback (a key press) is reported as the loop's are. Through
         # a weak reference: the window and its root then make no reference cycle, so the
         # root goes when the role drops the window, on its own thread. Left to the garbage
-        # collector, it might go on another thread, which Tcl does not survive.
+        # collector, it might go on another thread, where its tkinter objects cannot call
+        # Tcl and freeing its Tcl interpreter aborts the process. (So: no closure that
+        # refers to itself, no tkinter Variable, nothing of the window's in a cycle.)
         report = weakref.WeakMethod(self._report)
         self._root.report_callback_exception = (
             lambda _type, error, _traceback: report()("a window callback", error))
