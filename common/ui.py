@@ -747,6 +747,7 @@ class ChatWindow(_FrontEnd):
         # for a line of its own ("#99 server: ...") on someone else's screen.
         self._transcript.tag_configure("line", lmargin2=WRAP_INDENT_PIXELS)
         self._members: tk.Listbox | None = None   # see set_members()
+        self._members_unshown: list[str] | None = None   # the member list to draw, if it changed
         self._quit_while_asking: Callable[[], None] | None = None   # see ask_password()
         self._entry = tk.Entry(self._root, font=("TkDefaultFont", 11))
         bottom = tk.Frame(self._root)
@@ -825,16 +826,16 @@ class ChatWindow(_FrontEnd):
             # already) spans the whole width: to stand beside it, go before it.
             self._members.pack(side="right", fill="y", padx=(0, 4), pady=(4, 0),
                                before=self._transcript)
-        self._members.delete(0, "end")
         for name in names:
-            self._members.insert("end", displayable(name))
-            self._members.itemconfigure("end", foreground=SENDER_COLOURS[self.colour_index(name)])
+            self.colour_index(name)   # in the order given, as on every other screen
+        self._members_unshown = list(names)   # drawn with the lines: a join wave redraws it once a turn
+        self._draw_soon()
 
     def session_over(self, text: str) -> None:
         super().session_over(text)
         self._status_line.configure(text=displayable(f"disconnected: {text}"))
         if self._members is not None:   # nobody is in a room we are no longer part of
-            self._members.delete(0, "end")
+            self.set_members([])
         self.set_input_enabled(False)
 
     def set_input_enabled(self, enabled: bool) -> None:
@@ -995,14 +996,25 @@ class ChatWindow(_FrontEnd):
         if not self._unshown:
             self._replaces_last_line = replacing
         self._unshown.append(line)
-        if not self._draw_due:   # a line shown outside a poll (a key, a dialog) is drawn when Tk is idle
+        self._draw_soon()
+
+    def _draw_soon(self) -> None:
+        # The loop draws after every turn; what is shown outside a turn (a key, a
+        # dialog) is drawn once Tk is idle.
+        if not self._draw_due:
             self._draw_due = True
             self._root.after_idle(self._draw_unshown)
 
     def _draw_unshown(self) -> None:
         """Put the lines not yet drawn into the transcript in one insert, then
-        trim its oldest lines beyond window_lines."""
+        trim its oldest lines beyond window_lines; redraw the member list if it changed."""
         self._draw_due = False
+        if self._members_unshown is not None:
+            names, self._members_unshown = self._members_unshown, None
+            self._members.delete(0, "end")
+            self._members.insert("end", *map(displayable, names))
+            for index, name in enumerate(names):
+                self._members.itemconfigure(index, foreground=SENDER_COLOURS[self.colour_index(name)])
         if not self._unshown:
             return
         pieces = [piece for line in self._unshown for piece in line]

@@ -222,6 +222,7 @@ def test_window_colours_names_in_order_of_appearance_and_only_the_name(window_di
         assert window._members.get(0, "end") == ("server", "alice", "carol")
         assert window._members.itemcget(2, "foreground") == ui.SENDER_COLOURS[2]
         window.session_over("the server closed the connection")
+        window._root.update()
         assert window._members.get(0, "end") == ()
     finally:
         window._root.destroy()
