@@ -902,6 +902,7 @@ class ChatWindow(_FrontEnd):
                 timeout = self._poll_interval_ms / 1000
                 if tick is not None:
                     timeout = max(0.0, min(timeout, next_tick - time.monotonic()))
+                self._draw_due = True   # drawn right after the turn: no idle callback needed for it
                 self._guarded(turn, timeout)
                 self._guarded(self._draw_unshown)   # what the turn showed, in one insert
                 if tick is not None and not self.stopped and time.monotonic() >= next_tick:
