@@ -423,6 +423,16 @@ def test_the_instructor_demo_ends_with_every_screen_the_same():
     assert len(hashes) == 5 and len(set(h.strip() for h in hashes)) == 1
 
 
+@pytest.mark.points(1)
+def test_the_demo_counts_a_run_of_hidden_messages_as_every_number_it_covers():
+    from lab2_udp.demo import seq_of, shown_numbers
+    everyone = ["#1 * bob joined", "#2 bob: a", "#3 bob: b", "#4 bob: c", "#5 alice: hi", "@alice -> carol: psst"]
+    carol = ["#1 * bob joined", "~#2 (hidden: a message from someone you ignore)",
+             "~#2-#4 (3 hidden messages from people you ignore)", "#5 alice: hi", "@alice -> carol: psst"]
+    assert shown_numbers(carol) == shown_numbers(everyone) == (1, 2, 3, 4, 5)
+    assert seq_of(carol[2]) == 2
+
+
 @pytest.mark.points(2)
 def test_breaking_a_limit_gets_a_clear_error_to_that_client_only(room):
     room.add_setting("MAX_CLIENTS=2")
