@@ -693,7 +693,9 @@ class ReceiverGroup:
         self.deadline = start_at + RUN_DEADLINE_SECONDS + messages * interval_seconds
 
     def leave(self) -> None:
-        """Every member leaves (closes its connection); answer at once."""
+        """Every member leaves (closes its connection); answer at once. A command still
+        waiting (one the bench gave up on) is dropped: it would answer later, for nothing."""
+        self.act = self.done = None
         for client in self.clients:
             client.close()
         self.clients = []
@@ -724,6 +726,9 @@ class ReceiverPool:
                 serve: Callable[[float], None] | None = None) -> list[dict]:
         """Send one command to every process; return their answers. ``serve``
         (the login storm) runs between waits."""
+        for conn in self.conns:   # a late answer to a command given up on must not answer this one
+            while conn.poll():
+                conn.recv()
         for conn, arguments in zip(self.conns, per_process):
             conn.send((name, arguments))
         answers: dict[int, dict] = {}
@@ -838,6 +843,7 @@ class Run:
         self.storm: list[StormLogin] = []
         self.joined = 0
         self.latencies_ns: list[int] = []   # every (member, message) latency of the last run, sorted
+        self.failed: str | None = None      # why the members did not all get in, if they did not
 
     def __enter__(self) -> Run:
         return self
@@ -849,7 +855,9 @@ class Run:
         self.pool.command("leave", [{}] * len(self.pool.conns), SETUP_DEADLINE_SECONDS)
 
     def connect(self) -> dict:
-        """Everyone in; returns the setup time and the server's memory per member."""
+        """Everyone in; returns the setup time and the server's memory per member. A join
+        wave that does not finish (a saturated machine) is logged with its reason; the
+        run's row then says so, and the bench goes on."""
         rss_before = self.server.rss_kib()
         started = time.monotonic()
         # Member 0 has a process to itself, like a member with its own machine:
@@ -866,8 +874,10 @@ class Run:
                     for number in range(shared + 1)], SETUP_DEADLINE_SECONDS)
             except RuntimeError as error:
                 last = " / ".join(self.server.lines[-3:]) or "nothing"
-                raise RuntimeError(f"{self.system} room of {self.members}: the join wave of members {wave[0]}-"
-                                   f"{wave[-1]} did not finish ({error}); the server's last lines: {last}") from None
+                self.failed = (f"{self.system} room of {self.members}: the join wave of members {wave[0]}-"
+                               f"{wave[-1]} did not finish ({error}); the server's last lines: {last}")
+                log(f"  {self.failed}")
+                return {"setup_s": float("nan"), "kib_per_member": float("nan")}
         self.joined = self.members
         return {"setup_s": time.monotonic() - started,
                 "kib_per_member": (self.server.rss_kib() - rss_before) / self.members}
@@ -876,6 +886,8 @@ class Run:
             storm_logins: int = 0) -> dict:
         """Drive one workload to its end and measure it. A login storm, if any,
         starts one second into the sending."""
+        if self.failed:
+            return self.unfinished(self.failed)
         start_at = time.monotonic() + START_DELAY_SECONDS
         total = (1 if workload == "one talks" else self.members) * messages
         final_seq = self.joined + storm_logins + total
@@ -897,11 +909,15 @@ class Run:
                 + messages * interval_seconds, serve)
         except RuntimeError as error:   # a saturated machine: the table says so, and the bench goes on
             log(f"  {self.system}, {self.members} members: {error}")
-            return {"system": self.system, "members": self.members, "match": f"did not finish: {error}",
-                    **dict.fromkeys(UNFINISHED_KEYS, float("nan"))}
+            return self.unfinished(str(error))
         server_cpu = self.server.cpu_seconds() - cpu_before
         self.joined += storm_logins
         return self.result(answers, total, start_at, server_cpu)
+
+    def unfinished(self, reason: str) -> dict:
+        """The row of a run that did not finish: its reason, and no numbers."""
+        return {"system": self.system, "members": self.members, "match": f"did not finish: {reason}",
+                **dict.fromkeys(UNFINISHED_KEYS, float("nan"))}
 
     def result(self, answers: list[dict], total: int, start_at: float, server_cpu: float) -> dict:
         latencies = self.latencies_ns = sorted(ns for answer in answers for ns in answer["latencies_ns"])
@@ -947,6 +963,8 @@ class Run:
 
     def everyone_leaves(self) -> str:
         """Every member closes its connection: does the server survive it?"""
+        if self.failed:
+            return "-"
         seen_lines = len(self.server.lines)
         self.pool.command("leave", [{}] * len(self.pool.conns), SETUP_DEADLINE_SECONDS)
         if self.system == "raw":
@@ -1110,15 +1128,11 @@ def window_table(pool: ReceiverPool, plan: Plan, workdir: Path) -> list[dict]:
         for _repeat in range(plan.window_repeats):
             for front_end in runs:
                 load = os.getloadavg()[0]
-                try:
-                    with Run(pool, "kit", plan.paced_members, workdir, settings=BUDGET_ROOM + CHEAP_HASHES,
-                             display=display if front_end == "window" else None) as run:
-                        run.connect()
-                        row = run.run("one talks", plan.talker_messages, interval_seconds)
-                        pooled[front_end] += run.latencies_ns
-                except RuntimeError as error:   # a join wave that did not finish: say so, go on
-                    log(f"  window {front_end}: did not finish: {error}")
-                    row = {"match": f"did not finish: {error}", **dict.fromkeys(UNFINISHED_KEYS, float("nan"))}
+                with Run(pool, "kit", plan.paced_members, workdir, settings=BUDGET_ROOM + CHEAP_HASHES,
+                         display=display if front_end == "window" else None) as run:
+                    run.connect()
+                    row = run.run("one talks", plan.talker_messages, interval_seconds)
+                    pooled[front_end] += run.latencies_ns
                 row["server_cpu_pct"] = 100 * row["server_cpu_seconds"] / (plan.talker_messages * interval_seconds)
                 row["load"] = load
                 runs[front_end].append(row)
