@@ -60,7 +60,12 @@ _SETTINGS: tuple[tuple[str, str, str], ...] = (
      "239.255.0.1: the room goes to that group instead, and only hosts that joined it get "
      "the datagrams (239.0.0.0/8 is for use inside one organisation)."),
     ("DB_PATH", "chat.db", "sqlite3 file with accounts and ignore lists (server only)."),
-    ("POLL_INTERVAL_MS", "20", "How often a window polls its sockets, in milliseconds."),
+    ("POLL_INTERVAL_MS", "20",
+     "How long a window waits for its sockets before it handles its own events (keys, "
+     "redraws), in milliseconds. A packet is served the moment it arrives either way."),
+    ("WINDOW_LINES", "3000",
+     "Most lines a window's transcript keeps: the oldest go beyond it, so a long class never "
+     "slows the window down. stdout and /hash keep everything."),
     ("MAX_CLIENTS", "250", "Most clients the Lab 2 server serves at once (at most 500: a /who "
      "answer lists them all in one record)."),
     ("MAX_CLIENTS_PER_ADDRESS", "20",
@@ -128,6 +133,7 @@ class Settings:
     multicast_group: str   # "" when the room is broadcast
     db_path: str
     poll_interval_ms: int
+    window_lines: int
     max_clients: int
     max_clients_per_address: int
     max_messages_per_second: int
@@ -237,6 +243,7 @@ def load_settings(
         multicast_group=sources.multicast_group("MULTICAST_GROUP"),
         db_path=sources.text("DB_PATH"),
         poll_interval_ms=sources.integer("POLL_INTERVAL_MS", minimum=1),
+        window_lines=sources.integer("WINDOW_LINES", minimum=1),
         max_clients=sources.integer("MAX_CLIENTS", minimum=1, maximum=500),
         max_clients_per_address=sources.integer("MAX_CLIENTS_PER_ADDRESS", minimum=1),
         max_messages_per_second=sources.integer("MAX_MESSAGES_PER_SECOND", minimum=1),

@@ -130,19 +130,58 @@ def format_event(event: RoomEvent) -> str:
 def format_hidden(event: RoomEvent) -> str:
     """The placeholder for a message from someone you ignore: the number
     stays, so your transcript still lines up with everyone else's."""
-    return f"~#{event.seq} (hidden: a message from someone you ignore)"
+    return format_hidden_run(event.seq, event.seq)
+
+
+def format_hidden_run(first: int, last: int) -> str:
+    """The one line for hidden messages ``first`` to ``last``, in a row: a
+    spammer you ignore costs your screen one line, not one per message."""
+    if first == last:
+        return f"~#{first} (hidden: a message from someone you ignore)"
+    return f"~#{first}-#{last} ({last - first + 1} hidden messages from people you ignore)"
+
+
+class HiddenRun:
+    """The run of hidden messages a screen showed last: numbers in a row, with
+    nothing else shown between them. A screen shows it as one line
+    (``line()``) that it updates as the run grows."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def continues(self, seq: int) -> bool:
+        """Whether hidden message ``seq`` would extend this run (the next number)."""
+        return self.last is not None and seq == self.last + 1
+
+    def add(self, seq: int) -> None:
+        """Hidden message ``seq`` is shown: it extends the run, or starts a new one."""
+        if not self.continues(seq):
+            self.first = seq
+        self.last = seq
+
+    def end(self) -> None:
+        """Something else was shown: the next hidden message starts a new run."""
+        self.first = self.last = None
+
+    def line(self) -> str:
+        """The run's line: "~#12-#19 (8 hidden messages from people you ignore)"."""
+        return format_hidden_run(self.first, self.last)
 
 
 def show_events(screen, roster: Roster, events: Iterable[RoomEvent], ignored: frozenset[str] = frozenset()) -> bool:
     """Show room events on ``screen`` (a front end from common/ui.py) in order,
     following them in ``roster``; a SAY from an ignored account shows as its
     placeholder (an ignore is of an account: a member who renames stays
-    hidden). True if anything but a message came (a join, a leave, a rename, a
-    name given back, a removal, a mute): the member list may have changed."""
+    hidden), and the screen collapses placeholders in a row into one line
+    (``show_hidden``). True if anything but a message came (a join, a leave, a
+    rename, a name given back, a removal, a mute): the member list may have changed."""
     changed = False
     for event in events:
-        hidden = event.kind is EventKind.SAY and roster.account_of(event.sender) in ignored
-        screen.show_text(format_hidden(event) if hidden else format_event(event), event.sender)
+        if event.kind is EventKind.SAY and roster.account_of(event.sender) in ignored:
+            screen.show_hidden(event.seq, event.sender)
+        else:
+            screen.show_text(format_event(event), event.sender)
         roster.apply(event)
         changed = changed or event.kind is not EventKind.SAY
     return changed

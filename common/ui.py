@@ -2,9 +2,10 @@
 
 Both have one interface, so a role file never asks which one it has::
 
-    ui = open_front_end(title, on_submit, on_quit, headless=..., poll_interval_ms=...)
+    ui = open_front_end(title, on_submit, on_quit, headless=..., poll_interval_ms=..., window_lines=...)
     ui.show_line(sender, text)   # one transcript line; each sender has its own colour
     ui.show_text(line, sender)   # a line formatted already ("#12 alice: hi"), the name in colour
+    ui.show_hidden(seq, sender)  # a room message from someone ignored: runs of them are one line
     ui.show_note(text)           # something happened: "alice left"
     ui.set_status(text)          # connected to whom, encrypted or not
     ui.set_members(names)        # who is in the room: a list beside the transcript (Lab 2)
@@ -40,8 +41,15 @@ the text in its entry box, selected, for the user to fix.
 The loop is the role file's own ``turn(timeout)``: select, then run each
 ready key's handler (``key.data``, see net.py). A front end only decides
 when to call it, and with what timeout. The terminal calls it with a
-blocking timeout; a window cannot block (Tk must keep drawing and reading
-the keyboard), so a Tk timer calls it with timeout 0 every POLL_INTERVAL_MS.
+blocking timeout. A window must not block for long (Tk must keep drawing
+and reading the keyboard): it calls it with a timeout of POLL_INTERVAL_MS,
+then lets Tk handle what came in meanwhile (``root.update()``). So a packet
+is served the moment it arrives, in a window as in the terminal, and a key
+press waits at most POLL_INTERVAL_MS. A window draws what a turn showed
+once the turn is over, in one insert into its transcript widget, and keeps
+only its newest ``window_lines`` lines (WINDOW_LINES): a busy room costs a
+window one redraw per turn, not one per line, and a long class never makes
+it slower.
 An exception escaping a turn is a bug: it is reported once on stderr and the
 loop carries on (the selector reports the unhandled sockets again next
 turn), so one bug never freezes a window.
@@ -74,10 +82,13 @@ import threading
 import time
 import traceback
 import warnings
+import weakref
+from collections import deque
 from collections.abc import Callable
 
 from common import net, wire
 from common.errors import ProtocolError
+from common.transcript import HiddenRun
 
 try:
     import tkinter as tk
@@ -102,6 +113,15 @@ TERMINAL_COLOURS = ("34", "31", "32", "35", "33", "36", "94", "91", "92", "95", 
 MEMBER_LIST_WIDTH_CHARS = 12
 WRAP_INDENT_PIXELS = 24
 PROMPT_SIGNAL_CHECK_MS = 100   # how often a password dialog looks for Ctrl-C or SIGTERM
+# A window keeps the newest lines of its transcript only (WINDOW_LINES in .env): a 3-hour
+# class would otherwise grow the widget, and the cost of every redraw, without end.
+DEFAULT_WINDOW_LINES = 3000
+# While a run of hidden lines grows, stdout gets its line again at most this often.
+HIDDEN_RUN_PRINT_SECONDS = 1.0
+# The "Show the wire" box keeps its state in a Tcl variable of the window's own
+# interpreter, named, rather than in a tkinter BooleanVar, which calls Tcl when Python
+# frees it: a window freed off the Tk thread would fail there (see ChatWindow.__init__).
+WIRE_SHOWN_VARIABLE = "wire_shown"
 DEFAULT_GEOMETRY = "560x400"
 GEOMETRY_VARIABLE = "CHAT_WINDOW_GEOMETRY"
 WINDOW_STDIN_VARIABLE = "CHAT_WINDOW_STDIN"
@@ -199,7 +219,8 @@ def _stream_gone(stream_name: str, stream: io.TextIOBase, error: Exception) -> N
 
 
 def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callable[[], None],
-                   *, headless: bool, poll_interval_ms: int) -> ChatWindow | TerminalChat:
+                   *, headless: bool, poll_interval_ms: int,
+                   window_lines: int = DEFAULT_WINDOW_LINES) -> ChatWindow | TerminalChat:
     """Return a ChatWindow, or a TerminalChat if ``headless`` is asked for or no
     window can be opened (no display, no Tk); that choice is noted on stderr."""
     reason = None
@@ -211,7 +232,8 @@ def open_front_end(title: str, on_submit: Callable[[str], None], on_quit: Callab
             reason = "no display (DISPLAY is not set)"
         else:
             try:
-                return ChatWindow(title, on_submit, on_quit, poll_interval_ms=poll_interval_ms)
+                return ChatWindow(title, on_submit, on_quit, poll_interval_ms=poll_interval_ms,
+                                  window_lines=window_lines)
             except tk.TclError as error:
                 reason = f"no window could be opened ({error})"
     if reason:
@@ -260,19 +282,44 @@ class _FrontEnd:
         self._wakeup_send: socket.socket | None = None
         self._previous_handlers: dict[int, object] = {}
         self._previous_wakeup = -1
+        self._hidden = HiddenRun()                  # the run of hidden lines shown last, if any
+        self._hidden_printed: int | None = None     # the newest number of it printed on stdout
+        self._hidden_printed_at = 0.0
 
     def show_line(self, sender: str, text: str) -> None:
         """Add one line to the transcript."""
+        self._end_hidden_run()
         write_line(f"{self._name_for_stdout(sender)}: {text}")
 
     def show_text(self, line: str, sender: str) -> None:
         """Add one preformatted transcript line (Lab 2's "#12 alice: hi"),
         with ``sender``'s name in its colour, printed to stdout exactly as given."""
+        self._end_hidden_run()
         write_line(line)
+
+    def show_hidden(self, seq: int, sender: str) -> None:
+        """Room message ``seq``, from someone ignored. Hidden messages in a row
+        (nothing else shown between them) are one line that grows: "~#12-#19 (8
+        hidden messages from people you ignore)". stdout, which cannot change a
+        line, gets a run's first line at once, then its whole line again when
+        the run ends (anything else is shown) and, while it grows, at most
+        every HIDDEN_RUN_PRINT_SECONDS: the last such line is the window's."""
+        self.colour_index(sender)   # a name takes its colour even hidden: the order is everyone's
+        if not self._hidden.continues(seq):
+            self._end_hidden_run()
+        self._hidden.add(seq)
+        if self._hidden_printed is None:
+            self._print_hidden_run(time.monotonic())
 
     def show_note(self, text: str) -> None:
         """Report an event that is not a chat line ("alice left")."""
+        self._end_hidden_run()
         write_line(text, "stderr")
+
+    def show_wire(self, line: str) -> None:
+        """One wire line (common/wire.py), on stdout."""
+        self._end_hidden_run()
+        show_wire_on_stdout(line)
 
     def set_status(self, text: str) -> None:
         """Replace the status (the window's status line; a note in the terminal)."""
@@ -327,6 +374,24 @@ class _FrontEnd:
     def _name_for_stdout(self, sender: str) -> str:
         return sender
 
+    def _print_hidden_run(self, now: float) -> None:
+        write_line(self._hidden.line())
+        self._hidden_printed, self._hidden_printed_at = self._hidden.last, now
+
+    def _print_hidden_run_if_due(self, now: float) -> None:
+        """A run that grew since stdout last had its line: print it, if that was
+        HIDDEN_RUN_PRINT_SECONDS ago (the loop asks after every turn)."""
+        if (self._hidden_printed not in (None, self._hidden.last)
+                and now - self._hidden_printed_at >= HIDDEN_RUN_PRINT_SECONDS):
+            self._print_hidden_run(now)
+
+    def _end_hidden_run(self) -> None:
+        """Something else is shown: the run of hidden lines, if any, is over."""
+        if self._hidden_printed not in (None, self._hidden.last):
+            self._print_hidden_run(time.monotonic())
+        self._hidden.end()
+        self._hidden_printed = None
+
     # --- The loop's plumbing, the same for both front ends -----------------------------
 
     def _start(self, selector: selectors.BaseSelector) -> None:
@@ -363,6 +428,7 @@ class _FrontEnd:
             signal.signal(signal_number, handler)
         self._previous_handlers.clear()
         wire.flush()
+        self._end_hidden_run()   # stdout gets the last run's whole line
         self._selector.unregister(self._wakeup_receive)
         self._wakeup_receive.close()
         self._wakeup_send.close()
@@ -391,6 +457,7 @@ class _FrontEnd:
         except Exception as error:   # deliberately broad: this is the last boundary
             self._report(getattr(callback, "__qualname__", repr(callback)), error)
         wire.flush()   # wire lines still waiting for a step that did not come (common/wire.py)
+        self._print_hidden_run_if_due(time.monotonic())
         return result
 
     def _report(self, where: str, error: BaseException) -> None:
@@ -532,6 +599,12 @@ class _PasswordDialog(simpledialog.Dialog if tk is not None else object):
     def apply(self) -> None:
         self.answer = self._entry.get()
 
+    def destroy(self) -> None:
+        # The entry's master's master is this dialog: dropping the entry leaves no
+        # reference cycle, which a collector on another thread would free (see ChatWindow.__init__).
+        self._entry = None
+        super().destroy()
+
 
 def _is_a_terminal(stream: io.IOBase | None) -> bool:
     try:
@@ -562,6 +635,8 @@ class TerminalChat(_FrontEnd):
                  on_quit: Callable[[], None]) -> None:
         super().__init__(title, on_submit, on_quit, reads_stdin=True)
         self._colour = _is_a_terminal(sys.stdout)
+        if wire.tap is not None:   # --wire: its lines now come through us, and end a run of hidden lines
+            wire.turn_on(self.show_wire)
 
     def ask_password(self, prompt: str) -> str | None:
         """Ask on the terminal without echoing; None if the user gives up
@@ -625,21 +700,39 @@ class ChatWindow(_FrontEnd):
     or SIGTERM quits, and closes the password dialog if it is up. F2 (F6 on
     macOS), or the "Show the wire" box beside the status line, shows or hides
     the wire view (common/wire.py) in the transcript.
+
+    The transcript keeps its newest ``window_lines`` lines. Lines shown
+    during a turn wait in ``_unshown`` and go into the widget together once
+    the turn is over (``_draw_unshown``): Tk redraws a text widget after each
+    change, and one change per turn costs the same for one line or a hundred.
     Raises tkinter.TclError if no window can be opened.
     """
 
     def __init__(self, title: str, on_submit: Callable[[str], None],
-                 on_quit: Callable[[], None], *, poll_interval_ms: int) -> None:
+                 on_quit: Callable[[], None], *, poll_interval_ms: int,
+                 window_lines: int = DEFAULT_WINDOW_LINES) -> None:
         super().__init__(title, on_submit, on_quit,
                          reads_stdin=os.environ.get(WINDOW_STDIN_VARIABLE) == "1")
         self._poll_interval_ms = poll_interval_ms
+        self._window_lines = window_lines
+        # Each line not yet drawn, as the widget's insert() takes it: text, tags, text, tags...
+        # Beyond window_lines the oldest would be trimmed at once: they are never drawn.
+        self._unshown: deque[list] = deque(maxlen=window_lines)
+        self._replaces_last_line = False   # the first unshown line takes the last drawn one's place
+        self._draw_due = False             # a draw is scheduled for when Tk is idle
         _sharp_on_high_dpi_screens()
         self._root = tk.Tk()
         self._root.title(title)
         self._root.geometry(os.environ.get(GEOMETRY_VARIABLE) or DEFAULT_GEOMETRY)
-        # An exception in a Tk callback (a key press) is reported as the loop's are.
+        # An exception in a Tk callback (a key press) is reported as the loop's are. Through
+        # a weak reference: the window and its root then make no reference cycle, so the
+        # root goes when the role drops the window, on its own thread. Left to the garbage
+        # collector, it might go on another thread, where its tkinter objects cannot call
+        # Tcl and freeing its Tcl interpreter aborts the process. (So: no closure that
+        # refers to itself, no tkinter Variable, nothing of the window's in a cycle.)
+        report = weakref.WeakMethod(self._report)
         self._root.report_callback_exception = (
-            lambda _type, error, _traceback: self._report("a window callback", error))
+            lambda _type, error, _traceback: report()("a window callback", error))
         self._transcript = scrolledtext.ScrolledText(self._root, wrap="word", state="disabled",
                                                      font=("TkDefaultFont", 11))
         self._transcript.tag_configure("note", foreground="grey40",
@@ -654,19 +747,20 @@ class ChatWindow(_FrontEnd):
         # for a line of its own ("#99 server: ...") on someone else's screen.
         self._transcript.tag_configure("line", lmargin2=WRAP_INDENT_PIXELS)
         self._members: tk.Listbox | None = None   # see set_members()
+        self._members_unshown: list[str] | None = None   # the member list to draw, if it changed
         self._quit_while_asking: Callable[[], None] | None = None   # see ask_password()
         self._entry = tk.Entry(self._root, font=("TkDefaultFont", 11))
         bottom = tk.Frame(self._root)
         self._status_line = tk.Label(bottom, anchor="w", relief="sunken", padx=4)
         # --wire (add_front_end_options) turned the view on before the window existed.
-        self._wire_shown = tk.BooleanVar(self._root, value=wire.tap is not None)
+        self._root.setvar(WIRE_SHOWN_VARIABLE, wire.tap is not None)
         self._wire_key, wire_key_name = wire_toggle_key()
         self._wire_toggle = tk.Checkbutton(bottom, text=f"Show the wire ({wire_key_name})", takefocus=0,
-                                           variable=self._wire_shown, command=self._on_wire_toggled)
+                                           variable=WIRE_SHOWN_VARIABLE, command=self._on_wire_toggled)
         self._wire_toggle.pack(side="right")
         self._status_line.pack(side="left", fill="x", expand=True)
         bottom.pack(side="bottom", fill="x")
-        if self._wire_shown.get():
+        if self._wire_is_shown():
             wire.turn_on(self.show_wire)
         self._entry.pack(side="bottom", fill="x", padx=4, pady=4)
         self._transcript.pack(side="top", fill="both", expand=True, padx=4, pady=(4, 0))
@@ -706,13 +800,18 @@ class ChatWindow(_FrontEnd):
         else:
             self._append((line[:name.start()], ()), (sender, tag), (f"{line[name.end():]}\n", ()))
 
+    def show_hidden(self, seq: int, sender: str) -> None:
+        grows = self._hidden.continues(seq)
+        super().show_hidden(seq, sender)
+        self._append((f"{self._hidden.line()}\n", "hidden"), replacing=grows)
+
     def show_note(self, text: str) -> None:
         super().show_note(text)
         self._append((f"{text}\n", "note"))
 
     def show_wire(self, line: str) -> None:
         """One wire line: on stdout, and in the transcript in small grey type."""
-        show_wire_on_stdout(line)
+        super().show_wire(line)
         self._append((f"{line}\n", "wire"))
 
     def set_status(self, text: str) -> None:
@@ -727,16 +826,16 @@ class ChatWindow(_FrontEnd):
             # already) spans the whole width: to stand beside it, go before it.
             self._members.pack(side="right", fill="y", padx=(0, 4), pady=(4, 0),
                                before=self._transcript)
-        self._members.delete(0, "end")
         for name in names:
-            self._members.insert("end", displayable(name))
-            self._members.itemconfigure("end", foreground=SENDER_COLOURS[self.colour_index(name)])
+            self.colour_index(name)   # in the order given, as on every other screen
+        self._members_unshown = list(names)   # drawn with the lines: a join wave redraws it once a turn
+        self._draw_soon()
 
     def session_over(self, text: str) -> None:
         super().session_over(text)
         self._status_line.configure(text=displayable(f"disconnected: {text}"))
         if self._members is not None:   # nobody is in a room we are no longer part of
-            self._members.delete(0, "end")
+            self.set_members([])
         self.set_input_enabled(False)
 
     def set_input_enabled(self, enabled: bool) -> None:
@@ -780,52 +879,42 @@ class ChatWindow(_FrontEnd):
         finally:
             self._quit_while_asking = None
             self._root.after_cancel(watcher)
+            watch = None   # it refers to itself: a cycle, which would keep the window for a collector
             for number, handler in previous.items():
                 signal.signal(number, handler)
         return None if interrupted else answer
 
     def run(self, selector: selectors.BaseSelector, turn: Callable[[float | None], None],
             tick: Callable[[], None] | None = None, tick_interval_ms: int = 1000) -> None:
-        """Show the window and call ``turn(0)`` every POLL_INTERVAL_MS until
-        stop(); call ``tick()`` every ``tick_interval_ms`` if given. Call it
-        after registering a socket: on Windows, select() with nothing to watch
-        raises an error."""
-        def poll_network() -> None:
-            try:
-                # timeout=0: never wait here. Waiting inside a Tk callback would
-                # freeze the window, which can only redraw between callbacks.
-                self._guarded(turn, 0)
-            finally:   # whatever happened, keep polling: a window that stops polling is dead
-                if not self.stopped:
-                    # Sockets still ready (a burst of traffic): come back at once, after
-                    # the window's own events; else in POLL_INTERVAL_MS. Guarded as the
-                    # turn is: a select() that fails must not stop the polling.
-                    busy = bool(self._guarded(selector.select, 0))
-                    self._root.after(1 if busy else self._poll_interval_ms, poll_network)
-
-        def tick_again() -> None:
-            try:
-                self._guarded(tick)
-            finally:
-                if not self.stopped:
-                    self._root.after(tick_interval_ms, tick_again)
-
+        """Show the window and run the loop until stop(): ``turn(timeout)`` waits
+        for the sockets at most POLL_INTERVAL_MS, then Tk handles what came in
+        meanwhile (keys, clicks, redraws); ``tick()`` every ``tick_interval_ms``
+        if given. Call it after registering a socket: on Windows, select() with
+        nothing to watch raises an error."""
         self._start(selector)
         try:
-            poll_network()
-            if tick is not None:
-                self._root.after(tick_interval_ms, tick_again)
-            if not self.stopped:
-                self._root.mainloop()
+            next_tick = time.monotonic() + tick_interval_ms / 1000
+            while not self.stopped:
+                # The sockets are served the moment they are ready, as in the terminal;
+                # the window's own events wait for them at most POLL_INTERVAL_MS, too
+                # short for a person to notice. (A window that waited in Tk's mainloop
+                # and polled the sockets from a Tk timer made every packet wait for it.)
+                timeout = self._poll_interval_ms / 1000
+                if tick is not None:
+                    timeout = max(0.0, min(timeout, next_tick - time.monotonic()))
+                self._draw_due = True   # drawn right after the turn: no idle callback needed for it
+                self._guarded(turn, timeout)
+                self._guarded(self._draw_unshown)   # what the turn showed, in one insert
+                if tick is not None and not self.stopped and time.monotonic() >= next_tick:
+                    self._guarded(tick)
+                    next_tick = time.monotonic() + tick_interval_ms / 1000
+                if not self.stopped:
+                    self._guarded(self._root.update)   # keys, clicks, redraws: Tk's events, all of them
         finally:
             self._finish()
-            if self._wire_shown.get():   # the window goes: its wire view goes with it
+            if self._wire_is_shown():   # the window goes: its wire view goes with it
                 wire.turn_off()
             self._root.destroy()
-
-    def stop(self) -> None:
-        super().stop()
-        self._root.quit()   # ends mainloop() once the current callback returns
 
     def _quit(self) -> None:
         if self._quit_while_asking is not None:   # the password dialog is up: close it
@@ -837,13 +926,16 @@ class ChatWindow(_FrontEnd):
         self._quit()
         return "break"   # no other binding of the key runs: no Cut of the entry's text
 
+    def _wire_is_shown(self) -> bool:
+        return self._root.getboolean(self._root.getvar(WIRE_SHOWN_VARIABLE))
+
     def _on_wire_key(self, _event: tk.Event) -> str:
-        self._wire_shown.set(not self._wire_shown.get())
+        self._root.setvar(WIRE_SHOWN_VARIABLE, not self._wire_is_shown())
         self._on_wire_toggled()
         return "break"
 
     def _on_wire_toggled(self) -> None:
-        if self._wire_shown.get():
+        if self._wire_is_shown():
             wire.turn_on(self.show_wire)
             self.show_note("showing the wire: each record and datagram as it crosses it "
                            f"({wire_toggle_key()[1]} hides it)")
@@ -892,10 +984,52 @@ class ChatWindow(_FrontEnd):
     def _sender_tag(self, sender: str) -> str:
         return f"sender{self.colour_index(sender)}"
 
-    def _append(self, *pieces: tuple[str, str | tuple]) -> None:
-        self._transcript.configure(state="normal")   # read-only, except for us
+    def _append(self, *pieces: tuple[str, str | tuple], replacing: bool = False) -> None:
+        """Add one line (its pieces: text and tags) to those the next draw puts
+        in the transcript; ``replacing``: in place of the line shown last (a run
+        of hidden lines that grew)."""
+        line = []
         for text, tag in pieces:
-            tags = (tag,) if isinstance(tag, str) else tuple(tag)
-            self._transcript.insert("end", displayable(text), (*tags, "line"))
-        self._transcript.configure(state="disabled")
-        self._transcript.see("end")
+            line += [displayable(text), ((tag,) if isinstance(tag, str) else tuple(tag)) + ("line",)]
+        if replacing and self._unshown:
+            self._unshown[-1] = line
+            return
+        if not self._unshown:
+            self._replaces_last_line = replacing
+        self._unshown.append(line)
+        self._draw_soon()
+
+    def _draw_soon(self) -> None:
+        # The loop draws after every turn; what is shown outside a turn (a key, a
+        # dialog) is drawn once Tk is idle.
+        if not self._draw_due:
+            self._draw_due = True
+            self._root.after_idle(self._draw_unshown)
+
+    def _draw_unshown(self) -> None:
+        """Put the lines not yet drawn into the transcript in one insert, then
+        trim its oldest lines beyond window_lines; redraw the member list if it changed."""
+        self._draw_due = False
+        if self._members_unshown is not None:
+            names, self._members_unshown = self._members_unshown, None
+            self._members.delete(0, "end")
+            self._members.insert("end", *map(displayable, names))
+            for index, name in enumerate(names):
+                self._members.itemconfigure(index, foreground=SENDER_COLOURS[self.colour_index(name)])
+        if not self._unshown:
+            return
+        pieces = [piece for line in self._unshown for piece in line]
+        replaces_last_line, self._replaces_last_line = self._replaces_last_line, False
+        self._unshown.clear()
+        transcript = self._transcript
+        transcript.configure(state="normal")   # read-only, except for us
+        try:
+            if replaces_last_line:   # "end-1c" is the start of the empty line after our last one
+                transcript.delete("end-1c -1 line", "end-1c")
+            transcript.insert("end", *pieces)
+            excess = int(transcript.index("end-1c").split(".")[0]) - 1 - self._window_lines
+            if excess > 0:
+                transcript.delete("1.0", f"{excess + 1}.0")
+        finally:
+            transcript.configure(state="disabled")
+        transcript.see("end")

@@ -87,7 +87,8 @@ class ChatClient:
         self.phase = Phase.CONNECTING
         self.exit_code = EXIT_OK
         self.ui = open_front_end(f"Lab 1 client: {name}", self.on_submit, self.on_quit,
-                                 headless=headless, poll_interval_ms=settings.poll_interval_ms)
+                                 headless=headless, poll_interval_ms=settings.poll_interval_ms,
+                                 window_lines=settings.window_lines)
         # Lines typed (or piped in) before the login is accepted wait until it is.
         self.ui.set_input_enabled(False)
 
@@ -243,8 +244,8 @@ class ChatClient:
     # --- The loop: one thread, one selector, every socket ----------------------------------
 
     def turn(self, timeout: float | None) -> None:
-        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
-        never block), then run the handler each carries as ``key.data``."""
+        """Wait until sockets are ready (at most ``timeout`` s; a window passes POLL_INTERVAL_MS
+        and redraws between turns), then run the handler each carries as ``key.data``."""
         for key, mask in self.selector.select(timeout):
             key.data(mask)
             if self.ui.stopped:   # a quit closed sockets that may still be in this list

@@ -91,7 +91,8 @@ class ChatServer:
         self.peers: set[Peer] = set()      # every open connection, the partner included
         self.selector = selectors.DefaultSelector()
         self.ui = open_front_end(f"Lab 1 server: {name}", self.on_submit, self.on_quit,
-                                 headless=headless, poll_interval_ms=settings.poll_interval_ms)
+                                 headless=headless, poll_interval_ms=settings.poll_interval_ms,
+                                 window_lines=settings.window_lines)
         self.acceptor = net.Acceptor(self.selector, listener, self.refusal, self.on_connection,
                                      self.ui.show_note)
         self.password_checks = net.BackgroundWork(self.selector, PASSWORD_WORKERS)
@@ -298,8 +299,8 @@ class ChatServer:
     # --- The loop: one thread, one selector, every socket ----------------------------------
 
     def turn(self, timeout: float | None) -> None:
-        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
-        never block), then run the handler each carries as ``key.data``."""
+        """Wait until sockets are ready (at most ``timeout`` s; a window passes POLL_INTERVAL_MS
+        and redraws between turns), then run the handler each carries as ``key.data``."""
         for key, mask in self.selector.select(timeout):
             key.data(mask)
             if self.ui.stopped:   # a quit closed sockets that may still be in this list

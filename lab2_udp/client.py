@@ -310,8 +310,8 @@ class RoomClient:
     # --- The loop: one thread, one selector, every socket ----------------------------------
 
     def turn(self, timeout: float | None) -> None:
-        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
-        never block), then run the handler each carries as ``key.data``."""
+        """Wait until sockets are ready (at most ``timeout`` s; a window passes POLL_INTERVAL_MS
+        and redraws between turns), then run the handler each carries as ``key.data``."""
         for key, mask in self.selector.select(timeout):
             key.data(mask)
             if self.ui.stopped:   # a quit closed sockets that may still be in this list
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     client = None
     ui = open_front_end(f"Lab 2 room: {args.name}", lambda text: client.on_submit(text),
                         lambda: client.on_quit(), headless=args.headless,
-                        poll_interval_ms=settings.poll_interval_ms)
+                        poll_interval_ms=settings.poll_interval_ms, window_lines=settings.window_lines)
     password = os.environ.get("CHAT_PASSWORD") or ui.ask_password(f"Password for {args.name}")
     if not password:
         print("no password given", file=sys.stderr)

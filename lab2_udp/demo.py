@@ -229,8 +229,7 @@ class Demo:
     def same_everywhere(self) -> bool:
         # Carol ignores bob, so his lines are placeholders ("~#4 ...") on her screen
         # only: compare the numbers every screen shows, and the hashes of the events.
-        numbers = {tuple(seq_of(line) for line in lines if line.lstrip("~").startswith("#"))
-                   for lines in self.screens.values()}
+        numbers = {shown_numbers(lines) for lines in self.screens.values()}
         return len(set(self.summaries.values())) == 1 and len(numbers) == 1
 
     def report(self) -> bool:
@@ -244,8 +243,21 @@ class Demo:
 
 
 def seq_of(line: str) -> int:
-    """12 for "#12 alice: hi" and for a hidden "~#12 (hidden: ...)"."""
-    return int(line.lstrip("~#").split(" ")[0])
+    """12 for "#12 alice: hi", for a hidden "~#12 (hidden: ...)" and for a run
+    of hidden ones, "~#12-#19 (8 hidden messages ...)"."""
+    return int(re.match(r"~?#(\d+)", line).group(1))
+
+
+def shown_numbers(lines: list[str]) -> tuple[int, ...]:
+    """The room's numbers a screen's lines show, each once. stdout prints a run of
+    hidden messages again as it grows ("~#4 ...", then "~#4-#6 ..."): its last line counts."""
+    runs = {}
+    for line in lines:
+        numbered = re.match(r"~?#(\d+)(?:-#(\d+))? ", line)
+        if numbered:
+            first = int(numbered.group(1))
+            runs[first] = range(first, int(numbered.group(2) or first) + 1)
+    return tuple(number for run in runs.values() for number in run)
 
 
 def print_side_by_side(screens: dict[str, list[str]], summaries: dict[str, str]) -> None:
@@ -257,7 +269,8 @@ def print_side_by_side(screens: dict[str, list[str]], summaries: dict[str, str])
     def row(cells) -> None:
         print(" | ".join(cell(text) for text in cells).rstrip())
 
-    by_seq = [{line.lstrip("~").split(" ")[0]: line for line in lines} for lines in screens.values()]
+    by_seq = [{f"#{seq_of(line)}" if line.lstrip("~").startswith("#") else line: line for line in lines}
+              for lines in screens.values()]
     row(label.upper() for label in screens)
     for seq in sorted({key for lines in by_seq for key in lines if key.startswith("#")}, key=lambda k: int(k[1:])):
         row(lines.get(seq, "") for lines in by_seq)

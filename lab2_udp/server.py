@@ -300,8 +300,8 @@ class RoomServer:
     # --- The loop: one thread, one selector, every socket ----------------------------------
 
     def turn(self, timeout: float | None) -> None:
-        """Wait until sockets are ready (at most ``timeout`` s: a window passes 0, it must
-        never block), then run the handler each carries as ``key.data``. No longer than the room's
+        """Wait until sockets are ready (at most ``timeout`` s; a window passes POLL_INTERVAL_MS
+        and redraws between turns), then run the handler each carries as ``key.data``. No longer than the room's
         waiting events may wait: they go out on time, not at the next tick."""
         due_in = self.room.wait_at_most()
         for key, mask in self.selector.select(due_in if timeout is None else min(timeout, due_in)):
@@ -320,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot start the server: {error}", file=sys.stderr)
         return EXIT_FAILED
     server.ui = open_front_end(f"Lab 2 room: {args.name}", server.on_submit, server.on_quit,
-                               headless=args.headless, poll_interval_ms=settings.poll_interval_ms)
+                               headless=args.headless, poll_interval_ms=settings.poll_interval_ms,
+                               window_lines=settings.window_lines)
     server.show_room_state()
     print(f"listening on {server.address}, broadcasting to {net.describe(server.broadcast_to)}",
           file=sys.stderr, flush=True)

@@ -118,6 +118,7 @@ TASKS = (
         "test_dm_reaches_only_its_recipient",
         "test_five_clients_and_the_server_show_the_same_transcript",
         "test_ignore_survives_a_server_restart",
+        "test_an_ignored_member_s_lines_in_a_row_are_one_growing_line_on_the_ignoring_screen",
         "test_late_joiner_gets_the_same_transcript",
         "test_late_joiner_of_a_long_room_gets_all_of_it_in_pieces",
         "test_a_late_joiner_past_the_servers_window_is_told_what_is_not_kept_and_has_the_same_hash",

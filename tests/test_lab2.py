@@ -6,6 +6,7 @@ Every process is killed at teardown; every wait has a deadline.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -100,7 +101,7 @@ def room_lines(process: RoleProcess) -> list[str]:
 
 
 def wait_for_seq(process: RoleProcess, seq: int) -> None:
-    process.wait_for_stdout(rf"^~?#{seq} ")
+    process.wait_for_stdout(rf"^~?#{seq} |^~#\d+-#{seq} ")   # a hidden run's line ends at its last number
 
 
 def hash_at(process: RoleProcess, count: int) -> str:
@@ -194,6 +195,29 @@ def test_ignore_survives_a_server_restart(room):
     alice.send_line("room hello")
     bob.wait_for_stdout(r"^~#\d+ \(hidden")
     assert not any("are you there" in line or "room hello" in line for line in bob.stdout_lines)
+
+
+@pytest.mark.points(1)
+def test_an_ignored_member_s_lines_in_a_row_are_one_growing_line_on_the_ignoring_screen(room):
+    server = room.start_server()
+    alice, bob = room.join("alice"), room.join("bob")
+    bob.send_line("/ignore alice")
+    bob.wait_for_stderr(r"you ignore: alice")
+    spam = 12                                   # within the rate limit: every line is logged
+    for number in range(spam):
+        alice.send_line(f"spam {number}")
+    last = int(alice.wait_for_stdout(rf"^#(\d+) alice: spam {spam - 1}$").group(1))
+    first, done = last - spam + 1, last + 1
+    server.send_line("after the spam")
+    bob.wait_for_stdout(rf"^#{done} server: after the spam$")
+    hidden = [line for line in bob.stdout_lines if line.startswith("~")]
+    # One run: its first line at once, then (at most once a second while it grew) the whole run.
+    assert hidden[0] == f"~#{first} (hidden: a message from someone you ignore)", bob.output()
+    assert hidden[-1] == f"~#{first}-#{done - 1} ({spam} hidden messages from people you ignore)", bob.output()
+    assert all(re.match(rf"~#{first}(-#\d+)? ", line) for line in hidden), bob.output()
+    assert bob.stdout_lines.index(hidden[-1]) == bob.stdout_lines.index(f"#{done} server: after the spam") - 1
+    assert not any("alice: spam" in line for line in bob.stdout_lines)
+    assert hash_at(bob, done) == hash_at(alice, done)   # the screen collapses; the transcript is whole
 
 
 @pytest.mark.points(3)
@@ -397,6 +421,16 @@ def test_the_instructor_demo_ends_with_every_screen_the_same():
     assert "Every screen shows the same room transcript." in result.stdout
     hashes = result.stdout.strip().splitlines()[-4].split(" | ")
     assert len(hashes) == 5 and len(set(h.strip() for h in hashes)) == 1
+
+
+@pytest.mark.points(1)
+def test_the_demo_counts_a_run_of_hidden_messages_as_every_number_it_covers():
+    from lab2_udp.demo import seq_of, shown_numbers
+    everyone = ["#1 * bob joined", "#2 bob: a", "#3 bob: b", "#4 bob: c", "#5 alice: hi", "@alice -> carol: psst"]
+    carol = ["#1 * bob joined", "~#2 (hidden: a message from someone you ignore)",
+             "~#2-#4 (3 hidden messages from people you ignore)", "#5 alice: hi", "@alice -> carol: psst"]
+    assert shown_numbers(carol) == shown_numbers(everyone) == (1, 2, 3, 4, 5)
+    assert seq_of(carol[2]) == 2
 
 
 @pytest.mark.points(2)

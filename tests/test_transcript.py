@@ -11,8 +11,8 @@ from common.messages import EventKind, HistoryStart, RoomBatch, RoomEvent, decod
 from common.transcript import (
     DEAF_AFTER_SECONDS, MAX_EARLY_DATAGRAM_SECONDS, MAX_EARLY_DATAGRAMS, REPAIR_GRACE_SECONDS, REPAIR_RETRY_SECONDS,
     UNPROVEN_OPENS_PER_SECOND, EMPTY_HASH,
-    DatagramGate, EarlyDatagrams, Roster, Transcript, chain_hash, format_event, read_room_datagram, show_events,
-    start_history,
+    DatagramGate, EarlyDatagrams, HiddenRun, Roster, Transcript, chain_hash, format_event, format_hidden_run,
+    read_room_datagram, show_events, start_history,
 )
 
 LOG = [RoomEvent(seq, "say", f"user{seq % 3}", f"message {seq}") for seq in range(1, 41)]
@@ -167,15 +167,24 @@ def test_a_member_that_hears_nothing_asks_the_server_for_the_room_again_and_agai
 
 
 class Screen:
-    """What show_events() writes to: the lines a front end would show."""
+    """What show_events() writes to: the lines a front end would show, a run
+    of hidden messages as one line that grows (as common/ui.py shows it)."""
     def __init__(self):
         self.lines = []
+        self.hidden = HiddenRun()
 
     def show_text(self, line, sender):
+        self.hidden.end()
         self.lines.append(line)
 
     def set_members(self, names):
         self.members = names
+
+    def show_hidden(self, seq, sender):
+        if self.hidden.continues(seq):
+            self.lines.pop()
+        self.hidden.add(seq)
+        self.lines.append(self.hidden.line())
 
 
 @pytest.mark.points(1)
@@ -200,6 +209,39 @@ def test_a_name_given_back_shows_who_had_it_and_the_roster_follows_the_account()
     assert screen.lines[3:] == ["#4 * dave is mallory again: dave is an account's name", "#5 * dave joined"]
     assert roster.names() == ["server", "dave", "mallory"] and roster.account_of("dave") == "dave"
     assert roster.name_of("mallory") == "mallory"
+
+
+@pytest.mark.points(1)
+def test_hidden_messages_in_a_row_are_one_line_that_grows_and_anything_between_starts_another():
+    screen, roster = Screen(), Roster("server")
+    ignored = frozenset({"mallory"})
+    show_events(screen, roster, [RoomEvent(1, EventKind.JOIN, "mallory", "")], ignored)
+    spam = [RoomEvent(seq, EventKind.SAY, "mallory", "spam") for seq in range(2, 9)]
+    show_events(screen, roster, spam[:3], ignored)
+    assert screen.lines[1:] == ["~#2-#4 (3 hidden messages from people you ignore)"]
+    show_events(screen, roster, spam[3:], ignored)                         # the next datagram: the same run
+    assert screen.lines[1:] == ["~#2-#8 (7 hidden messages from people you ignore)"]
+    show_events(screen, roster, [RoomEvent(9, EventKind.SAY, "server", "hello"),
+                                 RoomEvent(10, EventKind.SAY, "mallory", "more")], ignored)
+    assert screen.lines[1:] == ["~#2-#8 (7 hidden messages from people you ignore)", "#9 server: hello",
+                                "~#10 (hidden: a message from someone you ignore)"]
+
+
+@pytest.mark.points(1)
+def test_a_run_of_hidden_messages_is_numbers_in_a_row_with_nothing_else_between():
+    run = HiddenRun()
+    assert not run.continues(12)                                           # no run yet
+    run.add(12)
+    assert run.line() == "~#12 (hidden: a message from someone you ignore)" == format_hidden_run(12, 12)
+    for seq in range(13, 20):
+        assert run.continues(seq)
+        run.add(seq)
+    assert run.line() == "~#12-#19 (8 hidden messages from people you ignore)"
+    assert not run.continues(21)                                           # #20 was shown: a new run
+    run.add(21)
+    assert (run.first, run.last) == (21, 21)
+    run.end()                                                              # a DM or a note was shown
+    assert not run.continues(22)
 
 
 @pytest.mark.points(1)

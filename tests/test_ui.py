@@ -4,6 +4,7 @@ private Xvfb display; the terminal tests give TerminalChat a pipe for stdin.
 """
 from __future__ import annotations
 
+import gc
 import os
 import selectors
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -206,6 +208,7 @@ def test_window_colours_names_in_order_of_appearance_and_only_the_name(window_di
         window.show_text("~#25 (hidden: a message from someone you ignore)", "dave")
         window.show_text("@alice -> carol: psst", "alice")
         window.set_members(["server", "alice", "carol"])
+        window._root.update()   # the lines are drawn once Tk is idle, all in one insert
         # Different colours for every name, the server first, then in order of appearance.
         assert [window.colour_index(name) for name in ["server", *names]] == list(range(24))
         assert tags_of(window, 2, "carol") == {"sender2"}
@@ -219,6 +222,7 @@ def test_window_colours_names_in_order_of_appearance_and_only_the_name(window_di
         assert window._members.get(0, "end") == ("server", "alice", "carol")
         assert window._members.itemcget(2, "foreground") == ui.SENDER_COLOURS[2]
         window.session_over("the server closed the connection")
+        window._root.update()
         assert window._members.get(0, "end") == ()
     finally:
         window._root.destroy()
@@ -503,6 +507,16 @@ def ask_password_within_the_deadline(window: ui.ChatWindow) -> str | None:
     return "too late" if too_late else answer
 
 
+def type_once_focused(root: ui.tk.Tk, xdotool: list[subprocess.Popen], env: dict[str, str]) -> None:
+    """A Tk timer (the dialog must handle its events meanwhile): once the first
+    xdotool has focused the dialog, type a password and Ctrl-X at the focus, as a
+    user types (a window given would get synthetic events)."""
+    if xdotool[-1].poll() is None:
+        root.after(10, type_once_focused, root, xdotool, env)
+    else:
+        xdotool.append(subprocess.Popen(["xdotool", "key", *"secret", "ctrl+x"], env=env))
+
+
 @pytest.mark.gui
 @pytest.mark.points(1)
 def test_the_close_button_and_ctrl_x_end_the_password_dialog_and_send_nothing(window_display):
@@ -521,16 +535,184 @@ def test_the_close_button_and_ctrl_x_end_the_password_dialog_and_send_nothing(wi
         env = {**os.environ, "DISPLAY": window_display}
         xdotool = [subprocess.Popen(["xdotool", "search", "--sync", "--name", "^dialog test: password$",
                                      "windowfocus", "--sync", "%1"], env=env)]
-
-        def type_once_focused():   # a Tk timer: the dialog must handle its events meanwhile
-            if xdotool[-1].poll() is None:
-                root.after(10, type_once_focused)
-            else:   # typed at the focus, as a user types (a window given would get synthetic events)
-                xdotool.append(subprocess.Popen(["xdotool", "key", *"secret", "ctrl+x"], env=env))
-        root.after(10, type_once_focused)
+        root.after(10, type_once_focused, root, xdotool, env)
         assert ask_password_within_the_deadline(window) is None, "Ctrl-X did not close the dialog"
         assert [process.wait(DEADLINE_SECONDS) for process in xdotool] == [0, 0]
         assert quits == []
         assert root.clipboard_get() == "on the clipboard before"
     finally:
         root.destroy()
+
+
+
+def run_turns(front_end: ui.ChatWindow | ui.TerminalChat, turns: list) -> None:
+    """Run ``front_end``'s loop for ``len(turns)`` turns that each find a socket
+    readable, calling ``turns[n]()`` in the n-th; stop after the last."""
+    readable, writer = socket.socketpair()
+    writer.send(b"x" * len(turns))   # one byte per turn: the socket stays readable until the last
+    done = []
+    deadline = time.monotonic() + DEADLINE_SECONDS
+
+    def on_readable(_mask: int) -> None:
+        readable.recv(1)
+        turns[len(done)]()
+        done.append(1)
+        if len(done) == len(turns):
+            front_end.stop()
+
+    def tick() -> None:
+        if time.monotonic() > deadline:   # the loop stopped calling the handler: fail, do not hang
+            front_end.stop()
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(readable, selectors.EVENT_READ, on_readable)
+        front_end.run(selector, turn_of(selector, front_end), tick=tick, tick_interval_ms=100)
+    readable.close()
+    writer.close()
+    assert len(done) == len(turns), "the loop stopped calling the handler"
+
+
+def transcript_lines(window: ui.ChatWindow) -> list[str]:
+    return window._transcript.get("1.0", "end-1c").splitlines()
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+def test_window_keeps_its_newest_lines_and_draws_each_poll_in_one_insert(window_display, capsys):
+    bound, per_turn = 50, 120
+    window = ui.ChatWindow("bound test", lambda text: None, lambda: None, poll_interval_ms=5, window_lines=bound)
+    inserts, drawn = [], []
+    real_insert = window._transcript.insert
+    window._transcript.insert = lambda *args: (inserts.append(len(args)), real_insert(*args))[1]
+    said = iter(range(1, 10 * bound + 1))
+
+    def say_many(count: int) -> None:
+        for seq in [next(said) for _ in range(count)]:
+            window.show_text(f"#{seq} user{seq % 7}: line {seq}", f"user{seq % 7}")
+
+    run_turns(window, [lambda: say_many(per_turn)] * 3 + [lambda: say_many(10 * bound - 3 * per_turn),
+                                                          lambda: drawn.extend(transcript_lines(window))])
+    del window._transcript.insert   # the counter refers to the widget: no cycle left behind
+    assert len(inserts) == 4   # one insert per poll that showed lines (the last showed none), not one per line
+    assert len(drawn) == bound
+    assert drawn[0] == f"#{9 * bound + 1} user{(9 * bound + 1) % 7}: line {9 * bound + 1}"
+    assert drawn[-1] == f"#{10 * bound} user{10 * bound % 7}: line {10 * bound}"   # the newest, in order
+    out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]
+    assert len(out) == 10 * bound   # stdout keeps every line
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+def test_window_trims_to_its_bound_and_shows_the_newest_lines(window_display, capsys):
+    bound = 40
+    window = ui.ChatWindow("trim test", lambda text: None, lambda: None, poll_interval_ms=5, window_lines=bound)
+    try:
+        for seq in range(1, 10 * bound + 1):
+            window.show_text(f"#{seq} alice: line {seq}", "alice")
+            if seq % 37 == 0:
+                window._root.update()   # drawn when Tk is idle: the widget fills, then trims
+        window.show_note("a note")
+        window._root.update()
+        lines = transcript_lines(window)
+        assert len(lines) == bound
+        assert lines[-2:] == [f"#{10 * bound} alice: line {10 * bound}", "a note"]
+        assert lines[0] == f"#{9 * bound + 2} alice: line {9 * bound + 2}"   # the newest, in order
+    finally:
+        window._root.destroy()
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+def test_window_shows_hidden_messages_in_a_row_as_one_line_that_grows(window_display, capsys):
+    window = ui.ChatWindow("hidden test", lambda text: None, lambda: None, poll_interval_ms=5)
+    try:
+        window.show_hidden(12, "mallory")
+        window._root.update()   # drawn: the run's line is in the widget ...
+        for seq in range(13, 17):
+            window.show_hidden(seq, "mallory")
+        window._root.update()   # ... and grows there, in place
+        assert transcript_lines(window) == ["~#12-#16 (5 hidden messages from people you ignore)"]
+        for seq in range(17, 20):
+            window.show_hidden(seq, "mallory")
+        window.show_text("#20 server: hello", "server")
+        window.show_hidden(21, "mallory")
+        window._root.update()
+        assert transcript_lines(window) == ["~#12-#19 (8 hidden messages from people you ignore)",
+                                            "#20 server: hello", "~#21 (hidden: a message from someone you ignore)"]
+        assert tags_of(window, 1, "~#12") == {"hidden"}
+        assert window.colour_index("mallory") == 0   # hidden, the name still took its colour first
+    finally:
+        window._root.destroy()
+    # stdout cannot change a line: the run's first line at once, its whole line when it ended.
+    assert capsys.readouterr().out.splitlines() == [
+        "~#12 (hidden: a message from someone you ignore)", "~#12-#19 (8 hidden messages from people you ignore)",
+        "#20 server: hello", "~#21 (hidden: a message from someone you ignore)"]
+
+
+@pytest.mark.points(1)
+def test_terminal_prints_a_growing_run_of_hidden_messages_at_its_start_its_end_and_now_and_then(
+        stdin_pipe, capsys, monkeypatch):
+    hidden_one, hidden_run = "(hidden: a message from someone you ignore)", "hidden messages from people you ignore"
+    terminal = ui.TerminalChat("test", lambda text: None, lambda: None)
+    run_turns(terminal, [lambda: [terminal.show_hidden(seq, "mallory") for seq in range(1, 102)]])
+    # 101 in a row: the first line at once, and the run's once more, after the turn if it took
+    # HIDDEN_RUN_PRINT_SECONDS, else at the loop's end: never once per message.
+    assert capsys.readouterr().out.splitlines() == [f"~#1 {hidden_one}", f"~#1-#101 (101 {hidden_run})"]
+    monkeypatch.setattr(ui, "HIDDEN_RUN_PRINT_SECONDS", 0)   # every turn is now that long after a print
+    terminal = ui.TerminalChat("test", lambda text: None, lambda: None)
+    run_turns(terminal, [lambda seq=seq: terminal.show_hidden(seq, "mallory") for seq in (5, 6, 7)]
+              + [lambda: terminal.show_note("a note"), lambda: terminal.show_hidden(9, "mallory")])
+    assert capsys.readouterr().out.splitlines() == [
+        f"~#5 {hidden_one}", f"~#5-#6 (2 {hidden_run})", f"~#5-#7 (3 {hidden_run})", f"~#9 {hidden_one}"]
+
+
+def run_a_window_and_drop_it() -> weakref.ref:
+    """A window that runs one turn (its wire view turned on and off first) and is
+    then dropped; the reference says whether it is gone."""
+    window = ui.ChatWindow("freed test", lambda text: None, lambda: None, poll_interval_ms=5)
+    window._on_wire_key(None)
+    window._on_wire_key(None)
+    run_turns(window, [lambda: window.show_note("one turn")])
+    return weakref.ref(window)
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+def test_a_window_that_ran_is_freed_where_it_is_dropped_never_by_another_threads_collector(
+        window_display, monkeypatch):
+    # A window in a reference cycle would be freed by the garbage collector, on whichever
+    # thread it runs: there its tkinter objects would call Tcl ("main thread is not in main
+    # loop"), and freeing its Tcl interpreter aborts the process.
+    gc.collect()   # what earlier tests left is collected here, on this thread
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    gone = run_a_window_and_drop_it()
+    assert gone() is None   # freed at once, on this thread: nothing is left for a collector elsewhere
+    collector = threading.Thread(target=gc.collect)
+    collector.start()
+    collector.join(DEADLINE_SECONDS)
+    assert [str(report.exc_value) for report in unraisable] == []
+
+
+@pytest.mark.gui
+@pytest.mark.points(1)
+def test_window_serves_a_socket_as_soon_as_it_is_ready_not_at_its_next_poll(window_display):
+    # The window's poll comes once an hour here: only the socket's readiness can bring its handler.
+    window = ui.ChatWindow("ready test", lambda text: None, lambda: None, poll_interval_ms=3_600_000)
+    readable, writer = socket.socketpair()
+    heard, deadline = [], time.monotonic() + DEADLINE_SECONDS
+
+    def on_readable(_mask: int) -> None:
+        heard.append(readable.recv(1))
+        window.stop()
+
+    def tick() -> None:   # the role's own timer makes the socket ready
+        if writer.send(b"x") and time.monotonic() > deadline:
+            window.stop()
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(readable, selectors.EVENT_READ, on_readable)
+        window.run(selector, turn_of(selector, window), tick=tick, tick_interval_ms=50)
+    readable.close()
+    writer.close()
+    assert heard == [b"x"]

@@ -379,17 +379,18 @@ def test_window_shows_the_wire_in_its_own_style_and_f2_or_the_checkbox_toggles_i
     assert parser.parse_args(["--wire"]).wire is True   # --wire: on before any window exists
     window = ui.ChatWindow("wire test", lambda text: None, lambda: None, poll_interval_ms=5)
     try:
-        assert window._wire_shown.get()                 # ... and the window takes it over
+        assert window._wire_is_shown()                 # ... and the window takes it over
         window.show_line("alice", "a chat line")
         first = SecureSession.client(PSK, SERVER_PUBLIC)   # its first record goes out at once
         drive(window, window_display, "search", "--sync", "--name", "^wire test$", "windowfocus", "--sync", "%1")
         drive(window, window_display, "key", "F2")
-        assert not window._wire_shown.get() and wire.tap is None
+        assert not window._wire_is_shown() and wire.tap is None
         SecureSession.client(PSK, SERVER_PUBLIC)        # off: nothing shown
         window._wire_toggle.invoke()                    # the checkbox: on again
-        assert window._wire_shown.get() and wire.tap is not None
+        assert window._wire_is_shown() and wire.tap is not None
         third = SecureSession.client(PSK, SERVER_PUBLIC)
         window.show_line("alice", "another chat line")
+        window._root.update()   # drawn once Tk is idle, in one insert
         lines = transcript_with_tags(window)
     finally:
         wire.turn_off()
