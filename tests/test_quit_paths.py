@@ -128,7 +128,7 @@ def test_lab2_window_on_a_mac_quits_on_cmd_q_with_its_goodbye(tmp_path, xvfb_dis
         window_room = Room(tmp_path, processes)
         server = window_room.start_server()
         alice = window_room.join("alice", headless=False)
-        window = xdotool(xvfb_display, "search", "--sync", "--name", "^Lab 2 room: alice$").split()[0]
+        window = xdotool(xvfb_display, "search", "--sync", "--onlyvisible", "--name", "^Lab 2 room: alice$").split()[0]
         xdotool(xvfb_display, "windowfocus", "--sync", window)
         xdotool(xvfb_display, "key", "alt+q")
         assert alice.wait_exit() == 0, alice.output()
@@ -202,7 +202,7 @@ def test_interrupt_at_the_password_dialog_ends_in_one_line(tmp_path, xvfb_displa
     env_file = create_test_env_file(tmp_path / ".env")
     with Processes(base_env={"DISPLAY": xvfb_display}) as processes:
         client = processes.start(module, "--name", "alice", "--env", str(env_file), "--port", "1")
-        xdotool(xvfb_display, "search", "--sync", "--name", ": password$")
+        xdotool(xvfb_display, "search", "--sync", "--onlyvisible", "--name", ": password$")
         quit_by(client, "SIGINT")
         assert client.wait_exit() == 1, client.output()
     assert client.stderr_lines[-1] == "no password given", client.output()
@@ -218,7 +218,8 @@ def test_ctrl_x_at_the_password_dialog_ends_in_one_line(tmp_path, xvfb_display, 
     env_file = create_test_env_file(tmp_path / ".env")
     with Processes(base_env={"DISPLAY": xvfb_display}) as processes:
         client = processes.start(module, "--name", "alice", "--env", str(env_file), "--port", "1")
-        xdotool(xvfb_display, "search", "--sync", "--name", ": password$", "windowfocus", "--sync", "%1")
+        xdotool(xvfb_display, "search", "--sync", "--onlyvisible",
+                "--name", ": password$", "windowfocus", "--sync", "%1")
         xdotool(xvfb_display, "key", "ctrl+x")   # at the focus, as the user types it
         assert client.wait_exit() == 1, client.output()
     assert client.stderr_lines[-1] == "no password given", client.output()   # and nothing sent: no server

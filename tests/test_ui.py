@@ -164,7 +164,7 @@ def test_window_keeps_refused_text_selected_and_clears_sent_text(window_display,
                            lambda: None, poll_interval_ms=5)
     entry = window._entry
     try:
-        drive(window, window_display, "search", "--sync", "--name", "^refusal test$",
+        drive(window, window_display, "search", "--sync", "--onlyvisible", "--name", "^refusal test$",
               "windowfocus", "--sync", "%1")
         for refused in ("x" * 1001, "with a \x07 bell"):
             entry.delete(0, "end")
@@ -429,7 +429,8 @@ def test_ctrl_x_in_the_entry_quits_without_cutting_its_text(window_display, monk
         window._root.clipboard_append("on the clipboard before")
         window._entry.insert(0, "half a thought")
         window._entry.selection_range(0, "end")   # a Cut would take exactly this
-        drive(window, window_display, "search", "--sync", "--name", "^cut test$", "windowfocus", "--sync", "%1")
+        drive(window, window_display, "search", "--sync", "--onlyvisible",
+              "--name", "^cut test$", "windowfocus", "--sync", "%1")
         drive(window, window_display, "key", "ctrl+x")
         assert quits == [1]
         assert window._entry.get() == "half a thought"
@@ -467,7 +468,8 @@ def test_keypad_enter_sends_and_pasted_lines_are_sent_one_a_line_each_checked(wi
                            lambda: None, poll_interval_ms=5)
     entry = window._entry
     try:
-        drive(window, window_display, "search", "--sync", "--name", "^paste test$", "windowfocus", "--sync", "%1")
+        drive(window, window_display, "search", "--sync", "--onlyvisible",
+              "--name", "^paste test$", "windowfocus", "--sync", "%1")
         drive(window, window_display, "type", "by the keypad")
         drive(window, window_display, "key", "KP_Enter")
         assert sent == ["by the keypad"]
@@ -533,7 +535,8 @@ def test_the_close_button_and_ctrl_x_end_the_password_dialog_and_send_nothing(wi
         root.clipboard_clear()
         root.clipboard_append("on the clipboard before")
         env = {**os.environ, "DISPLAY": window_display}
-        xdotool = [subprocess.Popen(["xdotool", "search", "--sync", "--name", "^dialog test: password$",
+        xdotool = [subprocess.Popen(["xdotool", "search", "--sync", "--onlyvisible",
+                                    "--name", "^dialog test: password$",
                                      "windowfocus", "--sync", "%1"], env=env)]
         root.after(10, type_once_focused, root, xdotool, env)
         assert ask_password_within_the_deadline(window) is None, "Ctrl-X did not close the dialog"

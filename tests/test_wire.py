@@ -382,7 +382,8 @@ def test_window_shows_the_wire_in_its_own_style_and_f2_or_the_checkbox_toggles_i
         assert window._wire_is_shown()                 # ... and the window takes it over
         window.show_line("alice", "a chat line")
         first = SecureSession.client(PSK, SERVER_PUBLIC)   # its first record goes out at once
-        drive(window, window_display, "search", "--sync", "--name", "^wire test$", "windowfocus", "--sync", "%1")
+        drive(window, window_display, "search", "--sync", "--onlyvisible",
+              "--name", "^wire test$", "windowfocus", "--sync", "%1")
         drive(window, window_display, "key", "F2")
         assert not window._wire_is_shown() and wire.tap is None
         SecureSession.client(PSK, SERVER_PUBLIC)        # off: nothing shown

@@ -72,7 +72,7 @@ def xdotool(display: str, *args: str) -> str:
 def type_into_window(display: str, title: str, text: str) -> str:
     """Focus the window called ``title``, type ``text`` and press Enter;
     return the window's id."""
-    window = xdotool(display, "search", "--sync", "--name", f"^{title}$").split()[0]
+    window = xdotool(display, "search", "--sync", "--onlyvisible", "--name", f"^{title}$").split()[0]
     xdotool(display, "windowfocus", "--sync", window)
     xdotool(display, "type", "--delay", "5", text)
     xdotool(display, "key", "Return")
