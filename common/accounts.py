@@ -48,6 +48,7 @@ import cryptography
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from common.admission import address_key
 from common.errors import ProtocolError
 
 # cryptography releases the GIL while it hashes from release 50 on. Releases 45 to 49 work
@@ -108,7 +109,7 @@ CREATE TABLE IF NOT EXISTS ignores (
 -- The accounts each address made in the last NEW_ACCOUNTS_WINDOW_SECONDS: in the database,
 -- so that both labs' servers, and a restarted one, count them together.
 CREATE TABLE IF NOT EXISTS new_accounts (
-    source TEXT NOT NULL,  -- the IP address the Register came from
+    source TEXT NOT NULL,  -- where the Register came from: an IPv4 address, or an IPv6 /64
     made   REAL NOT NULL   -- when, in seconds since 1970
 );
 CREATE INDEX IF NOT EXISTS new_accounts_by_source ON new_accounts (source, made);
@@ -286,9 +287,10 @@ class AccountStore:
         Raises ProtocolError if the name is malformed or taken, if the password is
         shorter than MIN_PASSWORD_CHARS or longer than MAX_PASSWORD_BYTES, or if
         ``source`` made max_new_accounts_per_address accounts within the last
-        NEW_ACCOUNTS_WINDOW_SECONDS.
+        NEW_ACCOUNTS_WINDOW_SECONDS. ``source`` counts by its address_key: an
+        IPv6 address as its /64.
         """
-        user = normalise_name(name)
+        user, source = normalise_name(name), address_key(source)
         if len(password) < MIN_PASSWORD_CHARS:
             raise ProtocolError(f"passwords need at least {MIN_PASSWORD_CHARS} characters")
         with self._locked():   # checked before the slow hash, so a refusal costs nothing
@@ -337,6 +339,7 @@ class AccountStore:
         after repeated failures from it, it raises ProtocolError("too many failed logins
         for this name; try again in N s") instead, even for the right password.
         """
+        source = address_key(source)   # an IPv6 guesser gets one lockout for its whole /64
         try:
             user = normalise_name(name)
             secret = _password_bytes(password)

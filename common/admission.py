@@ -22,12 +22,13 @@ flood without the key cannot keep out anyone who has it. Within a rank:
   newest: a flood from one address evicts only itself. When the rank is
   full, the oldest connection of the address holding the most gives way.
 * ``TokenBucket`` paces new connections per source address: a steady pace,
-  a burst of a few. A connection that completes the handshake gives its
-  token back, so honest clients behind one address never run it down; a
-  source sending handshakes that fail does, and is then refused at once,
-  before any key exchange is spent on it.
+  a burst of a few. A connection that logs in (sends Login or Register,
+  the first record that only a holder of the key can send) gives its token
+  back, so honest clients behind one address never run it down; a source
+  sending handshakes that fail, or replays, does, and is then refused at
+  once, before any key exchange is spent on it.
 * ``RecentHandshakes`` remembers the first handshake records that
-  succeeded, for as long as a handshake may take: a copy replayed by
+  succeeded, for a day or the last 16,384 of them: a copy replayed by
   someone who sniffed it is refused before any Diffie-Hellman is done.
 * ``ban`` refuses an address until the server stops: the server's
   operator typed ``/ban`` (common/controls.py). Nothing from it gets as far
@@ -36,8 +37,12 @@ flood without the key cannot keep out anyone who has it. Within a rank:
   costs tens of milliseconds of CPU, on purpose), in all and per source,
   and hands the workers one check from each waiting source in turn.
 
-A server counts a source by IP address. Behind a NAT, or in a demo on one
-machine, many honest clients share one address: the caps leave them room.
+A server counts a source by ``address_key``: an IPv4 address alone, but an
+IPv6 address by its /64 network, since one host or one home network is given
+a whole /64 and may speak from any address in it; the room's per-address
+budgets (common/room.py), the accounts' (common/accounts.py) and the bans
+use the same key. Behind a NAT, or in a demo on one machine, many honest
+clients share one key: the caps leave them room.
 """
 from __future__ import annotations
 
@@ -45,7 +50,7 @@ import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 
 class PendingConnections:
@@ -100,21 +105,26 @@ class PendingConnections:
 
 class RecentHandshakes:
     """The initiator's ephemeral public keys (the first 32 bytes of handshake
-    record 1, sent in clear) of the handshakes that succeeded in the last
-    ``window_seconds``, at most ``max_remembered`` of them.
+    record 1, sent in clear) of the last ``max_remembered`` handshakes that
+    succeeded, each for ``window_seconds``.
 
     NKpsk0's first record is all a client sends before the server answers,
-    and it does not depend on anything the server chose: a copy sniffed on
-    the network and sent again would make the server do both key exchanges
-    and finish a handshake with someone who cannot read the answer. A
-    client makes a fresh key pair for every connection, so a key seen twice
-    is a replay. Remembering them as long as a handshake may take is enough
-    to refuse every fast replay; an old copy replayed later still finishes a
-    handshake, but its sender can say nothing after it, and the login
-    deadline closes it. When ``max_remembered`` keys are remembered (a
-    handshake every few milliseconds for the whole window), new handshakes
-    are refused until the oldest is old enough to forget: forgetting one
-    earlier would let its replay through.
+    and nothing in it is bound to a time or to anything the server chose:
+    its payload is empty and the prologue is a constant. A copy sniffed on
+    the network would be accepted again for as long as the server keeps its
+    key and the pre-shared key, making it do both key exchanges and answer
+    someone who cannot read the answer. A client makes a fresh key pair for
+    every connection, so a key seen twice is a replay, whenever it comes.
+    The memory therefore lasts as long as it can: a day, or the last
+    ``max_remembered`` handshakes (a class makes a few hundred an hour);
+    when full, the oldest is forgotten rather than every newcomer refused,
+    since anyone with the key could fill it on purpose.
+
+    A copy older than that (or sniffed before the server restarted) still
+    gets an answer, once: its key is remembered again. Its sender can send
+    nothing after it, and the Doorway gives a connection its token back only
+    for a login, which it cannot send, so each such replay spends its
+    address's paced budget of new connections like any failed handshake.
     """
 
     def __init__(self, clock: Callable[[], float], window_seconds: float, max_remembered: int) -> None:
@@ -134,14 +144,14 @@ class RecentHandshakes:
             self._seen.popitem(last=False)
         if ephemeral_key in self._seen:
             return "a replayed handshake: its first record was used before"
-        if len(self._seen) >= self.max_remembered:
-            return (f"{self.max_remembered} handshakes in the last {self.window_seconds:g} s: "
-                    f"too many to tell a replay from a new one")
         return None
 
     def remember(self, ephemeral_key: bytes) -> None:
         """The handshake that began with ``ephemeral_key`` succeeded."""
         self._seen[ephemeral_key] = self._clock() + self.window_seconds
+        self._seen.move_to_end(ephemeral_key)
+        if len(self._seen) > self.max_remembered:
+            self._seen.popitem(last=False)
 
 
 class LoginQueue:
@@ -235,9 +245,11 @@ class LoginQueue:
 HANDSHAKE_TIMEOUT_SECONDS = 5   # a peer that cannot finish the handshake by then has no key
 LOGIN_TIMEOUT_SECONDS = 10      # after the handshake, to send Login or Register
 # New connections from one address: a steady pace, and a burst of as many. A
-# connection that completes the handshake gives its token back.
+# connection that logs in (sends Login or Register) gives its token back.
 NEW_CONNECTIONS_PER_SECOND_PER_ADDRESS, NEW_CONNECTIONS_BURST_PER_ADDRESS = 4, 16
-MAX_REMEMBERED_HANDSHAKES = 4096   # in HANDSHAKE_TIMEOUT_SECONDS: one every 1.2 ms
+# Handshakes remembered to refuse a replay of their first record: 32 bytes of key each
+# (512 KiB; about 2.4 MB with Python's bookkeeping), each for a day at most.
+MAX_REMEMBERED_HANDSHAKES, REPLAY_MEMORY_SECONDS = 16384, 24 * 60 * 60
 MAX_ADDRESSES_PACED = 4096         # then the addresses whose budget is full again are forgotten
 TOO_MANY_NEW_CONNECTIONS = (f"too many connections from there without a handshake: at most "
                             f"{NEW_CONNECTIONS_PER_SECOND_PER_ADDRESS} a second")
@@ -278,7 +290,8 @@ class Doorway:
         self.key_holders = PendingConnections(limits.key_holders, limits.key_holders_per_address)
         self.logins = LoginQueue(submit, workers, limits.queued_logins, limits.queued_logins_per_address,
                                  on_evicted)
-        self.handshakes = RecentHandshakes(clock, HANDSHAKE_TIMEOUT_SECONDS, MAX_REMEMBERED_HANDSHAKES)
+        self.handshakes = RecentHandshakes(clock, REPLAY_MEMORY_SECONDS, MAX_REMEMBERED_HANDSHAKES)
+        self._clock = clock
         self._pace: dict[str, TokenBucket] = {}     # source -> its budget of new connections
         self._sources: dict[Hashable, str] = {}     # conn -> source, until its handshake is done
         self._banned: set[str] = set()              # addresses refused until the server stops
@@ -286,8 +299,9 @@ class Doorway:
     def refusal(self, source: str, now: float) -> str | None:
         """Why a new connection from ``source`` is refused before any work is
         spent on it, or None to take it (it then spends one of its source's
-        tokens, given back if it completes the handshake)."""
-        if self.is_banned(source):
+        tokens, given back if it logs in)."""
+        source = address_key(source)
+        if source in self._banned:
             return BANNED
         bucket = self._pace.get(source)
         if bucket is None:
@@ -305,28 +319,33 @@ class Doorway:
     def arrive(self, conn: Hashable, source: str, now: float) -> list[Hashable]:
         """A new connection: returns the strangers to close to make room (see
         PendingConnections); never anyone who completed the handshake."""
-        self._sources[conn] = source
+        source = self._sources[conn] = address_key(source)
         evicted = self.strangers.admit(conn, source, now + HANDSHAKE_TIMEOUT_SECONDS)
         for old in evicted:
             self._sources.pop(old, None)
         return evicted
 
     def handshake_done(self, conn: Hashable, now: float) -> list[Hashable]:
-        """``conn`` proved the key: it gives its source's token back and moves
-        to the key holders, with the login deadline. Returns the key holders
-        to close to make room (see PendingConnections); never a stranger's
-        doing."""
+        """``conn``'s first record opened with the key: it moves to the key
+        holders, with the login deadline. Returns the key holders to close to
+        make room (see PendingConnections); never a stranger's doing. Its
+        token is not given back yet: a replayed first record older than
+        RecentHandshakes' memory gets this far too, and only a login proves
+        the sender holds the key."""
         source = self._sources.pop(conn)
         self.strangers.forget(conn)
-        if source in self._pace:
-            self._pace[source].give_back(now)
         return self.key_holders.admit(conn, source, now + LOGIN_TIMEOUT_SECONDS)
 
     def check_password(self, conn: Hashable, source: str, call: Callable, on_done: Callable,
                        registering: bool = False) -> bool:
         """Queue the password check ``call`` (``registering``: of a Register);
         False if ``source`` has too many waiting. Once queued, the login queue
-        bounds it, no longer a deadline."""
+        bounds it, no longer a deadline. Either way ``conn`` sent a record
+        under the session's keys, which no replayer can: its source's token
+        of new connections is given back."""
+        source = address_key(source)
+        if source in self._pace:
+            self._pace[source].give_back(self._clock())
         if not self.logins.add(source, conn, call, on_done, registering):
             return False
         self.key_holders.forget(conn)
@@ -337,11 +356,12 @@ class Doorway:
         return self.strangers.expired(now) + self.key_holders.expired(now)
 
     def ban(self, address: str) -> None:
-        """Refuse every new connection from ``address`` until the server stops."""
-        self._banned.add(canonical_address(address))
+        """Refuse every new connection from ``address`` (its address_key: an
+        IPv6 address's whole /64) until the server stops."""
+        self._banned.add(address_key(address))
 
     def is_banned(self, source: str) -> bool:
-        return bool(self._banned) and canonical_address(source) in self._banned
+        return bool(self._banned) and address_key(source) in self._banned
 
     def leave(self, conn: Hashable) -> None:
         self._sources.pop(conn, None)
@@ -350,15 +370,28 @@ class Doorway:
         self.logins.discard(conn)
 
 
-def canonical_address(text: str) -> str:
-    """One spelling per IP address: "::ffff:10.0.0.5" (how a server listening
-    on IPv6 and IPv4 at once sees an IPv4 client) is "10.0.0.5", and IPv6 in
-    its shortest form. A source that is no IP address stays as it is."""
+IPV6_PREFIX_BITS = 64   # an IPv6 source is counted by its network: what one host or home is given
+
+
+@lru_cache(maxsize=4096)   # a key per connection, cheaply; bounded, since a source may be anyone
+def address_key(source: str) -> str:
+    """The one key a per-address limit counts ``source`` (an IP address as
+    text) under: an IPv4 address itself; "::ffff:10.0.0.5" (how a server
+    listening on IPv6 and IPv4 at once sees an IPv4 client) as "10.0.0.5";
+    any other IPv6 address as its /64, "2001:db8:1:2::/64". A host given a
+    /64 (as SLAAC and every ISP give one) can pick any of its 2**64
+    addresses, so counting them one by one would give one student budgets
+    without end. A key, or a source that is no IP address, stays as it is."""
     try:
-        address = ipaddress.ip_address(text)
+        address = ipaddress.ip_address(source)
     except ValueError:
-        return text
-    return str(getattr(address, "ipv4_mapped", None) or address)
+        return source
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    host_bits = 128 - IPV6_PREFIX_BITS
+    return str(ipaddress.IPv6Network((int(address) >> host_bits << host_bits, IPV6_PREFIX_BITS)))
 
 
 NOTES_PER_SECOND = 10   # notes about connections that are not members (both servers)

@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from common.accounts import AccountStore, normalise_name
-from common.admission import TokenBucket
+from common.admission import TokenBucket, address_key
 from common.errors import ProtocolError
 from common.framing import MAX_DATAGRAM_PLAINTEXT_BYTES
 from common.messages import (
@@ -243,7 +243,7 @@ class Room:
         self.signing_public_key = signing_public_key
         self.max_members = max_members
         self.max_members_per_source = max_members_per_source
-        self._sources: dict[Hashable, str] = {}      # conn -> its IP address
+        self._sources: dict[Hashable, str] = {}      # conn -> its address_key (IPv4, or IPv6 /64)
         self._repair_bytes: dict[str, TokenBucket] = {}   # IP address -> what its members' repairs may pull
         self._renames: dict[str, deque[float]] = {}  # IP address -> when its members last tried /nick
         self._server_names = {self.server_name}      # every name the server had: nobody else's
@@ -300,6 +300,7 @@ class Room:
         history so far; the numbered join event goes to the room. Or just a
         LoginRejected, if it may not join.
         """
+        source = address_key(source)   # an IPv6 address counts as its /64
         if name in self._accounts.values() or name in self._server_names:
             return [Delivery(conn, LoginRejected(f"{name} is already in the room"))]
         squatter = next((c for c, shown in self.members.items() if shown == name), None)
@@ -608,7 +609,7 @@ class Room:
         raise ProtocolError(f"nobody in the room is called {wanted}")
 
     def source_of(self, conn: Hashable) -> str:
-        """The IP address member ``conn`` joined from."""
+        """The address_key member ``conn`` joined from: its IPv4 address, or its IPv6 /64."""
         return self._sources[conn]
 
     def remove(self, conn: Hashable, reason: str) -> None:

@@ -179,6 +179,7 @@ TASKS = (
         "test_a_muted_member_is_refused_until_unmuted_and_the_room_sees_both",
         "test_a_banned_address_is_dropped_and_refused_at_the_door_while_others_join",
         "test_a_silent_member_is_removed_after_the_idle_limit_and_one_that_keeps_alive_is_not",
+        "test_one_student_filling_the_room_from_three_addresses_is_banned_and_honest_logins_get_in_again",
     )),
 )
 TASK_OF_TEST = {test: task.name for task in TASKS for test in task.tests}

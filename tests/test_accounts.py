@@ -228,6 +228,21 @@ def test_a_guesser_locks_only_its_own_address_out_never_the_owner_elsewhere(stor
     assert store.login("alice", PASSWORD, "10.0.0.7") == "alice"
 
 
+@pytest.mark.points(1)
+def test_a_guesser_moving_through_its_ipv6_64_stays_locked_out_and_makes_one_addresss_accounts(store):
+    store.register("alice", PASSWORD)
+    for i in range(FAILURES_BEFORE_LOCK):   # a new address of its /64 for every guess
+        with pytest.raises(ProtocolError, match="login failed"):
+            store.login("alice", "a wrong guess", f"2001:db8:1:2::{i + 1:x}")
+    with pytest.raises(ProtocolError, match="too many failed logins"):
+        store.login("alice", PASSWORD, "2001:db8:1:2::ffff")
+    assert store.login("alice", PASSWORD, "2001:db8:1:3::1") == "alice"   # the owner, elsewhere
+    for i in range(MAX_NEW_ACCOUNTS_PER_ADDRESS):
+        store.register(f"bot{i}", "password1", f"2001:db8:9:9::{i + 1:x}")
+    with pytest.raises(ProtocolError, match=f"^{re.escape(TOO_MANY_NEW_ACCOUNTS)}$"):
+        store.register("bot_extra", "password1", "2001:db8:9:9:ffff::1")
+
+
 @pytest.mark.points(3)
 def test_account_locks_after_repeated_failures_and_unlocks_after_the_back_off(store, clock):
     store.register("alice", PASSWORD)

@@ -4,9 +4,10 @@ from concurrent.futures import Future
 import pytest
 
 from common.admission import (
-    HANDSHAKE_TIMEOUT_SECONDS, LOGIN_TIMEOUT_SECONDS, NEW_CONNECTIONS_BURST_PER_ADDRESS,
-    NEW_CONNECTIONS_PER_SECOND_PER_ADDRESS, TOO_MANY_NEW_CONNECTIONS, Doorway, DoorwayLimits, LoginQueue, NoteBudget,
-    PendingConnections, RecentHandshakes, TokenBucket,
+    BANNED, HANDSHAKE_TIMEOUT_SECONDS, IPV6_PREFIX_BITS, LOGIN_TIMEOUT_SECONDS, MAX_REMEMBERED_HANDSHAKES,
+    NEW_CONNECTIONS_BURST_PER_ADDRESS, NEW_CONNECTIONS_PER_SECOND_PER_ADDRESS, REPLAY_MEMORY_SECONDS,
+    TOO_MANY_NEW_CONNECTIONS, Doorway, DoorwayLimits, LoginQueue, NoteBudget, PendingConnections, RecentHandshakes,
+    TokenBucket, address_key,
 )
 
 
@@ -194,33 +195,47 @@ def test_strangers_never_take_the_place_of_a_connection_that_proved_the_key():
 
 
 @pytest.mark.points(2)
-def test_new_connections_are_paced_per_address_and_a_completed_handshake_gives_its_token_back():
+def test_new_connections_are_paced_per_address_and_a_login_gives_its_token_back():
     doorway = small_doorway()
     taken = [doorway.refusal("10.0.0.2", now=0) for _ in range(NEW_CONNECTIONS_BURST_PER_ADDRESS + 1)]
     assert taken == [None] * NEW_CONNECTIONS_BURST_PER_ADDRESS + [TOO_MANY_NEW_CONNECTIONS]
     assert doorway.refusal("10.0.0.3", now=0) is None          # another address has its own budget
     assert doorway.refusal("10.0.0.2", now=1 / NEW_CONNECTIONS_PER_SECOND_PER_ADDRESS) is None   # the pace
-    # Honest clients from one address: each proves the key and gives its token back.
+    # Honest clients from one address: each logs in and gives its token back.
     for i in range(10 * NEW_CONNECTIONS_BURST_PER_ADDRESS):
         assert doorway.refusal("10.0.0.1", now=0) is None
         doorway.arrive(i, "10.0.0.1", now=0)
         doorway.handshake_done(i, now=0)
+        assert doorway.check_password(i, "10.0.0.1", lambda: "alice", lambda future: None)
         doorway.leave(i)
+    # A handshake that never logs in (a replay older than the memory looks like one) keeps its token spent.
+    for i in range(NEW_CONNECTIONS_BURST_PER_ADDRESS):
+        assert doorway.refusal("10.0.0.4", now=0) is None
+        doorway.arrive(("replay", i), "10.0.0.4", now=0)
+        doorway.handshake_done(("replay", i), now=0)
+    assert doorway.refusal("10.0.0.4", now=0) == TOO_MANY_NEW_CONNECTIONS
 
 
 @pytest.mark.points(2)
-def test_a_replayed_first_handshake_record_is_refused_while_remembered_and_the_memory_is_bounded():
+def test_a_replayed_first_handshake_record_is_refused_for_a_day_and_the_memory_forgets_its_oldest():
+    assert (MAX_REMEMBERED_HANDSHAKES, REPLAY_MEMORY_SECONDS) == (16384, 86400)   # as docs/protocol.md says
     now = [0.0]
-    recent = RecentHandshakes(lambda: now[0], window_seconds=5, max_remembered=3)
+    doorway = small_doorway(clock=lambda: now[0])
+    recent = doorway.handshakes
     assert recent.refusal(b"A" * 32) is None
     recent.remember(b"A" * 32)
-    assert "replayed" in recent.refusal(b"A" * 32)
-    recent.remember(b"B" * 32)
-    recent.remember(b"C" * 32)
-    # Full: a new handshake is refused rather than one forgotten early (its replay would pass).
-    assert "too many" in recent.refusal(b"D" * 32)
-    now[0] = 5.0   # A, B and C are older than a handshake may take: forgotten
-    assert recent.refusal(b"D" * 32) is None and len(recent) == 0
+    for later in (HANDSHAKE_TIMEOUT_SECONDS + 0.1, 3600.0, REPLAY_MEMORY_SECONDS - 1):   # long after any deadline
+        now[0] = later
+        assert recent.refusal(b"A" * 32) == "a replayed handshake: its first record was used before"
+    now[0] = REPLAY_MEMORY_SECONDS   # a day on: forgotten; a replay now spends its address's paced budget
+    assert recent.refusal(b"A" * 32) is None and len(recent) == 0
+    # Bounded: past max_remembered the oldest is forgotten; no newcomer is refused for it being full.
+    small = RecentHandshakes(lambda: now[0], window_seconds=REPLAY_MEMORY_SECONDS, max_remembered=3)
+    for key in (b"A", b"B", b"C", b"D"):
+        assert small.refusal(key * 32) is None
+        small.remember(key * 32)
+    assert len(small) == 3 and small.refusal(b"A" * 32) is None
+    assert all("replayed" in small.refusal(key * 32) for key in (b"B", b"C", b"D"))
 
 
 @pytest.mark.points(1)
@@ -235,3 +250,30 @@ def test_notes_beyond_the_budget_are_counted_and_said_in_one_line():
     notes.tick(now=1.0)
     assert said[2] == "3 more notes about connections held back (at most 2 a second)"
     assert notes.held_back == 0
+
+
+@pytest.mark.points(1)
+def test_an_ipv6_source_counts_as_its_64_an_ipv4_one_alone_and_a_mapped_one_as_ipv4():
+    assert IPV6_PREFIX_BITS == 64
+    assert address_key("10.0.0.5") == "10.0.0.5" and address_key("10.0.0.6") == "10.0.0.6"
+    assert address_key("::ffff:10.0.0.5") == "10.0.0.5"   # an IPv4 client of a dual-stack server
+    assert address_key("2001:db8:1:2::5") == address_key("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert address_key("2001:DB8:1:3::5") == "2001:db8:1:3::/64"   # the next /64: someone else
+    assert address_key("fe80::1%eth0") == "fe80::/64" and address_key("::1") == "::/64"
+    assert address_key("2001:db8:1:2::/64") == "2001:db8:1:2::/64"   # a key is its own key
+    assert address_key("a source") == "a source"
+
+
+@pytest.mark.points(2)
+def test_the_doorway_paces_and_bans_a_whole_ipv6_64_as_one_address():
+    doorway = small_doorway()
+    # One host picking a new address of its /64 for every connection still spends one budget.
+    taken = [doorway.refusal(f"2001:db8:1:2::{i + 1:x}", now=0) for i in range(NEW_CONNECTIONS_BURST_PER_ADDRESS + 1)]
+    assert taken == [None] * NEW_CONNECTIONS_BURST_PER_ADDRESS + [TOO_MANY_NEW_CONNECTIONS]
+    assert doorway.refusal("2001:db8:1:3::1", now=0) is None   # another /64 has its own
+    for i in range(SMALL.strangers_per_address + 1):   # and one cap among the strangers
+        doorway.arrive(i, f"2001:db8:1:3::{i + 1:x}", now=0)
+    assert len(doorway.strangers) == SMALL.strangers_per_address
+    doorway.ban("2001:db8:1:3::99")
+    assert doorway.refusal("2001:db8:1:3:abcd::1", now=1) == BANNED and doorway.is_banned("2001:db8:1:3::7")
+    assert not doorway.is_banned("2001:db8:1:4::1") and not doorway.is_banned("10.0.0.1")

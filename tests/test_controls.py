@@ -3,9 +3,11 @@
 import pytest
 
 from common.accounts import AccountStore
-from common.admission import BANNED, LAB2_LIMITS, Doorway, canonical_address
+from common.admission import BANNED, LAB2_LIMITS, Doorway, address_key
 from common.errors import ProtocolError
-from common.messages import ChangeName, ErrorNotice, EventKind, PrivateMessage, RepairRequest, RoomEvent, Say
+from common.messages import (
+    ChangeName, ErrorNotice, EventKind, LoginRejected, PrivateMessage, RepairRequest, RoomEvent, Say,
+)
 from common.controls import (
     DEFAULT_MUTE_MINUTES, IDLE_CHECK_INTERVAL_SECONDS, NO_REASON, YOU_ARE_BANNED, Operator, removal_words,
 )
@@ -131,7 +133,25 @@ def test_a_ban_by_address_removes_all_its_members_and_none_from_elsewhere(room, 
     room.join(3, "carol", "10.0.0.66")
     assert operator.command("/ban", "10.0.0.66") == {2: YOU_ARE_BANNED, 3: YOU_ARE_BANNED}
     assert doorway.is_banned("10.0.0.66") and not doorway.is_banned("10.0.0.1")
-    assert canonical_address("::FFFF:10.0.0.66") == "10.0.0.66" and canonical_address("a source") == "a source"
+    assert address_key("::FFFF:10.0.0.66") == "10.0.0.66" and address_key("a source") == "a source"
+
+
+@pytest.mark.points(2)
+def test_members_of_one_ipv6_64_share_its_budgets_and_its_ban(clock, doorway):
+    accounts = AccountStore(":memory:", CHEAP_ARGON2)
+    for name in ("alice", "bob", "carol", "dave"):
+        accounts.register(name, "a good password")
+    room = Room("server", accounts, bytes(32), max_members=10, max_members_per_source=2, clock=clock,
+                random_bytes=counting_bytes())
+    operator = Operator(room, doorway, IDLE_SECONDS)
+    room.join(1, "alice", "2001:db8:1:2::a")
+    room.join(2, "bob", "2001:db8:1:2::b")   # another address of the same /64: the same host's budget
+    assert room.join(3, "carol", "2001:db8:1:2::c") == [
+        Delivery(3, LoginRejected("too many members from your address; try again later"))]
+    room.join(4, "dave", "2001:db8:1:3::c")  # the next /64 is someone else
+    assert room.source_of(1) == room.source_of(2) == "2001:db8:1:2::/64" != room.source_of(4)
+    assert operator.command("/ban", "alice") == {1: YOU_ARE_BANNED, 2: YOU_ARE_BANNED}
+    assert doorway.is_banned("2001:db8:1:2::ffff") and not doorway.is_banned("2001:db8:1:3::c")
 
 
 @pytest.mark.points(2)

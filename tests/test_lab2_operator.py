@@ -11,10 +11,10 @@ import threading
 
 import pytest
 
-from common.messages import Goodbye, Register, RepairRequest, RoomKey
+from common.messages import Goodbye, Login, LoginAccepted, LoginRejected, Register, RepairRequest, RoomKey
 from tests.raw_peer import receive_until, send_queued
 from tests.test_lab2 import PASSWORD, raw_member, room  # noqa: F401
-from tests.test_lab2_attacks import login_from
+from tests.test_lab2_attacks import login_from, outcome
 from tests.test_lab2_hostile import connect_from, handshake_from, read_until_closed
 
 pytestmark = pytest.mark.network
@@ -112,3 +112,57 @@ def test_a_silent_member_is_removed_after_the_idle_limit_and_one_that_keeps_aliv
         "#3 * bob was removed: idle for 3 s", "#5 * carol was removed: idle for 3 s"], server.output()
     for sock in (reader_sock, sleeper_sock, late_sock):
         sock.close()
+
+
+@pytest.mark.points(3)
+def test_one_student_filling_the_room_from_three_addresses_is_banned_and_honest_logins_get_in_again(room):
+    """One student with members from several addresses, each within the
+    per-address budget, fills the room: the budgets cannot tell that from a
+    class, the instructor can. Honest logins from 127.0.0.1 are counted
+    before the attack, during it, and after the bans."""
+    per_address, attackers = 2, ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+    room.add_setting(f"MAX_CLIENTS={1 + per_address * len(attackers)}")   # 250 and 20 by default
+    room.add_setting(f"MAX_CLIENTS_PER_ADDRESS={per_address}")
+    server = room.start_server()
+    watcher = room.join("bob")   # an honest member, there all along
+    honest_logins = 0            # alice's logins from 127.0.0.1 so far: each joins, then leaves
+
+    def honest_login(attempts: int) -> tuple[int, list]:
+        """alice logs in ``attempts`` times and leaves after each: (how many got in, the refusals)."""
+        nonlocal honest_logins
+        accepted, refusals = 0, []
+        for _ in range(attempts):
+            message = Register("alice", PASSWORD) if honest_logins == 0 else Login("alice", PASSWORD)
+            sock, session = login_from("127.0.0.1", room, message)
+            answer = outcome(sock, session)
+            sock.close()
+            if isinstance(answer, LoginAccepted):
+                honest_logins += 1
+                accepted += 1
+                server.wait_for_stdout(r"^#\d+ \* alice left$", count=honest_logins)   # before the next login
+            else:
+                refusals.append(answer)
+        return accepted, refusals
+
+    assert honest_login(3) == (3, [])
+    held = []
+    for a, source in enumerate(attackers):
+        for i in range(per_address):
+            sock, session = login_from(source, room, Register(f"sock_{a}_{i}", PASSWORD))
+            assert isinstance(outcome(sock, session), LoginAccepted), source
+            held.append((sock, session))
+    watcher.wait_for_stdout(r"^#\d+ \* sock_2_1 joined$")
+    during = honest_login(3)
+    assert during == (0, [LoginRejected("the room is full; try again later")] * 3), during
+    for source in attackers:
+        server.send_line(f"/ban {source}")
+    removed = r"^#\d+ \* sock_\d_\d was removed: banned until the server stops$"
+    for screen in (server, watcher):
+        screen.wait_for_stdout(removed, count=len(held))
+    banned = Goodbye("you were removed from the room: banned until the server stops")
+    for sock, session in held:
+        assert banned in read_until_closed(sock, session)
+        sock.close()
+    assert honest_login(3) == (3, [])   # before 3/3, during 0/3, after the bans 3/3
+    watcher.send_line("/who")
+    watcher.wait_for_stderr(r"^in the room: server, bob$")
