@@ -390,6 +390,8 @@ def address_key(source: str) -> str:
         return str(address)
     if address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
+    if address.is_link_local:   # every host of a LAN has one in fe80::/64: the address is the host
+        return str(address)
     host_bits = 128 - IPV6_PREFIX_BITS
     return str(ipaddress.IPv6Network((int(address) >> host_bits << host_bits, IPV6_PREFIX_BITS)))
 

@@ -39,6 +39,7 @@ from collections.abc import Callable, Hashable
 from common.admission import BANNED, Doorway
 from common.errors import ProtocolError
 from common.room import Room
+from common.transcript import KEEPALIVE_SECONDS
 
 OPERATOR_COMMANDS = ("/kick", "/mute", "/unmute", "/ban")
 DEFAULT_MUTE_MINUTES = 10
@@ -71,10 +72,12 @@ class Operator:
     """The server operator's commands, and the idle limit, applied to ``room``
     (mutes, removals) and ``doorway`` (bans). ``max_idle_seconds`` 0: no idle limit."""
 
-    def __init__(self, room: Room, doorway: Doorway, max_idle_seconds: float) -> None:
+    def __init__(self, room: Room, doorway: Doorway, max_idle_seconds: float,
+                 show_note: Callable[[str], None] = lambda text: None) -> None:
         self.room = room
         self.doorway = doorway
         self.max_idle_seconds = max_idle_seconds
+        self.show_note = show_note   # a line on the operator's own screen
         self._next_check_at = float("-inf")
         self._handlers: dict[str, Callable[[str, str], dict[Hashable, str]]] = {
             "/kick": self._kick, "/mute": self._mute, "/unmute": self._unmute, "/ban": self._ban,
@@ -89,6 +92,14 @@ class Operator:
         if not target:
             raise ProtocolError(USAGE[command])
         return self._handlers[command](target, rest.strip())
+
+    def idle_limit_warning(self) -> str | None:
+        """The line a server shows at start when its idle limit would remove members
+        who only read: their clients keep alive once every KEEPALIVE_SECONDS."""
+        if 0 < self.max_idle_seconds < 2 * KEEPALIVE_SECONDS:
+            return (f"warning: MAX_IDLE_SECONDS={self.max_idle_seconds:g} is less than twice the clients' "
+                    f"keepalive ({KEEPALIVE_SECONDS:g} s): members who only read will be removed as idle")
+        return None
 
     def tick(self, now: float) -> dict[Hashable, str]:
         """Call often: once a second it ends the mutes whose time is up, and
@@ -108,7 +119,7 @@ class Operator:
         return self._remove([self.room.member_named(name)], reason or NO_REASON)
 
     def _mute(self, name: str, minutes: str) -> dict[Hashable, str]:
-        if minutes and not (minutes.isdecimal() and 1 <= int(minutes) <= MAX_MUTE_MINUTES):
+        if minutes and not (minutes.isascii() and minutes.isdigit() and 1 <= int(minutes) <= MAX_MUTE_MINUTES):
             raise ProtocolError(USAGE["/mute"])
         seconds = 60 * (int(minutes) if minutes else DEFAULT_MUTE_MINUTES)
         self.room.mute(self.room.member_named(name), seconds, duration(seconds))
@@ -131,6 +142,7 @@ class Operator:
             except ProtocolError:
                 raise ProtocolError(f"{target} is neither a member's name nor an IP address") from None
         self.doorway.ban(address)
+        self.show_note(f"{address} is banned until the server stops")   # said even if nobody was from it
         return self._remove([conn for conn in self.room.members
                              if self.doorway.is_banned(self.room.source_of(conn))], BANNED)
 

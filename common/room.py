@@ -254,6 +254,7 @@ class Room:
         self.log = RoomLog(self.server_name, history_events, history_bytes)
         self.members: dict[Hashable, str] = {}       # conn -> the name it is shown under
         self._accounts: dict[Hashable, str] = {}     # conn -> its account: ignores follow this
+        self._shown_before: dict[Hashable, str] = {}  # conn -> the name it showed before its last rename
         self._budgets: dict[Hashable, _Budget] = {}
         self._writes_waiting: dict[Hashable, int] = {}   # conn -> its StoreWrites not yet written
         self._removed: dict[Hashable, str] = {}      # conn -> why the server removes it (its leave says so)
@@ -331,6 +332,7 @@ class Room:
         self._budgets.pop(conn, None)
         self._writes_waiting.pop(conn, None)
         self._accounts.pop(conn, None)
+        self._shown_before.pop(conn, None)
         removed_because = self._removed.pop(conn, None)
         source = self._sources.pop(conn, None)
         if source is not None and source not in self._sources.values():   # its address's last member
@@ -391,6 +393,8 @@ class Room:
         new_name = normalise_name(new_name)
         if new_name in self.members.values() or new_name in self._accounts.values():
             raise ProtocolError(f"{new_name} is taken by a member")
+        if self.accounts.exists(new_name):   # its owner, logging in later, would be refused all run
+            raise ProtocolError(f"{new_name} is an account's name")
         old_name, self.server_name = self.server_name, new_name
         self._server_names.add(new_name)
         self._log(EventKind.RENAME, old_name, new_name)
@@ -453,7 +457,9 @@ class Room:
         return []
 
     def _handle_private_message(self, conn: Hashable, name: str, message: PrivateMessage) -> list[Delivery]:
-        if message.sender != name:
+        # A client learns of its own rename from the room's event: until then it still
+        # signs with the name it had, so the name before the last rename counts too.
+        if message.sender not in (name, self._accounts[conn], self._shown_before.get(conn)):
             raise ProtocolError("a DM's sender must be your own name")
         text = checked_text(message.text)
         recipient = normalise_name(message.recipient)   # a malformed one is refused, not quoted back
@@ -501,14 +507,14 @@ class Room:
         if (new_name in self.members.values() or new_name in self._server_names
                 or (new_name != own and (new_name in self._accounts.values() or self.accounts.exists(new_name)))):
             raise ProtocolError(f"{new_name} is taken")
-        self.members[conn] = new_name
+        self.members[conn], self._shown_before[conn] = new_name, name
         self._log(EventKind.RENAME, name, new_name)
         return []
 
     def _give_back(self, conn: Hashable) -> None:
         """The name ``conn`` shows is an account's now: show it under its own account again."""
         shown, own = self.members[conn], self._accounts[conn]
-        self.members[conn] = own
+        self.members[conn], self._shown_before[conn] = own, shown
         self._log(EventKind.RECLAIM, shown, own)
 
     def _shown_name(self, conn: Hashable) -> str:

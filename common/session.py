@@ -150,7 +150,8 @@ class SecureSession:
             # The server checks our first record; with a wrong key it cannot decrypt
             # it and hangs up without a word: it has no key to say it with.
             return ("the server closed the connection during the handshake: the pre-shared "
-                    "key or the server's public key does not match")
+                    "key or the server's public key does not match, or the server refuses "
+                    "your address (too many connections from it, or banned)")
         if not logged_in:
             return "the server closed the connection before the login was answered"
         return "the server closed the connection"

@@ -90,7 +90,8 @@ class RoomServer:
         # One thread, so that one member's changes are written in the order they were asked.
         self.writer = net.BackgroundWork(self.selector, 1)
         self.doorway = Doorway(LAB2_LIMITS, self.workers.submit, LOGIN_WORKERS, self.refuse_busy, time.monotonic)
-        self.operator = Operator(self.room, self.doorway, settings.max_idle_seconds)
+        self.operator = Operator(self.room, self.doorway, settings.max_idle_seconds,
+                                 lambda text: self.ui.show_note(text))
         self.peers: dict[Connection, None] = {}
         self.doomed: dict[Connection, str] = {}     # peers to drop once this round is done
         self.reported: set[str] = set()       # errors said once, not once per attempt
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     server.show_room_state()
     print(f"listening on {server.address}, broadcasting to {net.describe(server.broadcast_to)}",
           file=sys.stderr, flush=True)
-    if warning := slow_hashing_warning():
+    for warning in filter(None, (slow_hashing_warning(), server.operator.idle_limit_warning())):
         print(warning, file=sys.stderr, flush=True)
     server.ui.show_note(server.channel.choice)   # what the room is sent to, and why
     server.ui.run(server.selector, server.turn, tick=server.on_tick,

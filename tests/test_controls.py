@@ -73,6 +73,7 @@ def test_the_operator_is_told_why_a_command_did_nothing(room, operator):
         ("/kick", "alice " + "x" * 201, "a reason is at most 200 bytes"),
         ("/mute", "alice soon", "usage: /mute NAME [MINUTES]"),
         ("/mute", "alice 0", "usage: /mute NAME [MINUTES]"),
+        ("/mute", "alice \uff15", "usage: /mute NAME [MINUTES]"),   # a full-width 5: digits are ASCII
         ("/unmute", "alice", "alice is not muted"),
         ("/ban", "dave", "dave is neither a member's name nor an IP address"),
     ]:
@@ -152,6 +153,31 @@ def test_members_of_one_ipv6_64_share_its_budgets_and_its_ban(clock, doorway):
     assert room.source_of(1) == room.source_of(2) == "2001:db8:1:2::/64" != room.source_of(4)
     assert operator.command("/ban", "alice") == {1: YOU_ARE_BANNED, 2: YOU_ARE_BANNED}
     assert doorway.is_banned("2001:db8:1:2::ffff") and not doorway.is_banned("2001:db8:1:3::c")
+
+
+@pytest.mark.points(1)
+def test_a_link_local_ipv6_address_is_its_host_not_a_64_every_host_shares():
+    assert address_key("fe80::1%eth0") == "fe80::1%eth0" != address_key("fe80::2%eth0")
+    assert address_key("fe80::1") != address_key("fe80::2")
+    assert address_key("2001:db8:1:2::a") == address_key("2001:db8:1:2::b") == "2001:db8:1:2::/64"
+
+
+@pytest.mark.points(1)
+def test_a_ban_is_said_on_the_operators_screen_even_when_nobody_was_from_that_address(room, doorway):
+    notes = []
+    operator = Operator(room, doorway, IDLE_SECONDS, notes.append)
+    room.join(1, "alice", "10.0.0.1")
+    assert operator.command("/ban", "10.0.0.9") == {} and 1 in room.members
+    assert notes == ["10.0.0.9 is banned until the server stops"]
+
+
+@pytest.mark.points(1)
+def test_an_idle_limit_shorter_than_two_keepalives_is_warned_of(room, doorway):
+    assert Operator(room, doorway, 0).idle_limit_warning() is None                        # no limit
+    assert Operator(room, doorway, 2 * KEEPALIVE_SECONDS).idle_limit_warning() is None
+    assert Operator(room, doorway, 5).idle_limit_warning() == (
+        "warning: MAX_IDLE_SECONDS=5 is less than twice the clients' keepalive (60 s): "
+        "members who only read will be removed as idle")
 
 
 @pytest.mark.points(2)

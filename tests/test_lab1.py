@@ -47,7 +47,8 @@ from tests.xvfb import type_into_window, xdotool, xvfb_display  # noqa: F401  (a
 SERVER, CLIENT = "lab1_tcp.server", "lab1_tcp.client"
 PASSWORD = "correct horse battery"
 HANDSHAKE_MISMATCH = ("the server closed the connection during the handshake: the pre-shared "
-                      "key or the server's public key does not match")
+                      "key or the server's public key does not match, or the server refuses "
+                      "your address (too many connections from it, or banned)")
 
 
 class Lab:

@@ -162,6 +162,19 @@ def test_dms_address_accounts_first_then_shown_names(room):
 
 
 @pytest.mark.points(1)
+def test_a_dm_signed_with_the_name_before_a_rename_is_sent_and_one_signed_by_another_is_refused(room):
+    room.join(1, "alice")
+    room.join(2, "bob")
+    room.handle(1, ChangeName("ally"))
+    room.handle(1, ChangeName("alfa"))   # the client has not seen its renames' events yet
+    for signed in ("alfa", "alice", "ally"):   # the name shown, the account, the name before the last rename
+        assert [d.to for d in room.handle(1, PrivateMessage(signed, "bob", "hi"))] == [2, 1]
+    room.clock.now += 1   # a new second: the request budget is whole again
+    assert room.handle(1, PrivateMessage("bob", "bob", "hi")) == [
+        Delivery(1, ErrorNotice("a DM's sender must be your own name"))]
+
+
+@pytest.mark.points(1)
 def test_an_ignore_of_a_shown_name_stores_the_account_and_of_an_accounts_name_that_account(room):
     squatted(room)
     room.handle(1, ChangeName("ally"))
@@ -309,6 +322,10 @@ def test_server_rename_is_a_numbered_event_and_cannot_take_a_members_name(room):
     room.handle(1, ChangeName("ally"))
     with pytest.raises(ProtocolError, match="alice is taken by a member"):   # its account: it may go back to it
         room.rename_server("alice")
+    room.accounts.register("teacher", "a student's own password")
+    with pytest.raises(ProtocolError, match="teacher is an account's name"):   # its owner could never log in
+        room.rename_server("teacher")
+    assert room.server_name == "host"
 
 
 @pytest.mark.points(2)
