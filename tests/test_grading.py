@@ -73,8 +73,14 @@ def student(pytester):
     return pytester
 
 
+# The small suites these tests grade use no hypothesis: its plugin stays out of their runs. In
+# a run in this process, pytester puts sys.modules back after each, so hypothesis (assertion-
+# rewritten, as a plugin's package is) would be imported anew every time: a second of CPU a run.
+NO_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+
+
 def grade(pytester, *args: str):
-    return pytester.runpytest("-p", "no:cacheprovider", *args)
+    return pytester.runpytest(*NO_PLUGINS, *args)
 
 
 @pytest.mark.points(2)
@@ -214,7 +220,7 @@ def test_after_them():
     pass
 ''')
     # A subprocess: the deadline is a signal, and the pytest running this test has its own.
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "--test-deadline", "2",
+    result = pytester.runpytest_subprocess(*NO_PLUGINS, "-s", "--test-deadline", "2",
                                            "--grade-json", "grades.json", timeout=60)
     result.stdout.fnmatch_lines([
         "*TestDeadlineExceeded: test_hangs.py::test_waits_forever did not finish within its deadline of 2 s*",
@@ -276,8 +282,10 @@ def run_autograder(root, *pytest_args: str, workers: str | None = None) -> dict:
 
 
 # A fast subset of Lab 2's tests: enough to tell a good client from a broken one.
+# (Lab 2's test files use no hypothesis: its plugin stays out, a second of CPU saved a run.)
 LAB2_SUBSET = ("-k", "test_own_message_appears_only_when_numbered_by_the_server or test_dm_reaches_only_its_recipient"
-                     " or test_server_quits_cleanly_while_a_connection_is_in_its_handshake")   # test_lab2_hostile.py
+                     " or test_server_quits_cleanly_while_a_connection_is_in_its_handshake",   # test_lab2_hostile.py
+               "-p", "no:hypothesispytest")
 
 
 @pytest.mark.network
@@ -334,7 +342,7 @@ def test_never_started():
     pass
 ''')
     # What run_autograder does at its deadline: SIGINT to pytest, which then writes its results.
-    process = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--test-deadline", "0",
+    process = subprocess.Popen([sys.executable, "-m", "pytest", *NO_PLUGINS, "--test-deadline", "0",
                                 "--grade-format", "gradescope", "--grade-output", "results.json"],
                                cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -477,7 +485,7 @@ def test_with_workers_in_parallel_the_report_is_the_same_each_test_counted_once(
                      test_hangs="import threading\n\ndef test_waits_forever():\n    threading.Event().wait()\n")
     reports = {}
     for name, workers in (("single", []), ("parallel", ["-n", "2", "--dist", "load"])):
-        result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--test-deadline", "2", *workers,
+        result = suite.runpytest_subprocess(*NO_PLUGINS, "--test-deadline", "2", *workers,
                                             "--grade-manifest", "expected.json", "--grade-json", f"{name}.json",
                                             "--grade-format", "gradescope", "--grade-output", f"{name}-gs.json",
                                             timeout=180)
@@ -595,7 +603,7 @@ def test_a_test_deleted_from_a_copy_of_the_kit_costs_its_points(tmp_path):
     start = source.rindex("\n\n\n", 0, start)             # with its decorators
     end = source.find("\n\n\n", source.index(f"def {deleted}("))
     tests.write_text(source[:start] + source[end:], encoding="utf-8")
-    completed = subprocess.run([sys.executable, "-m", "pytest", "tests/test_noise.py", "-p", "no:cacheprovider",
+    completed = subprocess.run([sys.executable, "-m", "pytest", "tests/test_noise.py", *NO_PLUGINS,
                                 "--grade-json", "grades.json"], cwd=kit, capture_output=True, text=True, timeout=300)
     grades = json.loads((kit / "grades.json").read_text())
     manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
@@ -637,7 +645,7 @@ def test_a_failing_benchmark_leaves_the_leaderboard_out_saying_why_and_costs_not
     monkeypatch.setenv("PYTHONPATH", str(ROOT))   # the subprocess imports the plugin from the kit
     (student.path / "server.py").write_text('raise SystemExit("this server never listens")\n')
     # A subprocess: --role sets the environment of the process that grades.
-    grade_run = student.runpytest_subprocess("-p", "no:cacheprovider", "--role", "lab2_udp.server=server.py",
+    grade_run = student.runpytest_subprocess(*NO_PLUGINS, "--role", "lab2_udp.server=server.py",
                                              "--grade-leaderboard", "--grade-format", "gradescope",
                                              "--grade-output", "results.json", timeout=120)
     results = json.loads((student.path / "results.json").read_text())
@@ -682,7 +690,7 @@ def test_window_shows_the_greeting(xvfb_display):
 def test_no_window(): assert False
 ''')
     # A subprocess: Tk and Xvfb stay out of the process that runs this test.
-    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--grade-format", "prairielearn",
+    pytester.runpytest_subprocess(*NO_PLUGINS, "--grade-format", "prairielearn",
                                   "--grade-output", "results.json", "--grade-json", "grades.json", timeout=120)
     tests = {test["name"]: test for test in json.loads((pytester.path / "results.json").read_text())["tests"]}
     [image] = tests["test_window.py::test_window_shows_the_greeting"]["images"]

@@ -246,7 +246,8 @@ def run_failing_test(tmp_path, prefix: tuple[str, ...] = ()) -> tuple[subprocess
     results = tmp_path / "results.json"
     result = subprocess.run(
         [*prefix, sys.executable, "-m", "pytest", "-p", "tests.wire_story", "-p", "tests.grading",
-         "-p", "no:cacheprovider", "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
+         "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+         "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
          str(tmp_path / "test_inner.py"), "--grade-format", "gradescope", "--grade-output", str(results),
          "--grade-json", str(tmp_path / "grades.json")],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "INNER_PASSWORD": PASSWORD},

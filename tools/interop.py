@@ -103,7 +103,9 @@ def run(pairing: Pairing, folder: Path, pytest_args: list[str]) -> Pairing:
     report = folder / "grades.json"
     # Only this pairing's --role options count, and every server is one the tests start.
     env = {key: value for key, value in os.environ.items() if key not in (ROLE_OVERRIDES_VARIABLE, ATTACH_VARIABLE)}
+    # The labs' black-box tests use no hypothesis: its plugin stays out (a second of CPU a run).
     command = [sys.executable, "-m", "pytest", *TESTS_OF_LAB[pairing.lab], "-p", "no:cacheprovider", "-q",
+               "-p", "no:hypothesispytest",
                *[f"--role={module}={path}" for module, path in pairing.roles.items()],
                "--grade-json", str(report), *pytest_args]
     try:
