@@ -107,24 +107,27 @@ def _refusal(opener: DatagramOpener, datagram: bytes, error: ProtocolError) -> s
     return f"rejected: {error}"
 
 
+# The line of each kind of event, as docs/protocol.md §5 lists them.
+EVENT_LINES: dict[EventKind, str] = {
+    EventKind.SAY: "#{seq} {sender}: {text}",
+    EventKind.JOIN: "#{seq} * {sender} joined",
+    EventKind.LEAVE: "#{seq} * {sender} left",
+    EventKind.RENAME: "#{seq} * {sender} is now {text}",
+    # The room learns who showed that name, and why it may no longer.
+    EventKind.RECLAIM: "#{seq} * {sender} is {text} again: {sender} is an account's name",
+    EventKind.REMOVE: "#{seq} * {sender} was removed: {text}",
+    EventKind.MUTE: "#{seq} * {sender} is muted for {text}",
+    EventKind.UNMUTE: "#{seq} * {sender} may speak again",
+    EventKind.NOT_KEPT: "#{seq} * {seq} earlier messages not kept",
+}
+
+
 def format_event(event: RoomEvent) -> str:
     """The one line every screen shows for a room event, byte for byte."""
-    if event.kind is EventKind.SAY:
-        return f"#{event.seq} {event.sender}: {event.text}"
-    if event.kind is EventKind.RENAME:
-        return f"#{event.seq} * {event.sender} is now {event.text}"
-    if event.kind is EventKind.RECLAIM:
-        # The room learns who showed that name, and why it may no longer.
-        return f"#{event.seq} * {event.sender} is {event.text} again: {event.sender} is an account's name"
-    if event.kind is EventKind.REMOVE:
-        return f"#{event.seq} * {event.sender} was removed: {event.text}"
-    if event.kind is EventKind.MUTE:
-        return f"#{event.seq} * {event.sender} is muted for {event.text}"
-    if event.kind is EventKind.UNMUTE:
-        return f"#{event.seq} * {event.sender} may speak again"
-    if event.kind is EventKind.NOT_KEPT:
-        return f"#{event.seq} * {event.seq} earlier message{'' if event.seq == 1 else 's'} not kept"
-    return f"#{event.seq} * {event.sender} {'joined' if event.kind is EventKind.JOIN else 'left'}"
+    if event.kind is EventKind.NOT_KEPT and event.seq == 1:
+        return "#1 * 1 earlier message not kept"
+    # format() fills the fields in once: braces in a name or a text stay as they are.
+    return EVENT_LINES[event.kind].format(seq=event.seq, sender=event.sender, text=event.text)
 
 
 def format_hidden(event: RoomEvent) -> str:
