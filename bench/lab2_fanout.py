@@ -820,7 +820,7 @@ class StormLogin:
         self.flush()
 
     def close(self) -> None:
-        if self.sock.fileno() in self.selector.get_map():
+        if self.sock.fileno() != -1 and self.sock.fileno() in self.selector.get_map():   # -1: closed already
             self.selector.unregister(self.sock)
         self.sock.close()
 

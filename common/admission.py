@@ -202,6 +202,8 @@ class LoginQueue:
             if len(self._waiting[busiest]) <= own:
                 return False
             evicted_owner, *_job = self._waiting[busiest].pop()
+            if not self._waiting[busiest]:   # a source with nothing waiting is no source in the queue
+                del self._waiting[busiest]
             self._on_evicted(evicted_owner)
         self._waiting.setdefault(source, deque()).append((owner, call, on_done, registering))
         self._start()

@@ -117,8 +117,8 @@ def test_a_token_bucket_allows_a_steady_pace_and_a_burst_of_one_second():
 class SmallQueue:
     """A login queue of one worker, 4 waiting, 3 per address; ``add`` queues a check that does nothing."""
     def __init__(self):
-        self.evicted = []
-        self.queue = LoginQueue(ManualWorkers().submit, workers=1, max_queued=4, max_queued_per_source=3,
+        self.evicted, self.workers = [], ManualWorkers()
+        self.queue = LoginQueue(self.workers.submit, workers=1, max_queued=4, max_queued_per_source=3,
                                 on_evicted=self.evicted.append)
 
     def add(self, source, owner):
@@ -150,6 +150,9 @@ def test_a_full_queue_of_one_check_per_address_still_lets_a_new_address_in():
         assert small.add(f"10.0.1.{i}", f"flood{i}")
     assert small.add("10.0.0.9", "alice")
     assert len(small.evicted) == 1 and len(small.queue) == 4
+    for _ in range(5):   # the evicted one's address has nothing left waiting: the rest all run, in turn
+        small.workers.finish_first()
+    assert not small.workers.running and len(small.queue) == 0
 
 
 SMALL = DoorwayLimits(strangers=4, strangers_per_address=3, key_holders=2, key_holders_per_address=2,
