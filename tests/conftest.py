@@ -1,6 +1,9 @@
 """Shared pytest setup: the grading marker, the kit's import path, and the
 order the test files run in."""
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,30 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 pytest_plugins = ["tests.platforms", "tests.wire_story", "tests.grading"]
+
+# Where PYTHONDONTWRITEBYTECODE is set (some machines and containers set it, to
+# keep source folders clean), every process a test starts compiles every module
+# it imports anew: a role's start then costs a third more CPU, and `make test`
+# starts hundreds of them. The run keeps their bytecode in a temporary folder of
+# its own instead (PYTHONPYCACHEPREFIX: nothing is written beside the sources),
+# for every process it starts (pytest-xdist's workers, the roles, the nested
+# pytest runs inherit it), and removes it at the end.
+_BYTECODE_FOLDER: dict[pytest.Config, tuple[str, str]] = {}   # the folder, and the setting it replaced
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        folder = tempfile.mkdtemp(prefix="chat-lab-bytecode-")
+        _BYTECODE_FOLDER[config] = folder, os.environ.pop("PYTHONDONTWRITEBYTECODE")
+        os.environ["PYTHONPYCACHEPREFIX"] = folder
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if config in _BYTECODE_FOLDER:
+        folder, os.environ["PYTHONDONTWRITEBYTECODE"] = _BYTECODE_FOLDER.pop(config)
+        os.environ.pop("PYTHONPYCACHEPREFIX", None)
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 # Lab 1's tests run first: on the starter, the first failure names the first
 # TODO. Then the files that hold the longest tests, so that `make test`'s

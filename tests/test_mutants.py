@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -46,7 +46,10 @@ def run_mutant(mutant: Mutant, folder) -> dict:
         [sys.executable, "-m", "pytest", test_file, "-k", test_name, "--role", f"{mutant.role}={copy}",
          "--grade-json", str(report), "-p", "no:cacheprovider", "-q", "--test-deadline", "90",
          "-x",   # caught once one case fails: the test's other cases need not run (nor wait out their deadlines)
-         "-p", "no:hypothesispytest"],   # the black-box tests use none of it: a second of CPU saved a run
+         "-p", "no:hypothesispytest",   # the black-box tests use none of it: a second of CPU saved a run
+         # What is read is which tests failed, not why: pytest need not rewrite the asserts of the test
+         # file and the kit's plugins to explain a failure (0.08 CPU s a run, where no bytecode is kept).
+         "--assert=plain"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=MUTANT_DEADLINE_SECONDS)
     if not report.exists():
         raise AssertionError(f"no report from the run of mutant {mutant.name!r}:\n"
@@ -129,13 +132,17 @@ class SharedReport:
         return written["report"]
 
 
-def share(future: Future, path: Path) -> None:
-    """Write a finished run's report (or why there is none) where the other workers look."""
-    error = future.exception()
-    written = {"error": str(error)} if error else {"report": future.result()}
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(written), encoding="utf-8")
-    os.replace(partial, path)      # whole or not at all, for a reader in another process
+def share(future: Future, path: Path, shared: threading.Event) -> None:
+    """Write a finished run's report (or why there is none) where the other workers look;
+    then set ``shared``."""
+    try:
+        error = future.exception()
+        written = {"error": str(error)} if error else {"report": future.result()}
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(written), encoding="utf-8")
+        os.replace(partial, path)      # whole or not at all, for a reader in another process
+    finally:
+        shared.set()
 
 
 @pytest.fixture(scope="session")
@@ -159,10 +166,13 @@ def mutant_reports(request, tmp_path_factory) -> dict[str, Future | SharedReport
         futures = {mutant.name: pool.submit(run_mutant, mutant, tmp_path_factory.mktemp("mutant"))
                    for mutant in selected}
         if shared is not None:
+            written = {name: threading.Event() for name in futures}
             for name, future in futures.items():
-                future.add_done_callback(lambda done, name=name: share(done, shared / f"{name}.json"))
-            # Every report written: the lock goes, and the waiting workers read theirs.
-            threading.Thread(target=lambda: (wait(futures.values()), lock.release()), daemon=True).start()
+                future.add_done_callback(lambda done, name=name: share(done, shared / f"{name}.json", written[name]))
+            # Every report written: the lock goes, and the waiting workers read theirs. (Not once
+            # every run is done: a future counts as done before its callbacks have run.)
+            threading.Thread(target=lambda: ([event.wait() for event in written.values()], lock.release()),
+                             daemon=True).start()
         yield futures
 
 
