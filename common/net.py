@@ -340,13 +340,20 @@ def send_pending(selector: selectors.BaseSelector, sock: socket.socket,
 
     A socket is writable almost all the time, so asking for EVENT_WRITE with
     nothing to send would wake the loop in a busy spin. Raises OSError if the
-    connection broke.
+    connection broke, except when the peer has closed it: then what is left to
+    send is dropped, and the read path finds the end.
     """
     if outgoing:
         try:
             sent = sock.send(outgoing)
         except BlockingIOError:  # the kernel's send buffer is full: wait for EVENT_WRITE
             sent = 0
+        except (BrokenPipeError, ConnectionResetError):
+            # The peer closed, and answered our next bytes with a reset. What it said
+            # before it went (a Goodbye: "the server is shutting down") may still wait in
+            # our receive buffer: reading it, then the end, tells the user why, where
+            # failing here would say only "Broken pipe".
+            sent = len(outgoing)
         del outgoing[:sent]
     key = selector.get_key(sock)
     wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if outgoing else 0)

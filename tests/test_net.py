@@ -216,6 +216,27 @@ def test_a_connection_says_when_its_peer_closed_in_the_middle_of_a_record(select
     conn.close(selector)
 
 
+@pytest.mark.linux_only("unread data after a reset")
+@pytest.mark.points(1)
+def test_what_a_peer_said_before_it_closed_is_read_even_after_a_send_to_it_fails(selector):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname())
+        theirs, _ = listener.accept()
+    with ours:
+        ours.setblocking(False)
+        selector.register(ours, selectors.EVENT_READ)
+        theirs.sendall(b"goodbye")   # its last words, then it is gone
+        theirs.close()
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while not ours.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):   # its reset, for bytes it will not read
+            assert time.monotonic() < deadline, "no reset came back from the closed peer"
+            net.send_pending(selector, ours, bytearray(b"a line typed as it went"))
+        outgoing = bytearray(b"one more")
+        net.send_pending(selector, ours, outgoing)   # a broken pipe now: no error, nothing kept to send
+        assert not outgoing and selector.get_key(ours).events == selectors.EVENT_READ
+        assert ours.recv(100) == b"goodbye" and ours.recv(100) == b""   # the read path learns why
+
+
 @pytest.mark.points(1)
 def test_a_connection_that_stops_reading_is_refused_past_its_limit(selector):
     conn, client_end = connection_pair(selector)   # the client never reads
