@@ -304,7 +304,7 @@ class Room:
         source = address_key(source)   # an IPv6 address counts as its /64
         if name in self._accounts.values() or name in self._server_names:
             return [Delivery(conn, LoginRejected(f"{name} is already in the room"))]
-        squatter = next((c for c, shown in self.members.items() if shown == name), None)
+        squatter = _holder(self.members, name)
         if squatter is not None:   # a member took the name before its account existed: the owner gets it
             self._give_back(squatter)
         if len(self.members) >= self.max_members:
@@ -464,7 +464,7 @@ class Room:
         text = checked_text(message.text)
         recipient = normalise_name(message.recipient)   # a malformed one is refused, not quoted back
         account = self._account_named(recipient)
-        target = next((c for c, owner in self._accounts.items() if owner == account), None)
+        target = _holder(self._accounts, account)
         if target == conn:
             raise ProtocolError("you cannot send a DM to yourself")
         if target is None or self._accounts[conn] in self.accounts.ignored_by(self._accounts[target]):
@@ -534,7 +534,7 @@ class Room:
         name = normalise_name(raw_name)
         if name in self._accounts.values():
             return name
-        holder = next((c for c, shown in self.members.items() if shown == name), None)
+        holder = _holder(self.members, name)
         if holder is None:
             return name
         if self.accounts.exists(name):   # an account made while someone showed its name
@@ -609,7 +609,7 @@ class Room:
         whose account it is. Raises ProtocolError if there is none."""
         wanted = normalise_name(name)
         for names in (self.members, self._accounts):
-            conn = next((c for c, member in names.items() if member == wanted), None)
+            conn = _holder(names, wanted)
             if conn is not None:
                 return conn
         raise ProtocolError(f"nobody in the room is called {wanted}")
@@ -642,7 +642,7 @@ class Room:
         account = self._account_named(name)
         if self._muted.pop(account, None) is None:
             raise ProtocolError(f"{account} is not muted")
-        conn = next((c for c, owner in self._accounts.items() if owner == account), None)
+        conn = _holder(self._accounts, account)
         if conn is not None:
             self._log(EventKind.UNMUTE, self.members[conn], "")
 
@@ -656,6 +656,12 @@ class Room:
         minutes = max(1, math.ceil((self._muted[self._accounts[conn]] - now) / 60))   # its unmute may be due
         return [Delivery(conn, ErrorNotice(
             f"you are muted for {minutes} more min: your messages, DMs and renames are refused"))]
+
+
+def _holder(names: dict[Hashable, str], name: str) -> Hashable | None:
+    """The connection that ``names`` (members' shown names, or their accounts) maps
+    to ``name``, or None: a name is held by one connection at most."""
+    return next((conn for conn, held in names.items() if held == name), None)
 
 
 def pack_events(events: list[RoomEvent], limit_bytes: int) -> list[tuple[RoomEvent, ...]]:
