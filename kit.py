@@ -29,8 +29,10 @@ VENV = os.path.join(ROOT, ".venv")
 STAMP = os.path.join(VENV, ".installed")          # the pyproject.toml that was installed, as a hash
 ENV_FILE = os.path.join(ROOT, ".env")
 # The tests run four at a time (pytest-xdist): most wait on processes and sockets, not the CPU.
-# A later "-n 0" among the arguments runs them one after another.
-COMMANDS = {"demo": ["-m", "lab2_udp.demo"], "test": ["-m", "pytest", "-n", "4", "--dist", "load"], "setup": None}
+# Each worker is handed one test at a time, the next when it is free (--maxschedchunk 1), in the
+# order tests/conftest.py gives: the longest first. A later "-n 0" runs them one after another.
+COMMANDS = {"demo": ["-m", "lab2_udp.demo"],
+            "test": ["-m", "pytest", "-n", "4", "--dist", "load", "--maxschedchunk", "1"], "setup": None}
 USAGE = "usage: python3 kit.py demo|test|setup [arguments for the demo or pytest]   (Windows: py kit.py ...)"
 REEXEC_VARIABLE = "CHAT_KIT_REEXEC"   # set on a re-run under a newer Python, so it happens once
 

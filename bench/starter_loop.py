@@ -34,7 +34,7 @@ from tools.starter import write_starter  # noqa: E402
 
 DEFAULT_DEADLINE_SECONDS = 900.0
 # The options `make test` gives pytest (kit.py's test command).
-DEFAULT_PYTEST_ARGS = "-n 4 --dist load"
+DEFAULT_PYTEST_ARGS = "-n 4 --dist load --maxschedchunk 1"
 _SUMMARY = re.compile(r"^=*\s*(\d+ (?:failed|passed).*?) in [\d.]+s")   # pytest's last line
 
 

@@ -541,6 +541,20 @@ def test_the_manifest_holds_every_test_of_the_suite_with_its_points(tmp_path):
 
 
 @pytest.mark.points(1)
+def test_the_tests_handed_out_first_are_tests_of_the_suite():
+    from tests.conftest import FIRST_FILES, MUTANTS_TEST, RUN_FIRST
+    manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
+    # A renamed test would drop out of the order silently, and run wherever its file comes. (The
+    # students' starter leaves test_starter.py and test_mutants.py out: their tests are not there.)
+    here = [entry for entry in RUN_FIRST if (ROOT / "tests" / entry.split("::")[0]).exists()]
+    assert here and [entry for entry in here if f"tests/{entry}" not in manifest] == []
+    files = {function.split("::")[0] for function in manifest}
+    assert [name for name in FIRST_FILES if (ROOT / "tests" / name).exists() and f"tests/{name}" not in files] == []
+    if (ROOT / "tests" / "test_mutants.py").exists():
+        assert f"tests/test_mutants.py::{MUTANTS_TEST}" in manifest
+
+
+@pytest.mark.points(1)
 def test_each_handout_ends_with_its_rubric_from_the_manifest():
     from tests.grading import HANDOUTS, WRITE_MANIFEST_COMMAND, handout_from_manifest, rubric
     manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]

@@ -140,7 +140,8 @@ def test_kit_reads_as_python_3_6_so_an_old_python_gets_its_one_line_not_a_syntax
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX: kit.py becomes the program with exec")
 @pytest.mark.parametrize("command, expected", [
-    (["test", "-k", "lab1", "-x"], ["-m", "pytest", "-n", "4", "--dist", "load", "-k", "lab1", "-x"]),
+    (["test", "-k", "lab1", "-x"],
+     ["-m", "pytest", "-n", "4", "--dist", "load", "--maxschedchunk", "1", "-k", "lab1", "-x"]),
     (["demo", "--loss", "0.3"], ["-m", "lab2_udp.demo", "--loss", "0.3"]),
 ])
 def test_kit_runs_the_demo_or_pytest_in_the_venv_with_the_arguments_it_was_given(monkeypatch, command, expected):
