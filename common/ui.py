@@ -281,6 +281,7 @@ class _FrontEnd:
         self._wakeup_receive: socket.socket | None = None
         self._wakeup_send: socket.socket | None = None
         self._previous_handlers: dict[int, object] = {}
+        self._quit_signalled = False   # Ctrl-C or SIGTERM came: see _on_signal
         self._previous_wakeup = -1
         self._hidden = HiddenRun()                  # the run of hidden lines shown last, if any
         self._hidden_printed: int | None = None     # the newest number of it printed on stdout
@@ -368,8 +369,10 @@ class _FrontEnd:
 
     def _quit(self) -> None:
         if not self.stopped:
-            self._on_quit()
-            self.stop()
+            try:
+                self._on_quit()
+            finally:   # the role's goodbye failed (its error is reported): the program still ends
+                self.stop()
 
     def _name_for_stdout(self, sender: str) -> str:
         return sender
@@ -437,10 +440,13 @@ class _FrontEnd:
             self._stdin_reader.close()
 
     def _on_signal(self, _signal_number: int, _frame: object) -> None:
-        # Nothing to do here: the signal's number is in the wake-up socket
-        # already (set_wakeup_fd), and the loop quits when it reads it. Having
-        # a handler at all is what keeps Ctrl-C from raising KeyboardInterrupt.
-        return
+        # The signal's number is in the wake-up socket already (set_wakeup_fd),
+        # and the loop quits when it reads it. Having a handler at all is what
+        # keeps Ctrl-C from raising KeyboardInterrupt. The flag is for a loop
+        # that never reads it: a handler that fails on every turn (a TODO's
+        # NotImplementedError on a socket that stays readable) ends each turn
+        # before the wake-up socket's turn comes. _guarded() quits then.
+        self._quit_signalled = True
 
     def _on_wakeup(self, _mask: int) -> None:
         if set(self._wakeup_receive.recv(STDIN_READ_BYTES)) & set(QUIT_SIGNALS):
@@ -456,6 +462,9 @@ class _FrontEnd:
             result = callback(*args)
         except Exception as error:   # deliberately broad: this is the last boundary
             self._report(getattr(callback, "__qualname__", repr(callback)), error)
+        if self._quit_signalled and not self.stopped:   # between two steps of the loop: a safe place to quit
+            self._quit_signalled = False
+            self._guarded(self._quit)
         wire.flush()   # wire lines still waiting for a step that did not come (common/wire.py)
         self._print_hidden_run_if_due(time.monotonic())
         return result

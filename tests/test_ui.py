@@ -8,6 +8,7 @@ import gc
 import os
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -105,6 +106,42 @@ def test_terminal_loop_reports_a_failing_handler_once_and_carries_on(stdin_pipe,
     stderr = capsys.readouterr().err
     assert stderr.count("internal error in") == 1, stderr
     assert "RuntimeError: a bug in a handler" in stderr
+
+
+@pytest.mark.points(1)
+def test_a_quit_signal_ends_the_loop_whose_handler_fails_first_every_turn_and_whose_goodbye_fails(
+        stdin_pipe, capsys):
+    # A starter's role: a TODO raises on a socket that stays readable, and its goodbye is a TODO too.
+    def not_written(*_args: object) -> None:
+        raise NotImplementedError("TODO: not written yet")
+
+    terminal = ui.TerminalChat("test", lambda text: None, not_written)
+    readable, writer = socket.socketpair()
+    writer.send(b"x")   # never read
+    deadline, signalled = time.monotonic() + DEADLINE_SECONDS, []
+
+    def turn(timeout: float | None) -> None:
+        # The failing handler runs first in every turn, so the wake-up socket's handler never runs.
+        for key, mask in sorted(selector.select(timeout), key=lambda event: event[0].data is not not_written):
+            key.data(mask)
+
+    def tick() -> None:
+        if not signalled:
+            signalled.append(1)
+            signal.raise_signal(signal.SIGTERM)   # `kill PID`: our handler runs, in this thread
+        elif time.monotonic() > deadline:
+            terminal.stop()   # the signal did not end the loop: fail, do not hang
+            raise AssertionError("SIGTERM did not end the loop")
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(readable, selectors.EVENT_READ, not_written)
+        terminal.run(selector, turn, tick=tick, tick_interval_ms=10)
+    readable.close()
+    writer.close()
+    stderr = capsys.readouterr().err
+    assert "AssertionError" not in stderr, stderr
+    # Both failures reported once each, and the program ended all the same.
+    assert stderr.count("NotImplementedError: TODO: not written yet") == 2, stderr
 
 
 @pytest.mark.gui
