@@ -12,12 +12,11 @@ from __future__ import annotations
 import ast
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from tests.procs import ROLE_OVERRIDES_VARIABLE, ROOT, Processes
+from tests.procs import ROLE_OVERRIDES_VARIABLE, ROOT, Processes, run_nested
 from tools.starter import starter_python
 
 # Stand-ins for role files (procs.role_command starts a file in place of a role).
@@ -97,11 +96,11 @@ def test_the_starters_lab1_client_fails_its_first_test_naming_its_first_todo(tmp
     todo = ast.literal_eval(line.strip()[len("raise NotImplementedError("):-1])
     report = tmp_path / "grades.json"
     env = {key: value for key, value in os.environ.items() if key != ROLE_OVERRIDES_VARIABLE}
-    completed = subprocess.run(
+    completed = run_nested(
         [sys.executable, "-m", "pytest", "tests/test_lab1.py", "-k", "test_messages_are_delivered_both_ways_verbatim",
          "--role", f"lab1_tcp.client={copy}", "--grade-json", str(report), "-p", "no:cacheprovider", "-q",
          "-p", "no:hypothesispytest"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        timeout=240, cwd=ROOT, env=env)
     assert report.exists(), completed.stdout + completed.stderr
     [result] = json.loads(report.read_text(encoding="utf-8"))["tests"].values()
     assert result["outcome"] == "failed", result
@@ -111,3 +110,4 @@ def test_the_starters_lab1_client_fails_its_first_test_naming_its_first_todo(tmp
     cause, frame = f"lab1_tcp.client failed: NotImplementedError: {todo}", f'File "{copy}", line {number}, in '
     awaited = "lab1_tcp.client: waited for 1 stderr line(s) /^logged in as alice$/"
     assert -1 < details.find(cause) < details.find(frame) < details.find(awaited), details
+
