@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.procs import run_nested  # noqa: E402
 from tools.starter import write_starter  # noqa: E402
 
 DEFAULT_DEADLINE_SECONDS = 900.0
@@ -53,11 +54,10 @@ def run_suite(name: str, folder: Path, pytest_args: list[str], deadline_seconds:
     cpu_before = children_cpu_seconds()
     started = time.monotonic()
     try:
-        completed = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=deadline_seconds)
+        completed = run_nested(command, timeout=deadline_seconds, cwd=folder)
         output = completed.stdout
-    except subprocess.TimeoutExpired as expired:
-        output = (expired.stdout or b"").decode("utf-8", errors="replace") if isinstance(expired.stdout, bytes) \
-            else (expired.stdout or "")
+    except subprocess.TimeoutExpired as expired:   # stopped as Ctrl-C would: its tests stop their programs
+        output = expired.stdout
         output += f"\n(stopped at the deadline of {deadline_seconds:g} s)"
     seconds = time.monotonic() - started
     cpu_seconds = children_cpu_seconds() - cpu_before

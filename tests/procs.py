@@ -601,6 +601,84 @@ class Processes:
             process.kill()
 
 
+# A run stopped early (run_nested) has this long after its SIGINT to tear down: to
+# stop its roles and write its report, in well under a second when nothing hangs.
+NESTED_GRACE_SECONDS = 10.0
+# Set in the environment of a run that is a process group of its own (run_nested):
+# the runs nested in it stay in its group.
+NESTED_RUN_VARIABLE = "CHAT_LAB_NESTED_RUN"
+
+
+def run_nested(command: list[str], timeout: float, **options) -> subprocess.CompletedProcess:
+    """Run ``command`` (a pytest of the kit's, mostly) to its end and return it with
+    its stdout and stderr as text, as ``subprocess.run(command, capture_output=True,
+    text=True, timeout=timeout, **options)`` would; raise TimeoutExpired (with the
+    output so far) past ``timeout``. What differs is how a run that is stopped
+    early ends: past ``timeout``, or when the test that waits on it is
+    interrupted (the grader's deadline or a role's TODO, tests/grading.py;
+    Ctrl-C), the run gets a SIGINT first, which pytest turns into a
+    KeyboardInterrupt: each test's ``with Processes()`` and fixtures then stop the
+    roles they started, as after Ctrl-C. A kill comes only NESTED_GRACE_SECONDS
+    later. ``subprocess.run`` kills at once, and the roles of a pytest killed
+    mid-test live on, orphaned: a starter's client spinning on a TODO burns a
+    core until the machine restarts.
+
+    On POSIX, a run started by the main thread of a process that is not itself
+    in such a run is a process group of its own: everything it starts, the runs
+    nested in it included, stays in the group, and once the run is over (or its
+    teardown hangs) the whole group gets SIGKILL, so nothing it left behind
+    outlives it. A run started by another thread cannot be told of an interrupt
+    (Python delivers signals to the main thread only): it stays in its caller's
+    group, where a Ctrl-C in the terminal reaches it directly. On Windows there
+    is no SIGINT to send to a child, nor a group to kill: the run is killed
+    alone (TerminateProcess), without its teardown, and roles it had started
+    may live on."""
+    own_group = (os.name == "posix" and threading.current_thread() is threading.main_thread()
+                 and NESTED_RUN_VARIABLE not in os.environ)
+    if own_group:
+        given = options.get("env")
+        options["env"] = {**(os.environ if given is None else given), NESTED_RUN_VARIABLE: "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=own_group, **options)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stdout, stderr = _stop_nested(process, own_group)
+        raise subprocess.TimeoutExpired(command, timeout, stdout, stderr) from None
+    except BaseException:   # the test was interrupted while it waited: the run goes too, first
+        _stop_nested(process, own_group)
+        raise
+    finally:
+        if own_group:
+            _kill_group(process)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _stop_nested(process: subprocess.Popen, own_group: bool) -> tuple[str, str]:
+    """SIGINT, a grace for the teardown, then a kill (see run_nested); what it wrote."""
+    output = "", ""
+    try:
+        if os.name == "posix":
+            process.send_signal(signal.SIGINT)
+            output = process.communicate(timeout=NESTED_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass   # its teardown hangs: the kill below ends it
+    finally:   # also when a second interrupt cuts the grace short
+        if process.poll() is None:
+            if own_group:
+                _kill_group(process)
+            process.kill()
+            output = process.communicate()
+    return output
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:   # nothing of the run is left: the usual case
+        pass
+
+
 def has_ipv6_loopback() -> bool:
     """Whether this machine can listen on ::1 (some containers have no IPv6)."""
     try:

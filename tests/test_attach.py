@@ -15,7 +15,9 @@ import sys
 
 import pytest
 
-from tests.procs import ATTACH_VARIABLE, ROOT, AttachedServer, Attachment, Processes, create_test_env_file, free_port
+from tests.procs import (
+    ATTACH_VARIABLE, ROOT, AttachedServer, Attachment, Processes, create_test_env_file, free_port, run_nested,
+)
 
 LAB2_DM = "test_dm_reaches_only_its_recipient"
 LAB2_OWN_SETTINGS = "test_breaking_a_limit_gets_a_clear_error_to_that_client_only"
@@ -33,11 +35,11 @@ def run_attached(tmp_path, test_file: str, keyword: str, port: int, env_file, *o
     report = tmp_path / "grades.json"
     env = dict(os.environ)
     env.pop(ATTACH_VARIABLE, None)
-    completed = subprocess.run(
+    completed = run_nested(
         [sys.executable, "-m", "pytest", test_file, "-k", keyword, "-p", "no:cacheprovider", "-q",
          "-p", "no:hypothesispytest",     # the black-box tests use none of it: a second of CPU saved a run
          "--attach", f"127.0.0.1:{port}", "--attach-env", str(env_file), "--grade-json", str(report), *options],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=200)
+        timeout=200, cwd=ROOT, env=env)
     assert report.exists(), completed.stdout + completed.stderr
     return {nodeid.split("::")[-1]: result for nodeid, result in json.loads(report.read_text())["tests"].items()}
 

@@ -12,12 +12,17 @@ from __future__ import annotations
 import ast
 import json
 import os
-import subprocess
+import select
+import socket
 import sys
+import threading
+import time
 
 import pytest
 
-from tests.procs import ROLE_OVERRIDES_VARIABLE, ROOT, Processes
+from tests.procs import (
+    DEADLINE_SECONDS, ROLE_OVERRIDES_VARIABLE, ROOT, WATCH_INTERVAL_SECONDS, Processes, run_nested,
+)
 from tools.starter import starter_python
 
 # Stand-ins for role files (procs.role_command starts a file in place of a role).
@@ -97,11 +102,11 @@ def test_the_starters_lab1_client_fails_its_first_test_naming_its_first_todo(tmp
     todo = ast.literal_eval(line.strip()[len("raise NotImplementedError("):-1])
     report = tmp_path / "grades.json"
     env = {key: value for key, value in os.environ.items() if key != ROLE_OVERRIDES_VARIABLE}
-    completed = subprocess.run(
+    completed = run_nested(
         [sys.executable, "-m", "pytest", "tests/test_lab1.py", "-k", "test_messages_are_delivered_both_ways_verbatim",
          "--role", f"lab1_tcp.client={copy}", "--grade-json", str(report), "-p", "no:cacheprovider", "-q",
          "-p", "no:hypothesispytest"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        timeout=240, cwd=ROOT, env=env)
     assert report.exists(), completed.stdout + completed.stderr
     [result] = json.loads(report.read_text(encoding="utf-8"))["tests"].values()
     assert result["outcome"] == "failed", result
@@ -111,3 +116,89 @@ def test_the_starters_lab1_client_fails_its_first_test_naming_its_first_todo(tmp
     cause, frame = f"lab1_tcp.client failed: NotImplementedError: {todo}", f'File "{copy}", line {number}, in '
     awaited = "lab1_tcp.client: waited for 1 stderr line(s) /^logged in as alice$/"
     assert -1 < details.find(cause) < details.find(frame) < details.find(awaited), details
+
+
+# A role that lives on whatever its stdin does, as a starter's client spinning on a TODO
+# before its login does (typed lines wait for the login): only a kill ends it. It tells
+# the test its process ID first.
+LIVES_ON = """\
+import os, socket, threading
+with socket.create_connection(("127.0.0.1", int(os.environ["CALL_BACK_PORT"]))) as sock:
+    sock.sendall(str(os.getpid()).encode())
+threading.Event().wait()
+"""
+# The test of a nested run: it starts that role and waits on it in vain.
+WAITS_ON_ITS_ROLE = """\
+import os
+from pathlib import Path
+from tests.procs import Processes
+
+def test_waits_on_its_role():
+    try:
+        with Processes() as processes:
+            role = processes.start("lab1_tcp.client")
+            role.wait_for_stdout("^a line it never prints$", timeout=600)
+    finally:
+        Path(os.environ["TORN_DOWN"]).write_text("its roles were stopped")
+"""
+
+
+def ends_within(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` has ended, or ends within ``seconds``. On Linux a
+    pidfd becomes readable when the process ends; elsewhere it is looked for
+    every WATCH_INTERVAL_SECONDS."""
+    deadline = time.monotonic() + seconds
+    try:
+        if hasattr(os, "pidfd_open"):
+            descriptor = os.pidfd_open(pid)
+            try:
+                return bool(select.select([descriptor], [], [], seconds)[0])
+            finally:
+                os.close(descriptor)
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            select.select([], [], [], WATCH_INTERVAL_SECONDS)
+        return False
+    except ProcessLookupError:
+        return True
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX: the grader interrupts a test with SIGALRM, and the test's "
+                                            "pytest run with SIGINT; on Windows a run is killed")
+@pytest.mark.network
+@pytest.mark.points(2)
+@pytest.mark.deadline(180)
+def test_a_test_interrupted_by_a_todo_while_its_pytest_run_waits_leaves_no_role_of_that_run_running(
+        monkeypatch, tmp_path):
+    """tests/test_attach.py runs a pytest of its own, whose test starts a
+    client. On the starter, the outer test's server reaches a TODO meanwhile,
+    and the grader interrupts the outer test; the run's client must not live
+    on (orphaned, it would spin on its own TODO until the machine restarts)."""
+    roles(monkeypatch, tmp_path, server=REPORTS_AND_CARRIES_ON, client=LIVES_ON)
+    (tmp_path / "test_inner.py").write_text(WAITS_ON_ITS_ROLE, encoding="utf-8")
+    torn_down = tmp_path / "torn-down"
+    inner_pids: list[int] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener, Processes() as processes:
+        listener.settimeout(DEADLINE_SECONDS * 3)   # a pytest's start, on a busy machine
+
+        def interrupt_once_the_inner_role_runs() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                inner_pids.append(int(connection.makefile().read()))
+            processes.start("lab1_tcp.server")   # its traceback interrupts the test, as a TODO of the starter does
+
+        threading.Thread(target=interrupt_once_the_inner_role_runs, daemon=True).start()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TORN_DOWN": str(torn_down),
+               "CALL_BACK_PORT": str(listener.getsockname()[1])}
+        try:
+            completed = run_nested([sys.executable, "-m", "pytest", "test_inner.py", "-q", "-p", "no:cacheprovider",
+                                    "-p", "no:hypothesispytest"], timeout=DEADLINE_SECONDS * 6, cwd=tmp_path, env=env)
+        except AssertionError as interrupted:
+            reason = str(interrupted)
+        else:
+            raise AssertionError("the run ended before the test was interrupted:\n"
+                                 + completed.stdout + completed.stderr)
+    assert reason.startswith("lab1_tcp.server failed: NotImplementedError: TODO: the step"), reason
+    [pid] = inner_pids
+    assert ends_within(pid, DEADLINE_SECONDS), f"the run's role (process {pid}) lives on"
+    assert torn_down.read_text(encoding="utf-8") == "its roles were stopped"   # by its test, after a SIGINT

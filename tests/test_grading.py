@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT
+from tests.procs import ROOT, run_nested
 
 pytest_plugins = ["pytester"]
 
@@ -273,8 +273,8 @@ def run_autograder(root, *pytest_args: str, workers: str | None = None) -> dict:
     env = {**os.environ, "AUTOGRADER_ROOT": str(root), "AUTOGRADER_PYTHON": sys.executable}
     if workers is not None:
         env["AUTOGRADER_WORKERS"] = workers
-    completed = subprocess.run([sys.executable, str(root / "source" / "run_autograder"), *pytest_args],
-                               env=env, capture_output=True, text=True, timeout=300)
+    completed = run_nested([sys.executable, str(root / "source" / "run_autograder"), *pytest_args],
+                           timeout=300, env=env)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     results = json.loads((root / "results" / "results.json").read_text())
     check_gradescope(results)
@@ -383,9 +383,8 @@ def test_the_autograder_says_so_when_no_role_file_was_submitted(tmp_path):
     shutil.rmtree(root / "submission")
     (root / "submission").mkdir()
     (root / "submission" / "notes.txt").write_text("forgot the code")
-    completed = subprocess.run([sys.executable, str(root / "source" / "run_autograder")],
-                               env={**os.environ, "AUTOGRADER_ROOT": str(root)},
-                               capture_output=True, text=True, timeout=60)
+    completed = run_nested([sys.executable, str(root / "source" / "run_autograder")], timeout=60,
+                           env={**os.environ, "AUTOGRADER_ROOT": str(root)})
     assert completed.returncode == 0
     results = json.loads((root / "results" / "results.json").read_text())
     check_gradescope(results)
@@ -526,9 +525,8 @@ def test_a_test_the_run_did_not_ask_for_is_not_missing(suite):
 def test_the_manifest_holds_every_test_of_the_suite_with_its_points(tmp_path):
     from tests.grading import WRITE_MANIFEST_COMMAND
     collected = tmp_path / "expected_tests.json"
-    completed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-qq", "-p", "no:cacheprovider",
-                                f"--write-manifest={collected}", "tests"],
-                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+    completed = run_nested([sys.executable, "-m", "pytest", "--collect-only", "-qq", "-p", "no:cacheprovider",
+                            f"--write-manifest={collected}", "tests"], timeout=120, cwd=ROOT)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     now = json.loads(collected.read_text())["tests"]
     checked_in = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
@@ -595,9 +593,8 @@ def test_the_handouts_tasks_and_the_labs_tests_and_regions_match_one_to_one():
 @pytest.mark.points(1)
 def test_grade_task_runs_exactly_the_tests_of_one_task():
     manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
-    completed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                                "--grade-task", "lab1.1", "tests"], cwd=ROOT, capture_output=True, text=True,
-                               timeout=120)
+    completed = run_nested([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                            "--grade-task", "lab1.1", "tests"], timeout=120, cwd=ROOT)
     collected = {line.split("[")[0] for line in completed.stdout.splitlines() if "::" in line}
     assert collected == {function for function, entry in manifest.items() if entry.get("task") == "lab1.1"}, (
         completed.stdout + completed.stderr)
@@ -617,8 +614,8 @@ def test_a_test_deleted_from_a_copy_of_the_kit_costs_its_points(tmp_path):
     start = source.rindex("\n\n\n", 0, start)             # with its decorators
     end = source.find("\n\n\n", source.index(f"def {deleted}("))
     tests.write_text(source[:start] + source[end:], encoding="utf-8")
-    completed = subprocess.run([sys.executable, "-m", "pytest", "tests/test_noise.py", *NO_PLUGINS,
-                                "--grade-json", "grades.json"], cwd=kit, capture_output=True, text=True, timeout=300)
+    completed = run_nested([sys.executable, "-m", "pytest", "tests/test_noise.py", *NO_PLUGINS,
+                            "--grade-json", "grades.json"], timeout=300, cwd=kit)
     grades = json.loads((kit / "grades.json").read_text())
     manifest = json.loads((ROOT / "tests" / "expected_tests.json").read_text())["tests"]
     function = f"tests/test_noise.py::{deleted}"

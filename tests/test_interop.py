@@ -7,13 +7,12 @@ client with a bug from tests/mutants.py. One test (``-k``) keeps it fast.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
 
 from tests.mutants import MUTANTS, mutate
-from tests.procs import ROOT
+from tests.procs import ROOT, run_nested
 
 [DM_AS_ROOM_MESSAGE] = [mutant for mutant in MUTANTS if mutant.name == "lab2 client sends a DM as a room message"]
 TEST_NAME = DM_AS_ROOM_MESSAGE.caught_by.split("::")[1]
@@ -36,10 +35,10 @@ def test_interop_matrix_gives_a_good_pair_full_points_and_names_the_test_a_broke
     hand_in(submissions / "bob", "lab2_udp/client.py", mutate(DM_AS_ROOM_MESSAGE, client))
     (submissions / "carol").mkdir()      # nothing handed in: no row, no column
 
-    completed = subprocess.run(
+    completed = run_nested(
         [sys.executable, "-m", "tools.interop", str(submissions), "--cross", "-k", TEST_NAME, "--jobs", "3",
          "--json", str(tmp_path / "interop.json")],
-        cwd=ROOT, capture_output=True, text=True, timeout=280)
+        timeout=280, cwd=ROOT)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     lines = completed.stdout.splitlines()
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,7 +28,7 @@ except ImportError:   # Windows
     import msvcrt
 
 from tests.mutants import MUTANTS, ROOT, Mutant, StaleMutant, mutate
-from tests.procs import ROLE_OVERRIDES_VARIABLE
+from tests.procs import ROLE_OVERRIDES_VARIABLE, run_nested
 
 PARALLEL_RUNS = 12
 MUTANT_DEADLINE_SECONDS = 120     # per mutant run: the named test's own deadline is within it
@@ -42,7 +41,7 @@ def run_mutant(mutant: Mutant, folder) -> dict:
     report = folder / "grades.json"
     test_file, _, test_name = mutant.caught_by.partition("::")
     env = {key: value for key, value in os.environ.items() if key != ROLE_OVERRIDES_VARIABLE}
-    completed = subprocess.run(
+    completed = run_nested(
         [sys.executable, "-m", "pytest", test_file, "-k", test_name, "--role", f"{mutant.role}={copy}",
          "--grade-json", str(report), "-p", "no:cacheprovider", "-q", "--test-deadline", "90",
          "-x",   # caught once one case fails: the test's other cases need not run (nor wait out their deadlines)
@@ -50,7 +49,7 @@ def run_mutant(mutant: Mutant, folder) -> dict:
          # What is read is which tests failed, not why: pytest need not rewrite the asserts of the test
          # file and the kit's plugins to explain a failure (0.08 CPU s a run, where no bytecode is kept).
          "--assert=plain"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=MUTANT_DEADLINE_SECONDS)
+        timeout=MUTANT_DEADLINE_SECONDS, cwd=ROOT, env=env)
     if not report.exists():
         raise AssertionError(f"no report from the run of mutant {mutant.name!r}:\n"
                              f"{completed.stdout}\n{completed.stderr}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROLE_OVERRIDES_VARIABLE
+from tests.procs import ROLE_OVERRIDES_VARIABLE, run_nested
 from tools.starter import (
     BEGIN, END, LEFT_OUT_PATHS, MARKDOWN_BEGIN, MARKDOWN_END, MARKER_TEXTS, PROMPT, MarkerError, Region,
     find_regions, lab_cut, main, region_function, starter_markdown, starter_python, write_starter,
@@ -320,11 +320,11 @@ def grade(roles_from: Path, tmp_path: Path, name: str, selection: str) -> dict:
     words = selection.split(" or ")
     files = sorted({function.split("::")[0] for function in manifest
                     if any(word in function.split("::")[1] for word in words)})
-    completed = subprocess.run(
+    completed = run_nested(
         [sys.executable, "-m", "pytest", *files, "-k", selection, *roles, "--grade-json", str(report),
          "-p", "no:cacheprovider", "-q", "--test-deadline", "90",
          "-p", "no:hypothesispytest"],   # the black-box tests use none of it: a second of CPU saved a run
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        timeout=600, cwd=ROOT, env=env)
     assert report.exists(), f"no report from grading {name}:\n{completed.stdout}\n{completed.stderr}"
     return json.loads(report.read_text(encoding="utf-8"))
 

@@ -26,7 +26,7 @@ from common.errors import ProtocolError
 from common.framing import DatagramSealer
 from common.messages import ChatMessage, EventKind, LoginAccepted, Register, RoomBatch, RoomEvent, encode
 from common.session import SecureSession
-from tests.procs import DEADLINE_SECONDS, ROOT, Processes, create_test_env_file, free_port
+from tests.procs import DEADLINE_SECONDS, ROOT, Processes, create_test_env_file, free_port, run_nested
 from tests.raw_peer import receive_until, register_raw
 from tests.test_lab1 import role_module
 from tests.wire_capture import ACK, SYN, TCP, UDP, Capture, CaptureUnavailable, Packet, parse_ip_packet
@@ -244,14 +244,14 @@ def run_failing_test(tmp_path, prefix: tuple[str, ...] = ()) -> tuple[subprocess
     after checking that the JSON report holds the same story."""
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(FAILING_TEST))
     results = tmp_path / "results.json"
-    result = subprocess.run(
+    result = run_nested(
         [*prefix, sys.executable, "-m", "pytest", "-p", "tests.wire_story", "-p", "tests.grading",
          "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
          "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
          str(tmp_path / "test_inner.py"), "--grade-format", "gradescope", "--grade-output", str(results),
          "--grade-json", str(tmp_path / "grades.json")],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "INNER_PASSWORD": PASSWORD},
-        capture_output=True, text=True, timeout=DEADLINE_SECONDS * 3)
+        timeout=DEADLINE_SECONDS * 3)
     assert result.returncode == 1, result.stdout + result.stderr
     story = result.stdout.split(" wire story ")[1]
     (graded,) = json.loads((tmp_path / "grades.json").read_text())["tests"].values()

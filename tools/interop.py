@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.procs import ATTACH_VARIABLE, ROLE_OVERRIDES_VARIABLE
+from tests.procs import ATTACH_VARIABLE, ROLE_OVERRIDES_VARIABLE, run_nested
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "reference"
@@ -109,8 +109,7 @@ def run(pairing: Pairing, folder: Path, pytest_args: list[str]) -> Pairing:
                *[f"--role={module}={path}" for module, path in pairing.roles.items()],
                "--grade-json", str(report), *pytest_args]
     try:
-        completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                                   timeout=RUN_TIMEOUT_SECONDS)
+        completed = run_nested(command, timeout=RUN_TIMEOUT_SECONDS, cwd=ROOT, env=env)
         log = completed.stdout + completed.stderr
     except subprocess.TimeoutExpired:
         log = f"pytest did not finish within {RUN_TIMEOUT_SECONDS} s"
