@@ -259,6 +259,8 @@ def test_lab1_client_with_any_stdin_logs_in_then_leaves_at_its_end(lab, tmp_path
     assert alice.wait_exit() == 0, alice.output()
     server.wait_for_stderr(r"^alice logged in from")
     server.wait_for_stderr(r"^alice left the chat \(quit\)$")
+    if kind == "a file":   # its stdout is read apart from its stderr: that line may be read after the leave
+        server.wait_for_stdout(r"^alice: from a file$")
     assert server.stdout_lines == (["alice: from a file"] if kind == "a file" else []), server.output()
     assert_no_traceback(alice, server)
 
