@@ -118,6 +118,10 @@ PROMPT_SIGNAL_CHECK_MS = 100   # how often a password dialog looks for Ctrl-C or
 DEFAULT_WINDOW_LINES = 3000
 # While a run of hidden lines grows, stdout gets its line again at most this often.
 HIDDEN_RUN_PRINT_SECONDS = 1.0
+# After a turn of the loop that raised, the next waits this long. A handler that raises
+# before it reads its socket (a TODO's NotImplementedError, say) finds the socket ready
+# again at once: without the pause the loop would run it again and again, a core at 100%.
+FAILED_TURN_PAUSE_SECONDS = 0.05
 # The "Show the wire" box keeps its state in a Tcl variable of the window's own
 # interpreter, named, rather than in a tkinter BooleanVar, which calls Tcl when Python
 # frees it: a window freed off the Tk thread would fail there (see ChatWindow.__init__).
@@ -282,6 +286,7 @@ class _FrontEnd:
         self._wakeup_send: socket.socket | None = None
         self._previous_handlers: dict[int, object] = {}
         self._quit_signalled = False   # Ctrl-C or SIGTERM came: see _on_signal
+        self._turn_failed = False      # the last turn raised: see FAILED_TURN_PAUSE_SECONDS
         self._previous_wakeup = -1
         self._hidden = HiddenRun()                  # the run of hidden lines shown last, if any
         self._hidden_printed: int | None = None     # the newest number of it printed on stdout
@@ -462,12 +467,18 @@ class _FrontEnd:
             result = callback(*args)
         except Exception as error:   # deliberately broad: this is the last boundary
             self._report(getattr(callback, "__qualname__", repr(callback)), error)
+            self._turn_failed = True
         if self._quit_signalled and not self.stopped:   # between two steps of the loop: a safe place to quit
             self._quit_signalled = False
             self._guarded(self._quit)
         wire.flush()   # wire lines still waiting for a step that did not come (common/wire.py)
         self._print_hidden_run_if_due(time.monotonic())
         return result
+
+    def _pause_after_a_failed_turn(self) -> None:
+        if self._turn_failed and not self.stopped:
+            self._turn_failed = False
+            time.sleep(FAILED_TURN_PAUSE_SECONDS)   # a signal still quits: _on_signal runs during it
 
     def _report(self, where: str, error: BaseException) -> None:
         if (where, type(error).__name__) in self._reported:
@@ -687,6 +698,7 @@ class TerminalChat(_FrontEnd):
             while not self.stopped:
                 timeout = None if tick is None else max(0.0, next_tick - time.monotonic())
                 self._guarded(turn, timeout)
+                self._pause_after_a_failed_turn()
                 if tick is not None and not self.stopped and time.monotonic() >= next_tick:
                     self._guarded(tick)
                     next_tick = time.monotonic() + tick_interval_ms / 1000
@@ -913,6 +925,7 @@ class ChatWindow(_FrontEnd):
                     timeout = max(0.0, min(timeout, next_tick - time.monotonic()))
                 self._draw_due = True   # drawn right after the turn: no idle callback needed for it
                 self._guarded(turn, timeout)
+                self._pause_after_a_failed_turn()
                 self._guarded(self._draw_unshown)   # what the turn showed, in one insert
                 if tick is not None and not self.stopped and time.monotonic() >= next_tick:
                     self._guarded(tick)

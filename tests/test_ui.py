@@ -144,6 +144,31 @@ def test_a_quit_signal_ends_the_loop_whose_handler_fails_first_every_turn_and_wh
     assert stderr.count("NotImplementedError: TODO: not written yet") == 2, stderr
 
 
+@pytest.mark.points(1)
+def test_a_handler_that_fails_on_every_turn_runs_again_only_after_a_pause(stdin_pipe, capsys):
+    # A TODO that raises before it reads: its socket is ready again at once, turn after turn.
+    terminal = ui.TerminalChat("test", lambda text: None, lambda: None)
+    readable, writer = socket.socketpair()
+    writer.send(b"x")   # never read
+    failed_at = []
+
+    def not_written(_mask: int) -> None:
+        failed_at.append(time.monotonic())
+        if len(failed_at) == FAILURES_BEFORE_STOP + 2:
+            terminal.stop()
+        raise NotImplementedError("TODO: read the socket")
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(readable, selectors.EVENT_READ, not_written)
+        terminal.run(selector, turn_of(selector, terminal))
+    readable.close()
+    writer.close()
+    # The loop carried on (the chat would go on), but did not spin: a pause after each failure.
+    gaps = [later - earlier for earlier, later in zip(failed_at, failed_at[1:])]
+    assert min(gaps) >= 0.9 * ui.FAILED_TURN_PAUSE_SECONDS, gaps
+    assert capsys.readouterr().err.count("NotImplementedError: TODO: read the socket") == 1
+
+
 @pytest.mark.gui
 @pytest.mark.points(1)
 def test_window_poll_survives_a_failing_handler_and_reports_it_once(window_display, capsys):
