@@ -931,7 +931,9 @@ def tasks_section(manifest: dict[str, dict], lab: str) -> str:
         f"In the students' copy of the kit the core of Lab {number} is {regions} TODO regions in its two role "
         "files: each is a `# TODO:` comment that says what to write, and a `raise "
         "NotImplementedError(...)` with the TODO's first words. A role runs up to the first region "
-        "it needs and stops there with a traceback that names it. Do the tasks in order: each task's "
+        "it needs and stops there with a traceback that names it (a region that its loop reaches, a "
+        "socket's handler say, is reported once, and the program carries on without it until Ctrl-C "
+        "or Ctrl-X ends it). Do the tasks in order: each task's "
         "tests need its regions and those of the tasks before it, never a later one. One command "
         "checks a task (`make test` checks everything); a test of the task that fails names what it "
         "waited for.", width=100), ""]
