@@ -663,10 +663,12 @@ class TerminalChat(_FrontEnd):
         (Ctrl-D, Ctrl-C or SIGTERM). If stdin is no terminal (a pipe, a file),
         the password is its first line, and the lines after it are the chat."""
         # While we wait for the password, SIGTERM interrupts as Ctrl-C does:
-        # there is no session yet to say goodbye to.
-        previous = None
+        # there is no session yet to say goodbye to. (Ctrl-C's handler is set
+        # too: a program started where SIGINT is ignored, by a script's `&`
+        # say, inherits that, and Python then leaves Ctrl-C ignored.)
+        previous = {}
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+            previous = {number: signal.signal(number, signal.default_int_handler) for number in QUIT_SIGNALS}
         try:
             if not _is_a_terminal(sys.stdin):
                 # getpass would read the line through Python's buffer of stdin,
@@ -680,8 +682,8 @@ class TerminalChat(_FrontEnd):
             write_line("", "stderr")   # end the prompt's line: the role says why it stops
             return None
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
     def session_over(self, text: str) -> None:
         super().session_over(text)
