@@ -27,6 +27,12 @@ _BYTECODE_FOLDER: dict[pytest.Config, tuple[str, str]] = {}   # the folder, and 
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.has_plugin("hypothesispytest"):   # it has imported hypothesis already
+        # Hypothesis fails an example that takes over 200 ms, and data that is slow to make: on a
+        # busy 2-core machine both happen to correct code. The tests check results, never speed.
+        from hypothesis import HealthCheck, settings
+        settings.register_profile("kit", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        settings.load_profile("kit")
     if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
         folder = tempfile.mkdtemp(prefix="chat-lab-bytecode-")
         _BYTECODE_FOLDER[config] = folder, os.environ.pop("PYTHONDONTWRITEBYTECODE")

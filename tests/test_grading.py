@@ -97,6 +97,27 @@ def test_grading_report_counts_passes_fails_skips_and_shares_parametrized_points
     assert grades["categories"] == {"tools": {"earned": 5.0, "possible": 12}} and grades["missing"] == []
 
 
+@pytest.mark.points(1)
+def test_the_report_lists_lab1_first_then_lab2_whatever_order_the_tests_ran_in():
+    from tests.grading import _function_scores
+    ran = {   # as the run's workers finished them: the longest first
+        "tests/test_lab2.py::test_b": {"points": 2, "outcome": "passed", "hidden": False},
+        "tests/test_tools.py::test_c": {"points": 1, "outcome": "passed", "hidden": False},
+        "tests/test_lab1.py::test_z[x]": {"points": 1, "outcome": "failed", "hidden": False, "reason": "r",
+                                          "details": ""},
+        "tests/test_lab1.py::test_a": {"points": 1, "outcome": "passed", "hidden": False},
+        "tests/test_lab1.py::test_z[y]": {"points": 1, "outcome": "passed", "hidden": False},
+    }
+    manifest = {"tests/test_lab2.py::test_b": {"points": 2, "category": "lab2"},
+                "tests/test_tools.py::test_c": {"points": 1, "category": "tools"},
+                "tests/test_lab1.py::test_z": {"points": 2, "category": "lab1"},
+                "tests/test_lab1.py::test_a": {"points": 1, "category": "lab1"}}
+    rows = _function_scores(ran, manifest)
+    assert [row["name"] for row in rows] == ["tests/test_lab1.py::test_a", "tests/test_lab1.py::test_z",
+                                             "tests/test_lab2.py::test_b", "tests/test_tools.py::test_c"]
+    assert [row["earned"] for row in rows] == [1, 1, 2, 1]
+
+
 def check_gradescope(results: dict) -> None:
     assert isinstance(results["score"], (int, float))
     assert isinstance(results["execution_time"], int) and results["execution_time"] >= 0
@@ -115,6 +136,9 @@ def check_gradescope(results: dict) -> None:
             assert (test["status"] == "passed") == (test["score"] == test["max_score"])
         assert isinstance(test["output"], str) and (test["status"] == "passed") == (test["output"] == "")
     assert results["score"] == pytest.approx(sum(test["score"] for test in results["tests"]))
+    from tests.grading import CATEGORIES
+    ranks = [CATEGORIES.index(test["tags"][0]) for test in results["tests"]]
+    assert ranks == sorted(ranks), "Lab 1's tests first, then Lab 2's, the shared code's and the tools'"
     for entry in results.get("leaderboard", []):
         assert set(entry) <= {"name", "value", "order"} and isinstance(entry["name"], str)
         assert isinstance(entry["value"], (int, float, str)) and entry.get("order", "desc") in {"asc", "desc"}

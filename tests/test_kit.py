@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,18 @@ def test_the_env_file_that_kit_setup_writes_passes_the_doctor(fake_kit):
                    env={**os.environ, "PYTHONPATH": str(Path(kit.__file__).resolve().parent)})
     checks, settings = doctor.check_env_file(str(folder / ".env"))
     assert settings is not None and [check.fix for check in checks] == [""], checks   # no FAIL
+
+
+@pytest.mark.points(1)
+def test_git_ignores_the_files_that_hold_keys_or_students_work_and_keeps_the_example(tmp_path):
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    # A folder of its own, with the kit's .gitignore: the check works in a copy that is no checkout too.
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    shutil.copy(Path(kit.ROOT) / ".gitignore", tmp_path / ".gitignore")
+    ignored = [".env", "students.env", "mine.env", "lab1_tcp/mine.env", "chat.db", "submissions/alice/client.py",
+               "interop.json", "autograder.zip", "starter/README.md"]
+    kept = [".env.example", "lab1_tcp/server.py"]
+    completed = subprocess.run(["git", "check-ignore", "--no-index", *ignored, *kept], cwd=tmp_path,
+                               capture_output=True, text=True, check=False)
+    assert completed.stdout.split() == ignored, completed.stdout + completed.stderr
