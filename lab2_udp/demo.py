@@ -142,7 +142,9 @@ def why_stopped(what: str, roles: list[Role]) -> str:
     todo = next((line for role in roles for line in role.stderr if line.startswith("NotImplementedError")), "")
     if todo:
         lines.insert(0, f"A TODO region is not written yet: {todo.removeprefix('NotImplementedError: ')}. "
-                        "Write it (the handout's \"Your tasks\" lists every region), then run make demo again.")
+                        "The demo plays Lab 2's room: write Lab 2's regions (docs/lab2.md, \"Your tasks\", "
+                        "lists them), then run make demo again. Lab 1's chat needs no demo: start "
+                        "python -m lab1_tcp.server, then python -m lab1_tcp.client (docs/lab1.md).")
     return "\n".join(lines)
 
 

@@ -103,6 +103,8 @@ def test_regions_are_found_with_their_prompt_and_code():
                              "A closed socket is not read again.")
     assert second.short_prompt == "drop each peer that is late"
     assert Region(1, 3, "", ("read each datagram (at most 64); then stop",), ()).short_prompt == "read each datagram"
+    assert Region(1, 3, "", ("send each one, a broadcast to the room,", "a write to the writer"), ()).short_prompt \
+        == "send each one, a broadcast to the room"
 
 
 @pytest.mark.points(1)
@@ -414,3 +416,4 @@ def test_the_demo_in_the_starter_names_the_todo_it_stopped_at(kit_starter):
                                text=True, timeout=120, env={**env, "DISPLAY": ""})
     assert completed.returncode == 1, completed.stdout + completed.stderr
     assert "A TODO region is not written yet: " in completed.stderr, completed.stderr
+    assert "The demo plays Lab 2's room: write Lab 2's regions" in completed.stderr, completed.stderr

@@ -85,7 +85,7 @@ class Region:
         """The prompt's first clause: the text of the NotImplementedError."""
         first = self.prompt[0]
         cut = min((first.find(mark) for mark in ("; ", ": ", ". ", " (") if mark in first), default=len(first))
-        return first[:cut].rstrip(";:. ") or first
+        return first[:cut].rstrip(";:., ") or first   # a line that goes on below may end in a comma
 
 
 def is_marker_line(line: str) -> bool:
