@@ -839,6 +839,7 @@ class Run:
                  settings: str = FAST_ROOM + CHEAP_HASHES, batching: Batching | None = None,
                  server_file: Path | None = None, display: str | None = None) -> None:
         self.pool, self.system, self.members = pool, system, members
+        self.name = "the submitted server's room" if server_file else f"{system} room"   # in its messages
         self.room = (start_kit_server(workdir, settings, batching, server_file, display) if system == "kit"
                      else start_raw_relay(workdir))
         self.server: ServerProcess = self.room["server"]
@@ -876,7 +877,7 @@ class Run:
                     for number in range(shared + 1)], SETUP_DEADLINE_SECONDS)
             except RuntimeError as error:
                 last = " / ".join(self.server.lines[-3:]) or "nothing"
-                self.failed = (f"{self.system} room of {self.members}: the join wave of members {wave[0]}-"
+                self.failed = (f"{self.name} of {self.members}: the join wave of members {wave[0]}-"
                                f"{wave[-1]} did not finish ({error}); the server's last lines: {last}")
                 log(f"  {self.failed}")
                 return {"setup_s": float("nan"), "kib_per_member": float("nan")}
