@@ -925,13 +925,19 @@ TASKS_END = "<!-- end of tasks -->"
 TASK_COMMAND = ".venv/bin/python -m pytest -n 4 --grade-task {name}"
 
 
-def tasks_section(manifest: dict[str, dict], lab: str) -> str:
+def tasks_section(manifest: dict[str, dict], lab: str, solved: bool = False) -> str:
     """The handout's tasks: for each, the command that checks it, the TODO
-    regions it fills in and every test of it with its points."""
+    regions it fills in and every test of it with its points. ``solved``: a
+    students' copy with this lab's regions written (make starter LAB=2 gives
+    Lab 1 so)."""
     number = lab.removeprefix("lab")
     tasks = [task for task in TASKS if task.lab == lab]
     regions = sum(len(task.regions) for task in tasks)
+    in_this_copy = (f"In this copy of the kit Lab {number}'s {regions} regions are written already, as the "
+                    "solution has them: the tasks below name them, to read, and the command that checks each. "
+                    if solved else "")
     lines = [TASKS_START, "## Your tasks: the TODO regions", "", textwrap.fill(
+        in_this_copy +
         f"In the students' copy of the kit the core of Lab {number} is {regions} TODO regions in its two role "
         "files: each is a `# TODO:` comment that says what to write, and a `raise "
         "NotImplementedError(...)` with the TODO's first words. A role runs up to the first region "
@@ -971,9 +977,9 @@ def with_tasks(handout: str, text: str) -> str:
     return before + text + after
 
 
-def handout_from_manifest(handout: str, manifest: dict[str, dict], lab: str) -> str:
+def handout_from_manifest(handout: str, manifest: dict[str, dict], lab: str, solved: bool = False) -> str:
     """The handout with every part the manifest writes (its tasks, its rubric) written anew."""
-    return with_rubric(with_tasks(handout, tasks_section(manifest, lab)), rubric(manifest, lab))
+    return with_rubric(with_tasks(handout, tasks_section(manifest, lab, solved)), rubric(manifest, lab))
 
 
 def write_manifest() -> int:

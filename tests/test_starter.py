@@ -380,6 +380,12 @@ def test_a_starter_for_one_lab_cuts_only_that_labs_regions(lab1_done_starter):
                 (BEGIN, END, PROMPT))] == text.splitlines()
         else:
             assert text.count("raise NotImplementedError(") == len(find_regions(solution))
+    # Its handouts say which lab is solved in this copy, and only that one.
+    from tests.tasks import TASKS
+    regions = sum(len(task.regions) for task in TASKS if task.lab == "lab1")
+    assert f"In this copy of the kit Lab 1's {regions} regions are written already" in (
+        lab1_done_starter / "docs/lab1.md").read_text(encoding="utf-8")
+    assert "In this copy of the kit" not in (lab1_done_starter / "docs/lab2.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.points(1)

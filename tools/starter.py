@@ -322,13 +322,16 @@ def starter_files(out: Path, root: Path = ROOT, cut: Callable[[str, str], bool] 
             regions = [region for region in regions if cut(name, region_function(text, region))]
         if regions:
             counts[name] = len(regions)
-    _handouts_from_own_manifest(files)
+    solved = {f"lab{lab}" for lab, folder in LAB_FOLDERS.items() if not any(name.startswith(folder + "/")
+                                                                         for name in counts)}
+    _handouts_from_own_manifest(files, solved)
     return files, counts
 
 
-def _handouts_from_own_manifest(files: dict[Path, bytes | str]) -> None:
+def _handouts_from_own_manifest(files: dict[Path, bytes | str], solved: set[str]) -> None:
     """The handouts' parts written from the manifest (tests.grading), written
-    anew from the starter's own manifest: it lists fewer tests than the kit's."""
+    anew from the starter's own manifest: it lists fewer tests than the kit's.
+    A lab in ``solved`` has its regions written in this copy: its handout says so."""
     manifest = files.get(Path(MANIFEST))
     if not isinstance(manifest, str):
         return
@@ -337,7 +340,7 @@ def _handouts_from_own_manifest(files: dict[Path, bytes | str]) -> None:
     for lab, handout in HANDOUTS.items():
         text = files.get(Path(handout))
         if isinstance(text, str):
-            files[Path(handout)] = handout_from_manifest(text, tests, lab)
+            files[Path(handout)] = handout_from_manifest(text, tests, lab, lab in solved)
 
 
 def write_starter(out: Path, root: Path = ROOT, cut: Callable[[str, str], bool] | None = None) -> dict[str, int]:
