@@ -342,3 +342,58 @@ def test_a_server_started_with_keylog_writes_the_keys_that_decrypt_its_traffic(t
     story = "\n".join(tell(packets, keys))
     assert "Register(name='ana', password=***)" in story
     assert seen_only_with_its_keys in story
+
+
+# --- A run's wire-story folder goes however the run ends ---------------------------------------
+
+ENDING_TEST = '''
+import os
+import pathlib
+import signal
+import tempfile
+
+from tests.procs import Processes, create_test_env_file
+
+def test_ends_as_told(tmp_path):
+    env = create_test_env_file(tmp_path / ".env")
+    with Processes() as processes:
+        server = processes.start("lab1_tcp.server", "--host", "127.0.0.1", "--port", "0", "--env", str(env),
+                                 "--db", str(tmp_path / "chat.db"), "--headless")
+        server.wait_for_stderr(r"^listening on ")
+        folders = sorted(path.name for path in pathlib.Path(tempfile.gettempdir()).glob("wire-story-*"))
+        pathlib.Path(os.environ["INNER_SEEN"]).write_text("\\n".join(folders))
+        if os.environ["INNER_ENDING"] == "interrupt":
+            os.kill(os.getpid(), signal.SIGINT)    # as run_nested stops a run: Ctrl-C mid-test
+        assert os.environ["INNER_ENDING"] != "failure", "the test fails"
+'''
+
+HOOK_THAT_RAISES = '''
+import os
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and os.environ["INNER_ENDING"] == "hook raises":
+        raise RuntimeError("a plugin's hook raises")
+'''
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("ending", ["pass", "failure", "interrupt", "hook raises"])
+def test_a_runs_wire_story_folder_and_key_log_are_deleted_however_the_run_ends(tmp_path, ending):
+    if ending == "interrupt" and os.name != "posix":
+        pytest.skip("a SIGINT to a process is POSIX's")
+    (tmp_path / "test_inner.py").write_text(textwrap.dedent(ENDING_TEST))
+    (tmp_path / "inner_hooks.py").write_text(textwrap.dedent(HOOK_THAT_RAISES))
+    private_tmp, seen = tmp_path / "tmp", tmp_path / "seen.txt"
+    private_tmp.mkdir()          # the run's temporary folders, apart from every other run's
+    result = run_nested(
+        [sys.executable, "-m", "pytest", "-p", "tests.wire_story", "-p", "inner_hooks",
+         "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+         "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), str(tmp_path / "test_inner.py")],
+        cwd=ROOT, timeout=DEADLINE_SECONDS * 3,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]), "TMPDIR": str(private_tmp),
+             "INNER_SEEN": str(seen), "INNER_ENDING": ending})
+    expected_code = {"pass": 0, "failure": 1, "interrupt": 2, "hook raises": 3}[ending]
+    assert result.returncode == expected_code, result.stdout + result.stderr
+    (folder,) = seen.read_text().split()          # the test had its folder while it ran ...
+    assert not (private_tmp / folder).exists(), result.stdout + result.stderr    # ... and it is gone
+    assert not list(private_tmp.glob("wire-story-*")), result.stdout + result.stderr

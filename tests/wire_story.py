@@ -308,7 +308,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     # trylast: this wrapper sits inside the grader's (tests/grading.py), so the
     # section is on the report before the grader reads it.
-    global _current, _running
     outcome = yield
     report = outcome.get_result()
     if report.failed and _current is not None and not _current.told:
@@ -316,7 +315,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         expected = call.excinfo.exconly() if call.excinfo else report.longreprtext
         report.sections.append((SECTION, _current.story(expected)))
     if call.when == "teardown":    # the test's programs are gone: so is its capture
-        _running = False
-        if _current is not None:
-            _current.close()
-            _current = None
+        _end_test()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # A run can end before its test's teardown report: a Ctrl-C (or run_nested's
+    # SIGINT, tests/procs.py) mid-test, or a hook that raises, ends the session at
+    # once. pytest still unconfigures its plugins, so the test's key log, a secret
+    # (docs/grading.md), goes here then.
+    _end_test()
+
+
+def _end_test() -> None:
+    global _current, _running
+    _running = False
+    if _current is not None:
+        current, _current = _current, None
+        current.close()
