@@ -27,6 +27,7 @@ a student's program that logs nothing.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import tempfile
@@ -53,6 +54,10 @@ HIDDEN_FIELDS = ("password",)
 _PACKETS = "\0packets\0"       # where a datagram line's packet numbers go
 _LISTENING = re.compile(r"listening on \S*:(\d+)")
 _PORT_OPTIONS = ("--port", "--broadcast-port")
+# Where a test's folder goes, if set (else the temporary folder): a nested
+# pytest's run_nested (tests/procs.py) names one of its own, which it deletes
+# once the run is over, however it ended, a SIGKILL included.
+FOLDER_VARIABLE = "CHAT_LAB_WIRE_STORY_FOLDERS"
 
 
 # --- Decoding: bytes and a key log in, numbered lines out ----------------------------------
@@ -226,7 +231,7 @@ class TestWire:
     __test__ = False   # a name that starts with "Test", but not a test class
 
     def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="wire-story-"))
+        self.folder = Path(tempfile.mkdtemp(prefix="wire-story-", dir=os.environ.get(FOLDER_VARIABLE)))
         self.keylog_path = self.folder / "keys.log"
         self.capture: Capture | None = None
         self.unavailable = ""
