@@ -22,10 +22,12 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -632,12 +634,32 @@ def run_nested(command: list[str], timeout: float, **options) -> subprocess.Comp
     group, where a Ctrl-C in the terminal reaches it directly. On Windows there
     is no SIGINT to send to a child, nor a group to kill: the run is killed
     alone (TerminateProcess), without its teardown, and roles it had started
-    may live on."""
+    may live on.
+
+    The run's tests put their wire-story folders (key logs: secrets) in a
+    folder made for the run, unless ``env`` names one. The run itself deletes
+    them however it ends that Python can see, an interrupt included
+    (tests/wire_story.py); a run killed mid-test (past its grace, or on
+    Windows) cannot, and this folder goes once the run is over, with what
+    the run left in it."""
     own_group = (os.name == "posix" and threading.current_thread() is threading.main_thread()
                  and NESTED_RUN_VARIABLE not in os.environ)
+    given = options.get("env")
+    env = dict(os.environ if given is None else given)
     if own_group:
-        given = options.get("env")
-        options["env"] = {**(os.environ if given is None else given), NESTED_RUN_VARIABLE: "1"}
+        env[NESTED_RUN_VARIABLE] = "1"
+    stories = None
+    if wire_story.FOLDER_VARIABLE not in env:
+        stories = env[wire_story.FOLDER_VARIABLE] = tempfile.mkdtemp(prefix="nested-run-wire-stories-")
+    options["env"] = env
+    try:
+        return _run_nested(command, timeout, own_group, options)
+    finally:
+        if stories is not None:
+            shutil.rmtree(stories, ignore_errors=True)
+
+
+def _run_nested(command: list[str], timeout: float, own_group: bool, options: dict) -> subprocess.CompletedProcess:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=own_group, **options)
     try:

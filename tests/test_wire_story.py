@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import struct
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,6 +31,7 @@ from common.session import SecureSession
 from tests.procs import DEADLINE_SECONDS, ROOT, Processes, create_test_env_file, free_port, run_nested
 from tests.raw_peer import receive_until, register_raw
 from tests.test_lab1 import role_module
+from tests import wire_story
 from tests.wire_capture import ACK, SYN, TCP, UDP, Capture, CaptureUnavailable, Packet, parse_ip_packet
 from tests.wire_story import tell
 
@@ -342,3 +345,63 @@ def test_a_server_started_with_keylog_writes_the_keys_that_decrypt_its_traffic(t
     story = "\n".join(tell(packets, keys))
     assert "Register(name='ana', password=***)" in story
     assert seen_only_with_its_keys in story
+
+
+# --- A run's wire-story folder goes however the run ends ---------------------------------------
+
+ENDING_TEST = '''
+import os
+import pathlib
+import signal
+
+from tests import wire_story
+from tests.procs import Processes, create_test_env_file
+
+def test_ends_as_told(tmp_path):
+    env = create_test_env_file(tmp_path / ".env")
+    with Processes() as processes:
+        server = processes.start("lab1_tcp.server", "--host", "127.0.0.1", "--port", "0", "--env", str(env),
+                                 "--db", str(tmp_path / "chat.db"), "--headless")
+        server.wait_for_stderr(r"^listening on ")
+        pathlib.Path(os.environ["INNER_SEEN"]).write_text(str(wire_story._current.folder))
+        ending = os.environ["INNER_ENDING"]
+        if ending in ("interrupt", "killed"):     # as run_nested stops a run: SIGINT, a SIGKILL if it hangs
+            os.kill(os.getpid(), signal.SIGINT if ending == "interrupt" else signal.SIGKILL)
+        assert ending != "failure", "the test fails"
+'''
+
+HOOK_THAT_RAISES = '''
+import os
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and os.environ["INNER_ENDING"] == "hook raises":
+        raise RuntimeError("a plugin's hook raises")
+'''
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("ending", ["pass", "failure", "interrupt", "hook raises", "killed"])
+def test_a_runs_wire_story_folder_and_key_log_are_deleted_however_the_run_ends(tmp_path, ending):
+    if ending in ("interrupt", "killed") and os.name != "posix":
+        pytest.skip("signals to a process are POSIX's")
+    (tmp_path / "test_inner.py").write_text(textwrap.dedent(ENDING_TEST))
+    (tmp_path / "inner_hooks.py").write_text(textwrap.dedent(HOOK_THAT_RAISES))
+    folders, seen = tmp_path / "folders", tmp_path / "seen.txt"
+    folders.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]),
+           "INNER_SEEN": str(seen), "INNER_ENDING": ending}
+    if ending != "killed":     # a folder of the test's own, which run_nested leaves to the run to empty
+        env[wire_story.FOLDER_VARIABLE] = str(folders)
+    result = run_nested(
+        [sys.executable, "-m", "pytest", "-p", "tests.wire_story", "-p", "inner_hooks",
+         "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+         "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), str(tmp_path / "test_inner.py")],
+        cwd=ROOT, timeout=DEADLINE_SECONDS * 3, env=env)
+    expected_code = {"pass": 0, "failure": 1, "interrupt": 2, "hook raises": 3, "killed": -signal.SIGKILL}[ending]
+    assert result.returncode == expected_code, result.stdout + result.stderr
+    folder = Path(seen.read_text())         # the test had its folder while it ran ...
+    assert folder.name.startswith("wire-story-"), folder
+    assert (folder.parent == folders) == (ending != "killed"), folder
+    assert not folder.exists(), result.stdout + result.stderr       # ... and it is gone
+    if ending == "killed":     # run_nested's folder for the run went after it
+        assert folder.parent.name.startswith("nested-run-wire-stories-") and not folder.parent.exists(), folder

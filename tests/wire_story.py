@@ -27,6 +27,7 @@ a student's program that logs nothing.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import tempfile
@@ -53,6 +54,10 @@ HIDDEN_FIELDS = ("password",)
 _PACKETS = "\0packets\0"       # where a datagram line's packet numbers go
 _LISTENING = re.compile(r"listening on \S*:(\d+)")
 _PORT_OPTIONS = ("--port", "--broadcast-port")
+# Where a test's folder goes, if set (else the temporary folder): a nested
+# pytest's run_nested (tests/procs.py) names one of its own, which it deletes
+# once the run is over, however it ended, a SIGKILL included.
+FOLDER_VARIABLE = "CHAT_LAB_WIRE_STORY_FOLDERS"
 
 
 # --- Decoding: bytes and a key log in, numbered lines out ----------------------------------
@@ -226,7 +231,7 @@ class TestWire:
     __test__ = False   # a name that starts with "Test", but not a test class
 
     def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="wire-story-"))
+        self.folder = Path(tempfile.mkdtemp(prefix="wire-story-", dir=os.environ.get(FOLDER_VARIABLE)))
         self.keylog_path = self.folder / "keys.log"
         self.capture: Capture | None = None
         self.unavailable = ""
@@ -308,7 +313,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     # trylast: this wrapper sits inside the grader's (tests/grading.py), so the
     # section is on the report before the grader reads it.
-    global _current, _running
     outcome = yield
     report = outcome.get_result()
     if report.failed and _current is not None and not _current.told:
@@ -316,7 +320,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         expected = call.excinfo.exconly() if call.excinfo else report.longreprtext
         report.sections.append((SECTION, _current.story(expected)))
     if call.when == "teardown":    # the test's programs are gone: so is its capture
-        _running = False
-        if _current is not None:
-            _current.close()
-            _current = None
+        _end_test()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # A run can end before its test's teardown report: a Ctrl-C (or run_nested's
+    # SIGINT, tests/procs.py) mid-test, or a hook that raises, ends the session at
+    # once. pytest still unconfigures its plugins, so the test's key log, a secret
+    # (docs/grading.md), goes here then.
+    _end_test()
+
+
+def _end_test() -> None:
+    global _current, _running
+    _running = False
+    if _current is not None:
+        current, _current = _current, None
+        current.close()
