@@ -435,7 +435,9 @@ def test_a_lab1_autograder_given_only_lab2_files_asks_for_lab1s(tmp_path, bundle
     # The lab written into the bundle (make autograder LAB=1), or the variable that overrides it.
     root = gradescope_tree(tmp_path, "lab2_udp/client.py", STARTER_ROLE, lab=bundle_lab)
     env = {**os.environ, "AUTOGRADER_ROOT": str(root), **({"AUTOGRADER_LAB": variable} if variable else {})}
-    completed = run_nested([sys.executable, str(root / "source" / "run_autograder")], timeout=60, env=env)
+    # Gradescope runs a copy of the script, /autograder/run_autograder, not the one in source/.
+    shutil.copy2(root / "source" / "run_autograder", root / "run_autograder")
+    completed = run_nested([sys.executable, str(root / "run_autograder")], timeout=60, env=env)
     assert completed.returncode == 0, completed.stderr
     results = json.loads((root / "results" / "results.json").read_text())
     check_gradescope(results)

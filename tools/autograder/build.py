@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("setup.sh", "run_autograder")
-GRADED_LAB_FILE = "graded_lab"     # beside run_autograder, which reads it
+GRADED_LAB_FILE = "graded_lab"     # /autograder/source/graded_lab, which run_autograder reads
 LABS = (1, 2)
 LEFT_OUT_SUFFIXES = (".png",)
 
