@@ -46,9 +46,11 @@ $(VENV)/.bench-installed: pyproject.toml
 screenshots: $(STAMP)
 	$(PY) -m tools.screenshots
 
-# Gradescope's autograder.zip: the kit, its tests, setup.sh and run_autograder.
+# Gradescope's autograder.zip: the kit, its tests, setup.sh and run_autograder. One assignment
+# per lab: LAB=1 (or 2) grades that lab only and ignores the other lab's files in a submission
+# (a whole repository); without LAB it grades every lab submitted.
 autograder: $(STAMP)
-	$(PY) -m tools.autograder.build autograder.zip
+	$(PY) -m tools.autograder.build autograder.zip $(if $(LAB),--lab $(LAB))
 
 # The students' starter code: the kit with each solution region replaced by a TODO
 # (docs/instructor.md, "Starter code for students"). STARTER_DIR=folder writes it elsewhere;

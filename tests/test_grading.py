@@ -272,14 +272,14 @@ def test_a_students_copy_of_a_role_file_is_what_the_tests_start(tmp_path, monkey
         server.wait_for_stderr(r"^\(student copy\) listening on 127\.0\.0\.1:\d+")
 
 
-def gradescope_tree(tmp_path, role_file: str, source: str, **more_files: str):
+def gradescope_tree(tmp_path, role_file: str, source: str, lab: int | None = None, **more_files: str):
     """An /autograder folder as Gradescope lays it out: the unpacked zip in
-    source/, the student's files in submission/ (``role_file`` and any
-    ``more_files``, path: text), an empty results/."""
+    source/ (``lab``: the bundle of that lab's assignment), the student's files
+    in submission/ (``role_file`` and any ``more_files``, path: text), an empty results/."""
     from tools.autograder.build import build
     root = tmp_path / "autograder"
     tmp_path.mkdir(exist_ok=True)
-    with zipfile.ZipFile(build(tmp_path / "autograder.zip")) as archive:
+    with zipfile.ZipFile(build(tmp_path / "autograder.zip", lab)) as archive:
         archive.extractall(root / "source")
         assert {"setup.sh", "run_autograder", "requirements.txt", role_file} <= set(archive.namelist())
     submitted = root / "submission" / "my-repo" / role_file
@@ -339,6 +339,44 @@ def test_the_gradescope_autograder_gives_a_good_submission_full_marks_and_names_
     assert failed == [echo.caught_by], results
     assert "leaderboard" not in results    # no server submitted: the kit's own room is not the student's
     assert "my own words" in next(test for test in results["tests"] if test["status"] == "failed")["output"]
+
+
+# A whole repository submitted for one lab's assignment: both labs' role files, the other lab's
+# still the starter's (a TODO raises). The -k names a test of each lab: only the graded lab's may run.
+STARTER_ROLE = 'raise NotImplementedError("TODO")\n'
+LAB1_AND_LAB2_TEST = ("-k", "test_help_explains_every_option or test_dm_reaches_only_its_recipient",
+                      "-p", "no:hypothesispytest")
+
+
+@pytest.mark.network
+@pytest.mark.points(2)
+@pytest.mark.deadline(300)
+def test_a_lab1_autograder_given_a_whole_repository_grades_lab1_only_and_says_what_it_left_out(tmp_path):
+    lab1 = {role: (ROOT / role).read_text(encoding="utf-8") for role in ("lab1_tcp/server.py", "lab1_tcp/client.py")}
+    results = run_autograder(gradescope_tree(tmp_path, "lab2_udp/client.py", STARTER_ROLE, lab=1,
+                                             **{"lab2_udp/server.py": STARTER_ROLE}, **lab1),
+                             *LAB1_AND_LAB2_TEST, workers="0")
+    assert [(test["name"].split("::")[-1], test["status"]) for test in results["tests"]] == [
+        ("test_help_explains_every_option", "passed")], results
+    assert results["score"] == 1 and results["extra_data"]["categories"] == {"lab1": {"earned": 1, "possible": 1}}
+    assert results["output"].startswith("lab2_udp/ was submitted too: this assignment grades Lab 1 only.")
+    assert "lab1_tcp.server graded from" in results["output"] and "lab2_udp.client graded" not in results["output"]
+    assert "leaderboard" not in results    # the Lab 2 server submitted is not measured either
+
+
+@pytest.mark.network
+@pytest.mark.points(1)
+@pytest.mark.deadline(300)
+def test_a_lab2_autograder_given_a_whole_repository_grades_lab2_only(tmp_path):
+    reference = (ROOT / "lab2_udp" / "client.py").read_text(encoding="utf-8")
+    results = run_autograder(gradescope_tree(tmp_path, "lab2_udp/client.py", reference, lab=2,
+                                             **{"lab1_tcp/server.py": STARTER_ROLE}),
+                             *LAB1_AND_LAB2_TEST, workers="0")
+    # Which tests ran, not whether they passed: in the students' starter the client graded is the starter's.
+    assert [(test["name"].split("::")[-1], test["tags"]) for test in results["tests"]] == [
+        ("test_dm_reaches_only_its_recipient", ["lab2"])], results
+    assert list(results["extra_data"]["categories"]) == ["lab2"]
+    assert results["output"].startswith("lab1_tcp/ was submitted too: this assignment grades Lab 2 only.")
 
 
 @pytest.mark.points(1)
@@ -413,6 +451,23 @@ def test_the_autograder_says_so_when_no_role_file_was_submitted(tmp_path):
     results = json.loads((root / "results" / "results.json").read_text())
     check_gradescope(results)
     assert results["score"] == 0 and "No role file found" in results["output"]
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("bundle_lab, variable", [(1, None), (None, "1")], ids=["graded_lab", "AUTOGRADER_LAB"])
+def test_a_lab1_autograder_given_only_lab2_files_asks_for_lab1s(tmp_path, bundle_lab, variable):
+    # The lab written into the bundle (make autograder LAB=1), or the variable that overrides it.
+    root = gradescope_tree(tmp_path, "lab2_udp/client.py", STARTER_ROLE, lab=bundle_lab)
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), **({"AUTOGRADER_LAB": variable} if variable else {})}
+    # Gradescope runs a copy of the script, /autograder/run_autograder, not the one in source/.
+    shutil.copy2(root / "source" / "run_autograder", root / "run_autograder")
+    completed = run_nested([sys.executable, str(root / "run_autograder")], timeout=60, env=env)
+    assert completed.returncode == 0, completed.stderr
+    results = json.loads((root / "results" / "results.json").read_text())
+    check_gradescope(results)
+    assert results["score"] == 0 and results["tests"] == []
+    assert results["output"].startswith("No role file found. Submit lab1_tcp/server.py or lab1_tcp/client.py")
+    assert "lab2_udp/ was submitted too: this assignment grades Lab 1 only." in results["output"]
 
 
 # --- The manifest: a test missing from a clone costs its points ---------------------------------

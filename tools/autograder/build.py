@@ -6,12 +6,17 @@ with what grading needs: the kit's dependencies and test dependencies, read
 from the installed package so it stays in step with pyproject.toml, without
 the bench's plotting and the linter.
 
-    python -m tools.autograder.build [OUTPUT]      # default: autograder.zip
+With --lab N (``make autograder LAB=1``) the zip grades that lab only, for
+an assignment of one lab: it holds graded_lab, the lab's number, which
+run_autograder reads, leaving out any other lab's files a student submits
+(a whole repository, say). Without it, every lab submitted is graded.
+
+    python -m tools.autograder.build [OUTPUT] [--lab N]     # default: autograder.zip
 """
 from __future__ import annotations
 
+import argparse
 import subprocess
-import sys
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("setup.sh", "run_autograder")
+GRADED_LAB_FILE = "graded_lab"     # /autograder/source/graded_lab, which run_autograder reads
+LABS = (1, 2)
 LEFT_OUT_SUFFIXES = (".png",)
 
 
@@ -46,7 +53,10 @@ def requirements() -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(output: Path) -> Path:
+def build(output: Path, lab: int | None = None) -> Path:
+    """Write the zip to ``output``; ``lab`` (1 or 2): it grades that lab only."""
+    if lab is not None and lab not in LABS:
+        raise ValueError(f"no Lab {lab}: the kit has Labs {LABS}")
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in kit_files():
             archive.write(ROOT / name, name)
@@ -55,8 +65,20 @@ def build(output: Path) -> Path:
             info = zipfile.ZipInfo(script)
             info.external_attr = 0o100755 << 16    # executable: Gradescope runs them as they are
             archive.writestr(info, (HERE / script).read_bytes())
+        if lab is not None:
+            archive.writestr(GRADED_LAB_FILE, f"{lab}\n")
     return output
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.autograder.build", description="Build autograder.zip.")
+    parser.add_argument("output", nargs="?", type=Path, default=Path("autograder.zip"))
+    parser.add_argument("--lab", type=int, choices=LABS,
+                        help="grade this lab only (one Gradescope assignment per lab); default: every lab submitted")
+    args = parser.parse_args(argv)
+    print(build(args.output, args.lab))
+    return 0
+
+
 if __name__ == "__main__":
-    print(build(Path(sys.argv[1] if len(sys.argv) > 1 else "autograder.zip")))
+    raise SystemExit(main())
