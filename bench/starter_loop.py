@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{run.seconds / kit_seconds:.2f}" if kit_seconds else "-"
         print(f"| {run.name} | {run.seconds:.1f} | {run.cpu_seconds:.1f} | {ratio} | {run.summary} |")
     print(f"\nthe starter's first failure: {runs[0].first_failure}")
+    if not args.starter_only and runs[-1].first_failure != "(none)":   # the finished kit should have none
+        print(f"the finished kit's first failure: {runs[-1].first_failure}")
     return 0
 
 
