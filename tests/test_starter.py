@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -288,6 +289,19 @@ def test_the_starter_manifest_lists_every_test_it_holds_and_no_other(kit_starter
     assert not (kit_starter / "tests/mutants.py").exists() and (kit_starter / "tests/test_lab1.py").exists()
     assert {function.partition("::")[0] for function in starter} == {
         path.relative_to(kit_starter).as_posix() for path in (kit_starter / "tests").glob("test_*.py")}
+
+
+@pytest.mark.points(1)
+def test_a_starter_that_is_no_git_checkout_yet_builds_its_autograder_without_keys_or_caches(kit_starter, tmp_path):
+    (kit_starter / "mine.env").write_text("SERVER_PRIVATE_KEY=secret\n", encoding="utf-8")   # a student's own
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    completed = subprocess.run([sys.executable, "-m", "tools.autograder.build", str(tmp_path / "autograder.zip")],
+                               cwd=kit_starter, env=env, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    with zipfile.ZipFile(tmp_path / "autograder.zip") as archive:
+        names = set(archive.namelist())
+    assert {"run_autograder", "lab1_tcp/client.py", "tests/test_lab1.py", ".env.example"} <= names, sorted(names)
+    assert not [name for name in names if name.endswith((".env", ".pyc")) or "__pycache__" in name], sorted(names)
 
 
 @pytest.mark.points(1)

@@ -270,7 +270,7 @@ def lab_cut(lab: int | None) -> Callable[[str, str], bool] | None:
     return lambda path, _function: path.startswith(folder + "/")
 
 
-def _tracked(root: Path) -> list[Path] | None:
+def tracked_files(root: Path) -> list[Path] | None:
     """The files git tracks in ``root``, or None if it is no git checkout of its own."""
     try:
         top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True)
@@ -287,7 +287,7 @@ def kit_files(root: Path, out: Path) -> list[Path]:
     the files git tracks, as they are on disk now (as make autograder takes
     them: a submissions/ folder or a note of your own stays out), else every
     file; never what LEFT_OUT_* names."""
-    tracked = _tracked(root)
+    tracked = tracked_files(root)
     candidates = sorted(root.rglob("*")) if tracked is None else [root / name for name in tracked]
     files = []
     for path in candidates:

@@ -16,10 +16,12 @@ run_autograder reads, leaving out any other lab's files a student submits
 from __future__ import annotations
 
 import argparse
-import subprocess
 import zipfile
 from importlib import metadata
 from pathlib import Path
+
+from tools.starter import LEFT_OUT_NAMES, tracked_files
+from tools.starter import LEFT_OUT_SUFFIXES as NOT_KIT_SUFFIXES
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -30,9 +32,16 @@ LEFT_OUT_SUFFIXES = (".png",)
 
 
 def kit_files() -> list[str]:
-    """The files git tracks, as they are in the working tree now."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
-    names = [name for name in listed.stdout.decode("utf-8").split("\0") if name]
+    """The files git tracks, as they are in the working tree now. In a copy that
+    is no git checkout (a starter just made, before its `git init`), every file
+    but what the starter leaves out of a kit too (caches, databases, the .venv),
+    and the settings files, which hold keys."""
+    tracked = tracked_files(ROOT)
+    if tracked is None:
+        tracked = [path.relative_to(ROOT) for path in sorted(ROOT.rglob("*"))
+                   if not any(part in LEFT_OUT_NAMES or part.endswith((*NOT_KIT_SUFFIXES, ".env"))
+                              for part in path.relative_to(ROOT).parts)]
+    names = [path.as_posix() for path in tracked]
     return [name for name in names if not name.endswith(LEFT_OUT_SUFFIXES) and (ROOT / name).is_file()]
 
 
