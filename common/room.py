@@ -412,7 +412,7 @@ class Room:
             # Flush under the old key, then hand the new one to who is left.
             before, outbox.events = outbox.events[:outbox.rekey_at], outbox.events[outbox.rekey_at:]
             outbox.logged_at = outbox.logged_at[outbox.rekey_at:]
-            outbox.bytes, outbox.rekey_at = sum(len(encode(e)) + 2 for e in outbox.events), None
+            outbox.bytes, outbox.rekey_at = sum(map(packed_bytes, outbox.events)), None
             out += [Broadcast(batch) for batch in self.batches(before)] if before else []
             self.epoch, self.room_key = self.epoch + 1, self._random_bytes(ROOM_KEY_BYTES)
             self._keyed_at = now
@@ -586,7 +586,7 @@ class Room:
 
     def _log(self, kind: EventKind, sender: str, text: str) -> None:
         event = RoomEvent(self.latest_seq + 1, kind, sender, text)
-        event_bytes = len(encode(event)) + 2
+        event_bytes = packed_bytes(event)
         self.log.append(event, event_bytes)
         self._outbox.events.append(event)
         self._outbox.logged_at.append(self.clock())
@@ -667,13 +667,18 @@ def _holder(names: dict[Hashable, str], name: str) -> Hashable | None:
     return next((conn for conn, held in names.items() if held == name), None)
 
 
+def packed_bytes(event: RoomEvent) -> int:
+    """What ``event`` takes in a RoomBatch or a History: its encoding and 2 length bytes."""
+    return len(encode(event)) + 2
+
+
 def pack_events(events: list[RoomEvent], limit_bytes: int) -> list[tuple[RoomEvent, ...]]:
-    """Cut ``events`` into runs whose encodings (2 length bytes + the event)
-    add up to at most ``limit_bytes``. Always returns at least one run."""
+    """Cut ``events`` into runs whose packed_bytes add up to at most
+    ``limit_bytes``. Always returns at least one run."""
     runs: list[list[RoomEvent]] = [[]]
     size = 0
     for event in events:
-        event_bytes = len(encode(event)) + 2
+        event_bytes = packed_bytes(event)
         if runs[-1] and size + event_bytes > limit_bytes:
             runs.append([])
             size = 0
