@@ -286,7 +286,7 @@ class _FrontEnd:
         self._wakeup_send: socket.socket | None = None
         self._previous_handlers: dict[int, object] = {}
         self._quit_signalled = False   # Ctrl-C or SIGTERM came: see _on_signal
-        self._turn_failed = False      # the last turn raised: see FAILED_TURN_PAUSE_SECONDS
+        self._turn_failed = False      # a callback of the current turn raised: see _take_turn
         self._previous_wakeup = -1
         self._hidden = HiddenRun()                  # the run of hidden lines shown last, if any
         self._hidden_printed: int | None = None     # the newest number of it printed on stdout
@@ -475,10 +475,20 @@ class _FrontEnd:
         self._print_hidden_run_if_due(time.monotonic())
         return result
 
-    def _pause_after_a_failed_turn(self) -> None:
+    def _take_turn(self, turn: Callable[[float | None], None], timeout: float | None) -> None:
+        """One turn of the loop, guarded; after a turn that raised, a pause
+        (FAILED_TURN_PAUSE_SECONDS), so that a failing handler cannot spin."""
+        self._turn_failed = False
+        self._guarded(turn, timeout)
         if self._turn_failed and not self.stopped:
-            self._turn_failed = False
             time.sleep(FAILED_TURN_PAUSE_SECONDS)   # a signal still quits: _on_signal runs during it
+
+    def _tick_if_due(self, tick: Callable[[], None] | None, next_tick: float, tick_interval_ms: int) -> float:
+        """Run ``tick`` if its time ``next_tick`` has come; return when the next one is due."""
+        if tick is None or self.stopped or time.monotonic() < next_tick:
+            return next_tick
+        self._guarded(tick)
+        return time.monotonic() + tick_interval_ms / 1000
 
     def _report(self, where: str, error: BaseException) -> None:
         if (where, type(error).__name__) in self._reported:
@@ -699,11 +709,8 @@ class TerminalChat(_FrontEnd):
             next_tick = time.monotonic() + tick_interval_ms / 1000
             while not self.stopped:
                 timeout = None if tick is None else max(0.0, next_tick - time.monotonic())
-                self._guarded(turn, timeout)
-                self._pause_after_a_failed_turn()
-                if tick is not None and not self.stopped and time.monotonic() >= next_tick:
-                    self._guarded(tick)
-                    next_tick = time.monotonic() + tick_interval_ms / 1000
+                self._take_turn(turn, timeout)
+                next_tick = self._tick_if_due(tick, next_tick, tick_interval_ms)
         finally:
             self._finish()
 
@@ -926,12 +933,9 @@ class ChatWindow(_FrontEnd):
                 if tick is not None:
                     timeout = max(0.0, min(timeout, next_tick - time.monotonic()))
                 self._draw_due = True   # drawn right after the turn: no idle callback needed for it
-                self._guarded(turn, timeout)
-                self._pause_after_a_failed_turn()
+                self._take_turn(turn, timeout)
                 self._guarded(self._draw_unshown)   # what the turn showed, in one insert
-                if tick is not None and not self.stopped and time.monotonic() >= next_tick:
-                    self._guarded(tick)
-                    next_tick = time.monotonic() + tick_interval_ms / 1000
+                next_tick = self._tick_if_due(tick, next_tick, tick_interval_ms)
                 if not self.stopped:
                     self._guarded(self._root.update)   # keys, clicks, redraws: Tk's events, all of them
         finally:
