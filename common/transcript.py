@@ -130,15 +130,10 @@ def format_event(event: RoomEvent) -> str:
     return EVENT_LINES[event.kind].format(seq=event.seq, sender=event.sender, text=event.text)
 
 
-def format_hidden(event: RoomEvent) -> str:
-    """The placeholder for a message from someone you ignore: the number
-    stays, so your transcript still lines up with everyone else's."""
-    return format_hidden_run(event.seq, event.seq)
-
-
 def format_hidden_run(first: int, last: int) -> str:
     """The one line for hidden messages ``first`` to ``last``, in a row: a
-    spammer you ignore costs your screen one line, not one per message."""
+    spammer you ignore costs your screen one line, not one per message, and
+    the numbers stay, so your transcript still lines up with everyone else's."""
     if first == last:
         return f"~#{first} (hidden: a message from someone you ignore)"
     return f"~#{first}-#{last} ({last - first + 1} hidden messages from people you ignore)"

@@ -30,7 +30,9 @@ from common.messages import (
 )
 from common.room import Broadcast, Delivery, NewRoomKey, Room, StoreWrite
 from common.session import SecureSession
-from common.transcript import Roster, Transcript, format_event, format_hidden, read_room_datagram, start_history
+from common.transcript import (
+    Roster, Transcript, format_event, format_hidden_run, read_room_datagram, start_history,
+)
 
 CHEAP_ARGON2 = Argon2Cost(memory_kib=64, iterations=1, lanes=1)
 
@@ -151,7 +153,7 @@ class MemoryClient:
     def _show(self, events) -> None:
         for event in events:   # as lab2_udp/client.py shows them
             hidden = event.kind is EventKind.SAY and self.roster.account_of(event.sender) in self.ignored
-            self.screen.append(format_hidden(event) if hidden else format_event(event))
+            self.screen.append(format_hidden_run(event.seq, event.seq) if hidden else format_event(event))
             self.roster.apply(event)
 
     def _flush(self) -> None:
