@@ -2,7 +2,6 @@
 (common/controls.py, and what the room and the doorway do for them)."""
 import pytest
 
-from common.accounts import AccountStore
 from common.admission import BANNED, LAB2_LIMITS, Doorway, address_key
 from common.errors import ProtocolError
 from common.messages import (
@@ -11,10 +10,9 @@ from common.messages import (
 from common.controls import (
     DEFAULT_MUTE_MINUTES, IDLE_CHECK_INTERVAL_SECONDS, NO_REASON, YOU_ARE_BANNED, Operator, removal_words,
 )
-from common.room import Delivery, NewRoomKey, Room
+from common.room import Delivery, NewRoomKey
 from common.transcript import KEEPALIVE_SECONDS, Roster, Transcript, format_event
-from tests.memory_link import CHEAP_ARGON2
-from tests.test_room import FakeClock, counting_bytes
+from tests.test_room import FakeClock, counting_bytes, room_with_accounts
 
 IDLE_SECONDS = 600
 
@@ -26,10 +24,8 @@ def clock():
 
 @pytest.fixture
 def room(clock):
-    accounts = AccountStore(":memory:", CHEAP_ARGON2)
-    for name in ("alice", "bob", "carol", "mallory"):
-        accounts.register(name, "a good password")
-    return Room("server", accounts, bytes(32), max_members=10, clock=clock, random_bytes=counting_bytes())
+    return room_with_accounts(clock, ("alice", "bob", "carol", "mallory"), max_members=10,
+                              random_bytes=counting_bytes())
 
 
 @pytest.fixture
@@ -139,11 +135,8 @@ def test_a_ban_by_address_removes_all_its_members_and_none_from_elsewhere(room, 
 
 @pytest.mark.points(2)
 def test_members_of_one_ipv6_64_share_its_budgets_and_its_ban(clock, doorway):
-    accounts = AccountStore(":memory:", CHEAP_ARGON2)
-    for name in ("alice", "bob", "carol", "dave"):
-        accounts.register(name, "a good password")
-    room = Room("server", accounts, bytes(32), max_members=10, max_members_per_source=2, clock=clock,
-                random_bytes=counting_bytes())
+    room = room_with_accounts(clock, ("alice", "bob", "carol", "dave"), max_members=10, max_members_per_source=2,
+                              random_bytes=counting_bytes())
     operator = Operator(room, doorway, IDLE_SECONDS)
     room.join(1, "alice", "2001:db8:1:2::a")
     room.join(2, "bob", "2001:db8:1:2::b")   # another address of the same /64: the same host's budget

@@ -61,13 +61,18 @@ def clock():
     return FakeClock()
 
 
+def room_with_accounts(clock, names=(), **options) -> Room:
+    """A Room named "server" on an in-memory account store where ``names`` are registered."""
+    accounts = AccountStore(":memory:", CHEAP_ARGON2)
+    for name in names:
+        accounts.register(name, "a good password")
+    return Room("server", accounts, SIGNING_PUBLIC_KEY, clock=clock, **options)
+
+
 @pytest.fixture
 def room(clock):
-    accounts = AccountStore(":memory:", CHEAP_ARGON2)
-    for name in ("alice", "bob", "carol"):
-        accounts.register(name, "a good password")
-    return Room("server", accounts, SIGNING_PUBLIC_KEY, max_members=2, max_messages_per_second=5, clock=clock,
-                random_bytes=counting_bytes())
+    return room_with_accounts(clock, ("alice", "bob", "carol"), max_members=2, max_messages_per_second=5,
+                              random_bytes=counting_bytes())
 
 
 def counting_bytes():
@@ -255,9 +260,8 @@ def history_bytes(deliveries) -> int:
 
 @pytest.mark.points(2)
 def test_the_members_of_one_address_share_an_allowance_of_repair_bytes_per_second(clock):
-    accounts = AccountStore(":memory:", CHEAP_ARGON2)
-    room = Room("server", accounts, SIGNING_PUBLIC_KEY, max_members=30, max_members_per_source=30,
-                max_messages_per_second=1000, history_bytes=10_000_000, clock=clock)
+    room = room_with_accounts(clock, max_members=30, max_members_per_source=30, max_messages_per_second=1000,
+                              history_bytes=10_000_000)
     for i in range(20):
         room.join(i, f"member_{i}", "10.0.0.2")   # one student, 20 members
     room.join("alice", "alice", "10.0.0.1")
@@ -406,8 +410,7 @@ def test_a_leave_flushes_under_the_old_key_then_hands_a_new_key_to_those_left(ro
 
 @pytest.mark.points(2)
 def test_many_leaves_in_one_round_cost_one_new_key(clock):
-    accounts = AccountStore(":memory:", CHEAP_ARGON2)
-    room = Room("server", accounts, SIGNING_PUBLIC_KEY, max_members=600, max_members_per_source=600, clock=clock)
+    room = room_with_accounts(clock, max_members=600, max_members_per_source=600)
     for conn in range(500):
         room.join(conn, f"member_{conn}")
     room.tick(force=True)
@@ -510,9 +513,7 @@ def test_an_ignore_is_written_off_the_loop_and_answered_once_written(room, clock
 
 
 def small_window_room(clock, **options):
-    accounts = AccountStore(":memory:", CHEAP_ARGON2)
-    return Room("server", accounts, SIGNING_PUBLIC_KEY, max_members=10, max_messages_per_second=1000, clock=clock,
-                **options)
+    return room_with_accounts(clock, max_members=10, max_messages_per_second=1000, **options)
 
 
 @pytest.mark.points(2)
