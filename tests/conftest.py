@@ -84,8 +84,9 @@ def pytest_collection_modifyitems(items) -> None:
     first_mutant = next((item for item in items if item.originalname == MUTANTS_TEST), None)
 
     def rank(item) -> tuple[int, int]:
-        if f"{item.path.name}::{item.originalname}" in RUN_FIRST:
-            return 0, RUN_FIRST.index(f"{item.path.name}::{item.originalname}")
+        test = f"{item.path.name}::{item.originalname}"
+        if test in RUN_FIRST:
+            return 0, RUN_FIRST.index(test)
         if item is first_mutant:
             return 0, len(RUN_FIRST)
         if item.originalname == MUTANTS_TEST:
