@@ -20,14 +20,14 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
-from tools.starter import LEFT_OUT_NAMES, tracked_files
+from tools.starter import LAB_FOLDERS, LEFT_OUT_NAMES, tracked_files
 from tools.starter import LEFT_OUT_SUFFIXES as NOT_KIT_SUFFIXES
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("setup.sh", "run_autograder")
 GRADED_LAB_FILE = "graded_lab"     # /autograder/source/graded_lab, which run_autograder reads
-LABS = (1, 2)
+LABS = tuple(LAB_FOLDERS)   # the kit's labs, as make starter LAB=N knows them
 LEFT_OUT_SUFFIXES = (".png",)
 
 
